@@ -1,0 +1,284 @@
+// Config: see config.h. The directive table below is the one list of every
+// directive, its default, whether CONFIG SET may change it, and how it is
+// checked; conf/featurekv.conf documents each.
+#include "server/config.h"
+
+#include <cctype>
+#include <charconv>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "protocol/resp_parser.h"
+#include "storage/glob.h"
+
+namespace fkv {
+
+namespace {
+
+enum class Kind { kInt, kMemory, kDuration, kString, kEnum, kList, kSave, kKafkaProperty };
+
+std::string Lower(std::string_view s) {
+  std::string r(s);
+  for (char& c : r) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return r;
+}
+
+bool ParseInt(std::string_view s, int64_t* out) {
+  if (s.empty()) return false;
+  auto r = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
+
+}  // namespace
+
+bool ParseMemory(std::string_view s, uint64_t* out) {
+  std::string l = Lower(s);
+  uint64_t mul = 1;
+  auto ends = [&](std::string_view suf) { return l.size() > suf.size() && l.compare(l.size() - suf.size(), suf.size(), suf) == 0; };
+  size_t cut = 0;
+  if (ends("kb")) mul = 1024, cut = 2;
+  else if (ends("mb")) mul = 1024ull * 1024, cut = 2;
+  else if (ends("gb")) mul = 1024ull * 1024 * 1024, cut = 2;
+  else if (ends("k")) mul = 1000, cut = 1;
+  else if (ends("m")) mul = 1000ull * 1000, cut = 1;
+  else if (ends("g")) mul = 1000ull * 1000 * 1000, cut = 1;
+  else if (ends("b")) mul = 1, cut = 1;
+  int64_t v = 0;
+  if (!ParseInt(std::string_view(l).substr(0, l.size() - cut), &v) || v < 0) return false;
+  if (mul > 1 && static_cast<uint64_t>(v) > UINT64_MAX / mul) return false;
+  *out = static_cast<uint64_t>(v) * mul;
+  return true;
+}
+
+bool ParseDurationMs(std::string_view s, int64_t* out) {
+  std::string l = Lower(s);
+  int64_t mul = 1000;
+  size_t cut = 0;
+  auto ends = [&](std::string_view suf) { return l.size() > suf.size() && l.compare(l.size() - suf.size(), suf.size(), suf) == 0; };
+  if (ends("ms")) mul = 1, cut = 2;
+  else if (ends("s")) mul = 1000, cut = 1;
+  else if (ends("m")) mul = 60'000, cut = 1;
+  else if (ends("h")) mul = 3'600'000, cut = 1;
+  else if (ends("d")) mul = 86'400'000, cut = 1;
+  int64_t v = 0;
+  if (!ParseInt(std::string_view(l).substr(0, l.size() - cut), &v) || v < 0) return false;
+  if (v > INT64_MAX / mul) return false;
+  *out = v * mul;
+  return true;
+}
+
+struct Config::Directive {
+  const char* name;
+  Kind kind;
+  const char* def;
+  bool live;
+  int64_t min = 0, max = INT64_MAX;
+  const char* choices = nullptr;  // for kEnum: space separated
+};
+
+
+namespace {
+const Config::Directive kDirectives[] = {
+    {"port", Kind::kInt, "6380", false, 0, 65535},
+    {"bind", Kind::kList, "127.0.0.1", false},
+    {"requirepass", Kind::kString, "", true},
+    {"dir", Kind::kString, ".", true},
+    {"dbfilename", Kind::kString, "featurekv.snap", true},
+    {"save", Kind::kSave, "3600 1 300 100 60 10000", true},
+    {"shards", Kind::kInt, "0", false, 0, 256},
+    {"maxclients", Kind::kInt, "10000", true, 1, 1000000},
+    {"maxmemory", Kind::kMemory, "0", true},
+    {"registry", Kind::kString, "", false},
+    {"kafka-brokers", Kind::kString, "", false},
+    {"kafka-group", Kind::kString, "", false},
+    {"kafka-dlq-topic", Kind::kString, "", false},
+    {"kafka-property", Kind::kKafkaProperty, "", false},
+    {"kafka-fetch-wait-max-ms", Kind::kInt, "10", false, 0, 300000},
+    {"max-event-skew", Kind::kDuration, "5m", true},
+    {"loglevel", Kind::kEnum, "notice", true, 0, 0, "debug verbose notice warning"},
+    {"logfile", Kind::kString, "", false},
+    {"proto-max-bulk-len", Kind::kMemory, "512mb", true, 1024},
+    {"client-query-buffer-limit", Kind::kMemory, "1gb", true, 1024 * 1024},
+    {"hz", Kind::kInt, "10", true, 1, 500},
+    {"timeout", Kind::kInt, "0", true, 0, INT32_MAX},
+    {"databases", Kind::kInt, "1", false, 1, 1},
+    {"appendonly", Kind::kEnum, "no", false, 0, 0, "no"},
+};
+}  // namespace
+
+const Config::Directive* Config::Find(std::string_view name) const {
+  std::string l = Lower(name);
+  for (const auto& d : kDirectives)
+    if (l == d.name) return &d;
+  return nullptr;
+}
+
+Config::Config() {
+  for (const auto& d : kDirectives) values_[d.name] = d.def;
+  unsigned hc = std::thread::hardware_concurrency();
+  shards_ = hc == 0 ? 1 : static_cast<int>(hc);
+  values_["shards"] = std::to_string(shards_);
+}
+
+std::string Config::Set(std::string_view name, const std::vector<std::string>& values, bool live) {
+  const Directive* d = Find(name);
+  if (d == nullptr) return "unknown directive '" + std::string(name) + "'";
+  if (live && !d->live) return "can't set immutable config";
+  std::string joined;
+  for (size_t i = 0; i < values.size(); i++) joined += (i ? " " : "") + values[i];
+  auto need_one = [&]() -> std::string {
+    return values.size() == 1 ? "" : "directive '" + std::string(d->name) + "' takes exactly one value";
+  };
+  std::string canonical = joined;
+  switch (d->kind) {
+    case Kind::kInt: {
+      if (auto e = need_one(); !e.empty()) return e;
+      int64_t v;
+      if (!ParseInt(values[0], &v)) return "argument must be an integer: '" + values[0] + "'";
+      if (v < d->min || v > d->max)
+        return "argument must be between " + std::to_string(d->min) + " and " + std::to_string(d->max) + " inclusive";
+      canonical = std::to_string(v);
+      break;
+    }
+    case Kind::kMemory: {
+      if (auto e = need_one(); !e.empty()) return e;
+      uint64_t v;
+      if (!ParseMemory(values[0], &v)) return "argument must be a memory value: '" + values[0] + "'";
+      if (static_cast<int64_t>(v) < d->min) return "argument must be at least " + std::to_string(d->min);
+      canonical = std::to_string(v);
+      break;
+    }
+    case Kind::kDuration: {
+      if (auto e = need_one(); !e.empty()) return e;
+      int64_t v;
+      if (!ParseDurationMs(values[0], &v)) return "argument must be a duration like 500ms, 30s, 5m, 1h, 7d: '" + values[0] + "'";
+      break;
+    }
+    case Kind::kString:
+      if (values.size() > 1) return "directive '" + std::string(d->name) + "' takes one value";
+      canonical = values.empty() ? "" : values[0];
+      break;
+    case Kind::kEnum: {
+      if (auto e = need_one(); !e.empty()) return e;
+      std::string l = Lower(values[0]);
+      std::istringstream in(d->choices);
+      std::string c;
+      bool ok = false;
+      while (in >> c) ok |= c == l;
+      if (!ok) return "argument must be one of: " + std::string(d->choices);
+      canonical = l;
+      break;
+    }
+    case Kind::kList:
+      if (values.empty()) return "directive '" + std::string(d->name) + "' needs at least one value";
+      break;
+    case Kind::kSave: {
+      // "" disables; else pairs of <seconds> <changes>
+      std::vector<std::string> words;
+      for (const auto& v : values) {
+        std::istringstream in(v);
+        std::string w;
+        while (in >> w) words.push_back(w);
+      }
+      if (words.size() % 2 != 0) return "save takes pairs of <seconds> <changes>";
+      for (const auto& w : words) {
+        int64_t v;
+        if (!ParseInt(w, &v) || v < 0) return "save takes pairs of positive integers";
+      }
+      canonical.clear();
+      for (size_t i = 0; i < words.size(); i++) canonical += (i ? " " : "") + words[i];
+      break;
+    }
+    case Kind::kKafkaProperty: {
+      if (values.size() != 2) return "kafka-property takes a name and a value";
+      std::lock_guard lk(mu_);
+      kafka_properties_.push_back(values[0] + " " + values[1]);
+      canonical.clear();
+      for (size_t i = 0; i < kafka_properties_.size(); i++) canonical += (i ? " " : "") + kafka_properties_[i];
+      values_[d->name] = canonical;
+      return "";
+    }
+  }
+  std::lock_guard lk(mu_);
+  values_[d->name] = canonical;
+  if (d->kind == Kind::kList) bind_ = values;
+  SyncAtomics();
+  return "";
+}
+
+void Config::SyncAtomics() {
+  auto num = [&](const char* n) { return std::stoull(values_[n]); };
+  port_ = static_cast<int>(num("port"));
+  int64_t sh = static_cast<int64_t>(num("shards"));
+  if (sh > 0) shards_ = static_cast<int>(sh);
+  hz_.store(static_cast<int>(num("hz")));
+  maxclients_.store(num("maxclients"));
+  maxmemory_.store(num("maxmemory"));
+  proto_max_bulk_len_.store(num("proto-max-bulk-len"));
+  qbuf_limit_.store(num("client-query-buffer-limit"));
+  requirepass_set_.store(!values_["requirepass"].empty(), std::memory_order_release);
+}
+
+bool Config::CheckPassword(std::string_view pw) const {
+  std::lock_guard lk(mu_);
+  const std::string& want = values_.at("requirepass");
+  // Constant-time compare, as Redis's time_independent_strcmp.
+  if (want.size() != pw.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < want.size(); i++) diff |= static_cast<unsigned char>(want[i] ^ pw[i]);
+  return diff == 0;
+}
+
+std::vector<std::pair<std::string, std::string>> Config::Get(std::string_view pattern) const {
+  std::lock_guard lk(mu_);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [k, v] : values_)
+    if (GlobMatch(pattern, k, true)) out.emplace_back(k, v);
+  return out;
+}
+
+std::string Config::GetString(std::string_view name) const {
+  std::lock_guard lk(mu_);
+  auto it = values_.find(std::string(name));
+  return it == values_.end() ? "" : it->second;
+}
+
+void Config::LoadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("cannot open config file '" + path + "'");
+  config_file_ = path;
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    lineno++;
+    size_t a = line.find_first_not_of(" \t\r");
+    if (a == std::string::npos || line[a] == '#') continue;
+    std::vector<std::string> words;
+    if (!SplitInlineArgs(line, &words))
+      throw ConfigError(path + ":" + std::to_string(lineno) + ": unbalanced quotes");
+    if (words.empty()) continue;
+    std::vector<std::string> vals(words.begin() + 1, words.end());
+    std::string err = Set(words[0], vals, false);
+    if (!err.empty()) throw ConfigError(path + ":" + std::to_string(lineno) + ": " + err);
+  }
+  std::lock_guard lk(mu_);
+  SyncAtomics();
+}
+
+void Config::ApplyArgs(const std::vector<std::string>& args) {
+  size_t i = 0;
+  while (i < args.size()) {
+    if (args[i].rfind("--", 0) != 0) throw ConfigError("unexpected argument '" + args[i] + "' (directives are --name value)");
+    std::string name = args[i].substr(2);
+    std::vector<std::string> vals;
+    i++;
+    while (i < args.size() && args[i].rfind("--", 0) != 0) vals.push_back(args[i++]);
+    std::string err = Set(name, vals, false);
+    if (!err.empty()) throw ConfigError("--" + name + ": " + err);
+  }
+  std::lock_guard lk(mu_);
+  SyncAtomics();
+}
+
+}  // namespace fkv

@@ -1,0 +1,266 @@
+// Connection: see connection.h. The flow of one read:
+//   DoRead (home) -> Process(home) -> [hop to key's shard -> Execute ...]
+//   -> FlushAndRead (home): one write of every reply, then the next read.
+#include "server/connection.h"
+
+#include <spdlog/spdlog.h>
+
+#include "server/server.h"
+#include "storage/key_table.h"
+
+namespace fkv {
+
+namespace {
+constexpr size_t kReadChunk = 16 * 1024;
+constexpr size_t kFlushThreshold = 1 << 20;  // flush mid-pipeline past 1 MiB of replies
+
+std::string Endpoint(const asio::ip::tcp::endpoint& ep) {
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+}  // namespace
+
+Connection::Connection(Server* server, int home, asio::ip::tcp::socket socket, uint64_t id)
+    : server_(server), home_(home), socket_(std::move(socket)), id_(id), writer_(&wbuf_, 2) {
+  boost::system::error_code ec;
+  auto rp = socket_.remote_endpoint(ec);
+  if (!ec) peer_ = Endpoint(rp);
+  auto lp = socket_.local_endpoint(ec);
+  if (!ec) local_ = Endpoint(lp);
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  created_ms_ = NowMs();
+  last_interaction_ms_ = created_ms_;
+  authenticated_ = !server_->config().requirepass_set();
+}
+
+std::string Connection::name() const {
+  std::lock_guard lk(name_mu_);
+  return name_;
+}
+
+void Connection::set_name(std::string n) {
+  std::lock_guard lk(name_mu_);
+  name_ = std::move(n);
+}
+
+std::string Connection::Describe(int64_t now_ms) const {
+  const CommandSpec* last = last_cmd_.load(std::memory_order_relaxed);
+  std::string s = "id=" + std::to_string(id_) + " addr=" + peer_ + " laddr=" + local_ + " fd=" +
+                  std::to_string(const_cast<asio::ip::tcp::socket&>(socket_).native_handle()) + " name=" + name() +
+                  " age=" + std::to_string((now_ms - created_ms_) / 1000) +
+                  " idle=" + std::to_string(idle_ms(now_ms) / 1000) + " flags=N db=0 sub=0 psub=0 ssub=0 multi=-1" +
+                  " qbuf=" + std::to_string(rend_ - rpos_) + " qbuf-free=" + std::to_string(rcap_ - rend_) +
+                  " obl=0 oll=0 omem=0 tot-mem=" + std::to_string(rcap_ + wbuf_.capacity() + sizeof(*this)) +
+                  " events=r cmd=" + (last ? last->name : "NULL") + " user=default redir=-1 resp=" +
+                  std::to_string(writer_.protocol()) + " shard=" + std::to_string(home_);
+  return s;
+}
+
+void Connection::Start() {
+  server_->shards().shard(home_).clients.insert(this);
+  DoRead();
+}
+
+void Connection::Kill() {
+  auto self = shared_from_this();
+  server_->shards().Post(home_, [self] {
+    self->killed_ = true;
+    boost::system::error_code ec;
+    self->socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    self->socket_.close(ec);
+  });
+}
+
+void Connection::Close() {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ec;
+  socket_.close(ec);
+  server_->shards().shard(home_).clients.erase(this);
+  server_->connected_clients.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Connection::DoRead() {
+  if (closed_) return;
+  if (killed_) return Close();
+  // Keep the unconsumed bytes at the front; the parser holds only offsets.
+  if (rpos_ > 0) {
+    if (rend_ > rpos_) std::memmove(rbuf_.get(), rbuf_.get() + rpos_, rend_ - rpos_);
+    rend_ -= rpos_;
+    rpos_ = 0;
+  }
+  const Config& cfg = server_->config();
+  if (rend_ > cfg.client_query_buffer_limit()) {
+    spdlog::warn("closing client id={} addr={}: query buffer {} bytes over client-query-buffer-limit", id_, peer_, rend_);
+    return Close();
+  }
+  ParserLimits lim = parser_.limits();
+  lim.max_bulk_len = cfg.proto_max_bulk_len();
+  parser_.set_limits(lim);
+  size_t want = rend_ + kReadChunk;
+  if (parser_.bytes_wanted() > rend_) want = std::max(want, parser_.bytes_wanted());
+  if (want > rcap_) {
+    size_t cap = std::max(rcap_ * 2, want);
+    auto nb = std::make_unique<char[]>(cap);
+    if (rend_ > 0) std::memcpy(nb.get(), rbuf_.get(), rend_);
+    rbuf_ = std::move(nb);
+    rcap_ = cap;
+  } else if (rend_ == 0 && rcap_ > 4 * kReadChunk) {
+    // Idle after a big request: give the memory back.
+    rbuf_ = std::make_unique<char[]>(kReadChunk);
+    rcap_ = kReadChunk;
+  }
+  socket_.async_read_some(asio::buffer(rbuf_.get() + rend_, rcap_ - rend_),
+                          [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+                            if (ec) return self->Close();
+                            self->rend_ += n;
+                            self->server_->shards().shard(self->home_).counters.Add(
+                                self->server_->shards().shard(self->home_).counters.net_input, n);
+                            self->last_interaction_ms_.store(NowMs(), std::memory_order_relaxed);
+                            self->Process(self->home_);
+                          });
+}
+
+void Connection::Process(int shard) {
+  more_input_ = false;
+  for (;;) {
+    if (killed_.load(std::memory_order_relaxed)) break;
+    if (!have_cmd_) {
+      if (close_after_write_) break;
+      if (wbuf_.size() > kFlushThreshold) {
+        more_input_ = true;
+        break;
+      }
+      ParseStatus st = parser_.Parse(std::string_view(rbuf_.get() + rpos_, rend_ - rpos_), &args_, &consumed_);
+      if (st == ParseStatus::kNeedMore) break;
+      if (st == ParseStatus::kError) {
+        writer_.Error(parser_.error());
+        spdlog::info("protocol error from client id={} addr={}: {}", id_, peer_, parser_.error());
+        close_after_write_ = true;
+        break;
+      }
+      if (args_.empty()) {  // empty multibulk or blank inline line
+        rpos_ += consumed_;
+        continue;
+      }
+      have_cmd_ = true;
+      spec_ = CommandTable::Get().Find(args_[0]);
+      target_ = shard;
+      if (spec_ != nullptr && spec_->first_key > 0 && !(spec_->flags & kCmdMultiShard) &&
+          static_cast<int>(args_.size()) > spec_->first_key) {
+        key_hash_ = HashKey(args_[static_cast<size_t>(spec_->first_key)]);
+        target_ = server_->shards().ShardOf(key_hash_);
+      }
+    }
+    if (target_ != shard) {
+      // Hop: the rest of this loop continues on the key's shard.
+      int t = target_;
+      server_->shards().Post(t, [self = shared_from_this(), t] { self->Process(t); });
+      return;
+    }
+    Execute(shard);
+    rpos_ += consumed_;
+    have_cmd_ = false;
+    if (suspended_) return;  // a fan-out resumes us
+  }
+  if (shard != home_) {
+    server_->shards().Post(home_, [self = shared_from_this()] { self->FlushAndRead(); });
+  } else {
+    FlushAndRead();
+  }
+}
+
+bool Connection::Execute(int shard) {
+  Shard& sh = server_->shards().shard(shard);
+  sh.counters.Add(sh.counters.commands, 1);
+  const CommandSpec* spec = spec_;
+  if (spec == nullptr) {
+    std::string msg = "ERR unknown command '" + std::string(args_[0].substr(0, 128)) + "', with args beginning with: ";
+    for (size_t i = 1; i < args_.size() && msg.size() < 256; i++) msg += "'" + std::string(args_[i].substr(0, 128)) + "' ";
+    writer_.Error(msg);
+    return true;
+  }
+  last_cmd_.store(spec, std::memory_order_relaxed);
+  int argc = static_cast<int>(args_.size());
+  if ((spec->arity > 0 && argc != spec->arity) || (spec->arity < 0 && argc < -spec->arity)) {
+    writer_.Error(ErrWrongArgs(spec->name));
+    return true;
+  }
+  if (!authenticated_ && !(spec->flags & kCmdNoAuth)) {
+    if (server_->config().requirepass_set()) {
+      writer_.Error("NOAUTH Authentication required.");
+      return true;
+    }
+    authenticated_ = true;  // requirepass was cleared at run time
+  }
+  if ((spec->flags & kCmdDenyOom) && server_->config().maxmemory() > 0 &&
+      server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory()) {
+    writer_.Error("OOM command not allowed when used memory > 'maxmemory'.");
+    return true;
+  }
+  CommandContext ctx{server_, this, spec, args_, writer_, shard, &sh.store, key_hash_, NowMs()};
+  spec->handler(ctx);
+  return true;
+}
+
+void Connection::Resume(int shard) {
+  suspended_ = false;
+  Process(shard);
+}
+
+void Connection::FlushAndRead() {
+  if (closed_) return;
+  if (killed_) return Close();
+  if (wbuf_.empty()) {
+    if (close_after_write_) return Close();
+    return DoRead();
+  }
+  server_->shards().shard(home_).counters.Add(server_->shards().shard(home_).counters.net_output, wbuf_.size());
+  asio::async_write(socket_, asio::buffer(wbuf_), [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+    if (ec) return self->Close();
+    if (self->wbuf_.capacity() > 4 * kFlushThreshold) {
+      std::string().swap(self->wbuf_);
+    } else {
+      self->wbuf_.clear();
+    }
+    if (self->close_after_write_) return self->Close();
+    if (self->more_input_) return self->Process(self->home_);
+    self->DoRead();
+  });
+}
+
+void CommandContext::FanOut(const std::vector<int>& shards, std::function<void(int, ShardStore&)> per_shard,
+                            std::function<void(ReplyWriter&)> finish) {
+  ShardSet& set = server->shards();
+  if (shards.empty() || (shards.size() == 1 && shards[0] == shard)) {
+    if (!shards.empty()) per_shard(shard, *store);
+    finish(out);
+    return;
+  }
+  struct State {
+    std::atomic<size_t> remaining;
+    std::function<void(int, ShardStore&)> per_shard;
+    std::function<void(ReplyWriter&)> finish;
+    std::shared_ptr<Connection> conn;
+    int origin;
+  };
+  auto st = std::make_shared<State>();
+  st->remaining = shards.size();
+  st->per_shard = std::move(per_shard);
+  st->finish = std::move(finish);
+  st->conn = conn->self();
+  st->origin = shard;
+  conn->Suspend();
+  for (int s : shards) {
+    set.Post(s, [st, s, &set] {
+      st->per_shard(s, set.shard(s).store);
+      if (st->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        set.Post(st->origin, [st] {
+          st->finish(st->conn->writer());
+          st->conn->Resume(st->origin);
+        });
+      }
+    });
+  }
+}
+
+}  // namespace fkv

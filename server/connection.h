@@ -1,0 +1,90 @@
+// Connection: one client socket. Reads, parses pipelined requests, runs each
+// command on the shard that owns its key (the processing "baton" hops to that
+// shard's thread and back), and sends all replies of one read in one write.
+// Socket I/O happens only on the home shard's thread; everything else about
+// a connection is touched by whichever thread holds the baton, one at a time.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "protocol/reply_writer.h"
+#include "protocol/resp_parser.h"
+#include "server/asio.h"
+#include "server/command.h"
+
+namespace fkv {
+
+class Server;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Server* server, int home, asio::ip::tcp::socket socket, uint64_t id);
+
+  void Start();  // on the home thread
+  void Kill();   // any thread: close as soon as possible (CLIENT KILL, timeout)
+
+  uint64_t id() const { return id_; }
+  int home() const { return home_; }
+  std::string name() const;
+  void set_name(std::string n);
+  int protocol() const { return writer_.protocol(); }
+  void set_protocol(int p) { writer_.set_protocol(p); }
+  bool authenticated() const { return authenticated_; }
+  void set_authenticated(bool a) { authenticated_ = a; }
+  void CloseAfterReply() { close_after_write_ = true; }
+  const std::string& peer() const { return peer_; }
+  const std::string& local() const { return local_; }
+  int64_t idle_ms(int64_t now_ms) const { return now_ms - last_interaction_ms_.load(std::memory_order_relaxed); }
+  // One line of CLIENT LIST / CLIENT INFO (any thread).
+  std::string Describe(int64_t now_ms) const;
+
+  // Used by CommandContext::FanOut: the current command finishes later.
+  void Suspend() { suspended_ = true; }
+  void Resume(int shard);  // on the thread of `shard`
+  ReplyWriter& writer() { return writer_; }
+  std::shared_ptr<Connection> self() { return shared_from_this(); }
+
+ private:
+  void Process(int shard);   // the parse/dispatch loop, on `shard`'s thread
+  bool Execute(int shard);   // false: the baton moved to another shard
+  void FlushAndRead();       // home thread
+  void DoRead();             // home thread
+  void Close();              // home thread
+
+  Server* server_;
+  const int home_;
+  asio::ip::tcp::socket socket_;
+  const uint64_t id_;
+  std::string peer_, local_;
+  int64_t created_ms_;
+
+  // Read buffer: [rpos_, rend_) holds unconsumed bytes.
+  std::unique_ptr<char[]> rbuf_;
+  size_t rcap_ = 0, rpos_ = 0, rend_ = 0;
+  RequestParser parser_;
+  ArgList args_;
+  size_t consumed_ = 0;           // bytes of the parsed request
+  bool have_cmd_ = false;         // args_ holds a parsed, not yet run request
+  const CommandSpec* spec_ = nullptr;
+  int target_ = -1;               // shard that must run it
+  uint64_t key_hash_ = 0;
+
+  std::string wbuf_;
+  ReplyWriter writer_;
+  bool suspended_ = false;
+  bool close_after_write_ = false;
+  bool more_input_ = false;       // stopped to flush with requests pending
+  bool closed_ = false;
+  bool authenticated_ = false;
+  std::atomic<bool> killed_{false};
+  std::atomic<int64_t> last_interaction_ms_{0};
+  std::atomic<const CommandSpec*> last_cmd_{nullptr};
+  mutable std::mutex name_mu_;
+  std::string name_;
+};
+
+}  // namespace fkv

@@ -1,0 +1,265 @@
+// Key-space commands: EXISTS DEL UNLINK TOUCH TYPE EXPIRE PEXPIRE EXPIREAT
+// PEXPIREAT TTL PTTL EXPIRETIME PEXPIRETIME PERSIST SCAN KEYS RANDOMKEY.
+// Entity keys (type `feature`) behave here like any other key.
+#include <charconv>
+#include <climits>
+#include <map>
+
+#include "server/command.h"
+#include "server/server.h"
+#include "storage/glob.h"
+#include "storage/key_table.h"
+#include "storage/shard_store.h"
+
+namespace fkv {
+
+std::map<int, std::vector<size_t>> GroupKeysByShard(CommandContext& c, size_t first, size_t step,
+                                                    std::vector<uint64_t>* hashes);
+
+namespace {
+
+const char* TypeName(ValueType t) {
+  switch (t) {
+    case ValueType::kString: return "string";
+    case ValueType::kHash: return "hash";
+    case ValueType::kFeature: return "feature";
+  }
+  return "none";
+}
+
+// DEL / UNLINK / EXISTS / TOUCH: fan out to the shards of the keys and add
+// up the per-shard counts.
+void CountKeys(CommandContext& c, bool erase) {
+  auto hashes = std::make_shared<std::vector<uint64_t>>();
+  auto groups = std::make_shared<std::map<int, std::vector<size_t>>>(GroupKeysByShard(c, 1, 1, hashes.get()));
+  auto counts = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(c.server->shards().size()), 0);
+  std::vector<int> shards;
+  for (const auto& [s, _] : *groups) shards.push_back(s);
+  const ArgList& args = c.args;
+  int64_t now = c.now_ms;
+  c.FanOut(
+      shards,
+      [groups, hashes, counts, &args, now, erase](int shard, ShardStore& st) {
+        int64_t n = 0;
+        for (size_t i : groups->at(shard)) {
+          if (erase) n += st.Erase(args[i], (*hashes)[i], now) ? 1 : 0;
+          else n += st.Find(args[i], (*hashes)[i], now) != nullptr ? 1 : 0;
+        }
+        (*counts)[static_cast<size_t>(shard)] = n;
+      },
+      [counts](ReplyWriter& out) {
+        int64_t total = 0;
+        for (int64_t n : *counts) total += n;
+        out.Integer(total);
+      });
+}
+void Del(CommandContext& c) { CountKeys(c, true); }
+void Exists(CommandContext& c) { CountKeys(c, false); }
+
+void Type(CommandContext& c) {
+  Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
+  c.out.Simple(r == nullptr ? "none" : TypeName(r->type));
+}
+
+// EXPIRE family. unit_ms: 1000 for seconds; absolute: *AT variants.
+void ExpireGeneric(CommandContext& c, int64_t unit_ms, bool absolute) {
+  int64_t v;
+  if (!ParseI64(c.args[2], &v)) return c.out.Error(kErrNotInt);
+  bool nx = false, xx = false, gt = false, lt = false;
+  for (size_t i = 3; i < c.args.size(); i++) {
+    std::string_view a = c.args[i];
+    if (EqualsNoCase(a, "NX")) nx = true;
+    else if (EqualsNoCase(a, "XX")) xx = true;
+    else if (EqualsNoCase(a, "GT")) gt = true;
+    else if (EqualsNoCase(a, "LT")) lt = true;
+    else return c.out.Error("ERR Unsupported option " + std::string(a));
+  }
+  if (nx && (xx || gt || lt)) return c.out.Error("ERR NX and XX, GT or LT options at the same time are not compatible");
+  if (gt && lt) return c.out.Error("ERR GT and LT options at the same time are not compatible");
+  std::string bad = std::string("ERR invalid expire time in '") + c.spec->name + "' command";
+  if (v > LLONG_MAX / unit_ms || v < LLONG_MIN / unit_ms) return c.out.Error(bad);
+  int64_t when = v * unit_ms;
+  if (!absolute) {
+    if ((when > 0 && c.now_ms > LLONG_MAX - when)) return c.out.Error(bad);
+    when += c.now_ms;
+  }
+  Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
+  if (r == nullptr) return c.out.Integer(0);
+  int64_t cur = r->expire_at();  // 0 = none (infinite)
+  if (nx && cur != 0) return c.out.Integer(0);
+  if (xx && cur == 0) return c.out.Integer(0);
+  if (gt && (cur == 0 || when <= cur)) return c.out.Integer(0);
+  if (lt && cur != 0 && when >= cur) return c.out.Integer(0);
+  if (when <= 0) when = 1;  // in the past: deleted by SetExpire (0 would mean "persist")
+  c.store->SetExpire(c.args[1], c.key_hash, when, c.now_ms);
+  c.out.Integer(1);
+}
+void Expire(CommandContext& c) { ExpireGeneric(c, 1000, false); }
+void PExpire(CommandContext& c) { ExpireGeneric(c, 1, false); }
+void ExpireAt(CommandContext& c) { ExpireGeneric(c, 1000, true); }
+void PExpireAt(CommandContext& c) { ExpireGeneric(c, 1, true); }
+
+void TtlGeneric(CommandContext& c, bool ms, bool absolute) {
+  Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
+  if (r == nullptr) return c.out.Integer(-2);
+  int64_t at = r->expire_at();
+  if (at == 0) return c.out.Integer(-1);
+  if (absolute) return c.out.Integer(ms ? at : (at + 500) / 1000);
+  int64_t left = at - c.now_ms;
+  if (left < 0) left = 0;
+  c.out.Integer(ms ? left : (left + 500) / 1000);
+}
+void Ttl(CommandContext& c) { TtlGeneric(c, false, false); }
+void PTtl(CommandContext& c) { TtlGeneric(c, true, false); }
+void ExpireTime(CommandContext& c) { TtlGeneric(c, false, true); }
+void PExpireTime(CommandContext& c) { TtlGeneric(c, true, true); }
+
+void Persist(CommandContext& c) {
+  Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
+  if (r == nullptr || !r->has_expiry()) return c.out.Integer(0);
+  c.store->SetExpire(c.args[1], c.key_hash, 0, c.now_ms);
+  c.out.Integer(1);
+}
+
+// SCAN cursor: low 8 bits = shard, the rest = that shard's table cursor.
+void Scan(CommandContext& c) {
+  uint64_t cursor = 0;
+  std::string_view cs = c.args[1];
+  auto r = std::from_chars(cs.data(), cs.data() + cs.size(), cursor);
+  if (cs.empty() || r.ec != std::errc() || r.ptr != cs.data() + cs.size()) return c.out.Error("ERR invalid cursor");
+  std::string pattern;
+  bool have_pattern = false;
+  int64_t count = 10;
+  std::string type;
+  for (size_t i = 2; i < c.args.size(); i++) {
+    bool more = i + 1 < c.args.size();
+    if (EqualsNoCase(c.args[i], "MATCH") && more) {
+      pattern.assign(c.args[++i]);
+      have_pattern = !(pattern == "*");
+    } else if (EqualsNoCase(c.args[i], "COUNT") && more) {
+      if (!ParseI64(c.args[++i], &count)) return c.out.Error(kErrNotInt);
+      if (count < 1) return c.out.Error(kErrSyntax);
+    } else if (EqualsNoCase(c.args[i], "TYPE") && more) {
+      type.assign(c.args[++i]);
+      for (char& ch : type) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    } else {
+      return c.out.Error(kErrSyntax);
+    }
+  }
+  int nshards = c.server->shards().size();
+  int shard = static_cast<int>(cursor & 0xff);
+  uint64_t sc = cursor >> 8;
+  if (shard >= nshards) {  // not a cursor we handed out: end the scan
+    c.out.Array(2);
+    c.out.Bulk("0");
+    c.out.Array(0);
+    return;
+  }
+  struct Result {
+    std::vector<std::string> keys;
+    uint64_t next = 0;
+  };
+  auto res = std::make_shared<Result>();
+  int64_t now = c.now_ms;
+  c.FanOut(
+      {shard},
+      [res, sc, count, pattern, have_pattern, type, now](int, ShardStore& st) {
+        uint64_t cur = sc;
+        int64_t budget = count * 10;  // buckets, as Redis's maxiterations
+        do {
+          cur = st.Scan(cur, now, [&](Record* rec) {
+            if (have_pattern && !GlobMatch(pattern, rec->key())) return;
+            if (!type.empty() && type != TypeName(rec->type)) return;
+            res->keys.emplace_back(rec->key());
+          });
+        } while (cur != 0 && static_cast<int64_t>(res->keys.size()) < count && --budget > 0);
+        res->next = cur;
+      },
+      [res, shard, nshards](ReplyWriter& out) {
+        uint64_t next;
+        if (res->next != 0) next = (res->next << 8) | static_cast<uint64_t>(shard);
+        else next = shard + 1 < nshards ? static_cast<uint64_t>(shard + 1) : 0;
+        out.Array(2);
+        out.Bulk(std::to_string(next));
+        out.Array(res->keys.size());
+        for (const auto& k : res->keys) out.Bulk(k);
+      });
+}
+
+std::vector<int> AllShards(CommandContext& c) {
+  std::vector<int> v;
+  for (int i = 0; i < c.server->shards().size(); i++) v.push_back(i);
+  return v;
+}
+
+void Keys(CommandContext& c) {
+  int n = c.server->shards().size();
+  auto per = std::make_shared<std::vector<std::vector<std::string>>>(static_cast<size_t>(n));
+  std::string pattern(c.args[1]);
+  int64_t now = c.now_ms;
+  c.FanOut(
+      AllShards(c),
+      [per, pattern, now](int shard, ShardStore& st) {
+        auto& out = (*per)[static_cast<size_t>(shard)];
+        bool all = pattern == "*";
+        uint64_t cur = 0;
+        do {
+          cur = st.Scan(cur, now, [&](Record* r) {
+            if (all || GlobMatch(pattern, r->key())) out.emplace_back(r->key());
+          });
+        } while (cur != 0);
+      },
+      [per](ReplyWriter& out) {
+        size_t total = 0;
+        for (auto& v : *per) total += v.size();
+        out.Array(total);
+        for (auto& v : *per)
+          for (auto& k : v) out.Bulk(k);
+      });
+}
+
+void RandomKey(CommandContext& c) {
+  int n = c.server->shards().size();
+  auto per = std::make_shared<std::vector<std::string>>(static_cast<size_t>(n));
+  int64_t now = c.now_ms;
+  c.FanOut(
+      AllShards(c),
+      [per, now](int shard, ShardStore& st) {
+        uint64_t cur = 0;
+        do {
+          cur = st.Scan(cur, now, [&](Record* r) {
+            if ((*per)[static_cast<size_t>(shard)].empty()) (*per)[static_cast<size_t>(shard)].assign(r->key());
+          });
+        } while (cur != 0 && (*per)[static_cast<size_t>(shard)].empty());
+      },
+      [per](ReplyWriter& out) {
+        for (auto& k : *per)
+          if (!k.empty()) return out.Bulk(k);
+        out.Null();
+      });
+}
+
+}  // namespace
+
+void RegisterGenericFamily(CommandTable& t) {
+  const uint32_t W = kCmdWrite, R = kCmdReadonly, F = kCmdFast, M = kCmdMultiShard;
+  t.Register({"del", -2, W | M, 1, -1, 1, Del, "generic", "Deletes one or more keys."});
+  t.Register({"unlink", -2, W | F | M, 1, -1, 1, Del, "generic", "Asynchronously deletes one or more keys."});
+  t.Register({"exists", -2, R | F | M, 1, -1, 1, Exists, "generic", "Determines whether one or more keys exist."});
+  t.Register({"touch", -2, R | F | M, 1, -1, 1, Exists, "generic", "Returns the number of existing keys out of those specified."});
+  t.Register({"type", 2, R | F, 1, 1, 1, Type, "generic", "Determines the type of value stored at a key."});
+  t.Register({"expire", -3, W | F, 1, 1, 1, Expire, "generic", "Sets the expiration time of a key in seconds."});
+  t.Register({"pexpire", -3, W | F, 1, 1, 1, PExpire, "generic", "Sets the expiration time of a key in milliseconds."});
+  t.Register({"expireat", -3, W | F, 1, 1, 1, ExpireAt, "generic", "Sets the expiration time of a key to a Unix timestamp."});
+  t.Register({"pexpireat", -3, W | F, 1, 1, 1, PExpireAt, "generic", "Sets the expiration time of a key to a Unix milliseconds timestamp."});
+  t.Register({"ttl", 2, R | F, 1, 1, 1, Ttl, "generic", "Returns the expiration time in seconds of a key."});
+  t.Register({"pttl", 2, R | F, 1, 1, 1, PTtl, "generic", "Returns the expiration time in milliseconds of a key."});
+  t.Register({"expiretime", 2, R | F, 1, 1, 1, ExpireTime, "generic", "Returns the expiration time of a key as a Unix timestamp."});
+  t.Register({"pexpiretime", 2, R | F, 1, 1, 1, PExpireTime, "generic", "Returns the expiration time of a key as a Unix milliseconds timestamp."});
+  t.Register({"persist", 2, W | F, 1, 1, 1, Persist, "generic", "Removes the expiration time of a key."});
+  t.Register({"scan", -2, R | M, 0, 0, 0, Scan, "generic", "Iterates over the key names in the database."});
+  t.Register({"keys", 2, R | M, 0, 0, 0, Keys, "generic", "Returns all key names that match a pattern (slow: visits every key)."});
+  t.Register({"randomkey", 1, R | M, 0, 0, 0, RandomKey, "generic", "Returns a key name from the database."});
+}
+
+}  // namespace fkv

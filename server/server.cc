@@ -1,0 +1,155 @@
+// Server: see server.h.
+#include "server/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "server/allocator_stats.h"
+#include "server/connection.h"
+
+namespace fkv {
+
+int64_t NowMs() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+int64_t NowUs() {
+  using namespace std::chrono;
+  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+Server::Server(Config& config) : config_(config) {}
+
+Server::~Server() {
+  Shutdown("destructor");
+  Wait();
+}
+
+int Server::Start() {
+  start_ms_ = NowMs();
+  stat_reset_ms = static_cast<uint64_t>(start_ms_);
+  CommandTable::Get().Freeze();
+  shards_ = std::make_unique<ShardSet>(config_.shards());
+  asio::io_context& io0 = shards_->shard(0).io;
+  int port = config_.port();
+  for (const std::string& addr : config_.bind()) {
+    boost::system::error_code ec;
+    auto ip = asio::ip::make_address(addr == "*" ? "0.0.0.0" : addr, ec);
+    if (ec) throw std::runtime_error("bad bind address '" + addr + "'");
+    asio::ip::tcp::endpoint ep(ip, static_cast<unsigned short>(port));
+    auto acc = std::make_unique<asio::ip::tcp::acceptor>(io0);
+    acc->open(ep.protocol(), ec);
+    if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acc->bind(ep, ec);
+    if (!ec) acc->listen(511, ec);
+    if (ec) throw std::runtime_error("cannot listen on " + addr + ":" + std::to_string(port) + ": " + ec.message());
+    port = acc->local_endpoint().port();  // port 0 picks a free one; the others bind the same
+    acceptors_.push_back(std::move(acc));
+  }
+  port_ = port;
+  signals_ = std::make_unique<asio::signal_set>(io0, SIGTERM, SIGINT);
+  signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
+    if (!ec) Shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  });
+  for (size_t i = 0; i < acceptors_.size(); i++) Accept(i);
+  shards_->Start([this](Shard& s) {
+    s.cron = std::make_unique<asio::steady_timer>(s.io);
+    ScheduleCron(s);
+  });
+  return port_;
+}
+
+void Server::Wait() {
+  if (shards_) shards_->Join();
+}
+
+void Server::Shutdown(const std::string& reason) {
+  if (stopping_.exchange(true)) return;
+  spdlog::info("shutting down ({})", reason);
+  if (!shards_) return;
+  // Close the listeners on their own thread, then stop every shard.
+  asio::post(shards_->shard(0).io, [this] {
+    for (auto& a : acceptors_) {
+      boost::system::error_code ec;
+      a->close(ec);
+    }
+    if (signals_) signals_->cancel();
+    shards_->Stop();
+  });
+}
+
+void Server::Accept(size_t li) {
+  size_t home = next_home_.fetch_add(1) % static_cast<size_t>(shards_->size());
+  Shard& target = shards_->shard(static_cast<int>(home));
+  acceptors_[li]->async_accept(target.io, [this, li, home](const boost::system::error_code& ec, asio::ip::tcp::socket sock) {
+    if (ec) {
+      if (ec == asio::error::operation_aborted || stopping_) return;
+      spdlog::warn("accept failed: {}", ec.message());
+      return Accept(li);
+    }
+    total_connections.fetch_add(1, std::memory_order_relaxed);
+    if (connected_clients.load(std::memory_order_relaxed) >= config_.maxclients()) {
+      rejected_connections.fetch_add(1, std::memory_order_relaxed);
+      static const char kMsg[] = "-ERR max number of clients reached\r\n";
+      boost::system::error_code wec;
+      sock.non_blocking(true, wec);
+      asio::write(sock, asio::buffer(kMsg, sizeof(kMsg) - 1), wec);
+      sock.close(wec);
+      return Accept(li);
+    }
+    connected_clients.fetch_add(1, std::memory_order_relaxed);
+    uint64_t id = next_client_id_.fetch_add(1);
+    int h = static_cast<int>(home);
+    // The socket belongs to shard h's io_context: start it on that thread.
+    auto conn = std::make_shared<Connection>(this, h, std::move(sock), id);
+    shards_->Post(h, [conn] { conn->Start(); });
+    Accept(li);
+  });
+}
+
+void Server::ScheduleCron(Shard& s) {
+  int hz = config_.hz();
+  s.cron->expires_after(std::chrono::milliseconds(1000 / (hz > 0 ? hz : 10)));
+  s.cron->async_wait([this, &s](const boost::system::error_code& ec) {
+    if (ec) return;
+    Cron(s);
+    ScheduleCron(s);
+  });
+}
+
+void Server::Cron(Shard& s) {
+  int64_t now = NowMs();
+  // Active expiry (as Redis's expire.c, slow cycle): visit a slice of the
+  // table sized so that a full pass takes about a second, within a time
+  // budget of 25% of one tick.
+  int hz = config_.hz();
+  int64_t budget_us = 250'000 / (hz > 0 ? hz : 10);
+  int64_t start_us = NowUs();
+  size_t slice = std::max<size_t>(1024, s.store.bucket_count() / static_cast<size_t>(hz > 0 ? hz : 10));
+  size_t done = 0;
+  while (done < slice && s.store.expires_count() > 0) {
+    size_t step = std::min<size_t>(256, slice - done);
+    s.store.SweepExpired(now, step);
+    done += step;
+    if (NowUs() - start_us > budget_us) break;
+  }
+  // Idle client timeout.
+  if (int64_t timeout = std::stoll(config_.GetString("timeout")); timeout > 0) {
+    for (Connection* c : s.clients)
+      if (c->idle_ms(now) > timeout * 1000) c->Kill();
+  }
+  if (s.id == 0) {
+    used_memory.store(ReadAllocatorStats().allocated, std::memory_order_relaxed);
+    uint64_t total = 0;
+    for (int i = 0; i < shards_->size(); i++) total += shards_->shard(i).counters.commands.load(std::memory_order_relaxed);
+    if (last_ops_sample_ms_ != 0 && now > last_ops_sample_ms_) {
+      ops_per_sec.store((total - last_cmd_total_) * 1000 / static_cast<uint64_t>(now - last_ops_sample_ms_));
+    }
+    last_cmd_total_ = total;
+    last_ops_sample_ms_ = now;
+  }
+}
+
+}  // namespace fkv

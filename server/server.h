@@ -1,0 +1,73 @@
+// Server: owns the config, the shard threads, the listeners and the
+// server-wide counters; accepts connections and spreads them over the
+// shards. One per process (main.cc).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/asio.h"
+#include "server/config.h"
+#include "server/shard_set.h"
+
+namespace fkv {
+
+int64_t NowMs();  // Unix time, milliseconds
+int64_t NowUs();
+
+class Server {
+ public:
+  explicit Server(Config& config);
+  ~Server();
+
+  // Binds the listeners (throws std::runtime_error on failure) and starts
+  // the shard threads. Returns the bound port.
+  int Start();
+  // Blocks until Shutdown(); then joins the threads.
+  void Wait();
+  // Any thread: stops accepting, stops the shards.
+  void Shutdown(const std::string& reason);
+
+  Config& config() { return config_; }
+  ShardSet& shards() { return *shards_; }
+  int port() const { return port_; }
+  int64_t start_ms() const { return start_ms_; }
+
+  // Counters.
+  std::atomic<uint64_t> connected_clients{0};
+  std::atomic<uint64_t> total_connections{0};
+  std::atomic<uint64_t> rejected_connections{0};
+  std::atomic<uint64_t> used_memory{0};       // sampled by the cron of shard 0
+  std::atomic<uint64_t> ops_per_sec{0};       // sampled by the cron of shard 0
+  std::atomic<uint64_t> stat_reset_ms{0};
+
+  // INFO text of `section` ("" = default sections, "all", "everything").
+  // Gathers per-shard figures itself; call from a command handler only via
+  // FanOut (see server_family.cc) -- here the per-shard figures are passed in.
+  struct ShardFigures {
+    uint64_t keys = 0, expires = 0, expired = 0, hits = 0, misses = 0;
+  };
+  std::string InfoText(const std::string& section, const std::vector<ShardFigures>& figs);
+
+ private:
+  void Accept(size_t listener);
+  void Cron(Shard& s);
+  void ScheduleCron(Shard& s);
+
+  Config& config_;
+  std::unique_ptr<ShardSet> shards_;
+  std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
+  std::unique_ptr<asio::signal_set> signals_;
+  std::atomic<uint64_t> next_client_id_{1};
+  std::atomic<size_t> next_home_{0};
+  std::atomic<bool> stopping_{false};
+  int port_ = 0;
+  int64_t start_ms_ = 0;
+  uint64_t last_cmd_total_ = 0;
+  int64_t last_ops_sample_ms_ = 0;
+};
+
+}  // namespace fkv

@@ -1,0 +1,368 @@
+// Server commands: COMMAND INFO CONFIG DBSIZE TIME FLUSHDB FLUSHALL SAVE
+// BGSAVE LASTSAVE SHUTDOWN SLOWLOG, and Server::InfoText.
+#include <unistd.h>
+
+#include <cctype>
+#include <cstdio>
+#include <set>
+#include <sstream>
+
+#include "server/allocator_stats.h"
+#include "server/command.h"
+#include "server/connection.h"
+#include "server/server.h"
+#include "storage/shard_store.h"
+
+namespace fkv {
+
+namespace {
+
+std::vector<int> AllShards(Server* s) {
+  std::vector<int> v;
+  for (int i = 0; i < s->shards().size(); i++) v.push_back(i);
+  return v;
+}
+
+std::string Human(uint64_t bytes) {
+  char buf[32];
+  const char* units[] = {"B", "K", "M", "G", "T"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, u++;
+  if (u == 0) std::snprintf(buf, sizeof buf, "%lluB", static_cast<unsigned long long>(bytes));
+  else std::snprintf(buf, sizeof buf, "%.2f%s", v, units[u]);
+  return buf;
+}
+
+std::vector<std::string> FlagNames(uint32_t f) {
+  std::vector<std::string> v;
+  if (f & kCmdWrite) v.push_back("write");
+  if (f & kCmdReadonly) v.push_back("readonly");
+  if (f & kCmdDenyOom) v.push_back("denyoom");
+  if (f & kCmdAdmin) v.push_back("admin");
+  if (f & kCmdNoAuth) v.push_back("no_auth");
+  if (f & kCmdLoading) v.push_back("loading");
+  if (f & kCmdStale) v.push_back("stale");
+  if (f & kCmdFast) v.push_back("fast");
+  return v;
+}
+
+void WriteCommandInfo(ReplyWriter& out, const CommandSpec& s) {
+  out.Array(10);
+  out.Bulk(s.name);
+  out.Integer(s.arity);
+  auto flags = FlagNames(s.flags);
+  out.Set(flags.size());
+  for (auto& f : flags) out.Simple(f);
+  out.Integer(s.first_key);
+  out.Integer(s.last_key);
+  out.Integer(s.step);
+  out.Set(1);
+  out.Simple(std::string("@") + s.group);
+  out.Array(0);  // tips
+  out.Array(0);  // key specs
+  out.Array(0);  // subcommands
+}
+
+void WriteCommandDocs(ReplyWriter& out, const CommandSpec& s) {
+  out.Bulk(s.name);
+  out.Map(3);
+  out.Bulk("summary");
+  out.Bulk(s.summary);
+  out.Bulk("since");
+  out.Bulk("1.0.0");
+  out.Bulk("group");
+  out.Bulk(s.group);
+}
+
+void Command(CommandContext& c) {
+  const auto& all = CommandTable::Get().all();
+  if (c.args.size() == 1) {
+    c.out.Array(all.size());
+    for (const auto& s : all) WriteCommandInfo(c.out, s);
+    return;
+  }
+  std::string_view sub = c.args[1];
+  if (EqualsNoCase(sub, "COUNT") && c.args.size() == 2) return c.out.Integer(static_cast<int64_t>(all.size()));
+  if (EqualsNoCase(sub, "INFO")) {
+    if (c.args.size() == 2) {
+      c.out.Array(all.size());
+      for (const auto& s : all) WriteCommandInfo(c.out, s);
+      return;
+    }
+    c.out.Array(c.args.size() - 2);
+    for (size_t i = 2; i < c.args.size(); i++) {
+      const CommandSpec* s = CommandTable::Get().Find(c.args[i]);
+      if (s == nullptr) c.out.NullArray();
+      else WriteCommandInfo(c.out, *s);
+    }
+    return;
+  }
+  if (EqualsNoCase(sub, "DOCS")) {
+    std::vector<const CommandSpec*> want;
+    if (c.args.size() == 2) {
+      for (const auto& s : all) want.push_back(&s);
+    } else {
+      for (size_t i = 2; i < c.args.size(); i++)
+        if (const CommandSpec* s = CommandTable::Get().Find(c.args[i])) want.push_back(s);
+    }
+    c.out.Map(want.size());
+    for (const CommandSpec* s : want) WriteCommandDocs(c.out, *s);
+    return;
+  }
+  if (EqualsNoCase(sub, "LIST") && c.args.size() == 2) {
+    c.out.Array(all.size());
+    for (const auto& s : all) c.out.Bulk(s.name);
+    return;
+  }
+  c.out.Error("ERR unknown subcommand or wrong number of arguments for '" + std::string(sub) + "'. Try COMMAND HELP.");
+}
+
+void Info(CommandContext& c) {
+  std::string section;
+  for (size_t i = 1; i < c.args.size(); i++) section += (i > 1 ? " " : "") + std::string(c.args[i]);
+  Server* server = c.server;
+  auto figs = std::make_shared<std::vector<Server::ShardFigures>>(static_cast<size_t>(server->shards().size()));
+  c.FanOut(
+      AllShards(server),
+      [figs](int shard, ShardStore& st) {
+        auto& f = (*figs)[static_cast<size_t>(shard)];
+        f.keys = st.size();
+        f.expires = st.expires_count();
+        f.expired = st.stats().expired_keys;
+        f.hits = st.stats().keyspace_hits;
+        f.misses = st.stats().keyspace_misses;
+      },
+      [server, figs, section](ReplyWriter& out) { out.Verbatim(server->InfoText(section, *figs)); });
+}
+
+void DbSize(CommandContext& c) {
+  Server* server = c.server;
+  auto counts = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(server->shards().size()), 0);
+  c.FanOut(
+      AllShards(server),
+      [counts](int shard, ShardStore& st) { (*counts)[static_cast<size_t>(shard)] = static_cast<int64_t>(st.size()); },
+      [counts](ReplyWriter& out) {
+        int64_t n = 0;
+        for (int64_t k : *counts) n += k;
+        out.Integer(n);
+      });
+}
+
+void Flush(CommandContext& c) {
+  if (c.args.size() > 2) return c.out.Error(kErrSyntax);
+  if (c.args.size() == 2 && !EqualsNoCase(c.args[1], "ASYNC") && !EqualsNoCase(c.args[1], "SYNC"))
+    return c.out.Error(kErrSyntax);
+  c.FanOut(AllShards(c.server), [](int, ShardStore& st) { st.Clear(); }, [](ReplyWriter& out) { out.Ok(); });
+}
+
+void Time(CommandContext& c) {
+  int64_t us = NowUs();
+  c.out.Array(2);
+  c.out.Bulk(std::to_string(us / 1000000));
+  c.out.Bulk(std::to_string(us % 1000000));
+}
+
+void NotYet(CommandContext& c) { c.out.Error("ERR not implemented yet"); }
+
+void Shutdown(CommandContext& c) {
+  for (size_t i = 1; i < c.args.size(); i++) {
+    std::string_view a = c.args[i];
+    if (!EqualsNoCase(a, "NOSAVE") && !EqualsNoCase(a, "SAVE") && !EqualsNoCase(a, "NOW") && !EqualsNoCase(a, "FORCE"))
+      return c.out.Error(kErrSyntax);
+  }
+  // No snapshot exists yet (persistence issue): SAVE and NOSAVE both just stop.
+  c.server->Shutdown("SHUTDOWN command from client id=" + std::to_string(c.conn->id()));
+  c.conn->CloseAfterReply();
+}
+
+void Slowlog(CommandContext& c) {
+  std::string_view sub = c.args[1];
+  if (EqualsNoCase(sub, "GET")) return c.out.Array(0);
+  if (EqualsNoCase(sub, "LEN")) return c.out.Integer(0);
+  if (EqualsNoCase(sub, "RESET")) return c.out.Ok();
+  c.out.Error("ERR unknown subcommand '" + std::string(sub) + "'. Try SLOWLOG HELP.");
+}
+
+void ConfigCmd(CommandContext& c) {
+  std::string_view sub = c.args[1];
+  fkv::Config& cfg = c.server->config();
+  if (EqualsNoCase(sub, "GET") && c.args.size() >= 3) {
+    std::vector<std::pair<std::string, std::string>> all;
+    std::set<std::string> seen;
+    for (size_t i = 2; i < c.args.size(); i++)
+      for (auto& kv : cfg.Get(c.args[i]))
+        if (seen.insert(kv.first).second) all.push_back(kv);
+    c.out.Map(all.size());
+    for (auto& [k, v] : all) {
+      c.out.Bulk(k);
+      c.out.Bulk(v);
+    }
+    return;
+  }
+  if (EqualsNoCase(sub, "SET") && c.args.size() >= 4 && c.args.size() % 2 == 0) {
+    // Validate all first so that a failure changes nothing.
+    for (size_t i = 2; i < c.args.size(); i += 2) {
+      fkv::Config probe;
+      std::string err = probe.Set(c.args[i], {std::string(c.args[i + 1])}, true);
+      if (err.rfind("unknown directive", 0) == 0)
+        return c.out.Error("ERR Unknown option or number of arguments for CONFIG SET - '" + std::string(c.args[i]) + "'");
+      if (!err.empty())
+        return c.out.Error("ERR CONFIG SET failed (possibly related to argument '" + std::string(c.args[i]) + "') - " + err);
+    }
+    for (size_t i = 2; i < c.args.size(); i += 2) cfg.Set(c.args[i], {std::string(c.args[i + 1])}, true);
+    return c.out.Ok();
+  }
+  if (EqualsNoCase(sub, "RESETSTAT") && c.args.size() == 2) {
+    Server* server = c.server;
+    server->stat_reset_ms = static_cast<uint64_t>(c.now_ms);
+    server->total_connections = 0;
+    server->rejected_connections = 0;
+    c.FanOut(
+        AllShards(server),
+        [server](int shard, ShardStore& st) {
+          st.stats() = ShardStats{};
+          auto& k = server->shards().shard(shard).counters;
+          k.commands = 0;
+          k.net_input = 0;
+          k.net_output = 0;
+        },
+        [](ReplyWriter& out) { out.Ok(); });
+    return;
+  }
+  if (EqualsNoCase(sub, "REWRITE")) return c.out.Error("ERR CONFIG REWRITE is not supported");
+  std::string s(sub);
+  for (char& ch : s) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  if (s == "GET" || s == "SET" || s == "RESETSTAT")
+    return c.out.Error("ERR wrong number of arguments for 'config|" + std::string(sub) + "' command");
+  c.out.Error("ERR unknown subcommand '" + std::string(sub) + "'. Try CONFIG HELP.");
+}
+
+}  // namespace
+
+std::string Server::InfoText(const std::string& section_arg, const std::vector<ShardFigures>& figs) {
+  std::set<std::string> want;
+  {
+    std::istringstream in(section_arg);
+    std::string w;
+    while (in >> w) {
+      for (char& ch : w) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      want.insert(w);
+    }
+  }
+  bool all = want.empty() || want.count("all") || want.count("everything") || want.count("default");
+  auto on = [&](const char* s) { return all || want.count(s) > 0; };
+  ShardFigures tot;
+  for (const auto& f : figs) {
+    tot.keys += f.keys;
+    tot.expires += f.expires;
+    tot.expired += f.expired;
+    tot.hits += f.hits;
+    tot.misses += f.misses;
+  }
+  uint64_t cmds = 0, in = 0, out = 0;
+  for (int i = 0; i < shards_->size(); i++) {
+    auto& k = shards_->shard(i).counters;
+    cmds += k.commands.load(std::memory_order_relaxed);
+    in += k.net_input.load(std::memory_order_relaxed);
+    out += k.net_output.load(std::memory_order_relaxed);
+  }
+  int64_t now = NowMs();
+  std::string s;
+  auto line = [&](const std::string& k, const std::string& v) { s += k + ":" + v + "\r\n"; };
+  auto num = [&](const std::string& k, uint64_t v) { line(k, std::to_string(v)); };
+  if (on("server")) {
+    s += "# Server\r\n";
+    line("redis_version", "7.0.0");
+    line("featurekv_version", FKV_VERSION);
+    line("redis_mode", "standalone");
+    line("os", "Linux");
+    line("arch_bits", "64");
+    num("process_id", static_cast<uint64_t>(getpid()));
+    num("tcp_port", static_cast<uint64_t>(port_));
+    num("server_time_usec", static_cast<uint64_t>(NowUs()));
+    num("uptime_in_seconds", static_cast<uint64_t>((now - start_ms_) / 1000));
+    num("uptime_in_days", static_cast<uint64_t>((now - start_ms_) / 86'400'000));
+    num("hz", static_cast<uint64_t>(config_.hz()));
+    num("shards", static_cast<uint64_t>(shards_->size()));
+    line("config_file", config_.config_file());
+    s += "\r\n";
+  }
+  if (on("clients")) {
+    s += "# Clients\r\n";
+    num("connected_clients", connected_clients.load());
+    num("maxclients", config_.maxclients());
+    num("blocked_clients", 0);
+    s += "\r\n";
+  }
+  if (on("memory")) {
+    AllocatorStats a = ReadAllocatorStats();
+    s += "# Memory\r\n";
+    num("used_memory", a.allocated);
+    line("used_memory_human", Human(a.allocated));
+    num("used_memory_rss", a.resident);
+    line("used_memory_rss_human", Human(a.resident));
+    num("maxmemory", config_.maxmemory());
+    line("maxmemory_human", Human(config_.maxmemory()));
+    line("maxmemory_policy", "noeviction");
+    line("mem_allocator", a.name);
+    s += "\r\n";
+  }
+  if (on("persistence")) {
+    s += "# Persistence\r\n";
+    num("loading", 0);
+    num("rdb_changes_since_last_save", 0);
+    num("rdb_bgsave_in_progress", 0);
+    num("rdb_last_save_time", static_cast<uint64_t>(start_ms_ / 1000));
+    line("rdb_last_bgsave_status", "ok");
+    line("snapshot_status", "not implemented yet");
+    s += "\r\n";
+  }
+  if (on("stats")) {
+    s += "# Stats\r\n";
+    num("total_connections_received", total_connections.load());
+    num("total_commands_processed", cmds);
+    num("instantaneous_ops_per_sec", ops_per_sec.load());
+    num("total_net_input_bytes", in);
+    num("total_net_output_bytes", out);
+    num("rejected_connections", rejected_connections.load());
+    num("expired_keys", tot.expired);
+    num("keyspace_hits", tot.hits);
+    num("keyspace_misses", tot.misses);
+    s += "\r\n";
+  }
+  if (on("ingest")) {
+    s += "# Ingest\r\n";
+    num("ingest_enabled", 0);
+    num("events_applied", 0);
+    num("events_rejected", 0);
+    s += "\r\n";
+  }
+  if (on("keyspace")) {
+    s += "# Keyspace\r\n";
+    if (tot.keys > 0) line("db0", "keys=" + std::to_string(tot.keys) + ",expires=" + std::to_string(tot.expires) + ",avg_ttl=0");
+    s += "\r\n";
+  }
+  while (s.size() >= 2 && s.compare(s.size() - 2, 2, "\r\n") == 0 && s.size() >= 4 &&
+         s.compare(s.size() - 4, 4, "\r\n\r\n") == 0)
+    s.resize(s.size() - 2);
+  return s;
+}
+
+void RegisterServerFamily(CommandTable& t) {
+  const uint32_t A = kCmdAdmin, M = kCmdMultiShard, L = kCmdLoading | kCmdStale;
+  t.Register({"command", -1, L, 0, 0, 0, Command, "server", "Returns detailed information about all commands."});
+  t.Register({"info", -1, L | M, 0, 0, 0, Info, "server", "Returns information and statistics about the server."});
+  t.Register({"config", -2, A | L, 0, 0, 0, ConfigCmd, "server", "A container for server configuration commands."});
+  t.Register({"dbsize", 1, kCmdReadonly | kCmdFast | M, 0, 0, 0, DbSize, "server", "Returns the number of keys in the database."});
+  t.Register({"time", 1, kCmdFast | L, 0, 0, 0, Time, "server", "Returns the server time."});
+  t.Register({"flushdb", -1, kCmdWrite | M, 0, 0, 0, Flush, "server", "Removes all keys from the current database."});
+  t.Register({"flushall", -1, kCmdWrite | M, 0, 0, 0, Flush, "server", "Removes all keys from all databases."});
+  t.Register({"save", 1, A, 0, 0, 0, NotYet, "server", "Synchronously saves the database to disk (snapshot issue: not yet)."});
+  t.Register({"bgsave", -1, A, 0, 0, 0, NotYet, "server", "Asynchronously saves the database to disk (snapshot issue: not yet)."});
+  t.Register({"lastsave", 1, L, 0, 0, 0, NotYet, "server", "Returns the Unix timestamp of the last successful save (not yet)."});
+  t.Register({"shutdown", -1, A | L, 0, 0, 0, Shutdown, "server", "Synchronously saves the database(s) to disk and shuts down the server."});
+  t.Register({"slowlog", -2, A, 0, 0, 0, Slowlog, "server", "A container for slow log commands (the log is not recorded yet)."});
+}
+
+}  // namespace fkv

@@ -1,0 +1,67 @@
+// ShardSet: N shards, each one thread running its own io_context and owning
+// one ShardStore and the connections accepted onto it (shared-nothing, as
+// Dragonfly). Work for a key is posted to the thread of ShardOf(hash).
+// Post() is thread-safe; a Shard's members are touched only by its thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "server/asio.h"
+#include "storage/shard_store.h"
+
+namespace fkv {
+
+class Connection;
+
+// Counters written by one thread only, read by any (INFO).
+struct alignas(64) ThreadCounters {
+  std::atomic<uint64_t> commands{0};
+  std::atomic<uint64_t> net_input{0};
+  std::atomic<uint64_t> net_output{0};
+  void Add(std::atomic<uint64_t>& c, uint64_t n) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+};
+
+struct Shard {
+  int id = 0;
+  asio::io_context io{1};
+  ShardStore store;
+  std::unordered_set<Connection*> clients;  // connections whose home is here
+  ThreadCounters counters;
+  std::unique_ptr<asio::steady_timer> cron;  // active expiry, client timeouts
+  std::thread thread;
+};
+
+class ShardSet {
+ public:
+  explicit ShardSet(int n);
+  ~ShardSet();
+
+  int size() const { return static_cast<int>(shards_.size()); }
+  // Picks the shard of a key hash: high 32 bits (the table uses the low ones).
+  int ShardOf(uint64_t hash) const {
+    return static_cast<int>(((hash >> 32) * static_cast<uint64_t>(shards_.size())) >> 32);
+  }
+  Shard& shard(int i) { return *shards_[static_cast<size_t>(i)]; }
+  template <class F>
+  void Post(int i, F&& f) {
+    asio::post(shards_[static_cast<size_t>(i)]->io, std::forward<F>(f));
+  }
+  // Starts one thread per shard; `on_start(shard)` runs first on each.
+  void Start(const std::function<void(Shard&)>& on_start);
+  void Stop();  // stops every io_context (any thread)
+  void Join();
+  // The shard whose thread is calling, or -1 for other threads.
+  static int CurrentShard();
+
+ private:
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
+};
+
+}  // namespace fkv

@@ -1,0 +1,120 @@
+// ShardStore: see shard_store.h.
+#include "storage/shard_store.h"
+
+namespace fkv {
+
+void ShardStore::Unlink(Record** link) {
+  Record* r = table_.RemoveAt(link);
+  if (r->has_expiry()) expires_--;
+  Record::Free(r);
+}
+
+Record* ShardStore::Find(std::string_view key, uint64_t hash, int64_t now_ms) {
+  Record** link = table_.FindLink(key, hash);
+  Record* r = *link;
+  if (r != nullptr && r->has_expiry() && r->expire_at() <= now_ms) {
+    Unlink(link);
+    stats_.expired_keys++;
+    return nullptr;
+  }
+  return r;
+}
+
+Record* ShardStore::Lookup(std::string_view key, uint64_t hash, int64_t now_ms) {
+  Record* r = Find(key, hash, now_ms);
+  if (r != nullptr) stats_.keyspace_hits++;
+  else stats_.keyspace_misses++;
+  return r;
+}
+
+void ShardStore::PutString(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at) {
+  Record** link = table_.FindLink(key, hash);
+  Record* old = *link;
+  if (old != nullptr && old->type == ValueType::kString && old->string_value().size() == value.size() &&
+      old->has_expiry() == (expire_at != 0)) {
+    // Same shape: overwrite in place, no allocation.
+    std::memcpy(old->mutable_string_data(), value.data(), value.size());
+    if (expire_at != 0) old->set_expire_at(expire_at);
+    return;
+  }
+  Record* r = Record::NewString(key, value, expire_at);
+  if (expire_at != 0) expires_++;
+  if (old != nullptr) {
+    table_.ReplaceAt(link, r);
+    if (old->has_expiry()) expires_--;
+    Record::Free(old);
+  } else {
+    table_.Insert(r, hash);
+  }
+}
+
+HashValue* ShardStore::GetOrCreateHash(std::string_view key, uint64_t hash, int64_t now_ms) {
+  Record* r = Find(key, hash, now_ms);
+  if (r != nullptr) return r->type == ValueType::kHash ? r->hash_value() : nullptr;
+  auto* h = new HashValue();
+  table_.Insert(Record::NewObject(key, ValueType::kHash, h, 0), hash);
+  return h;
+}
+
+bool ShardStore::Erase(std::string_view key, uint64_t hash, int64_t now_ms) {
+  Record** link = table_.FindLink(key, hash);
+  Record* r = *link;
+  if (r == nullptr) return false;
+  bool live = !(r->has_expiry() && r->expire_at() <= now_ms);
+  if (!live) stats_.expired_keys++;
+  Unlink(link);
+  table_.MaybeShrink();
+  return live;
+}
+
+bool ShardStore::SetExpire(std::string_view key, uint64_t hash, int64_t at, int64_t now_ms) {
+  if (Find(key, hash, now_ms) == nullptr) return false;
+  Record** link = table_.FindLink(key, hash);
+  Record* r = *link;
+  if (at != 0 && at <= now_ms) {
+    Unlink(link);
+    table_.MaybeShrink();
+    return true;
+  }
+  if (r->has_expiry() == (at != 0)) {
+    if (at != 0) r->set_expire_at(at);
+    return true;
+  }
+  // The expiry field appears or disappears: rebuild the record around the
+  // same value (objects are moved, not copied).
+  Record* nr = r->type == ValueType::kString ? Record::NewString(r->key(), r->string_value(), at)
+                                             : Record::NewObject(r->key(), r->type, r->object(), at);
+  table_.ReplaceAt(link, nr);
+  if (at != 0) expires_++;
+  else expires_--;
+  Record::FreeShell(r);
+  return true;
+}
+
+void ShardStore::Clear() {
+  table_.Clear();
+  expires_ = 0;
+  sweep_cursor_ = 0;
+}
+
+size_t ShardStore::SweepExpired(int64_t now_ms, size_t max_buckets) {
+  if (expires_ == 0) return 0;
+  size_t removed = 0;
+  size_t n = table_.bucket_count();
+  if (max_buckets > n) max_buckets = n;
+  for (size_t i = 0; i < max_buckets; i++) {
+    if (sweep_cursor_ >= table_.bucket_count()) sweep_cursor_ = 0;
+    removed += table_.SweepBucket(sweep_cursor_++, [&](Record* r) {
+      if (r->has_expiry() && r->expire_at() <= now_ms) {
+        expires_--;
+        return true;
+      }
+      return false;
+    });
+  }
+  stats_.expired_keys += removed;
+  if (removed > 0) table_.MaybeShrink();
+  return removed;
+}
+
+}  // namespace fkv

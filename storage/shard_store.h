@@ -1,0 +1,71 @@
+// ShardStore: the keys of one shard and their expiry. Owned and used by one
+// shard thread only (server/shard_set.h routes every key to its owner), so
+// nothing here locks. Time is passed in (Unix ms) so tests control it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "storage/hash_value.h"
+#include "storage/key_table.h"
+#include "storage/record.h"
+
+namespace fkv {
+
+// Counters of one shard, read by INFO.
+struct ShardStats {
+  uint64_t expired_keys = 0;      // removed by lazy or active expiry
+  uint64_t keyspace_hits = 0;
+  uint64_t keyspace_misses = 0;
+};
+
+class ShardStore {
+ public:
+  ShardStore() = default;
+
+  size_t size() const { return table_.size(); }
+  size_t expires_count() const { return expires_; }
+  ShardStats& stats() { return stats_; }
+
+  // The live record for key, or nullptr (an expired one is removed here).
+  Record* Find(std::string_view key, uint64_t hash, int64_t now_ms);
+  // Find + hit/miss accounting, for read commands.
+  Record* Lookup(std::string_view key, uint64_t hash, int64_t now_ms);
+
+  // Stores a string, replacing any value of any type. expire_at 0 = none.
+  void PutString(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at);
+  // Returns the hash of key, creating it when absent; nullptr if the key
+  // holds another type (WRONGTYPE).
+  HashValue* GetOrCreateHash(std::string_view key, uint64_t hash, int64_t now_ms);
+  // Removes key; true if it existed (and was live).
+  bool Erase(std::string_view key, uint64_t hash, int64_t now_ms);
+  // Sets (at > 0) or clears (at == 0) the expiry of a live key; false if the
+  // key does not exist. An `at` in the past deletes the key (as Redis does).
+  bool SetExpire(std::string_view key, uint64_t hash, int64_t at, int64_t now_ms);
+  void Clear();
+
+  // Scan step over this shard: calls f(Record*) on live records; returns the
+  // next cursor, 0 at the end.
+  template <class F>
+  uint64_t Scan(uint64_t cursor, int64_t now_ms, F&& f) {
+    return table_.Scan(cursor, [&](Record* r) {
+      if (!r->has_expiry() || r->expire_at() > now_ms) f(r);
+    });
+  }
+  // Active expiry: visits buckets from where the last call stopped until
+  // `max_buckets` were visited or the whole table was; removes the expired
+  // records found. Returns the number removed. Called on a timer with a
+  // budget by the shard thread (see server/shard_set.cc).
+  size_t SweepExpired(int64_t now_ms, size_t max_buckets);
+  size_t bucket_count() const { return table_.bucket_count(); }
+
+ private:
+  void Unlink(Record** link);
+  KeyTable table_;
+  size_t expires_ = 0;  // live records with an expiry
+  size_t sweep_cursor_ = 0;
+  ShardStats stats_;
+};
+
+}  // namespace fkv
