@@ -116,6 +116,15 @@ const Config::Directive* Config::Find(std::string_view name) const {
 
 Config::Config() {
   for (const auto& d : kDirectives) values_[d.name] = d.def;
+  // Canonicalize the defaults (e.g. "512mb" -> bytes) through the same checks.
+  for (const auto& d : kDirectives) {
+    if (d.kind == Kind::kKafkaProperty || d.def[0] == '\0') continue;
+    std::vector<std::string> words;
+    std::istringstream in(d.def);
+    for (std::string w; in >> w;) words.push_back(w);
+    if (d.kind == Kind::kSave) words = {d.def};
+    Set(d.name, words, false);
+  }
   unsigned hc = std::thread::hardware_concurrency();
   shards_ = hc == 0 ? 1 : static_cast<int>(hc);
   values_["shards"] = std::to_string(shards_);
