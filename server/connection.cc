@@ -27,6 +27,7 @@ Connection::Connection(Server* server, int home, asio::ip::tcp::socket socket, u
   auto lp = socket_.local_endpoint(ec);
   if (!ec) local_ = Endpoint(lp);
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  socket_.non_blocking(true, ec);  // FlushAndRead writes directly first
   created_ms_ = NowMs();
   last_interaction_ms_ = created_ms_;
   authenticated_ = !server_->config().requirepass_set();
@@ -215,6 +216,18 @@ void Connection::FlushAndRead() {
     return DoRead();
   }
   server_->shards().shard(home_).counters.Add(server_->shards().shard(home_).counters.net_output, wbuf_.size());
+  // Try to send everything now (the common case): no completion to queue.
+  boost::system::error_code wec;
+  size_t sent = socket_.write_some(asio::buffer(wbuf_), wec);
+  if (!wec && sent == wbuf_.size()) {
+    wbuf_.clear();
+    if (close_after_write_) return Close();
+    if (more_input_) return Process(home_);
+    return DoRead();
+  }
+  if (wec && wec != asio::error::would_block && wec != asio::error::try_again) return Close();
+  if (wec) sent = 0;
+  wbuf_.erase(0, sent);
   asio::async_write(socket_, asio::buffer(wbuf_), [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
     if (ec) return self->Close();
     if (self->wbuf_.capacity() > 4 * kFlushThreshold) {

@@ -1,0 +1,114 @@
+// Micro benchmarks (Google Benchmark): RESP parsing throughput, reply
+// writing, and store get/set on one shard. Figures, not tests.
+#include <benchmark/benchmark.h>
+
+#include <string>
+#include <vector>
+
+#include "protocol/reply_writer.h"
+#include "protocol/resp_parser.h"
+#include "storage/key_table.h"
+#include "storage/shard_store.h"
+
+using namespace fkv;
+
+namespace {
+
+std::string PipelinedSets(int n, size_t value_len) {
+  std::string in;
+  std::string v(value_len, 'x');
+  for (int i = 0; i < n; i++) {
+    std::string k = "key:" + std::to_string(100000000 + i);
+    in += "*3\r\n$3\r\nSET\r\n$" + std::to_string(k.size()) + "\r\n" + k + "\r\n$" + std::to_string(v.size()) + "\r\n" + v + "\r\n";
+  }
+  return in;
+}
+
+void BM_ParsePipelinedSet(benchmark::State& state) {
+  std::string in = PipelinedSets(1000, static_cast<size_t>(state.range(0)));
+  RequestParser p;
+  ArgList args;
+  for (auto _ : state) {
+    std::string_view rest(in);
+    size_t consumed = 0;
+    while (!rest.empty() && p.Parse(rest, &args, &consumed) == ParseStatus::kComplete) {
+      benchmark::DoNotOptimize(args.data());
+      rest.remove_prefix(consumed);
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * in.size()));
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * 1000));
+}
+BENCHMARK(BM_ParsePipelinedSet)->Arg(3)->Arg(100)->Arg(4096);
+
+void BM_ParseInline(benchmark::State& state) {
+  std::string in;
+  for (int i = 0; i < 1000; i++) in += "GET key:" + std::to_string(100000000 + i) + "\r\n";
+  RequestParser p;
+  ArgList args;
+  for (auto _ : state) {
+    std::string_view rest(in);
+    size_t consumed = 0;
+    while (!rest.empty() && p.Parse(rest, &args, &consumed) == ParseStatus::kComplete) rest.remove_prefix(consumed);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * in.size()));
+}
+BENCHMARK(BM_ParseInline);
+
+void BM_WriteReplies(benchmark::State& state) {
+  std::string out;
+  out.reserve(1 << 20);
+  ReplyWriter w(&out, static_cast<int>(state.range(0)));
+  std::string v(16, 'v');
+  for (auto _ : state) {
+    out.clear();
+    for (int i = 0; i < 100; i++) {
+      w.Map(2);
+      w.Bulk("clicks_5m");
+      w.Integer(i);
+      w.Bulk("mean");
+      w.Double(i * 0.5);
+      w.Bulk(v);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * 100));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * out.size()));
+}
+BENCHMARK(BM_WriteReplies)->Arg(2)->Arg(3);
+
+void BM_StoreSet(benchmark::State& state) {
+  ShardStore s;
+  const int n = static_cast<int>(state.range(0));
+  std::vector<std::string> keys;
+  for (int i = 0; i < n; i++) keys.push_back("key:" + std::to_string(100000000 + i));
+  size_t i = 0;
+  for (auto _ : state) {
+    const std::string& k = keys[i++ % keys.size()];
+    s.PutString(k, HashKey(k), "xxx", 0);
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_StoreSet)->Arg(1000)->Arg(1000000);
+
+void BM_StoreGet(benchmark::State& state) {
+  ShardStore s;
+  const int n = static_cast<int>(state.range(0));
+  std::vector<std::string> keys;
+  for (int i = 0; i < n; i++) {
+    keys.push_back("key:" + std::to_string(100000000 + i));
+    s.PutString(keys.back(), HashKey(keys.back()), "xxx", 0);
+  }
+  size_t i = 0;
+  for (auto _ : state) {
+    const std::string& k = keys[(i++ * 7919) % keys.size()];
+    Record* r = s.Find(k, HashKey(k), 0);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_StoreGet)->Arg(1000)->Arg(1000000);
+
+}  // namespace
+
+BENCHMARK_MAIN();
