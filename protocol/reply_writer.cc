@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 namespace fkv {
 
@@ -110,13 +111,14 @@ std::string FormatLongDouble(long double v) {
   char buf[5600];
   int n = std::snprintf(buf, sizeof(buf), "%.17Lf", v);
   if (n <= 0 || static_cast<size_t>(n) >= sizeof(buf)) return "0";
-  std::string s(buf, static_cast<size_t>(n));
-  if (s.find('.') != std::string::npos) {
-    while (!s.empty() && s.back() == '0') s.pop_back();
-    if (!s.empty() && s.back() == '.') s.pop_back();
+  // Trim trailing zeros (and a bare '.') in the C buffer, then copy once.
+  size_t len = static_cast<size_t>(n);
+  if (std::memchr(buf, '.', len) != nullptr) {
+    while (len > 0 && buf[len - 1] == '0') len--;
+    if (len > 0 && buf[len - 1] == '.') len--;
   }
-  if (s == "-0") s = "0";
-  return s;
+  if (len == 2 && buf[0] == '-' && buf[1] == '0') return "0";
+  return std::string(buf, len);
 }
 
 }  // namespace fkv

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <thread>
 
+#include "ingest/duration.h"
 #include "protocol/resp_parser.h"
 #include "storage/glob.h"
 
@@ -48,23 +49,6 @@ bool ParseMemory(std::string_view s, uint64_t* out) {
   if (!ParseInt(std::string_view(l).substr(0, l.size() - cut), &v) || v < 0) return false;
   if (mul > 1 && static_cast<uint64_t>(v) > UINT64_MAX / mul) return false;
   *out = static_cast<uint64_t>(v) * mul;
-  return true;
-}
-
-bool ParseDurationMs(std::string_view s, int64_t* out) {
-  std::string l = Lower(s);
-  int64_t mul = 1000;
-  size_t cut = 0;
-  auto ends = [&](std::string_view suf) { return l.size() > suf.size() && l.compare(l.size() - suf.size(), suf.size(), suf) == 0; };
-  if (ends("ms")) mul = 1, cut = 2;
-  else if (ends("s")) mul = 1000, cut = 1;
-  else if (ends("m")) mul = 60'000, cut = 1;
-  else if (ends("h")) mul = 3'600'000, cut = 1;
-  else if (ends("d")) mul = 86'400'000, cut = 1;
-  int64_t v = 0;
-  if (!ParseInt(std::string_view(l).substr(0, l.size() - cut), &v) || v < 0) return false;
-  if (v > INT64_MAX / mul) return false;
-  *out = v * mul;
   return true;
 }
 

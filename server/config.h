@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "ingest/duration.h"
+
 namespace fkv {
 
 struct ConfigError : std::runtime_error {
@@ -22,8 +24,6 @@ struct ConfigError : std::runtime_error {
 
 // Parses Redis memory units: 100, 1k (1000), 1kb (1024), 1m, 1mb, 1g, 1gb.
 bool ParseMemory(std::string_view s, uint64_t* out);
-// Parses durations: 500ms, 30s, 5m, 1h, 7d (plain numbers are seconds).
-bool ParseDurationMs(std::string_view s, int64_t* out);
 
 class Config {
  public:

@@ -50,6 +50,7 @@ std::string Connection::Describe(int64_t now_ms) const {
                   " age=" + std::to_string((now_ms - created_ms_) / 1000) +
                   " idle=" + std::to_string(idle_ms(now_ms) / 1000) + " flags=N db=0 sub=0 psub=0 ssub=0 multi=-1" +
                   " qbuf=" + std::to_string(rend_ - rpos_) + " qbuf-free=" + std::to_string(rcap_ - rend_) +
+                  " argv-mem=0 multi-mem=0 rbs=" + std::to_string(rcap_) + " rbp=" + std::to_string(rend_) +
                   " obl=0 oll=0 omem=0 tot-mem=" + std::to_string(rcap_ + wbuf_.capacity() + sizeof(*this)) +
                   " events=r cmd=" + (last ? last->name : "NULL") + " user=default redir=-1 resp=" +
                   std::to_string(writer_.protocol()) + " shard=" + std::to_string(home_);
@@ -114,6 +115,12 @@ void Connection::DoRead() {
                           [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
                             if (ec) return self->Close();
                             self->rend_ += n;
+                            // As Redis: check the query buffer after every read, before running anything.
+                            if (self->rend_ - self->rpos_ > self->server_->config().client_query_buffer_limit()) {
+                              spdlog::warn("closing client id={} addr={}: query buffer {} bytes over client-query-buffer-limit",
+                                           self->id_, self->peer_, self->rend_ - self->rpos_);
+                              return self->Close();
+                            }
                             self->server_->shards().shard(self->home_).counters.Add(
                                 self->server_->shards().shard(self->home_).counters.net_input, n);
                             self->last_interaction_ms_.store(NowMs(), std::memory_order_relaxed);
@@ -175,9 +182,11 @@ bool Connection::Execute(int shard) {
   sh.counters.Add(sh.counters.commands, 1);
   const CommandSpec* spec = spec_;
   if (spec == nullptr) {
-    std::string msg = "ERR unknown command '" + std::string(args_[0].substr(0, 128)) + "', with args beginning with: ";
-    for (size_t i = 1; i < args_.size() && msg.size() < 256; i++) msg += "'" + std::string(args_[i].substr(0, 128)) + "' ";
-    writer_.Error(msg);
+    // As Redis: at most 128 bytes of arguments, each cut to what is left.
+    std::string list;
+    for (size_t i = 1; i < args_.size() && list.size() < 128; i++)
+      list += "'" + std::string(args_[i].substr(0, 128 - list.size())) + "' ";
+    writer_.Error("ERR unknown command '" + std::string(args_[0].substr(0, 128)) + "', with args beginning with: " + list);
     return true;
   }
   last_cmd_.store(spec, std::memory_order_relaxed);

@@ -261,7 +261,8 @@ void Client(CommandContext& c) {
   std::string s(sub);
   for (char& ch : s) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
   bool known = s == "ID" || s == "GETNAME" || s == "SETNAME" || s == "INFO" || s == "LIST" || s == "KILL" || s == "SETINFO";
-  if (known) return c.out.Error("ERR wrong number of arguments for 'client|" + std::string(sub) + "' command");
+  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (known) return c.out.Error("ERR wrong number of arguments for 'client|" + s + "' command");
   c.out.Error("ERR unknown subcommand '" + std::string(sub) + "'. Try CLIENT HELP.");
 }
 

@@ -93,7 +93,7 @@ void Command(CommandContext& c) {
     c.out.Array(c.args.size() - 2);
     for (size_t i = 2; i < c.args.size(); i++) {
       const CommandSpec* s = CommandTable::Get().Find(c.args[i]);
-      if (s == nullptr) c.out.NullArray();
+      if (s == nullptr) c.out.Null();  // Redis: a null bulk for an unknown name
       else WriteCommandInfo(c.out, *s);
     }
     return;
@@ -233,8 +233,10 @@ void ConfigCmd(CommandContext& c) {
   if (EqualsNoCase(sub, "REWRITE")) return c.out.Error("ERR CONFIG REWRITE is not supported");
   std::string s(sub);
   for (char& ch : s) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  if (s == "GET" || s == "SET" || s == "RESETSTAT")
-    return c.out.Error("ERR wrong number of arguments for 'config|" + std::string(sub) + "' command");
+  if (s == "GET" || s == "SET" || s == "RESETSTAT") {
+    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return c.out.Error("ERR wrong number of arguments for 'config|" + s + "' command");
+  }
   c.out.Error("ERR unknown subcommand '" + std::string(sub) + "'. Try CONFIG HELP.");
 }
 

@@ -6,6 +6,7 @@ namespace fkv {
 void ShardStore::Unlink(Record** link) {
   Record* r = table_.RemoveAt(link);
   if (r->has_expiry()) expires_--;
+  if (r->type == ValueType::kFeature) entities_--;
   Record::Free(r);
 }
 
@@ -42,6 +43,7 @@ void ShardStore::PutString(std::string_view key, uint64_t hash, std::string_view
   if (old != nullptr) {
     table_.ReplaceAt(link, r);
     if (old->has_expiry()) expires_--;
+    if (old->type == ValueType::kFeature) entities_--;
     Record::Free(old);
   } else {
     table_.Insert(r, hash);
@@ -91,25 +93,50 @@ bool ShardStore::SetExpire(std::string_view key, uint64_t hash, int64_t at, int6
   return true;
 }
 
+EntityRecord* ShardStore::GetOrCreateEntity(std::string_view key, uint64_t hash, int64_t now_ms) {
+  Record* r = Find(key, hash, now_ms);
+  if (r != nullptr) return r->type == ValueType::kFeature ? r->entity() : nullptr;
+  auto* e = new EntityRecord();
+  table_.Insert(Record::NewObject(key, ValueType::kFeature, e, 0), hash);
+  entities_++;
+  return e;
+}
+
+void ShardStore::SyncEntity(std::string_view key, uint64_t hash, int64_t now_ms) {
+  Record** link = table_.FindLink(key, hash);
+  Record* r = *link;
+  if (r == nullptr || r->type != ValueType::kFeature) return;
+  if (r->entity()->empty()) {
+    Unlink(link);
+    table_.MaybeShrink();
+    return;
+  }
+  int64_t at = r->entity()->ExpireAt();
+  if (at != r->expire_at()) SetExpire(key, hash, at, now_ms);
+}
+
 void ShardStore::Clear() {
   table_.Clear();
+  entities_ = 0;
   expires_ = 0;
   sweep_cursor_ = 0;
 }
 
 size_t ShardStore::SweepExpired(int64_t now_ms, size_t max_buckets) {
-  if (expires_ == 0) return 0;
+  if (expires_ == 0 && entities_ == 0) return 0;
   size_t removed = 0;
   size_t n = table_.bucket_count();
   if (max_buckets > n) max_buckets = n;
   for (size_t i = 0; i < max_buckets; i++) {
     if (sweep_cursor_ >= table_.bucket_count()) sweep_cursor_ = 0;
     removed += table_.SweepBucket(sweep_cursor_++, [&](Record* r) {
-      if (r->has_expiry() && r->expire_at() <= now_ms) {
-        expires_--;
-        return true;
+      bool remove = r->has_expiry() && r->expire_at() <= now_ms;
+      if (!remove && r->type == ValueType::kFeature) remove = r->entity()->Trim(now_ms);
+      if (remove) {
+        if (r->has_expiry()) expires_--;
+        if (r->type == ValueType::kFeature) entities_--;
       }
-      return false;
+      return remove;
     });
   }
   stats_.expired_keys += removed;

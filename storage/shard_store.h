@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "storage/entity.h"
 #include "storage/hash_value.h"
 #include "storage/key_table.h"
 #include "storage/record.h"
@@ -38,6 +39,13 @@ class ShardStore {
   // Returns the hash of key, creating it when absent; nullptr if the key
   // holds another type (WRONGTYPE).
   HashValue* GetOrCreateHash(std::string_view key, uint64_t hash, int64_t now_ms);
+  // Returns the entity at key, creating it when absent; nullptr if the key
+  // holds another type.
+  EntityRecord* GetOrCreateEntity(std::string_view key, uint64_t hash, int64_t now_ms);
+  // After an entity changed: removes it when empty, else sets the key's
+  // expiry from its views (the view TTLs).
+  void SyncEntity(std::string_view key, uint64_t hash, int64_t now_ms);
+  size_t entities() const { return entities_; }
   // Removes key; true if it existed (and was live).
   bool Erase(std::string_view key, uint64_t hash, int64_t now_ms);
   // Sets (at > 0) or clears (at == 0) the expiry of a live key; false if the
@@ -55,7 +63,7 @@ class ShardStore {
   }
   // Active expiry: visits buckets from where the last call stopped until
   // `max_buckets` were visited or the whole table was; removes the expired
-  // records found. Returns the number removed. Called on a timer with a
+  // records found, and trims entities (old tiles, expired views). Returns the number removed. Called on a timer with a
   // budget by the shard thread (see server/shard_set.cc).
   size_t SweepExpired(int64_t now_ms, size_t max_buckets);
   size_t bucket_count() const { return table_.bucket_count(); }
@@ -63,7 +71,8 @@ class ShardStore {
  private:
   void Unlink(Record** link);
   KeyTable table_;
-  size_t expires_ = 0;  // live records with an expiry
+  size_t expires_ = 0;   // live records with an expiry
+  size_t entities_ = 0;  // records of type kFeature
   size_t sweep_cursor_ = 0;
   ShardStats stats_;
 };

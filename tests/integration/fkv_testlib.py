@@ -279,7 +279,7 @@ def decode_reply(buf, pos=0, decode=True, depth=0):
         raise ProtocolError("reply nested too deep")
     if pos >= len(buf):
         raise Incomplete()
-    t = buf[pos:pos + 1]
+    t = bytes(buf[pos:pos + 1])
     line, nxt = _line(buf, pos + 1)
 
     def text(b):
@@ -300,7 +300,7 @@ def decode_reply(buf, pos=0, decode=True, depth=0):
     if t == b"(":
         return int(line), nxt
     if t == b",":
-        return float(line.replace(b"inf", b"inf")), nxt
+        return float(line), nxt
     if t == b"#":
         if line not in (b"t", b"f"):
             raise ProtocolError("bad boolean %r" % line)

@@ -11,7 +11,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -38,14 +37,15 @@ class ServerProcess {
       _exit(127);
     }
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    std::regex ready("Ready to accept connections tcp \\S+ port (\\d+)");
+    const std::string ready = "Ready to accept connections tcp ";
     while (std::chrono::steady_clock::now() < deadline) {
       std::ifstream in(log_);
       std::string line;
       while (std::getline(in, line)) {
-        std::smatch m;
-        if (std::regex_search(line, m, ready)) {
-          port_ = std::stoi(m[1]);
+        size_t at = line.find(ready);
+        size_t p = at == std::string::npos ? at : line.find(" port ", at);
+        if (p != std::string::npos) {
+          port_ = std::stoi(line.substr(p + 6));
           return;
         }
       }

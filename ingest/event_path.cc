@@ -1,0 +1,211 @@
+// EventPlanner and ApplyViewUpdate: see event_path.h. The rules (spec §8):
+// a bad timestamp rejects the whole event; a bad key or aggregated field
+// makes only the views that need it skip the event; an aggregation drops an
+// event whose tile can no longer be inside its largest window; an event
+// further ahead than max-event-skew is rejected as `future`.
+#include "ingest/event_path.h"
+
+#include <cmath>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "storage/shard_store.h"
+
+namespace fkv {
+
+namespace {
+std::atomic<uint64_t> g_seq{0};
+
+void Extract(simdjson::dom::element root, const std::string& path, FieldValue* out) {
+  using simdjson::dom::element_type;
+  *out = FieldValue{};
+  simdjson::dom::element e = root;
+  size_t start = 0;
+  for (;;) {
+    size_t dot = path.find('.', start);
+    std::string_view comp(path.data() + start, (dot == std::string::npos ? path.size() : dot) - start);
+    simdjson::dom::object obj;
+    if (e.get_object().get(obj) != simdjson::SUCCESS) return;  // missing
+    if (obj.at_key(comp).get(e) != simdjson::SUCCESS) return;
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  switch (e.type()) {
+    case element_type::INT64:
+      out->kind = ValueKind::kInt;
+      out->i = e.get_int64().value_unsafe();
+      break;
+    case element_type::UINT64:
+      out->kind = ValueKind::kDouble;
+      out->d = static_cast<double>(e.get_uint64().value_unsafe());
+      break;
+    case element_type::DOUBLE:
+      out->kind = ValueKind::kDouble;
+      out->d = e.get_double().value_unsafe();
+      break;
+    case element_type::STRING:
+      out->kind = ValueKind::kString;
+      out->s = e.get_string().value_unsafe();
+      break;
+    case element_type::BOOL:
+      out->kind = ValueKind::kBool;
+      out->b = e.get_bool().value_unsafe();
+      break;
+    case element_type::NULL_VALUE:
+      out->kind = ValueKind::kNull;
+      break;
+    default:
+      out->kind = ValueKind::kOther;
+      break;
+  }
+}
+}  // namespace
+
+uint64_t NextEventSeq() { return g_seq.fetch_add(1, std::memory_order_relaxed) + 1; }
+
+void IngestStats::Reject(const std::string& reason) {
+  events_rejected.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lk(mu_);
+  reasons_[reason]++;
+}
+
+void IngestStats::ViewSkip(const std::string& view, const std::string& reason) {
+  std::lock_guard lk(mu_);
+  view_skips_[view + "_" + reason]++;
+}
+
+std::map<std::string, uint64_t> IngestStats::rejected_by_reason() const {
+  std::lock_guard lk(mu_);
+  return reasons_;
+}
+
+std::map<std::string, uint64_t> IngestStats::skipped_by_view() const {
+  std::lock_guard lk(mu_);
+  return view_skips_;
+}
+
+std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_view json, int64_t now_ms,
+                               int64_t max_skew_ms, std::vector<ViewUpdate>* out, IngestStats* stats) {
+  const SourceDef& src = reg.sources()[static_cast<size_t>(src_index)];
+  simdjson::dom::element root;
+  if (parser_.parse(json.data(), json.size()).get(root) != simdjson::SUCCESS) return "invalid_json";
+  if (root.type() != simdjson::dom::element_type::OBJECT) return "not_object";
+  slots_.resize(src.slots.size());
+  for (size_t i = 0; i < src.slots.size(); i++) Extract(root, src.slots[i], &slots_[i]);
+
+  int64_t ts = now_ms;
+  if (src.ts_slot >= 0) {
+    const FieldValue& t = slots_[static_cast<size_t>(src.ts_slot)];
+    if (t.kind == ValueKind::kMissing || t.kind == ValueKind::kNull) return "missing_timestamp";
+    if (!t.is_number()) return "bad_timestamp";
+    double v = t.as_double();
+    double ms = src.ts_unit == TsUnit::kSeconds ? v * 1000 : src.ts_unit == TsUnit::kMicros ? v / 1000 : v;
+    if (!std::isfinite(ms) || ms < -9.2e15 || ms > 9.2e15) return "bad_timestamp";
+    ts = t.kind == ValueKind::kInt && src.ts_unit == TsUnit::kSeconds ? t.i * 1000
+         : t.kind == ValueKind::kInt && src.ts_unit == TsUnit::kMillis ? t.i
+                                                                         : static_cast<int64_t>(std::floor(ms));
+  }
+  if (ts > now_ms + max_skew_ms) {
+    if (stats) stats->events_future.fetch_add(1, std::memory_order_relaxed);
+    return "future";
+  }
+  if (src.views.empty()) return "";
+  uint64_t seq = NextEventSeq();
+  std::string first_reason;
+  int accepted = 0;
+  for (int vi : src.views) {
+    const ViewDef& v = reg.views()[static_cast<size_t>(vi)];
+    const EntityDef* ent = nullptr;
+    for (const auto& e : reg.entities())
+      if (e.name == v.entity) ent = &e;
+    const FieldValue& k = slots_[static_cast<size_t>(v.entity_key_slot)];
+    std::string reason;
+    if (k.kind == ValueKind::kMissing || k.kind == ValueKind::kNull) reason = "missing_key";
+    else if (k.kind != ValueKind::kString && k.kind != ValueKind::kInt) reason = "bad_key";
+    ViewUpdate u;
+    if (reason.empty()) {
+      for (const AggregationDef& a : v.aggs) {
+        if (a.where && !a.where->Eval(slots_.data())) continue;
+        AggUpdate au;
+        au.spec = a;
+        if (a.field_slot >= 0) {
+          const FieldValue& f = slots_[static_cast<size_t>(a.field_slot)];
+          bool missing = f.kind == ValueKind::kMissing || f.kind == ValueKind::kNull;
+          bool numeric = a.kind == AggKind::kSum || a.kind == AggKind::kMin || a.kind == AggKind::kMax ||
+                         a.kind == AggKind::kMean || a.kind == AggKind::kStddev;
+          if (missing) {
+            reason = "missing_field";
+            break;
+          }
+          if (numeric ? !f.is_number() : !f.is_scalar()) {
+            reason = "bad_field";
+            break;
+          }
+          if (numeric) au.x = f.as_double();
+          if (a.kind == AggKind::kCountDistinct) {
+            std::string t = f.Text();
+            au.hash = XXH3_64bits(t.data(), t.size());
+          }
+          if (a.kind == AggKind::kLast || a.kind == AggKind::kLastN) au.text = f.Text();
+        }
+        if (IsWindowed(a.kind)) {
+          int64_t tile_start = FloorDiv(ts, a.resolution_ms) * a.resolution_ms;
+          if (tile_start <= now_ms - a.max_window_ms) {
+            if (stats) stats->events_too_old.fetch_add(1, std::memory_order_relaxed);
+            continue;
+          }
+        }
+        u.aggs.push_back(std::move(au));
+      }
+    }
+    if (!reason.empty()) {
+      if (stats) stats->ViewSkip(v.name, reason);
+      if (first_reason.empty()) first_reason = reason;
+      continue;
+    }
+    accepted++;
+    if (u.aggs.empty()) continue;
+    u.key.reserve(ent->name.size() + 1 + 20);
+    u.key = ent->name;
+    u.key += ':';
+    u.key += k.Text();
+    u.key_hash = 0;
+    u.view_id = v.id;
+    u.ttl_ms = v.ttl_ms;
+    u.ts = ts;
+    u.seq = seq;
+    u.view_name = v.name;
+    out->push_back(std::move(u));
+  }
+  if (accepted == 0) return first_reason;
+  return "";
+}
+
+bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms) {
+  EntityRecord* e = store.GetOrCreateEntity(u.key, u.key_hash, now_ms);
+  if (e == nullptr) return false;
+  ViewState& v = e->GetView(u.view_id, u.ttl_ms);
+  if (u.ts > v.newest_ts) v.newest_ts = u.ts;
+  for (const AggUpdate& au : u.aggs) {
+    AggState& a = v.Get(au.spec);
+    switch (au.spec.kind) {
+      case AggKind::kCountDistinct:
+        if (!a.distinct) a.distinct = std::make_unique<DistinctSeries>();
+        a.distinct->Add(FloorDiv(u.ts, au.spec.resolution_ms), au.hash);
+        break;
+      case AggKind::kLast:
+      case AggKind::kLastN:
+        if (!a.last) a.last = std::make_unique<LastList>();
+        a.last->Add(u.ts, u.seq, au.text, au.spec.kind == AggKind::kLast ? 1 : static_cast<size_t>(au.spec.n));
+        break;
+      default:
+        a.tiles.Add(au.spec.kind, FloorDiv(u.ts, au.spec.resolution_ms), au.x);
+        break;
+    }
+  }
+  store.SyncEntity(u.key, u.key_hash, now_ms);
+  return true;
+}
+
+}  // namespace fkv

@@ -1,0 +1,400 @@
+// Registry loading and validation (yaml-cpp); see registry.h. Every error
+// names file:line and the problem; nothing partial is ever returned.
+#include "ingest/registry.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "ingest/duration.h"
+
+namespace fkv {
+
+namespace {
+
+uint64_t Hash(std::string_view s) { return XXH3_64bits(s.data(), s.size()); }
+
+class Loader {
+ public:
+  explicit Loader(std::string name) : name_(std::move(name)) {}
+
+  [[noreturn]] void Fail(const YAML::Node& at, const std::string& what) {
+    int line = at.IsDefined() ? at.Mark().line + 1 : 0;
+    throw RegistryError(name_ + ":" + std::to_string(line > 0 ? line : 1) + ": " + what);
+  }
+
+  void OnlyKeys(const YAML::Node& map, std::initializer_list<const char*> allowed, const std::string& where) {
+    if (!map.IsMap()) Fail(map, where + " must be a mapping");
+    for (const auto& kv : map) {
+      std::string k = kv.first.as<std::string>();
+      if (std::find_if(allowed.begin(), allowed.end(), [&](const char* a) { return k == a; }) == allowed.end()) {
+        std::string list;
+        for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+        Fail(kv.first, "unknown key '" + k + "' in " + where + " (expected: " + list + ")");
+      }
+    }
+  }
+
+  std::string Scalar(const YAML::Node& n, const std::string& what) {
+    if (!n.IsScalar()) Fail(n, what + " must be a string");
+    return n.as<std::string>();
+  }
+
+  int64_t Duration(const YAML::Node& n, const std::string& what) {
+    std::string s = Scalar(n, what);
+    int64_t ms;
+    if (!ParseDurationMs(s, &ms) || ms <= 0) Fail(n, "bad duration '" + s + "' for " + what + " (use e.g. 500ms, 30s, 5m, 1h, 7d)");
+    return ms;
+  }
+
+  std::shared_ptr<Registry> Load(const YAML::Node& root, Registry* reg);
+
+ private:
+  std::string name_;
+};
+
+}  // namespace
+
+// Friend-free construction: the loader fills a Registry through this helper.
+struct RegistryBuilder {
+  static void Build(Loader& L, const YAML::Node& root, Registry* r, std::string* canonical);
+};
+
+namespace {
+int SlotOf(SourceDef& src, const std::string& path) {
+  for (size_t i = 0; i < src.slots.size(); i++)
+    if (src.slots[i] == path) return static_cast<int>(i);
+  src.slots.push_back(path);
+  return static_cast<int>(src.slots.size() - 1);
+}
+}  // namespace
+
+std::shared_ptr<const Registry> Registry::LoadText(const std::string& text, const std::string& name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw RegistryError(name + ":" + std::to_string(e.mark.line + 1) + ": YAML syntax error: " + e.msg);
+  }
+  auto reg = std::make_shared<Registry>();
+  reg->path_ = name;
+  Loader L(name);
+  std::string canonical;
+  try {
+    RegistryBuilder::Build(L, root, reg.get(), &canonical);
+  } catch (const YAML::Exception& e) {
+    throw RegistryError(name + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(Hash(canonical)));
+  reg->version_ = buf;
+  return reg;
+}
+
+std::shared_ptr<const Registry> Registry::LoadFile(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) throw RegistryError(path + ": cannot open registry file");
+  std::string text;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  std::fclose(f);
+  return LoadText(text, path);
+}
+
+std::shared_ptr<const Registry> Registry::Empty() {
+  static std::shared_ptr<const Registry> empty = LoadText("{}", "(none)");
+  return empty;
+}
+
+void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std::string* canonical) {
+  if (root.IsNull()) return;
+  L.OnlyKeys(root, {"sources", "entities", "views"}, "the registry");
+  // Sources.
+  if (root["sources"]) {
+    const YAML::Node& ss = root["sources"];
+    if (!ss.IsMap()) L.Fail(ss, "'sources' must be a mapping of source name to definition");
+    for (const auto& kv : ss) {
+      SourceDef s;
+      s.name = kv.first.as<std::string>();
+      const YAML::Node& d = kv.second;
+      L.OnlyKeys(d, {"topic", "format", "timestamp"}, "source '" + s.name + "'");
+      s.topic = d["topic"] ? L.Scalar(d["topic"], "topic") : s.name;
+      s.format = d["format"] ? L.Scalar(d["format"], "format") : "json";
+      if (s.format != "json") L.Fail(d["format"], "unknown format '" + s.format + "' (only json)");
+      if (d["timestamp"]) {
+        const YAML::Node& t = d["timestamp"];
+        L.OnlyKeys(t, {"field", "unit"}, "timestamp of source '" + s.name + "'");
+        if (!t["field"]) L.Fail(t, "timestamp of source '" + s.name + "' needs a field");
+        s.ts_field = L.Scalar(t["field"], "timestamp field");
+        std::string unit = t["unit"] ? L.Scalar(t["unit"], "unit") : "ms";
+        if (unit == "s") s.ts_unit = TsUnit::kSeconds;
+        else if (unit == "ms") s.ts_unit = TsUnit::kMillis;
+        else if (unit == "us") s.ts_unit = TsUnit::kMicros;
+        else L.Fail(t["unit"], "unknown timestamp unit '" + unit + "' (s, ms or us)");
+        s.ts_slot = SlotOf(s, s.ts_field);
+      }
+      *canonical += "source " + s.name + " " + s.topic + " " + s.format + " " + s.ts_field + " " +
+                    std::to_string(static_cast<int>(s.ts_unit)) + "\n";
+      r->sources_.push_back(std::move(s));
+    }
+  }
+  // Entities.
+  if (root["entities"]) {
+    const YAML::Node& es = root["entities"];
+    if (!es.IsMap()) L.Fail(es, "'entities' must be a mapping of entity name to definition");
+    for (const auto& kv : es) {
+      EntityDef e;
+      e.name = kv.first.as<std::string>();
+      if (e.name.empty() || e.name.find(':') != std::string::npos) L.Fail(kv.first, "bad entity name '" + e.name + "'");
+      L.OnlyKeys(kv.second, {"key"}, "entity '" + e.name + "'");
+      if (!kv.second["key"]) L.Fail(kv.second, "entity '" + e.name + "' needs a key field");
+      e.key_field = L.Scalar(kv.second["key"], "key");
+      *canonical += "entity " + e.name + " " + e.key_field + "\n";
+      r->entities_.push_back(std::move(e));
+    }
+  }
+  // Views.
+  if (root["views"]) {
+    const YAML::Node& vs = root["views"];
+    if (!vs.IsMap()) L.Fail(vs, "'views' must be a mapping of view name to definition");
+    for (const auto& kv : vs) {
+      ViewDef v;
+      v.name = kv.first.as<std::string>();
+      if (v.name.empty() || v.name.find('.') != std::string::npos) L.Fail(kv.first, "bad view name '" + v.name + "'");
+      v.id = Hash(v.name);
+      const YAML::Node& d = kv.second;
+      L.OnlyKeys(d, {"entity", "source", "ttl", "features"}, "view '" + v.name + "'");
+      if (!d["entity"]) L.Fail(d, "view '" + v.name + "' needs an entity");
+      if (!d["source"]) L.Fail(d, "view '" + v.name + "' needs a source");
+      v.entity = L.Scalar(d["entity"], "entity");
+      v.source = L.Scalar(d["source"], "source");
+      auto ent = std::find_if(r->entities_.begin(), r->entities_.end(), [&](const EntityDef& e) { return e.name == v.entity; });
+      if (ent == r->entities_.end()) L.Fail(d["entity"], "view '" + v.name + "': undefined entity '" + v.entity + "'");
+      v.source_index = r->FindSource(v.source);
+      if (v.source_index < 0) L.Fail(d["source"], "view '" + v.name + "': undefined source '" + v.source + "'");
+      SourceDef& src = r->sources_[static_cast<size_t>(v.source_index)];
+      v.ttl_ms = d["ttl"] ? L.Duration(d["ttl"], "ttl") : 0;
+      v.entity_key_slot = SlotOf(src, ent->key_field);
+      if (!d["features"] || !d["features"].IsMap() || d["features"].size() == 0)
+        L.Fail(d, "view '" + v.name + "' needs a 'features' mapping");
+      std::set<std::string> names;
+      for (const auto& fkv : d["features"]) {
+        AggregationDef a;
+        a.name = fkv.first.as<std::string>();
+        const YAML::Node& fd = fkv.second;
+        std::string where = "feature '" + a.name + "' of view '" + v.name + "'";
+        L.OnlyKeys(fd, {"agg", "field", "where", "windows", "resolution", "n"}, where);
+        if (!fd["agg"]) L.Fail(fd, where + " needs 'agg'");
+        std::string agg = L.Scalar(fd["agg"], "agg");
+        static const std::pair<const char*, AggKind> kinds[] = {
+            {"count", AggKind::kCount}, {"sum", AggKind::kSum},   {"min", AggKind::kMin},
+            {"max", AggKind::kMax},     {"mean", AggKind::kMean}, {"stddev", AggKind::kStddev},
+            {"count_distinct", AggKind::kCountDistinct}, {"last", AggKind::kLast}, {"last_n", AggKind::kLastN}};
+        bool found = false;
+        for (auto& [n, k] : kinds)
+          if (agg == n) a.kind = k, found = true;
+        if (!found) L.Fail(fd["agg"], where + ": unknown aggregation '" + agg + "' (count, sum, min, max, mean, stddev, count_distinct, last, last_n)");
+        if (fd["field"]) a.field = L.Scalar(fd["field"], "field");
+        if (a.kind != AggKind::kCount && a.field.empty()) L.Fail(fd, where + ": aggregation '" + agg + "' needs a field");
+        if (!a.field.empty()) a.field_slot = SlotOf(src, a.field);
+        if (fd["where"]) {
+          a.where_text = L.Scalar(fd["where"], "where");
+          std::string err;
+          auto f = Filter::Compile(a.where_text, [&](const std::string& p) { return SlotOf(src, p); }, &err);
+          if (!f) L.Fail(fd["where"], where + ": bad where \"" + a.where_text + "\": " + err);
+          a.where = std::move(f);
+        }
+        if (IsWindowed(a.kind)) {
+          if (!fd["windows"] || !fd["windows"].IsSequence() || fd["windows"].size() == 0)
+            L.Fail(fd, where + ": aggregation '" + agg + "' needs a non-empty 'windows' list");
+          int64_t smallest = INT64_MAX;
+          for (const auto& w : fd["windows"]) {
+            int64_t ms = L.Duration(w, "window");
+            std::string text = w.as<std::string>();
+            if (std::find(a.window_texts.begin(), a.window_texts.end(), text) != a.window_texts.end())
+              L.Fail(w, where + ": window '" + text + "' listed twice");
+            a.windows_ms.push_back(ms);
+            a.window_texts.push_back(text);
+            smallest = std::min(smallest, ms);
+            a.max_window_ms = std::max(a.max_window_ms, ms);
+          }
+          if (fd["resolution"]) {
+            a.resolution_ms = L.Duration(fd["resolution"], "resolution");
+          } else {
+            a.resolution_ms = std::max<int64_t>(1000, smallest / 60 / 1000 * 1000);
+          }
+          for (size_t i = 0; i < a.windows_ms.size(); i++)
+            if (a.windows_ms[i] % a.resolution_ms != 0)
+              L.Fail(fd["windows"][i], where + ": window '" + a.window_texts[i] + "' is not a multiple of the resolution (" +
+                                           std::to_string(a.resolution_ms) + " ms)");
+          if (a.max_window_ms / a.resolution_ms > 1'000'000)
+            L.Fail(fd, where + ": more than 1,000,000 tiles per window; raise 'resolution'");
+          if (fd["n"]) L.Fail(fd["n"], where + ": 'n' is only for last_n");
+        } else {
+          if (fd["windows"]) L.Fail(fd["windows"], where + ": '" + agg + "' takes no windows");
+          if (fd["resolution"]) L.Fail(fd["resolution"], where + ": '" + agg + "' takes no resolution");
+          if (a.kind == AggKind::kLastN) {
+            if (!fd["n"]) L.Fail(fd, where + ": last_n needs 'n'");
+            int n = 0;
+            try {
+              n = fd["n"].as<int>();
+            } catch (const YAML::Exception&) {
+              L.Fail(fd["n"], where + ": 'n' must be an integer");
+            }
+            if (n < 1 || n > 1000) L.Fail(fd["n"], where + ": 'n' must be between 1 and 1000");
+            a.n = n;
+          } else if (fd["n"]) {
+            L.Fail(fd["n"], where + ": 'n' is only for last_n");
+          }
+        }
+        // Feature names must be unique inside the view.
+        std::vector<std::string> fnames;
+        if (IsWindowed(a.kind))
+          for (auto& t : a.window_texts) fnames.push_back(a.name + "_" + t);
+        else
+          fnames.push_back(a.name);
+        for (auto& fn : fnames)
+          if (!names.insert(fn).second) L.Fail(fkv.first, where + ": feature name '" + fn + "' defined twice in the view");
+        std::string sig = v.name + "|" + a.name + "|" + agg + "|" + a.field + "|" + a.where_text + "|" +
+                          std::to_string(a.resolution_ms) + "|" + std::to_string(a.max_window_ms) + "|" +
+                          std::to_string(a.n) + "|" + v.source;
+        a.signature = Hash(sig);
+        std::string wins;
+        for (auto& t : a.window_texts) wins += t + ",";
+        *canonical += "agg " + sig + " " + wins + "\n";
+        v.aggs.push_back(std::move(a));
+      }
+      *canonical += "view " + v.name + " " + v.entity + " " + v.source + " " + std::to_string(v.ttl_ms) + "\n";
+      r->views_by_entity_[v.entity].push_back(static_cast<int>(r->views_.size()));
+      src.views.push_back(static_cast<int>(r->views_.size()));
+      r->views_.push_back(std::move(v));
+    }
+  }
+}
+
+int Registry::FindSource(std::string_view name) const {
+  for (size_t i = 0; i < sources_.size(); i++)
+    if (sources_[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+int Registry::FindView(std::string_view name) const {
+  for (size_t i = 0; i < views_.size(); i++)
+    if (views_[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+const std::vector<int>* Registry::ViewsOfEntity(std::string_view entity) const {
+  auto it = views_by_entity_.find(std::string(entity));
+  return it == views_by_entity_.end() ? nullptr : &it->second;
+}
+
+std::string Registry::FeatureName(const FeatureRef& f) const {
+  const AggregationDef& a = views_[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
+  return f.window < 0 ? a.name : a.name + "_" + a.window_texts[static_cast<size_t>(f.window)];
+}
+
+std::vector<std::pair<std::string, FeatureRef>> Registry::FeaturesOf(std::string_view entity) const {
+  std::vector<std::pair<std::string, FeatureRef>> out;
+  const std::vector<int>* vs = ViewsOfEntity(entity);
+  if (vs == nullptr) return out;
+  for (int vi : *vs) {
+    const ViewDef& v = views_[static_cast<size_t>(vi)];
+    for (size_t ai = 0; ai < v.aggs.size(); ai++) {
+      const AggregationDef& a = v.aggs[ai];
+      if (IsWindowed(a.kind)) {
+        for (size_t w = 0; w < a.windows_ms.size(); w++) {
+          FeatureRef f{vi, static_cast<int>(ai), static_cast<int>(w)};
+          out.emplace_back(FeatureName(f), f);
+        }
+      } else {
+        FeatureRef f{vi, static_cast<int>(ai), -1};
+        out.emplace_back(FeatureName(f), f);
+      }
+    }
+  }
+  return out;
+}
+
+namespace {
+// Splits "view.name" into its parts; view empty when unqualified.
+void SplitQualified(std::string_view name, std::string_view* view, std::string_view* rest) {
+  size_t dot = name.find('.');
+  if (dot == std::string_view::npos) {
+    *view = {};
+    *rest = name;
+  } else {
+    *view = name.substr(0, dot);
+    *rest = name.substr(dot + 1);
+  }
+}
+}  // namespace
+
+bool Registry::ResolveFeature(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const {
+  std::string_view vname, fname;
+  SplitQualified(name, &vname, &fname);
+  std::vector<std::pair<std::string, FeatureRef>> hits;
+  const std::vector<int>* vs = ViewsOfEntity(entity);
+  if (vs != nullptr) {
+    for (int vi : *vs) {
+      const ViewDef& v = views_[static_cast<size_t>(vi)];
+      if (!vname.empty() && v.name != vname) continue;
+      for (size_t ai = 0; ai < v.aggs.size(); ai++) {
+        const AggregationDef& a = v.aggs[ai];
+        if (IsWindowed(a.kind)) {
+          for (size_t w = 0; w < a.window_texts.size(); w++)
+            if (fname.size() == a.name.size() + 1 + a.window_texts[w].size() && fname.substr(0, a.name.size()) == a.name &&
+                fname[a.name.size()] == '_' && fname.substr(a.name.size() + 1) == a.window_texts[w])
+              hits.push_back({v.name, FeatureRef{vi, static_cast<int>(ai), static_cast<int>(w)}});
+        } else if (fname == a.name) {
+          hits.push_back({v.name, FeatureRef{vi, static_cast<int>(ai), -1}});
+        }
+      }
+    }
+  }
+  if (hits.size() == 1) {
+    *out = hits[0].second;
+    return true;
+  }
+  if (hits.empty()) {
+    *err = "ERR unknown feature '" + std::string(name) + "' for entity '" + std::string(entity) + "'";
+    return false;
+  }
+  *err = "ERR ambiguous feature '" + std::string(name) + "': qualify it as";
+  for (size_t i = 0; i < hits.size(); i++) *err += (i ? " or '" : " '") + hits[i].first + "." + std::string(fname) + "'";
+  return false;
+}
+
+bool Registry::ResolveAggregation(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const {
+  std::string_view vname, aname;
+  SplitQualified(name, &vname, &aname);
+  std::vector<std::pair<std::string, FeatureRef>> hits;
+  if (const std::vector<int>* vs = ViewsOfEntity(entity)) {
+    for (int vi : *vs) {
+      const ViewDef& v = views_[static_cast<size_t>(vi)];
+      if (!vname.empty() && v.name != vname) continue;
+      for (size_t ai = 0; ai < v.aggs.size(); ai++)
+        if (v.aggs[ai].name == aname && IsWindowed(v.aggs[ai].kind))
+          hits.push_back({v.name, FeatureRef{vi, static_cast<int>(ai), -1}});
+    }
+  }
+  if (hits.size() == 1) {
+    *out = hits[0].second;
+    return true;
+  }
+  if (hits.empty()) {
+    *err = "ERR unknown windowed aggregation '" + std::string(name) + "' for entity '" + std::string(entity) + "'";
+    return false;
+  }
+  *err = "ERR ambiguous aggregation '" + std::string(name) + "': qualify it as";
+  for (size_t i = 0; i < hits.size(); i++) *err += (i ? " or '" : " '") + hits[i].first + "." + std::string(aname) + "'";
+  return false;
+}
+
+}  // namespace fkv

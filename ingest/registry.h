@@ -1,0 +1,106 @@
+// Registry: the feature definitions (sources, entities, views and their
+// aggregations) loaded from the YAML file named by the `registry` directive,
+// validated completely, with field paths resolved to event slots and
+// `where` filters compiled. Immutable once loaded; shared between threads
+// through std::shared_ptr<const Registry>; a reload builds a new one.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "ingest/filter.h"
+#include "storage/aggregate.h"
+
+namespace fkv {
+
+
+enum class TsUnit : uint8_t { kSeconds, kMillis, kMicros, kArrival };
+
+struct SourceDef {
+  std::string name, topic, format;
+  std::string ts_field;
+  TsUnit ts_unit = TsUnit::kArrival;
+  int ts_slot = -1;
+  std::vector<std::string> slots;  // slot -> field path, for the decoder
+  std::vector<int> views;          // indexes of the views fed by this source
+};
+
+struct EntityDef {
+  std::string name, key_field;
+};
+
+struct AggregationDef : AggSpec {  // AggSpec: kind, signature, resolution, max window, n
+  std::string name;  // as in the registry ("clicks")
+  std::string field;  // aggregated field ("" for count)
+  int field_slot = -1;
+  std::vector<int64_t> windows_ms;         // as written
+  std::vector<std::string> window_texts;   // "5m": feature names keep the text
+  std::string where_text;
+  std::shared_ptr<const Filter> where;  // null: every event
+};
+
+struct ViewDef {
+  std::string name, entity, source;
+  uint64_t id = 0;  // hash of the name
+  int64_t ttl_ms = 0;  // 0 = never
+  int entity_key_slot = -1;
+  int source_index = -1;
+  std::vector<AggregationDef> aggs;
+};
+
+// One servable feature name: aggregation `agg` of view `view`, window
+// `window` (-1 for last / last_n).
+struct FeatureRef {
+  int view = -1, agg = -1, window = -1;
+};
+
+struct RegistryError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct RegistryBuilder;
+
+class Registry {
+ public:
+  // Parses and validates a registry file; throws RegistryError whose text
+  // names the file, the line and the problem.
+  static std::shared_ptr<const Registry> LoadFile(const std::string& path);
+  static std::shared_ptr<const Registry> LoadText(const std::string& text, const std::string& name);
+  static std::shared_ptr<const Registry> Empty();
+
+  const std::vector<SourceDef>& sources() const { return sources_; }
+  const std::vector<EntityDef>& entities() const { return entities_; }
+  const std::vector<ViewDef>& views() const { return views_; }
+  const std::string& path() const { return path_; }
+  // Hash of the definitions (hex), FREGISTRY VERSION.
+  const std::string& version() const { return version_; }
+  int FindSource(std::string_view name) const;
+  int FindView(std::string_view name) const;
+  // The views of an entity type ("user"), in registry order.
+  const std::vector<int>* ViewsOfEntity(std::string_view entity) const;
+
+  // Resolves a feature name (bare "clicks_5m" or qualified
+  // "user_activity.clicks_5m") for an entity type. On failure returns false
+  // with a Redis error text in *err.
+  bool ResolveFeature(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const;
+  // Resolves an aggregation name for FWINDOW ("clicks" or "view.clicks").
+  bool ResolveAggregation(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const;
+  // Every feature of an entity type, in registry order, with its name.
+  std::vector<std::pair<std::string, FeatureRef>> FeaturesOf(std::string_view entity) const;
+  std::string FeatureName(const FeatureRef& f) const;
+
+ private:
+  friend struct RegistryBuilder;
+  std::string path_, version_;
+  std::vector<SourceDef> sources_;
+  std::vector<EntityDef> entities_;
+  std::vector<ViewDef> views_;
+  std::unordered_map<std::string, std::vector<int>> views_by_entity_;
+};
+
+}  // namespace fkv

@@ -1,0 +1,249 @@
+// Aggregate math: see aggregate.h.
+#include "storage/aggregate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_set>
+
+namespace fkv {
+
+const char* AggName(AggKind k) {
+  switch (k) {
+    case AggKind::kCount: return "count";
+    case AggKind::kSum: return "sum";
+    case AggKind::kMin: return "min";
+    case AggKind::kMax: return "max";
+    case AggKind::kMean: return "mean";
+    case AggKind::kStddev: return "stddev";
+    case AggKind::kCountDistinct: return "count_distinct";
+    case AggKind::kLast: return "last";
+    case AggKind::kLastN: return "last_n";
+  }
+  return "?";
+}
+
+void Accum::Add(double x) {
+  n += 1;
+  sum += x;
+  min = std::min(min, x);
+  max = std::max(max, x);
+  double d = x - mean;
+  mean += d / n;
+  m2 += d * (x - mean);
+}
+
+void Accum::Merge(const Accum& o) {
+  if (o.n == 0) return;
+  if (n == 0) {
+    *this = o;
+    return;
+  }
+  double tn = n + o.n;
+  double d = o.mean - mean;
+  mean += d * o.n / tn;
+  m2 += o.m2 + d * d * n * o.n / tn;
+  n = tn;
+  sum += o.sum;
+  min = std::min(min, o.min);
+  max = std::max(max, o.max);
+}
+
+int TileSeries::Width(AggKind k) {
+  switch (k) {
+    case AggKind::kMean: return 2;    // sum, count
+    case AggKind::kStddev: return 3;  // count, mean, m2
+    default: return 1;                // count | sum | min | max
+  }
+}
+
+void TileSeries::Add(AggKind k, int64_t tile, double x) {
+  const size_t stride = static_cast<size_t>(1 + Width(k));
+  const double t = static_cast<double>(tile);
+  // Events mostly arrive in order: look at the last tile first.
+  size_t n = data_.size() / stride;
+  size_t pos = n;
+  if (n == 0 || data_[(n - 1) * stride] < t) {
+    pos = n;
+  } else {
+    size_t lo = 0, hi = n;  // first tile with index >= t
+    while (lo < hi) {
+      size_t mid = (lo + hi) / 2;
+      if (data_[mid * stride] < t) lo = mid + 1;
+      else hi = mid;
+    }
+    pos = lo;
+  }
+  double* p;
+  if (pos < n && data_[pos * stride] == t) {
+    p = &data_[pos * stride + 1];
+  } else {
+    double init[4] = {t, 0, 0, 0};
+    if (k == AggKind::kMin) init[1] = std::numeric_limits<double>::infinity();
+    if (k == AggKind::kMax) init[1] = -std::numeric_limits<double>::infinity();
+    data_.insert(data_.begin() + static_cast<std::ptrdiff_t>(pos * stride), init, init + stride);
+    p = &data_[pos * stride + 1];
+  }
+  switch (k) {
+    case AggKind::kCount: p[0] += 1; break;
+    case AggKind::kSum: p[0] += x; break;
+    case AggKind::kMin: p[0] = std::min(p[0], x); break;
+    case AggKind::kMax: p[0] = std::max(p[0], x); break;
+    case AggKind::kMean:
+      p[0] += x;
+      p[1] += 1;
+      break;
+    case AggKind::kStddev: {
+      p[0] += 1;
+      double d = x - p[1];
+      p[1] += d / p[0];
+      p[2] += d * (x - p[1]);
+      break;
+    }
+    default: break;
+  }
+}
+
+Accum TileSeries::Merge(AggKind k, int64_t lo, int64_t hi) const {
+  Accum a;
+  const size_t stride = static_cast<size_t>(1 + Width(k));
+  size_t n = data_.size() / stride;
+  size_t l = 0, h = n;
+  while (l < h) {
+    size_t mid = (l + h) / 2;
+    if (data_[mid * stride] < static_cast<double>(lo)) l = mid + 1;
+    else h = mid;
+  }
+  for (size_t i = l; i < n && data_[i * stride] <= static_cast<double>(hi); i++) {
+    const double* p = &data_[i * stride + 1];
+    switch (k) {
+      case AggKind::kCount: a.n += p[0]; break;
+      case AggKind::kSum:
+        a.sum += p[0];
+        a.n += 1;
+        break;
+      case AggKind::kMin:
+        a.min = std::min(a.min, p[0]);
+        a.n += 1;
+        break;
+      case AggKind::kMax:
+        a.max = std::max(a.max, p[0]);
+        a.n += 1;
+        break;
+      case AggKind::kMean:
+        a.sum += p[0];
+        a.n += p[1];
+        break;
+      case AggKind::kStddev: {
+        Accum t;
+        t.n = p[0];
+        t.mean = p[1];
+        t.m2 = p[2];
+        double keep_min = a.min, keep_max = a.max;
+        a.Merge(t);
+        a.min = keep_min;
+        a.max = keep_max;
+        break;
+      }
+      default: break;
+    }
+  }
+  return a;
+}
+
+size_t TileSeries::DropBefore(AggKind k, int64_t min_tile) {
+  const size_t stride = static_cast<size_t>(1 + Width(k));
+  size_t i = 0;
+  while (i < data_.size() && data_[i] < static_cast<double>(min_tile)) i += stride;
+  if (i == 0) return 0;
+  data_.erase(data_.begin(), data_.begin() + static_cast<std::ptrdiff_t>(i));
+  if (data_.capacity() > 4 * data_.size() + 16) data_.shrink_to_fit();
+  return i / stride;
+}
+
+void DistinctSeries::HllAdd(std::vector<uint8_t>* regs, uint64_t h) {
+  size_t idx = static_cast<size_t>(h >> (64 - kP));
+  uint64_t w = (h << kP) | (uint64_t{1} << (kP - 1));
+  uint8_t rho = static_cast<uint8_t>(__builtin_clzll(w) + 1);
+  if ((*regs)[idx] < rho) (*regs)[idx] = rho;
+}
+
+double DistinctSeries::Estimate(const std::vector<uint8_t>& regs) {
+  const double m = static_cast<double>(kRegisters);
+  double sum = 0;
+  size_t zeros = 0;
+  for (uint8_t r : regs) {
+    sum += std::ldexp(1.0, -r);
+    if (r == 0) zeros++;
+  }
+  double alpha = 0.7213 / (1 + 1.079 / m);
+  double e = alpha * m * m / sum;
+  if (e <= 2.5 * m && zeros > 0) e = m * std::log(m / static_cast<double>(zeros));
+  return e;
+}
+
+void DistinctSeries::Add(int64_t tile, uint64_t h) {
+  auto it = std::lower_bound(tiles_.begin(), tiles_.end(), tile, [](const Tile& t, int64_t i) { return t.index < i; });
+  if (it == tiles_.end() || it->index != tile) it = tiles_.insert(it, Tile{tile, {}, nullptr});
+  if (it->hll) return HllAdd(it->hll.get(), h);
+  auto pos = std::lower_bound(it->exact.begin(), it->exact.end(), h);
+  if (pos != it->exact.end() && *pos == h) return;
+  it->exact.insert(pos, h);
+  if (it->exact.size() > kExactLimit) {
+    it->hll = std::make_unique<std::vector<uint8_t>>(kRegisters, 0);
+    for (uint64_t x : it->exact) HllAdd(it->hll.get(), x);
+    std::vector<uint64_t>().swap(it->exact);
+  }
+}
+
+uint64_t DistinctSeries::Count(int64_t lo, int64_t hi) const {
+  auto it = std::lower_bound(tiles_.begin(), tiles_.end(), lo, [](const Tile& t, int64_t i) { return t.index < i; });
+  std::vector<uint64_t> all;
+  bool sketch = false;
+  for (auto j = it; j != tiles_.end() && j->index <= hi; ++j) {
+    if (j->hll) sketch = true;
+    else all.insert(all.end(), j->exact.begin(), j->exact.end());
+  }
+  if (!sketch) {
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+    if (all.size() <= kExactLimit * 4) return all.size();
+  }
+  std::vector<uint8_t> regs(kRegisters, 0);
+  for (uint64_t h : all) HllAdd(&regs, h);
+  for (auto j = it; j != tiles_.end() && j->index <= hi; ++j)
+    if (j->hll)
+      for (size_t r = 0; r < kRegisters; r++) regs[r] = std::max(regs[r], (*j->hll)[r]);
+  return static_cast<uint64_t>(std::llround(Estimate(regs)));
+}
+
+size_t DistinctSeries::DropBefore(int64_t min_tile) {
+  auto it = std::lower_bound(tiles_.begin(), tiles_.end(), min_tile, [](const Tile& t, int64_t i) { return t.index < i; });
+  size_t n = static_cast<size_t>(it - tiles_.begin());
+  tiles_.erase(tiles_.begin(), it);
+  return n;
+}
+
+size_t DistinctSeries::MemoryUsage() const {
+  size_t m = sizeof(*this) + tiles_.capacity() * sizeof(Tile);
+  for (const Tile& t : tiles_) m += t.exact.capacity() * sizeof(uint64_t) + (t.hll ? kRegisters + sizeof(std::vector<uint8_t>) : 0);
+  return m;
+}
+
+void LastList::Add(int64_t ts, uint64_t seq, std::string_view value, size_t n) {
+  // Newest first by (ts, seq).
+  auto newer = [](int64_t ts1, uint64_t s1, const LastItem& b) { return ts1 > b.ts || (ts1 == b.ts && s1 > b.seq); };
+  size_t pos = 0;
+  while (pos < items_.size() && !newer(ts, seq, items_[pos])) pos++;
+  if (pos >= n) return;  // older than everything kept
+  items_.insert(items_.begin() + static_cast<std::ptrdiff_t>(pos), LastItem{ts, seq, std::string(value)});
+  if (items_.size() > n) items_.resize(n);
+}
+
+size_t LastList::MemoryUsage() const {
+  size_t m = sizeof(*this) + items_.capacity() * sizeof(LastItem);
+  for (const auto& i : items_)
+    if (i.value.capacity() > 15) m += i.value.capacity() + 1;
+  return m;
+}
+
+}  // namespace fkv

@@ -1,0 +1,104 @@
+// Aggregate math of the feature views: tile partials for count, sum, min,
+// max, mean, stddev (Welford/Chan, numerically stable), count_distinct
+// (exact sets, HyperLogLog past a bound), and the last / last_n lists. Pure
+// data structures: no registry, no clock; used by storage/entity.h.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fkv {
+
+enum class AggKind : uint8_t { kCount, kSum, kMin, kMax, kMean, kStddev, kCountDistinct, kLast, kLastN };
+const char* AggName(AggKind k);
+inline bool IsWindowed(AggKind k) { return k != AggKind::kLast && k != AggKind::kLastN; }
+
+// What storage needs to know of an aggregation definition.
+struct AggSpec {
+  AggKind kind = AggKind::kCount;
+  uint64_t signature = 0;    // hash of the definition: state survives reloads while unchanged
+  int64_t resolution_ms = 0; // tile width (windowed kinds)
+  int64_t max_window_ms = 0; // retention (windowed kinds)
+  int n = 0;                 // last_n
+};
+
+// Running merge of tiles (or of raw values, in the reference model).
+struct Accum {
+  double n = 0;    // count of values
+  double sum = 0;
+  double min = std::numeric_limits<double>::infinity();
+  double max = -std::numeric_limits<double>::infinity();
+  double mean = 0, m2 = 0;  // Welford
+  void Add(double x);
+  void Merge(const Accum& o);
+};
+
+// Numeric tiles of one windowed aggregation, sparse and sorted by tile
+// index: a flat array of [index, partial...] records.
+class TileSeries {
+ public:
+  static int Width(AggKind k);  // doubles of partial per tile
+  void Add(AggKind k, int64_t tile, double x);
+  // Merge of the tiles with lo <= index <= hi.
+  Accum Merge(AggKind k, int64_t lo, int64_t hi) const;
+  // Drops tiles with index < min_tile; returns how many.
+  size_t DropBefore(AggKind k, int64_t min_tile);
+  size_t tiles(AggKind k) const { return data_.size() / static_cast<size_t>(1 + Width(k)); }
+  bool empty() const { return data_.empty(); }
+  size_t MemoryUsage() const { return data_.capacity() * sizeof(double); }
+
+ private:
+  std::vector<double> data_;
+};
+
+// count_distinct: per tile a sorted set of 64-bit value hashes while small,
+// a HyperLogLog (p = 12, 4096 registers, standard error 1.04/sqrt(4096) =
+// 1.6%) once a tile or a merged window passes kExactLimit values.
+class DistinctSeries {
+ public:
+  static constexpr size_t kExactLimit = 64;
+  static constexpr int kP = 12;
+  static constexpr size_t kRegisters = size_t{1} << kP;
+
+  void Add(int64_t tile, uint64_t value_hash);
+  // Number of distinct values over tiles lo..hi (exact while the union
+  // holds at most kExactLimit * 4 values and no tile is a sketch).
+  uint64_t Count(int64_t lo, int64_t hi) const;
+  size_t DropBefore(int64_t min_tile);
+  bool empty() const { return tiles_.empty(); }
+  size_t MemoryUsage() const;
+  static double Estimate(const std::vector<uint8_t>& regs);
+  static void HllAdd(std::vector<uint8_t>* regs, uint64_t h);
+
+ private:
+  struct Tile {
+    int64_t index;
+    std::vector<uint64_t> exact;  // sorted, unique (while no sketch)
+    std::unique_ptr<std::vector<uint8_t>> hll;
+  };
+  std::vector<Tile> tiles_;  // sorted by index
+};
+
+// last / last_n: values ordered by event time (ties: arrival), newest first.
+struct LastItem {
+  int64_t ts;
+  uint64_t seq;
+  std::string value;
+};
+class LastList {
+ public:
+  // Inserts keeping at most n items (the newest by (ts, seq)).
+  void Add(int64_t ts, uint64_t seq, std::string_view value, size_t n);
+  const std::vector<LastItem>& items() const { return items_; }
+  bool empty() const { return items_.empty(); }
+  size_t MemoryUsage() const;
+
+ private:
+  std::vector<LastItem> items_;
+};
+
+}  // namespace fkv
