@@ -87,6 +87,7 @@ void RegisterServerFamily(CommandTable& t);
 void RegisterGenericFamily(CommandTable& t);
 void RegisterStringFamily(CommandTable& t);
 void RegisterHashFamily(CommandTable& t);
+void RegisterFeatureFamily(CommandTable& t);
 
 // Standard error texts (Redis 7).
 inline constexpr std::string_view kErrWrongType = "WRONGTYPE Operation against a key holding the wrong kind of value";

@@ -17,6 +17,7 @@ CommandTable& CommandTable::Get() {
     RegisterGenericFamily(*t);
     RegisterStringFamily(*t);
     RegisterHashFamily(*t);
+    RegisterFeatureFamily(*t);
     t->Freeze();
     return t;
   }();

@@ -211,6 +211,8 @@ void Config::SyncAtomics() {
   proto_max_bulk_len_.store(num("proto-max-bulk-len"));
   qbuf_limit_.store(num("client-query-buffer-limit"));
   requirepass_set_.store(!values_["requirepass"].empty(), std::memory_order_release);
+  int64_t skew = 0;
+  if (ParseDurationMs(values_["max-event-skew"], &skew)) max_event_skew_ms_.store(skew);
 }
 
 bool Config::CheckPassword(std::string_view pw) const {

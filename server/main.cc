@@ -58,6 +58,13 @@ int main(int argc, char** argv) {
   }
 
   Server server(config);
+  try {
+    server.LoadInitialRegistry();
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot start: bad registry: {}", e.what());
+    std::fprintf(stderr, "featurekv: cannot start: bad registry: %s\n", e.what());
+    return 1;
+  }
   int port;
   try {
     port = server.Start();
@@ -69,7 +76,10 @@ int main(int argc, char** argv) {
   std::string registry = config.GetString("registry");
   std::string brokers = config.GetString("kafka-brokers");
   spdlog::info("featurekv {} port={} shards={} registry={} snapshot=none kafka-brokers={}", FKV_VERSION, port,
-               config.shards(), registry.empty() ? "none (no views: plain Redis commands only)" : registry,
+               config.shards(),
+               registry.empty() ? "none (no views: plain Redis commands only)"
+                                : registry + " (version " + server.registry()->version() + ", " +
+                                      std::to_string(server.registry()->views().size()) + " views)",
                brokers.empty() ? "none" : brokers);
   std::string binds;
   for (const auto& b : config.bind()) binds += (binds.empty() ? "" : ",") + b;

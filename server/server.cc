@@ -4,9 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <map>
+#include <set>
 
 #include "server/allocator_stats.h"
 #include "server/connection.h"
+#include "storage/key_table.h"
 
 namespace fkv {
 
@@ -49,16 +52,103 @@ int Server::Start() {
     acceptors_.push_back(std::move(acc));
   }
   port_ = port;
-  signals_ = std::make_unique<asio::signal_set>(io0, SIGTERM, SIGINT);
-  signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
-    if (!ec) Shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
-  });
+  signals_ = std::make_unique<asio::signal_set>(io0, SIGTERM, SIGINT, SIGHUP);
+  WaitSignal();
   for (size_t i = 0; i < acceptors_.size(); i++) Accept(i);
+  for (int i = 0; i < shards_->size(); i++) shards_->shard(i).registry = registry();
   shards_->Start([this](Shard& s) {
     s.cron = std::make_unique<asio::steady_timer>(s.io);
     ScheduleCron(s);
   });
   return port_;
+}
+
+void Server::WaitSignal() {
+  signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      ReloadOnSignal();
+      return WaitSignal();
+    }
+    Shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  });
+}
+
+void Server::LoadInitialRegistry() {
+  std::string path = config_.GetString("registry");
+  if (path.empty()) {
+    SetRegistry(Registry::Empty());
+    return;
+  }
+  SetRegistry(Registry::LoadFile(path));  // throws RegistryError
+}
+
+std::shared_ptr<const Registry> Server::registry() const {
+  std::lock_guard lk(registry_mu_);
+  return registry_ ? registry_ : Registry::Empty();
+}
+
+void Server::SetRegistry(std::shared_ptr<const Registry> reg) {
+  std::lock_guard lk(registry_mu_);
+  registry_ = std::move(reg);
+}
+
+std::string Server::ReloadRegistryFile(std::shared_ptr<const Registry>* out) {
+  std::string path = config_.GetString("registry");
+  if (path.empty()) return "ERR no registry file is configured (directive 'registry')";
+  try {
+    *out = Registry::LoadFile(path);
+  } catch (const RegistryError& e) {
+    spdlog::warn("registry reload refused, keeping version {}: {}", registry()->version(), e.what());
+    return std::string("ERR registry reload refused: ") + e.what();
+  }
+  // Log what the reload changes.
+  auto old = registry();
+  auto sigs = [](const Registry& r) {
+    std::map<uint64_t, std::string> m;
+    for (const auto& v : r.views())
+      for (const auto& a : v.aggs) m[a.signature] = v.name + "." + a.name;
+    return m;
+  };
+  auto before = sigs(*old), after = sigs(**out);
+  for (auto& [sig, name] : after)
+    spdlog::info("registry reload: {} {}", name, before.count(sig) ? "unchanged, keeps its state" : "new, starts empty");
+  for (auto& [sig, name] : before)
+    if (!after.count(sig)) spdlog::info("registry reload: {} removed or changed, its state is freed", name);
+  return "";
+}
+
+void Server::InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& reg) {
+  s.registry = reg;
+  std::set<std::pair<uint64_t, uint64_t>> keep;
+  for (const auto& v : reg->views())
+    for (const auto& a : v.aggs) keep.insert({v.id, a.signature});
+  int64_t now = NowMs();
+  uint64_t cur = 0;
+  std::vector<std::string> emptied;
+  do {
+    cur = s.store.Scan(cur, now, [&](Record* r) {
+      if (r->type != ValueType::kFeature) return;
+      r->entity()->DropAggsIf([&](uint64_t view, uint64_t sig) { return !keep.count({view, sig}); });
+      if (r->entity()->empty()) emptied.emplace_back(r->key());
+    });
+  } while (cur != 0);
+  for (const auto& k : emptied) s.store.SyncEntity(k, HashKey(k), now);
+}
+
+void Server::ReloadOnSignal() {
+  std::shared_ptr<const Registry> reg;
+  if (!ReloadRegistryFile(&reg).empty()) return;
+  auto remaining = std::make_shared<std::atomic<int>>(shards_->size());
+  for (int i = 0; i < shards_->size(); i++) {
+    shards_->Post(i, [this, i, reg, remaining] {
+      InstallRegistry(shards_->shard(i), reg);
+      if (remaining->fetch_sub(1) == 1) {
+        SetRegistry(reg);
+        spdlog::info("registry reloaded on SIGHUP: version {}", reg->version());
+      }
+    });
+  }
 }
 
 void Server::Wait() {

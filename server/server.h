@@ -6,9 +6,12 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "ingest/event_path.h"
+#include "ingest/registry.h"
 #include "server/asio.h"
 #include "server/config.h"
 #include "server/shard_set.h"
@@ -36,6 +39,21 @@ class Server {
   int port() const { return port_; }
   int64_t start_ms() const { return start_ms_; }
 
+  // The registry: loaded at start (throws RegistryError), swapped by
+  // FREGISTRY RELOAD and SIGHUP. registry() is the latest installed one.
+  void LoadInitialRegistry();
+  std::shared_ptr<const Registry> registry() const;
+  // Loads the registry file again; on success installs it on every shard
+  // (reconciling entity state) and calls done("") on an arbitrary thread,
+  // else done(error) and keeps the old one.
+  std::string ReloadRegistryFile(std::shared_ptr<const Registry>* out);
+  // Installs `reg` on shard s (its thread): unchanged aggregations keep their
+  // state, removed ones are freed.
+  void InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& reg);
+  void SetRegistry(std::shared_ptr<const Registry> reg);
+  void ReloadOnSignal();
+  IngestStats ingest_stats;
+
   // Counters.
   std::atomic<uint64_t> connected_clients{0};
   std::atomic<uint64_t> total_connections{0};
@@ -54,6 +72,7 @@ class Server {
 
  private:
   void Accept(size_t listener);
+  void WaitSignal();
   void Cron(Shard& s);
   void ScheduleCron(Shard& s);
 
@@ -64,6 +83,8 @@ class Server {
   std::atomic<uint64_t> next_client_id_{1};
   std::atomic<size_t> next_home_{0};
   std::atomic<bool> stopping_{false};
+  mutable std::mutex registry_mu_;
+  std::shared_ptr<const Registry> registry_;
   int port_ = 0;
   int64_t start_ms_ = 0;
   uint64_t last_cmd_total_ = 0;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "server/asio.h"
+#include "ingest/registry.h"
 #include "storage/shard_store.h"
 
 namespace fkv {
@@ -31,6 +32,7 @@ struct Shard {
   int id = 0;
   asio::io_context io{1};
   ShardStore store;
+  std::shared_ptr<const Registry> registry;  // this thread's view of the current registry
   std::unordered_set<Connection*> clients;  // connections whose home is here
   ThreadCounters counters;
   std::unique_ptr<asio::steady_timer> cron;  // active expiry, client timeouts

@@ -1,0 +1,454 @@
+// Feature commands: FGET FMGET FWINDOW FSET FEVENT FVIEWS FINFO FREGISTRY.
+// Reads run on the shard owning the entity key with that shard's registry;
+// FMGET and FEVENT fan out to the shards of their keys in parallel. Window
+// rule (spec §8): a window of length W at time T covers the tiles whose
+// start s satisfies T - W < s <= T.
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "ingest/duration.h"
+#include "ingest/event_path.h"
+#include "ingest/registry.h"
+#include "server/command.h"
+#include "server/connection.h"
+#include "server/server.h"
+#include "storage/entity.h"
+#include "storage/key_table.h"
+#include "storage/shard_store.h"
+
+namespace fkv {
+
+namespace {
+
+std::shared_ptr<const Registry> RegOf(CommandContext& c) { return c.server->shards().shard(c.shard).registry; }
+
+std::string_view EntityOf(std::string_view key) {
+  size_t p = key.find(':');
+  return p == std::string_view::npos ? std::string_view() : key.substr(0, p);
+}
+
+// Strips a trailing "<word> <integer>" option (AT ts, TS ts). Returns false
+// with the error written when the value is not an integer.
+bool TrailingInt(CommandContext& c, size_t* end, std::string_view word, size_t min_end, int64_t* value, bool* present) {
+  *present = false;
+  if (*end >= min_end + 2 && EqualsNoCase(c.args[*end - 2], word)) {
+    if (!ParseI64(c.args[*end - 1], value)) {
+      c.out.Error("ERR " + std::string(word) + " needs a Unix time in milliseconds");
+      return false;
+    }
+    *present = true;
+    *end -= 2;
+  }
+  return true;
+}
+
+// Tiles [lo, hi] covered by a window of length w at time t (spec §8).
+void CoveredTiles(int64_t t, int64_t w, int64_t res, int64_t* lo, int64_t* hi) {
+  *lo = FloorDiv(t - w, res) + 1;
+  *hi = FloorDiv(t, res);
+}
+
+void WriteWindowValue(ReplyWriter& out, const AggregationDef& a, const AggState* st, int64_t lo, int64_t hi) {
+  if (a.kind == AggKind::kCountDistinct) {
+    out.Integer(st && st->distinct ? static_cast<int64_t>(st->distinct->Count(lo, hi)) : 0);
+    return;
+  }
+  Accum acc = st ? st->tiles.Merge(a.kind, lo, hi) : Accum{};
+  switch (a.kind) {
+    case AggKind::kCount: return out.Integer(static_cast<int64_t>(acc.n));
+    case AggKind::kSum: return out.Double(acc.sum + 0.0);
+    case AggKind::kMin: return acc.n > 0 ? out.Double(acc.min) : out.Null();
+    case AggKind::kMax: return acc.n > 0 ? out.Double(acc.max) : out.Null();
+    case AggKind::kMean: return acc.n > 0 ? out.Double(acc.sum / acc.n) : out.Null();
+    case AggKind::kStddev: return acc.n > 0 ? out.Double(std::sqrt(std::max(0.0, acc.m2 / acc.n))) : out.Null();
+    default: return out.Null();
+  }
+}
+
+const AggState* StateOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now) {
+  if (e == nullptr) return nullptr;
+  const ViewDef& v = reg.views()[static_cast<size_t>(f.view)];
+  const ViewState* vs = e->FindView(v.id);
+  if (vs == nullptr || !vs->Live(now)) return nullptr;
+  return const_cast<ViewState*>(vs)->Find(v.aggs[static_cast<size_t>(f.agg)].signature);
+}
+
+// The value of one feature at time t; nil for every feature of an unknown entity.
+void WriteFeature(ReplyWriter& out, const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now) {
+  if (e == nullptr) return out.Null();
+  const AggregationDef& a = reg.views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
+  const AggState* st = StateOf(reg, f, e, now);
+  if (IsWindowed(a.kind)) {
+    int64_t lo, hi;
+    CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
+    return WriteWindowValue(out, a, st, lo, hi);
+  }
+  std::vector<const LastItem*> items;
+  if (st && st->last)
+    for (const LastItem& it : st->last->items())
+      if (it.ts <= t) items.push_back(&it);
+  if (a.kind == AggKind::kLast) {
+    if (items.empty()) return out.Null();
+    return out.Bulk(items[0]->value);
+  }
+  out.Array(items.size());
+  for (const LastItem* it : items) out.Bulk(it->value);
+}
+
+// The entity at key on this shard: nullptr when absent; sets *wrongtype when
+// the key holds something else.
+const EntityRecord* EntityAt(ShardStore& st, std::string_view key, uint64_t hash, int64_t now, bool* wrongtype) {
+  *wrongtype = false;
+  Record* r = st.Lookup(key, hash, now);
+  if (r == nullptr) return nullptr;
+  if (r->type != ValueType::kFeature) {
+    *wrongtype = true;
+    return nullptr;
+  }
+  return r->entity();
+}
+
+// FGET key [feature ...] [AT ts]
+void FGet(CommandContext& c) {
+  auto reg = RegOf(c);
+  size_t end = c.args.size();
+  int64_t at = 0;
+  bool has_at;
+  if (!TrailingInt(c, &end, "AT", 2, &at, &has_at)) return;
+  int64_t t = has_at ? at : c.now_ms;
+  std::string_view ent = EntityOf(c.args[1]);
+  std::vector<std::pair<std::string, FeatureRef>> feats;
+  bool all = end == 2;
+  if (all) {
+    feats = reg->FeaturesOf(ent);
+  } else {
+    for (size_t i = 2; i < end; i++) {
+      FeatureRef f;
+      std::string err;
+      if (!reg->ResolveFeature(ent, c.args[i], &f, &err)) return c.out.Error(err);
+      feats.emplace_back(std::string(c.args[i]), f);
+    }
+  }
+  bool wt;
+  const EntityRecord* e = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &wt);
+  if (wt) return c.out.Error(kErrWrongType);
+  if (all) {
+    if (e == nullptr) return c.out.Map(0);
+    c.out.Map(feats.size());
+    for (auto& [name, f] : feats) {
+      c.out.Bulk(name);
+      WriteFeature(c.out, *reg, f, e, t, c.now_ms);
+    }
+    return;
+  }
+  c.out.Array(feats.size());
+  for (auto& [name, f] : feats) WriteFeature(c.out, *reg, f, e, t, c.now_ms);
+}
+
+// FMGET key [key ...] FEATURES feature [feature ...] [AT ts]
+void FMGet(CommandContext& c) {
+  auto reg = RegOf(c);
+  size_t end = c.args.size();
+  int64_t at = 0;
+  bool has_at;
+  if (!TrailingInt(c, &end, "AT", 4, &at, &has_at)) return;
+  size_t fpos = 0;
+  for (size_t i = 2; i < end; i++)
+    if (EqualsNoCase(c.args[i], "FEATURES")) {
+      fpos = i;
+      break;
+    }
+  if (fpos == 0 || fpos + 1 >= end) return c.out.Error("ERR syntax error: FMGET key [key ...] FEATURES feature [feature ...] [AT ts]");
+  struct Item {
+    std::string_view key;
+    uint64_t hash;
+    std::vector<FeatureRef> feats;
+    std::string reply;  // rendered on the key's shard
+  };
+  auto items = std::make_shared<std::vector<Item>>();
+  std::map<std::string, std::vector<FeatureRef>> by_entity;
+  for (size_t k = 1; k < fpos; k++) {
+    std::string ent(EntityOf(c.args[k]));
+    auto it = by_entity.find(ent);
+    if (it == by_entity.end()) {
+      std::vector<FeatureRef> refs;
+      for (size_t i = fpos + 1; i < end; i++) {
+        FeatureRef f;
+        std::string err;
+        if (!reg->ResolveFeature(ent, c.args[i], &f, &err)) return c.out.Error(err);
+        refs.push_back(f);
+      }
+      it = by_entity.emplace(ent, std::move(refs)).first;
+    }
+    items->push_back(Item{c.args[k], HashKey(c.args[k]), it->second, {}});
+  }
+  std::map<int, std::vector<size_t>> groups;
+  for (size_t i = 0; i < items->size(); i++) groups[c.server->shards().ShardOf((*items)[i].hash)].push_back(i);
+  std::vector<int> shards;
+  for (auto& [s, _] : groups) shards.push_back(s);
+  auto gp = std::make_shared<std::map<int, std::vector<size_t>>>(std::move(groups));
+  int proto = c.conn->protocol();
+  int64_t now = c.now_ms;
+  int64_t t = has_at ? at : now;
+  c.FanOut(
+      shards,
+      [items, gp, reg, proto, now, t](int shard, ShardStore& st) {
+        for (size_t i : gp->at(shard)) {
+          Item& it = (*items)[i];
+          ReplyWriter w(&it.reply, proto);
+          bool wt;
+          const EntityRecord* e = EntityAt(st, it.key, it.hash, now, &wt);
+          if (wt) {
+            w.Error(kErrWrongType);
+            continue;
+          }
+          w.Array(it.feats.size());
+          for (const FeatureRef& f : it.feats) WriteFeature(w, *reg, f, e, t, now);
+        }
+      },
+      [items](ReplyWriter& out) {
+        out.Array(items->size());
+        for (const Item& it : *items) out.buffer()->append(it.reply);
+      });
+}
+
+// FWINDOW key aggregation window [AT ts] [BUCKETS size]
+void FWindow(CommandContext& c) {
+  auto reg = RegOf(c);
+  int64_t at = 0, bucket = 0;
+  bool has_at = false, has_buckets = false;
+  for (size_t i = 4; i < c.args.size(); i += 2) {
+    if (i + 1 >= c.args.size()) return c.out.Error(kErrSyntax);
+    if (EqualsNoCase(c.args[i], "AT")) {
+      if (!ParseI64(c.args[i + 1], &at)) return c.out.Error("ERR AT needs a Unix time in milliseconds");
+      has_at = true;
+    } else if (EqualsNoCase(c.args[i], "BUCKETS")) {
+      if (!ParseDurationMs(c.args[i + 1], &bucket) || bucket <= 0)
+        return c.out.Error("ERR bad BUCKETS size '" + std::string(c.args[i + 1]) + "' (use e.g. 30s, 1m, 1h)");
+      has_buckets = true;
+    } else {
+      return c.out.Error(kErrSyntax);
+    }
+  }
+  FeatureRef f;
+  std::string err;
+  if (!reg->ResolveAggregation(EntityOf(c.args[1]), c.args[2], &f, &err)) return c.out.Error(err);
+  const ViewDef& v = reg->views()[static_cast<size_t>(f.view)];
+  const AggregationDef& a = v.aggs[static_cast<size_t>(f.agg)];
+  int64_t w;
+  if (!ParseDurationMs(c.args[3], &w) || w <= 0)
+    return c.out.Error("ERR bad duration '" + std::string(c.args[3]) + "' (use e.g. 500ms, 30s, 5m, 1h, 7d)");
+  if (w > a.max_window_ms)
+    return c.out.Error("ERR window " + std::string(c.args[3]) + " is larger than the " + std::to_string(a.max_window_ms) +
+                       " ms retained for '" + v.name + "." + a.name + "'");
+  if (has_buckets && bucket % a.resolution_ms != 0)
+    return c.out.Error("ERR BUCKETS size must be a multiple of the resolution of '" + v.name + "." + a.name + "' (" +
+                       std::to_string(a.resolution_ms) + " ms)");
+  int64_t t = has_at ? at : c.now_ms;
+  int64_t lo, hi;
+  CoveredTiles(t, w, a.resolution_ms, &lo, &hi);
+  if (has_buckets && (hi - lo) / (bucket / a.resolution_ms) > 100'000)
+    return c.out.Error("ERR more than 100000 buckets requested; use a larger BUCKETS size");
+  bool wt;
+  const EntityRecord* e = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &wt);
+  if (wt) return c.out.Error(kErrWrongType);
+  if (e == nullptr) return has_buckets ? c.out.Array(0) : c.out.Null();
+  const AggState* st = StateOf(*reg, f, e, c.now_ms);
+  if (!has_buckets) return WriteWindowValue(c.out, a, st, lo, hi);
+  // Buckets aligned to the epoch; every bucket overlapping the covered tiles.
+  int64_t per = bucket / a.resolution_ms;  // tiles per bucket
+  int64_t b0 = FloorDiv(lo, per), b1 = FloorDiv(hi, per);
+  c.out.Array(static_cast<size_t>(b1 - b0 + 1));
+  for (int64_t b = b0; b <= b1; b++) {
+    c.out.Array(2);
+    c.out.Integer(b * bucket);
+    WriteWindowValue(c.out, a, st, std::max(lo, b * per), std::min(hi, b * per + per - 1));
+  }
+}
+
+// FSET key feature value [feature value ...] [TS ts]
+void FSet(CommandContext& c) {
+  auto reg = RegOf(c);
+  size_t end = c.args.size();
+  int64_t ts = 0;
+  bool has_ts;
+  if (!TrailingInt(c, &end, "TS", 4, &ts, &has_ts)) return;
+  if (!has_ts) ts = c.now_ms;
+  if ((end - 2) % 2 != 0 || end < 4) return c.out.Error(ErrWrongArgs("fset"));
+  if (ts > c.now_ms + c.server->config().max_event_skew_ms())
+    return c.out.Error("ERR TS is further ahead than max-event-skew");
+  std::string_view ent = EntityOf(c.args[1]);
+  std::vector<std::pair<FeatureRef, std::string_view>> sets;
+  for (size_t i = 2; i + 1 < end; i += 2) {
+    FeatureRef f;
+    std::string err;
+    if (!reg->ResolveFeature(ent, c.args[i], &f, &err)) return c.out.Error(err);
+    AggKind k = reg->views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)].kind;
+    if (k != AggKind::kLast && k != AggKind::kLastN)
+      return c.out.Error("ERR FSET sets only last and last_n features; '" + std::string(c.args[i]) + "' is a " + AggName(k) + " aggregate");
+    sets.emplace_back(f, c.args[i + 1]);
+  }
+  EntityRecord* e = c.store->GetOrCreateEntity(c.args[1], c.key_hash, c.now_ms);
+  if (e == nullptr) return c.out.Error(kErrWrongType);
+  for (auto& [f, value] : sets) {
+    const ViewDef& v = reg->views()[static_cast<size_t>(f.view)];
+    const AggregationDef& a = v.aggs[static_cast<size_t>(f.agg)];
+    ViewState& vs = e->GetView(v.id, v.ttl_ms);
+    if (ts > vs.newest_ts) vs.newest_ts = ts;
+    AggState& st = vs.Get(a);
+    if (!st.last) st.last = std::make_unique<LastList>();
+    st.last->Add(ts, NextEventSeq(), value, a.kind == AggKind::kLast ? 1 : static_cast<size_t>(a.n));
+  }
+  c.store->SyncEntity(c.args[1], c.key_hash, c.now_ms);
+  c.out.Ok();
+}
+
+// FEVENT source json [json ...]
+void FEvent(CommandContext& c) {
+  auto reg = RegOf(c);
+  int src = reg->FindSource(c.args[1]);
+  if (src < 0) return c.out.Error("ERR unknown source '" + std::string(c.args[1]) + "'");
+  thread_local EventPlanner planner;
+  auto updates = std::make_shared<std::vector<ViewUpdate>>();
+  IngestStats& stats = c.server->ingest_stats;
+  size_t n = c.args.size() - 2;
+  std::vector<std::pair<size_t, std::string>> rejected;
+  int64_t skew = c.server->config().max_event_skew_ms();
+  for (size_t i = 0; i < n; i++) {
+    std::string why = planner.Plan(*reg, src, c.args[i + 2], c.now_ms, skew, updates.get(), &stats);
+    if (!why.empty()) {
+      stats.Reject(why);
+      rejected.emplace_back(i + 1, why);
+    }
+  }
+  uint64_t applied = n - rejected.size();
+  stats.events_applied.fetch_add(applied, std::memory_order_relaxed);
+  std::string err;
+  if (!rejected.empty()) {
+    err = "ERR " + std::to_string(rejected.size()) + " of " + std::to_string(n) + " events rejected: ";
+    for (size_t i = 0; i < rejected.size() && i < 20; i++)
+      err += (i ? "; #" : "#") + std::to_string(rejected[i].first) + ": " + rejected[i].second;
+    if (rejected.size() > 20) err += "; ...";
+  }
+  std::map<int, std::vector<size_t>> groups;
+  for (size_t i = 0; i < updates->size(); i++) {
+    ViewUpdate& u = (*updates)[i];
+    u.key_hash = HashKey(u.key);
+    groups[c.server->shards().ShardOf(u.key_hash)].push_back(i);
+  }
+  std::vector<int> shards;
+  for (auto& [s, _] : groups) shards.push_back(s);
+  auto gp = std::make_shared<std::map<int, std::vector<size_t>>>(std::move(groups));
+  int64_t now = c.now_ms;
+  IngestStats* sp = &stats;
+  c.FanOut(
+      shards,
+      [updates, gp, now, sp](int shard, ShardStore& st) {
+        for (size_t i : gp->at(shard)) {
+          const ViewUpdate& u = (*updates)[i];
+          if (!ApplyViewUpdate(st, u, now)) sp->ViewSkip(u.view_name, "wrongtype");
+        }
+      },
+      [applied, err](ReplyWriter& out) {
+        if (!err.empty()) return out.Error(err);
+        out.Integer(static_cast<int64_t>(applied));
+      });
+}
+
+void WriteViewSummary(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
+  out.Map(5);
+  out.Bulk("name");
+  out.Bulk(v.name);
+  out.Bulk("entity");
+  out.Bulk(v.entity);
+  out.Bulk("source");
+  out.Bulk(v.source);
+  out.Bulk("ttl_ms");
+  out.Integer(v.ttl_ms);
+  auto feats = reg.FeaturesOf(v.entity);
+  std::vector<std::string> names;
+  for (auto& [name, f] : feats)
+    if (reg.views()[static_cast<size_t>(f.view)].name == v.name) names.push_back(name);
+  out.Bulk("features");
+  out.Array(names.size());
+  for (auto& nm : names) out.Bulk(nm);
+}
+
+void FViews(CommandContext& c) {
+  auto reg = RegOf(c);
+  c.out.Array(reg->views().size());
+  for (const auto& v : reg->views()) WriteViewSummary(c.out, *reg, v);
+}
+
+void FInfo(CommandContext& c) {
+  auto reg = RegOf(c);
+  int vi = reg->FindView(c.args[1]);
+  if (vi < 0) return c.out.Error("ERR unknown view '" + std::string(c.args[1]) + "'");
+  const ViewDef& v = reg->views()[static_cast<size_t>(vi)];
+  c.out.Map(5);
+  c.out.Bulk("name");
+  c.out.Bulk(v.name);
+  c.out.Bulk("entity");
+  c.out.Bulk(v.entity);
+  c.out.Bulk("source");
+  c.out.Bulk(v.source);
+  c.out.Bulk("ttl_ms");
+  c.out.Integer(v.ttl_ms);
+  c.out.Bulk("aggregations");
+  c.out.Array(v.aggs.size());
+  for (const auto& a : v.aggs) {
+    c.out.Map(7);
+    c.out.Bulk("name");
+    c.out.Bulk(a.name);
+    c.out.Bulk("agg");
+    c.out.Bulk(AggName(a.kind));
+    c.out.Bulk("field");
+    c.out.Bulk(a.field);
+    c.out.Bulk("where");
+    c.out.Bulk(a.where_text);
+    c.out.Bulk("windows");
+    c.out.Array(a.window_texts.size());
+    for (auto& t : a.window_texts) c.out.Bulk(t);
+    c.out.Bulk("resolution_ms");
+    c.out.Integer(a.resolution_ms);
+    c.out.Bulk("n");
+    c.out.Integer(a.n);
+  }
+}
+
+void FRegistry(CommandContext& c) {
+  if (EqualsNoCase(c.args[1], "VERSION") && c.args.size() == 2) return c.out.Bulk(RegOf(c)->version());
+  if (EqualsNoCase(c.args[1], "RELOAD") && c.args.size() == 2) {
+    std::shared_ptr<const Registry> reg;
+    std::string err = c.server->ReloadRegistryFile(&reg);
+    if (!err.empty()) return c.out.Error(err);
+    Server* server = c.server;
+    std::vector<int> all;
+    for (int i = 0; i < server->shards().size(); i++) all.push_back(i);
+    c.FanOut(
+        all, [server, reg](int shard, ShardStore&) { server->InstallRegistry(server->shards().shard(shard), reg); },
+        [server, reg](ReplyWriter& out) {
+          server->SetRegistry(reg);
+          out.Ok();
+        });
+    return;
+  }
+  c.out.Error("ERR unknown subcommand '" + std::string(c.args[1]) + "'. Try FREGISTRY VERSION or FREGISTRY RELOAD.");
+}
+
+}  // namespace
+
+void RegisterFeatureFamily(CommandTable& t) {
+  const uint32_t R = kCmdReadonly, W = kCmdWrite | kCmdDenyOom, M = kCmdMultiShard;
+  t.Register({"fget", -2, R | kCmdFast, 1, 1, 1, FGet, "feature", "Returns features of an entity (all of them as a map without names)."});
+  t.Register({"fmget", -4, R | M, 1, -1, 1, FMGet, "feature", "Returns features of many entities in one round trip."});
+  t.Register({"fwindow", -4, R, 1, 1, 1, FWindow, "feature", "Computes a windowed aggregation over any window, optionally in buckets."});
+  t.Register({"fset", -4, W, 1, 1, 1, FSet, "feature", "Pushes values of last / last_n features."});
+  t.Register({"fevent", -3, W | M, 0, 0, 0, FEvent, "feature", "Feeds raw JSON events through the ingest path."});
+  t.Register({"fviews", 1, R, 0, 0, 0, FViews, "feature", "Lists the views of the registry."});
+  t.Register({"finfo", 2, R, 0, 0, 0, FInfo, "feature", "Describes one view and its aggregations."});
+  t.Register({"fregistry", 2, kCmdAdmin, 0, 0, 0, FRegistry, "feature", "FREGISTRY VERSION | RELOAD."});
+}
+
+}  // namespace fkv
