@@ -66,7 +66,7 @@ class Server {
   // Gathers per-shard figures itself; call from a command handler only via
   // FanOut (see server_family.cc) -- here the per-shard figures are passed in.
   struct ShardFigures {
-    uint64_t keys = 0, expires = 0, expired = 0, hits = 0, misses = 0;
+    uint64_t keys = 0, expires = 0, expired = 0, hits = 0, misses = 0, entities = 0;
   };
   std::string InfoText(const std::string& section, const std::vector<ShardFigures>& figs);
 

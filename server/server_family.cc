@@ -132,6 +132,7 @@ void Info(CommandContext& c) {
         f.expired = st.stats().expired_keys;
         f.hits = st.stats().keyspace_hits;
         f.misses = st.stats().keyspace_misses;
+        f.entities = st.entities();
       },
       [server, figs, section](ReplyWriter& out) { out.Verbatim(server->InfoText(section, *figs)); });
 }
@@ -261,6 +262,7 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     tot.expired += f.expired;
     tot.hits += f.hits;
     tot.misses += f.misses;
+    tot.entities += f.entities;
   }
   uint64_t cmds = 0, in = 0, out = 0;
   for (int i = 0; i < shards_->size(); i++) {
@@ -335,9 +337,17 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
   }
   if (on("ingest")) {
     s += "# Ingest\r\n";
-    num("ingest_enabled", 0);
-    num("events_applied", 0);
-    num("events_rejected", 0);
+    auto reg = registry();
+    line("registry_version", reg->version());
+    num("registry_views", reg->views().size());
+    num("kafka_enabled", 0);
+    num("events_applied", ingest_stats.events_applied.load());
+    num("events_rejected", ingest_stats.events_rejected.load());
+    for (auto& [reason, n] : ingest_stats.rejected_by_reason()) num("rejected_" + reason, n);
+    num("events_too_old", ingest_stats.events_too_old.load());
+    num("events_future", ingest_stats.events_future.load());
+    for (auto& [vr, n] : ingest_stats.skipped_by_view()) num("view_skipped_" + vr, n);
+    num("entities", tot.entities);
     s += "\r\n";
   }
   if (on("keyspace")) {

@@ -1,0 +1,245 @@
+// Unit tests of the feature model: aggregate math (tiles, Welford merge,
+// HyperLogLog), last/last_n ordering, the where-filter compiler and the
+// registry validation.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+#include <set>
+
+#include "ingest/event_path.h"
+#include "ingest/filter.h"
+#include "ingest/registry.h"
+#include "storage/aggregate.h"
+#include "storage/entity.h"
+#include "storage/key_table.h"
+#include "storage/shard_store.h"
+
+using namespace fkv;
+
+TEST_CASE("tile merges equal a direct computation, for every numeric kind") {
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<double> val(-1000, 1000);
+  for (AggKind k : {AggKind::kCount, AggKind::kSum, AggKind::kMin, AggKind::kMax, AggKind::kMean, AggKind::kStddev}) {
+    TileSeries ts;
+    std::vector<std::pair<int64_t, double>> raw;
+    for (int i = 0; i < 2000; i++) {
+      int64_t tile = static_cast<int64_t>(rng() % 100);  // out of order on purpose
+      double x = val(rng);
+      ts.Add(k, tile, x);
+      raw.emplace_back(tile, x);
+    }
+    for (int q = 0; q < 50; q++) {
+      int64_t lo = rng() % 100, hi = lo + rng() % 40;
+      Accum want;
+      for (auto& [t, x] : raw)
+        if (t >= lo && t <= hi) want.Add(x);
+      Accum got = ts.Merge(k, lo, hi);
+      switch (k) {
+        case AggKind::kCount: CHECK(got.n == want.n); break;
+        case AggKind::kSum: CHECK(got.sum == doctest::Approx(want.sum).epsilon(1e-9)); break;
+        case AggKind::kMin: CHECK(got.min == want.min); break;
+        case AggKind::kMax: CHECK(got.max == want.max); break;
+        case AggKind::kMean: CHECK(got.sum / got.n == doctest::Approx(want.sum / want.n).epsilon(1e-9)); break;
+        case AggKind::kStddev:
+          CHECK(got.n == want.n);
+          CHECK(std::sqrt(got.m2 / got.n) == doctest::Approx(std::sqrt(want.m2 / want.n)).epsilon(1e-9));
+          break;
+        default: break;
+      }
+    }
+    CHECK(ts.DropBefore(k, 50) > 0);
+    CHECK(ts.Merge(k, 0, 49).n == 0);
+  }
+}
+
+TEST_CASE("stddev stays accurate with a large offset (numerically stable)") {
+  TileSeries ts;
+  Accum want;
+  for (int i = 0; i < 1000; i++) {
+    double x = 1e9 + (i % 10);
+    ts.Add(AggKind::kStddev, i % 7, x);
+    want.Add(x);
+  }
+  Accum got = ts.Merge(AggKind::kStddev, 0, 10);
+  // population stddev of 0..9 repeated = sqrt(8.25)
+  CHECK(std::sqrt(got.m2 / got.n) == doctest::Approx(std::sqrt(8.25)).epsilon(1e-9));
+}
+
+TEST_CASE("count_distinct is exact while small and within 5% once a sketch") {
+  DistinctSeries d;
+  for (int i = 0; i < 200; i++) d.Add(i % 10, HashKey("v" + std::to_string(i % 150)));
+  CHECK(d.Count(0, 9) == 150);
+  CHECK(d.Count(0, 0) == 15);  // tile 0 holds i = 0,10,...,190 -> values 0,10,..,140 and 150..190 % 150
+  DistinctSeries big;
+  for (int i = 0; i < 100000; i++) big.Add(i % 5, HashKey("u" + std::to_string(i)));
+  double est = static_cast<double>(big.Count(0, 4));
+  CHECK(std::abs(est - 100000) / 100000 < 0.05);
+  CHECK(big.DropBefore(3) == 3);
+}
+
+TEST_CASE("last_n keeps the n newest by event time, ties in arrival order") {
+  LastList l;
+  l.Add(100, 1, "a", 3);
+  l.Add(300, 2, "c", 3);
+  l.Add(200, 3, "b", 3);
+  l.Add(300, 4, "d", 3);  // same time as c, arrived later: newer
+  l.Add(50, 5, "old", 3);
+  REQUIRE(l.items().size() == 3);
+  CHECK(l.items()[0].value == "d");
+  CHECK(l.items()[1].value == "c");
+  CHECK(l.items()[2].value == "b");
+}
+
+TEST_CASE("where filters compile once and follow the comparison rules") {
+  std::vector<std::string> paths;
+  auto slot_of = [&](const std::string& p) {
+    for (size_t i = 0; i < paths.size(); i++)
+      if (paths[i] == p) return static_cast<int>(i);
+    paths.push_back(p);
+    return static_cast<int>(paths.size() - 1);
+  };
+  std::string err;
+  auto f = Filter::Compile("action == 'click' and (price > 10 or tags.vip == true) and country not in ['FR', 'DE']", slot_of, &err);
+  REQUIRE(f);
+  REQUIRE(paths.size() == 4);
+  std::vector<FieldValue> s(4);
+  s[0].kind = ValueKind::kString;
+  s[0].s = "click";
+  s[1].kind = ValueKind::kInt;
+  s[1].i = 11;
+  s[3].kind = ValueKind::kString;
+  s[3].s = "US";
+  CHECK(f->Eval(s.data()));
+  s[3].s = "DE";
+  CHECK_FALSE(f->Eval(s.data()));
+  s[3].kind = ValueKind::kMissing;  // missing: `not in` is true
+  CHECK(f->Eval(s.data()));
+  s[1].i = 10;
+  CHECK_FALSE(f->Eval(s.data()));
+  s[2].kind = ValueKind::kBool;
+  s[2].b = true;
+  CHECK(f->Eval(s.data()));
+  s[0].kind = ValueKind::kInt;  // type mismatch: == is false
+  CHECK_FALSE(f->Eval(s.data()));
+  auto ne = Filter::Compile("action != 'click'", slot_of, &err);
+  REQUIRE(ne);
+  CHECK(ne->Eval(s.data()));  // missing/mismatched: != is true
+  for (const char* bad : {"action ==", "action = 'x'", "(a == 1", "a in [1, 2", "a == 'x", "== 1", "a == 1 and", "a < null"}) {
+    INFO(bad);
+    err.clear();
+    CHECK(Filter::Compile(bad, slot_of, &err) == nullptr);
+    CHECK_FALSE(err.empty());
+  }
+}
+
+namespace {
+const char* kGood = R"(
+sources:
+  ev: {topic: ev, timestamp: {field: ts, unit: ms}}
+entities:
+  user: {key: uid}
+views:
+  v:
+    entity: user
+    source: ev
+    ttl: 1h
+    features:
+      clicks: {agg: count, where: "kind == 'c'", windows: [1m, 5m]}
+      amount: {agg: sum, field: amt, windows: [10m], resolution: 30s}
+      last_kind: {agg: last, field: kind}
+)";
+
+std::string LoadError(const std::string& text) {
+  try {
+    Registry::LoadText(text, "reg.yaml");
+  } catch (const RegistryError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("a valid registry resolves features and defaults the resolution") {
+  auto r = Registry::LoadText(kGood, "reg.yaml");
+  REQUIRE(r->views().size() == 1);
+  const auto& a = r->views()[0].aggs;
+  CHECK(a[0].resolution_ms == 1000);   // 1m / 60
+  CHECK(a[1].resolution_ms == 30000);  // explicit
+  FeatureRef f;
+  std::string err;
+  CHECK(r->ResolveFeature("user", "clicks_5m", &f, &err));
+  CHECK(f.window == 1);
+  CHECK(r->ResolveFeature("user", "v.last_kind", &f, &err));
+  CHECK(f.window == -1);
+  CHECK_FALSE(r->ResolveFeature("user", "clicks_2m", &f, &err));
+  CHECK(err == "ERR unknown feature 'clicks_2m' for entity 'user'");
+  CHECK(r->FeaturesOf("user").size() == 4);
+  CHECK(r->version().size() == 16);
+  CHECK(Registry::LoadText(kGood, "other.yaml")->version() == r->version());
+}
+
+TEST_CASE("every kind of bad registry is refused with file, line and problem") {
+  std::string g = kGood;
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string t = g;
+    size_t p = t.find(from);
+    REQUIRE(p != std::string::npos);
+    return t.replace(p, from.size(), to);
+  };
+  struct Case {
+    std::string text, expect;
+  } cases[] = {
+      {g + "extra: 1\n", "unknown key 'extra'"},
+      {with("ttl: 1h", "ttl: 1x"), "bad duration '1x'"},
+      {with("agg: sum", "agg: median"), "unknown aggregation 'median'"},
+      {with("kind == 'c'", "kind === 'c'"), "bad where"},
+      {with("entity: user\n    source", "entity: nobody\n    source"), "undefined entity 'nobody'"},
+      {with("source: ev\n    ttl", "source: nowhere\n    ttl"), "undefined source 'nowhere'"},
+      {with("windows: [10m], resolution: 30s", "windows: [10m], resolution: 7s"), "not a multiple of the resolution"},
+      {with("{agg: last, field: kind}", "{agg: last_n, field: kind}"), "last_n needs 'n'"},
+      {with("{agg: last, field: kind}", "{agg: last, field: kind, colour: red}"), "unknown key 'colour'"},
+      {with("{agg: sum, field: amt,", "{agg: sum,"), "needs a field"},
+      {"views: [1, 2\n", "YAML syntax error"},
+  };
+  for (auto& c : cases) {
+    INFO(c.expect);
+    std::string err = LoadError(c.text);
+    CHECK(err.find("reg.yaml:") == 0);
+    CHECK(err.find(c.expect) != std::string::npos);
+  }
+  // line numbers point at the problem
+  CHECK(LoadError(with("ttl: 1h", "ttl: 1x")).find("reg.yaml:10:") == 0);
+}
+
+TEST_CASE("the event path plans per view and applies on the store") {
+  auto r = Registry::LoadText(kGood, "reg.yaml");
+  EventPlanner p;
+  IngestStats stats;
+  std::vector<ViewUpdate> ups;
+  int64_t now = 1'700'000'000'000;
+  CHECK(p.Plan(*r, 0, R"({"uid": 7, "kind": "c", "amt": 2.5, "ts": 1700000000000})", now, 300000, &ups, &stats) == "");
+  CHECK(p.Plan(*r, 0, R"({"uid": 7, "kind": "c", "amt": "x", "ts": 1700000000000})", now, 300000, &ups, &stats) == "bad_field");
+  CHECK(p.Plan(*r, 0, R"({"kind": "c", "ts": 1700000000000})", now, 300000, &ups, &stats) == "missing_key");
+  CHECK(p.Plan(*r, 0, R"({"uid": 7, "ts": "soon"})", now, 300000, &ups, &stats) == "bad_timestamp");
+  CHECK(p.Plan(*r, 0, R"({"uid": 7})", now, 300000, &ups, &stats) == "missing_timestamp");
+  CHECK(p.Plan(*r, 0, R"([1,2])", now, 300000, &ups, &stats) == "not_object");
+  CHECK(p.Plan(*r, 0, R"({"uid": )", now, 300000, &ups, &stats) == "invalid_json");
+  CHECK(p.Plan(*r, 0, R"({"uid": 7, "kind": "c", "amt": 1, "ts": 1700000400000})", now, 300000, &ups, &stats) == "future");
+  REQUIRE(ups.size() == 1);
+  CHECK(ups[0].key == "user:7");
+  CHECK(ups[0].aggs.size() == 3);
+  ShardStore st;
+  ups[0].key_hash = HashKey(ups[0].key);
+  CHECK(ApplyViewUpdate(st, ups[0], now));
+  Record* rec = st.Find("user:7", HashKey("user:7"), now);
+  REQUIRE(rec != nullptr);
+  CHECK(rec->type == ValueType::kFeature);
+  CHECK(rec->expire_at() == 1'700'000'000'000 + 3'600'000);
+  st.PutString("user:8", HashKey("user:8"), "plain", 0);
+  ViewUpdate u = ups[0];
+  u.key = "user:8";
+  u.key_hash = HashKey(u.key);
+  CHECK_FALSE(ApplyViewUpdate(st, u, now));  // wrongtype: the plain key is untouched
+  CHECK(st.Find("user:8", u.key_hash, now)->string_value() == "plain");
+}
