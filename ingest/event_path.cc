@@ -183,8 +183,9 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
 }
 
 bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms) {
-  EntityRecord* e = store.GetOrCreateEntity(u.key, u.key_hash, now_ms);
-  if (e == nullptr) return false;
+  Record* rec = store.GetOrCreateEntityRecord(u.key, u.key_hash, now_ms);
+  if (rec == nullptr) return false;
+  EntityRecord* e = rec->entity();
   ViewState& v = e->GetView(u.view_id, u.ttl_ms);
   if (u.ts > v.newest_ts) v.newest_ts = u.ts;
   for (const AggUpdate& au : u.aggs) {
@@ -204,7 +205,7 @@ bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms) {
         break;
     }
   }
-  store.SyncEntity(u.key, u.key_hash, now_ms);
+  store.UpdateEntityExpiry(rec, u.key_hash, now_ms);
   return true;
 }
 

@@ -93,13 +93,29 @@ bool ShardStore::SetExpire(std::string_view key, uint64_t hash, int64_t at, int6
   return true;
 }
 
-EntityRecord* ShardStore::GetOrCreateEntity(std::string_view key, uint64_t hash, int64_t now_ms) {
+Record* ShardStore::GetOrCreateEntityRecord(std::string_view key, uint64_t hash, int64_t now_ms) {
   Record* r = Find(key, hash, now_ms);
-  if (r != nullptr) return r->type == ValueType::kFeature ? r->entity() : nullptr;
+  if (r != nullptr) return r->type == ValueType::kFeature ? r : nullptr;
   auto* e = new EntityRecord();
-  table_.Insert(Record::NewObject(key, ValueType::kFeature, e, 0), hash);
+  r = Record::NewObject(key, ValueType::kFeature, e, 0);
+  table_.Insert(r, hash);
   entities_++;
-  return e;
+  return r;
+}
+
+EntityRecord* ShardStore::GetOrCreateEntity(std::string_view key, uint64_t hash, int64_t now_ms) {
+  Record* r = GetOrCreateEntityRecord(key, hash, now_ms);
+  return r ? r->entity() : nullptr;
+}
+
+void ShardStore::UpdateEntityExpiry(Record* r, uint64_t hash, int64_t now_ms) {
+  int64_t at = r->entity()->ExpireAt();
+  if (r->has_expiry() && at > now_ms) {
+    r->set_expire_at(at);  // the common case: in place, no lookup
+    return;
+  }
+  if (at == r->expire_at() && !r->entity()->empty()) return;
+  SyncEntity(r->key(), hash, now_ms);
 }
 
 void ShardStore::SyncEntity(std::string_view key, uint64_t hash, int64_t now_ms) {

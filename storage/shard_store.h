@@ -42,6 +42,12 @@ class ShardStore {
   // Returns the entity at key, creating it when absent; nullptr if the key
   // holds another type.
   EntityRecord* GetOrCreateEntity(std::string_view key, uint64_t hash, int64_t now_ms);
+  // The same, returning the record (for UpdateEntityExpiry); nullptr on WRONGTYPE.
+  Record* GetOrCreateEntityRecord(std::string_view key, uint64_t hash, int64_t now_ms);
+  // After an event changed the entity of `r` (from GetOrCreateEntityRecord,
+  // no other mutation since): sets the key expiry from its views without a
+  // second lookup when the record already carries an expiry.
+  void UpdateEntityExpiry(Record* r, uint64_t hash, int64_t now_ms);
   // After an entity changed: removes it when empty, else sets the key's
   // expiry from its views (the view TTLs).
   void SyncEntity(std::string_view key, uint64_t hash, int64_t now_ms);
