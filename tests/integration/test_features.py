@@ -62,8 +62,10 @@ def now_ms():
 
 
 def err_text(exc):
-    """The full error line of a redis-py ResponseError (it strips 'ERR ')."""
-    return "ERR " + str(exc)
+    """The full error line of a redis-py ResponseError (redis-py strips the
+    'ERR ' code but keeps codes it does not know, such as WRONGTYPE)."""
+    msg = str(exc)
+    return msg if msg.startswith("WRONGTYPE ") else "ERR " + msg
 
 
 class TempDir:
@@ -779,8 +781,8 @@ class PropertyRun:
         ats = [self.now0 - 20000, self.now0 - 3 * 60000, self.now0 - 17 * 60000, self.now0 - 44 * 60000,
                self.now0 + 2 * 60000, self.now0 + SKEW_MS, self.now0 - 59 * 60000]
         by_name = {(v.name, a.name): a for v, a in self.spec.windowed_aggs()}
-        applied = sorted((by_name[(vn, an)], pts[0][0]) for (k, vn, an), pts in self.model.series.items()
-                         if (vn, an) in by_name and pts)
+        applied = [(by_name[(vn, an)], pts[0][0]) for (k, vn, an), pts in self.model.series.items()
+                   if (vn, an) in by_name and pts]
         for _ in range(8):
             a, ts = rng.choice(applied)
             s = tile_start(ts, a.res)
@@ -1002,14 +1004,14 @@ class FeatureSemanticsTests:
     def test_fevent_replies_number_of_accepted_events(self):
         t = self.now_s() - 10
         self.assertEqual(self.fevent("clicks", self.click(t), self.click(t - 1), self.click(t - 2, "view")), 3)
-        self.assertEqual(self.cmd("FGET", "user:" + self.uid, "clicks_1m", "last_action"), [2, "click"])
+        self.assertEqual(self.cmd("FGET", "user:" + self.uid, "activity.clicks_1m", "last_action"), [2, "click"])
 
     def test_fevent_error_names_positions_and_reasons_and_applies_the_rest(self):
         t = self.now_s() - 10
         reply = self.fevent("clicks", self.click(t), "{oops", self.click(t - 1), json.dumps({"ts": t + 3600}),
                             self.click(t - 2))
         self.assertEqual(reply, "ERR 2 of 5 events rejected: #2: invalid_json; #4: future")
-        self.assertEqual(self.cmd("FGET", "user:" + self.uid, "clicks_1m"), [3])
+        self.assertEqual(self.cmd("FGET", "user:" + self.uid, "activity.clicks_1m"), [3])
 
     def test_fevent_rejects_invalid_json(self):
         self.assertRejected('{"user_id": "a", "ts": ', "invalid_json")
@@ -1070,11 +1072,14 @@ class FeatureSemanticsTests:
         self.assertEqual(self.cmd("FGET", "user:" + self.uid, "spent_1h", "last_action"), ["0", "view"])
 
     def test_too_old_event_is_accepted_but_not_counted_in_windows(self):
-        t = self.now_s() - 2 * 3600
+        # 10 min old: too old for shopping.clicks (largest window 1m), not for
+        # activity.spent (1h); shopping.basket (last) has no window.
+        t = self.now_s() - 600
         key = "user:" + self.uid
         self.assertEqual(self.fevent("clicks", self.click(t, "buy", amount=5)), 1)
-        self.assertEqual(self.cmd("FGET", key, "clicks_1h", "spent_1h", "basket"), [0, "0", "p1"])
-        self.assertEqual(self.cmd("FWINDOW", key, "spent", "1h", "AT", t * 1000 + 1000), "0")
+        self.assertEqual(self.cmd("FGET", key, "shopping.clicks_1m", "spent_1h", "basket"), [0, "5", "p1"])
+        self.assertEqual(self.cmd("FWINDOW", key, "shopping.clicks", "1m", "AT", t * 1000 + 1000), 0)
+        self.assertEqual(self.cmd("FWINDOW", key, "spent", "1h", "AT", t * 1000 + 1000), "5")
 
     def test_event_inside_largest_window_is_counted_event_just_outside_is_not(self):
         now = self.now_s()
@@ -1123,7 +1128,7 @@ class FeatureSemanticsTests:
         s = t * 1000  # unit s: the tile (1 s resolution) starts at the event time
         key = "user:" + self.uid
         self.assertEqual(self.fevent("clicks", self.click(t)), 1)
-        at = lambda T, f="clicks_1m": self.cmd("FGET", key, f, "AT", T)[0]  # noqa: E731
+        at = lambda T, f="activity.clicks_1m": self.cmd("FGET", key, f, "AT", T)[0]  # noqa: E731
         self.assertEqual([at(s - 1), at(s), at(s + 59999), at(s + 60000)], [0, 1, 1, 0])
         self.assertEqual([at(s + 299999, "clicks_5m"), at(s + 300000, "clicks_5m")], [1, 0])
 
@@ -1293,12 +1298,15 @@ class FeatureSemanticsTests:
         self.assertEqual(self.fevent("clicks", self.click(t, product="second"), self.click(t - 1, product="old")), 2)
         self.assertEqual(self.cmd("FGET", "user:" + self.uid, "basket", "recent"), ["second", ["second", "first", "old"]])
 
-    def test_last_and_last_n_at_return_only_values_at_or_before_at(self):
+    def test_last_and_last_n_at_return_only_retained_values_at_or_before_at(self):
+        # recent keeps n=3 values, basket (last) keeps 1: spec §8 "from what
+        # is retained", so basket AT a time before its newest value is nil.
         t = self.now_s() - 100
         evs = [self.click(t + i, product="p%d" % i) for i in range(3)]
         self.assertEqual(self.fevent("clicks", *evs), 3)
         key = "user:" + self.uid
-        self.assertEqual(self.cmd("FGET", key, "basket", "recent", "AT", (t + 1) * 1000), ["p1", ["p1", "p0"]])
+        self.assertEqual(self.cmd("FGET", key, "basket", "recent", "AT", (t + 2) * 1000), ["p2", ["p2", "p1", "p0"]])
+        self.assertEqual(self.cmd("FGET", key, "recent", "AT", (t + 1) * 1000 + 999), [["p1", "p0"]])
         self.assertEqual(self.cmd("FGET", key, "basket", "recent", "AT", t * 1000 - 1), [None, []])
 
     def test_last_value_text_forms(self):
