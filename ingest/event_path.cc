@@ -116,19 +116,18 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
   int accepted = 0;
   for (int vi : src.views) {
     const ViewDef& v = reg.views()[static_cast<size_t>(vi)];
-    const EntityDef* ent = nullptr;
-    for (const auto& e : reg.entities())
-      if (e.name == v.entity) ent = &e;
+    const EntityDef* ent = &reg.entities()[static_cast<size_t>(v.entity_index)];
     const FieldValue& k = slots_[static_cast<size_t>(v.entity_key_slot)];
     std::string reason;
     if (k.kind == ValueKind::kMissing || k.kind == ValueKind::kNull) reason = "missing_key";
     else if (k.kind != ValueKind::kString && k.kind != ValueKind::kInt) reason = "bad_key";
     ViewUpdate u;
+    uint64_t too_old = 0;
     if (reason.empty()) {
       for (const AggregationDef& a : v.aggs) {
         if (a.where && !a.where->Eval(slots_.data())) continue;
         AggUpdate au;
-        au.spec = a;
+        au.spec = &a;
         if (a.field_slot >= 0) {
           const FieldValue& f = slots_[static_cast<size_t>(a.field_slot)];
           bool missing = f.kind == ValueKind::kMissing || f.kind == ValueKind::kNull;
@@ -152,7 +151,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
         if (IsWindowed(a.kind)) {
           int64_t tile_start = FloorDiv(ts, a.resolution_ms) * a.resolution_ms;
           if (tile_start <= now_ms - a.max_window_ms) {
-            if (stats) stats->events_too_old.fetch_add(1, std::memory_order_relaxed);
+            too_old++;
             continue;
           }
         }
@@ -165,6 +164,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
       continue;
     }
     accepted++;
+    if (too_old && stats) stats->events_too_old.fetch_add(too_old, std::memory_order_relaxed);
     if (u.aggs.empty()) continue;
     u.key.reserve(ent->name.size() + 1 + 20);
     u.key = ent->name;
@@ -175,7 +175,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     u.ttl_ms = v.ttl_ms;
     u.ts = ts;
     u.seq = seq;
-    u.view_name = v.name;
+    u.view_name = &v.name;
     out->push_back(std::move(u));
   }
   if (accepted == 0) return first_reason;
@@ -186,22 +186,24 @@ bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms) {
   Record* rec = store.GetOrCreateEntityRecord(u.key, u.key_hash, now_ms);
   if (rec == nullptr) return false;
   EntityRecord* e = rec->entity();
+  e->ttl_override = false;  // new data: the view TTLs decide again
   ViewState& v = e->GetView(u.view_id, u.ttl_ms);
   if (u.ts > v.newest_ts) v.newest_ts = u.ts;
   for (const AggUpdate& au : u.aggs) {
-    AggState& a = v.Get(au.spec);
-    switch (au.spec.kind) {
+    const AggSpec& spec = *au.spec;
+    AggState& a = v.Get(spec);
+    switch (spec.kind) {
       case AggKind::kCountDistinct:
         if (!a.distinct) a.distinct = std::make_unique<DistinctSeries>();
-        a.distinct->Add(FloorDiv(u.ts, au.spec.resolution_ms), au.hash);
+        a.distinct->Add(FloorDiv(u.ts, spec.resolution_ms), au.hash);
         break;
       case AggKind::kLast:
       case AggKind::kLastN:
         if (!a.last) a.last = std::make_unique<LastList>();
-        a.last->Add(u.ts, u.seq, au.text, au.spec.kind == AggKind::kLast ? 1 : static_cast<size_t>(au.spec.n));
+        a.last->Add(u.ts, u.seq, au.text, spec.kind == AggKind::kLast ? 1 : static_cast<size_t>(spec.n));
         break;
       default:
-        a.tiles.Add(au.spec.kind, FloorDiv(u.ts, au.spec.resolution_ms), au.x);
+        a.tiles.Add(spec.kind, FloorDiv(u.ts, spec.resolution_ms), au.x);
         break;
     }
   }

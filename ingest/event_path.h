@@ -22,9 +22,10 @@ namespace fkv {
 
 class ShardStore;
 
-// One aggregation's share of an event.
+// One aggregation's share of an event. `spec` points into the Registry the
+// update was planned with: keep that registry alive until it is applied.
 struct AggUpdate {
-  AggSpec spec;
+  const AggSpec* spec = nullptr;
   double x = 0;        // numeric value (sum, min, max, mean, stddev)
   uint64_t hash = 0;   // value hash (count_distinct)
   std::string text;    // value text (last, last_n)
@@ -39,7 +40,7 @@ struct ViewUpdate {
   int64_t ts = 0;    // event time, ms
   uint64_t seq = 0;  // arrival order (ties of last / last_n)
   std::vector<AggUpdate> aggs;
-  std::string view_name;  // for per-view counters
+  const std::string* view_name = nullptr;  // in the registry, for per-view counters
 };
 
 // Counters of the event path, shown by INFO ingest. Thread-safe.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <set>
 
 #define XXH_INLINE_ALL
@@ -176,6 +177,7 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
       v.source = L.Scalar(d["source"], "source");
       auto ent = std::find_if(r->entities_.begin(), r->entities_.end(), [&](const EntityDef& e) { return e.name == v.entity; });
       if (ent == r->entities_.end()) L.Fail(d["entity"], "view '" + v.name + "': undefined entity '" + v.entity + "'");
+      v.entity_index = static_cast<int>(ent - r->entities_.begin());
       v.source_index = r->FindSource(v.source);
       if (v.source_index < 0) L.Fail(d["source"], "view '" + v.name + "': undefined source '" + v.source + "'");
       SourceDef& src = r->sources_[static_cast<size_t>(v.source_index)];
@@ -301,6 +303,16 @@ std::string Registry::FeatureName(const FeatureRef& f) const {
 }
 
 std::vector<std::pair<std::string, FeatureRef>> Registry::FeaturesOf(std::string_view entity) const {
+  std::vector<std::pair<std::string, FeatureRef>> out = BareFeaturesOf(entity);
+  // A bare name that two views share would be ambiguous: qualify those.
+  std::map<std::string, int> uses;
+  for (auto& [name, f] : out) uses[name]++;
+  for (auto& [name, f] : out)
+    if (uses[name] > 1) name = views_[static_cast<size_t>(f.view)].name + "." + name;
+  return out;
+}
+
+std::vector<std::pair<std::string, FeatureRef>> Registry::BareFeaturesOf(std::string_view entity) const {
   std::vector<std::pair<std::string, FeatureRef>> out;
   const std::vector<int>* vs = ViewsOfEntity(entity);
   if (vs == nullptr) return out;

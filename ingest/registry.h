@@ -50,6 +50,7 @@ struct ViewDef {
   int64_t ttl_ms = 0;  // 0 = never
   int entity_key_slot = -1;
   int source_index = -1;
+  int entity_index = -1;
   std::vector<AggregationDef> aggs;
 };
 
@@ -90,8 +91,10 @@ class Registry {
   bool ResolveFeature(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const;
   // Resolves an aggregation name for FWINDOW ("clicks" or "view.clicks").
   bool ResolveAggregation(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const;
-  // Every feature of an entity type, in registry order, with its name.
+  // Every feature of an entity type, in registry order, with its name (bare,
+  // or qualified "view.name" where two views of the entity share it).
   std::vector<std::pair<std::string, FeatureRef>> FeaturesOf(std::string_view entity) const;
+  std::vector<std::pair<std::string, FeatureRef>> BareFeaturesOf(std::string_view entity) const;
   std::string FeatureName(const FeatureRef& f) const;
 
  private:

@@ -70,12 +70,16 @@ const AggState* StateOf(const Registry& reg, const FeatureRef& f, const EntityRe
   if (e == nullptr) return nullptr;
   const ViewDef& v = reg.views()[static_cast<size_t>(f.view)];
   const ViewState* vs = e->FindView(v.id);
-  if (vs == nullptr || !vs->Live(now)) return nullptr;
+  if (vs == nullptr || (!e->ttl_override && !vs->Live(now))) return nullptr;
   return const_cast<ViewState*>(vs)->Find(v.aggs[static_cast<size_t>(f.agg)].signature);
 }
 
-// The value of one feature at time t; nil for every feature of an unknown entity.
-void WriteFeature(ReplyWriter& out, const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now) {
+// The value of one feature at time t; nil for every feature of an unknown
+// entity. `as_of`: an AT was given, so last/last_n show only values with
+// ts <= t; without AT they show the newest accepted values, including any
+// slightly ahead of the clock (within max-event-skew).
+void WriteFeature(ReplyWriter& out, const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now,
+                  bool as_of) {
   if (e == nullptr) return out.Null();
   const AggregationDef& a = reg.views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
   const AggState* st = StateOf(reg, f, e, now);
@@ -87,7 +91,7 @@ void WriteFeature(ReplyWriter& out, const Registry& reg, const FeatureRef& f, co
   std::vector<const LastItem*> items;
   if (st && st->last)
     for (const LastItem& it : st->last->items())
-      if (it.ts <= t) items.push_back(&it);
+      if (!as_of || it.ts <= t) items.push_back(&it);
   if (a.kind == AggKind::kLast) {
     if (items.empty()) return out.Null();
     return out.Bulk(items[0]->value);
@@ -138,12 +142,12 @@ void FGet(CommandContext& c) {
     c.out.Map(feats.size());
     for (auto& [name, f] : feats) {
       c.out.Bulk(name);
-      WriteFeature(c.out, *reg, f, e, t, c.now_ms);
+      WriteFeature(c.out, *reg, f, e, t, c.now_ms, has_at);
     }
     return;
   }
   c.out.Array(feats.size());
-  for (auto& [name, f] : feats) WriteFeature(c.out, *reg, f, e, t, c.now_ms);
+  for (auto& [name, f] : feats) WriteFeature(c.out, *reg, f, e, t, c.now_ms, has_at);
 }
 
 // FMGET key [key ...] FEATURES feature [feature ...] [AT ts]
@@ -193,7 +197,7 @@ void FMGet(CommandContext& c) {
   int64_t t = has_at ? at : now;
   c.FanOut(
       shards,
-      [items, gp, reg, proto, now, t](int shard, ShardStore& st) {
+      [items, gp, reg, proto, now, t, has_at](int shard, ShardStore& st) {
         for (size_t i : gp->at(shard)) {
           Item& it = (*items)[i];
           ReplyWriter w(&it.reply, proto);
@@ -204,7 +208,7 @@ void FMGet(CommandContext& c) {
             continue;
           }
           w.Array(it.feats.size());
-          for (const FeatureRef& f : it.feats) WriteFeature(w, *reg, f, e, t, now);
+          for (const FeatureRef& f : it.feats) WriteFeature(w, *reg, f, e, t, now, has_at);
         }
       },
       [items](ReplyWriter& out) {
@@ -259,6 +263,7 @@ void FWindow(CommandContext& c) {
   // Buckets aligned to the epoch; every bucket overlapping the covered tiles.
   int64_t per = bucket / a.resolution_ms;  // tiles per bucket
   int64_t b0 = FloorDiv(lo, per), b1 = FloorDiv(hi, per);
+  if (lo > hi) b0 = b1 = FloorDiv(t, bucket);  // no tile starts inside a window shorter than a tile: T's bucket, empty
   c.out.Array(static_cast<size_t>(b1 - b0 + 1));
   for (int64_t b = b0; b <= b1; b++) {
     c.out.Array(2);
@@ -291,6 +296,7 @@ void FSet(CommandContext& c) {
   }
   EntityRecord* e = c.store->GetOrCreateEntity(c.args[1], c.key_hash, c.now_ms);
   if (e == nullptr) return c.out.Error(kErrWrongType);
+  e->ttl_override = false;  // new data: the view TTLs decide again
   for (auto& [f, value] : sets) {
     const ViewDef& v = reg->views()[static_cast<size_t>(f.view)];
     const AggregationDef& a = v.aggs[static_cast<size_t>(f.agg)];
@@ -327,9 +333,8 @@ void FEvent(CommandContext& c) {
   std::string err;
   if (!rejected.empty()) {
     err = "ERR " + std::to_string(rejected.size()) + " of " + std::to_string(n) + " events rejected: ";
-    for (size_t i = 0; i < rejected.size() && i < 20; i++)
+    for (size_t i = 0; i < rejected.size(); i++)
       err += (i ? "; #" : "#") + std::to_string(rejected[i].first) + ": " + rejected[i].second;
-    if (rejected.size() > 20) err += "; ...";
   }
   std::map<int, std::vector<size_t>> groups;
   for (size_t i = 0; i < updates->size(); i++) {
@@ -344,10 +349,10 @@ void FEvent(CommandContext& c) {
   IngestStats* sp = &stats;
   c.FanOut(
       shards,
-      [updates, gp, now, sp](int shard, ShardStore& st) {
+      [updates, gp, now, sp, reg](int shard, ShardStore& st) {  // reg: the updates point into it
         for (size_t i : gp->at(shard)) {
           const ViewUpdate& u = (*updates)[i];
-          if (!ApplyViewUpdate(st, u, now)) sp->ViewSkip(u.view_name, "wrongtype");
+          if (!ApplyViewUpdate(st, u, now)) sp->ViewSkip(*u.view_name, "wrongtype");
         }
       },
       [applied, err](ReplyWriter& out) {
@@ -366,7 +371,7 @@ void WriteViewSummary(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
   out.Bulk(v.source);
   out.Bulk("ttl_ms");
   out.Integer(v.ttl_ms);
-  auto feats = reg.FeaturesOf(v.entity);
+  auto feats = reg.BareFeaturesOf(v.entity);
   std::vector<std::string> names;
   for (auto& [name, f] : feats)
     if (reg.views()[static_cast<size_t>(f.view)].name == v.name) names.push_back(name);

@@ -61,6 +61,13 @@ void Type(CommandContext& c) {
   c.out.Simple(r == nullptr ? "none" : TypeName(r->type));
 }
 
+// After EXPIRE/PERSIST on an entity key, the key's own expiry rules until
+// the next event (spec §5: they work on entity keys as on plain keys).
+void MarkTtlOverride(CommandContext& c) {
+  Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
+  if (r != nullptr && r->type == ValueType::kFeature) r->entity()->ttl_override = true;
+}
+
 // EXPIRE family. unit_ms: 1000 for seconds; absolute: *AT variants.
 void ExpireGeneric(CommandContext& c, int64_t unit_ms, bool absolute) {
   int64_t v;
@@ -92,6 +99,7 @@ void ExpireGeneric(CommandContext& c, int64_t unit_ms, bool absolute) {
   if (lt && cur != 0 && when >= cur) return c.out.Integer(0);
   if (when <= 0) when = 1;  // in the past: deleted by SetExpire (0 would mean "persist")
   c.store->SetExpire(c.args[1], c.key_hash, when, c.now_ms);
+  MarkTtlOverride(c);
   c.out.Integer(1);
 }
 void Expire(CommandContext& c) { ExpireGeneric(c, 1000, false); }
@@ -116,8 +124,13 @@ void PExpireTime(CommandContext& c) { TtlGeneric(c, true, true); }
 
 void Persist(CommandContext& c) {
   Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
-  if (r == nullptr || !r->has_expiry()) return c.out.Integer(0);
+  if (r == nullptr) return c.out.Integer(0);
+  if (!r->has_expiry()) {
+    // An entity whose views have TTLs is still "volatile" through them.
+    if (r->type != ValueType::kFeature || r->entity()->ttl_override || r->entity()->ExpireAt() == 0) return c.out.Integer(0);
+  }
   c.store->SetExpire(c.args[1], c.key_hash, 0, c.now_ms);
+  MarkTtlOverride(c);
   c.out.Integer(1);
 }
 

@@ -125,15 +125,27 @@ void Server::InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& re
     for (const auto& a : v.aggs) keep.insert({v.id, a.signature});
   int64_t now = NowMs();
   uint64_t cur = 0;
-  std::vector<std::string> emptied;
+  std::map<uint64_t, int64_t> ttl;
+  for (const auto& v : reg->views()) ttl[v.id] = v.ttl_ms;
+  std::vector<std::string> touched;
   do {
     cur = s.store.Scan(cur, now, [&](Record* r) {
       if (r->type != ValueType::kFeature) return;
-      r->entity()->DropAggsIf([&](uint64_t view, uint64_t sig) { return !keep.count({view, sig}); });
-      if (r->entity()->empty()) emptied.emplace_back(r->key());
+      EntityRecord* e = r->entity();
+      e->DropAggsIf([&](uint64_t view, uint64_t sig) { return !keep.count({view, sig}); });
+      bool changed = e->empty();
+      for (auto& v : e->views) {
+        auto it = ttl.find(v.view_id);
+        if (it != ttl.end() && it->second != v.ttl_ms) {
+          v.ttl_ms = it->second;  // a changed view TTL applies to existing entities
+          changed = true;
+        }
+      }
+      if (changed) touched.emplace_back(r->key());
     });
   } while (cur != 0);
-  for (const auto& k : emptied) s.store.SyncEntity(k, HashKey(k), now);
+  // Outside the scan: these may delete or rebuild records.
+  for (const auto& k : touched) s.store.SyncEntity(k, HashKey(k), now);
 }
 
 void Server::ReloadOnSignal() {
@@ -219,7 +231,7 @@ void Server::Cron(Shard& s) {
   int64_t start_us = NowUs();
   size_t slice = std::max<size_t>(1024, s.store.bucket_count() / static_cast<size_t>(hz > 0 ? hz : 10));
   size_t done = 0;
-  while (done < slice && s.store.expires_count() > 0) {
+  while (done < slice && (s.store.expires_count() > 0 || s.store.entities() > 0)) {
     size_t step = std::min<size_t>(256, slice - done);
     s.store.SweepExpired(now, step);
     done += step;

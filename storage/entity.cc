@@ -57,7 +57,7 @@ int64_t EntityRecord::ExpireAt() const {
 }
 
 bool EntityRecord::Trim(int64_t now_ms) {
-  std::erase_if(views, [&](const ViewState& v) { return !v.Live(now_ms); });
+  if (!ttl_override) std::erase_if(views, [&](const ViewState& v) { return !v.Live(now_ms); });
   for (auto& v : views) {
     for (auto& a : v.aggs) {
       if (!IsWindowed(a.spec.kind)) continue;

@@ -43,6 +43,9 @@ struct ViewState {
 class EntityRecord {
  public:
   std::vector<ViewState> views;
+  // Set by EXPIRE / PERSIST on the key: the key's own expiry decides until
+  // the next applied event (view TTLs are not enforced meanwhile).
+  bool ttl_override = false;
 
   ViewState* FindView(uint64_t id);
   const ViewState* FindView(uint64_t id) const { return const_cast<EntityRecord*>(this)->FindView(id); }

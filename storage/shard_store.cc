@@ -127,6 +127,7 @@ void ShardStore::SyncEntity(std::string_view key, uint64_t hash, int64_t now_ms)
     table_.MaybeShrink();
     return;
   }
+  if (r->entity()->ttl_override) return;  // EXPIRE/PERSIST rule until the next event
   int64_t at = r->entity()->ExpireAt();
   if (at != r->expire_at()) SetExpire(key, hash, at, now_ms);
 }
