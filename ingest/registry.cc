@@ -346,6 +346,22 @@ void SplitQualified(std::string_view name, std::string_view* view, std::string_v
     *rest = name.substr(dot + 1);
   }
 }
+// The one match of a name lookup, or the Redis error for none / several
+// (several: the qualified names to use instead).
+bool PickOne(const std::vector<std::pair<std::string, FeatureRef>>& hits, const char* what, std::string_view entity,
+             std::string_view name, std::string_view bare, FeatureRef* out, std::string* err) {
+  if (hits.size() == 1) {
+    *out = hits[0].second;
+    return true;
+  }
+  if (hits.empty()) {
+    *err = "ERR unknown " + std::string(what) + " '" + std::string(name) + "' for entity '" + std::string(entity) + "'";
+    return false;
+  }
+  *err = "ERR ambiguous " + std::string(what) + " '" + std::string(name) + "': qualify it as";
+  for (size_t i = 0; i < hits.size(); i++) *err += (i ? " or '" : " '") + hits[i].first + "." + std::string(bare) + "'";
+  return false;
+}
 }  // namespace
 
 bool Registry::ResolveFeature(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const {
@@ -370,17 +386,7 @@ bool Registry::ResolveFeature(std::string_view entity, std::string_view name, Fe
       }
     }
   }
-  if (hits.size() == 1) {
-    *out = hits[0].second;
-    return true;
-  }
-  if (hits.empty()) {
-    *err = "ERR unknown feature '" + std::string(name) + "' for entity '" + std::string(entity) + "'";
-    return false;
-  }
-  *err = "ERR ambiguous feature '" + std::string(name) + "': qualify it as";
-  for (size_t i = 0; i < hits.size(); i++) *err += (i ? " or '" : " '") + hits[i].first + "." + std::string(fname) + "'";
-  return false;
+  return PickOne(hits, "feature", entity, name, fname, out, err);
 }
 
 bool Registry::ResolveAggregation(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const {
@@ -396,17 +402,7 @@ bool Registry::ResolveAggregation(std::string_view entity, std::string_view name
           hits.push_back({v.name, FeatureRef{vi, static_cast<int>(ai), -1}});
     }
   }
-  if (hits.size() == 1) {
-    *out = hits[0].second;
-    return true;
-  }
-  if (hits.empty()) {
-    *err = "ERR unknown windowed aggregation '" + std::string(name) + "' for entity '" + std::string(entity) + "'";
-    return false;
-  }
-  *err = "ERR ambiguous aggregation '" + std::string(name) + "': qualify it as";
-  for (size_t i = 0; i < hits.size(); i++) *err += (i ? " or '" : " '") + hits[i].first + "." + std::string(aname) + "'";
-  return false;
+  return PickOne(hits, "windowed aggregation", entity, name, aname, out, err);
 }
 
 }  // namespace fkv

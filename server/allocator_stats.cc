@@ -5,7 +5,11 @@
 
 #include <cstdio>
 
-#if defined(FKV_ALLOC_JEMALLOC)
+#if defined(__SANITIZE_ADDRESS__)
+// From the ASan runtime (sanitizer/allocator_interface.h, which g++'s
+// packages do not install).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
+#elif defined(FKV_ALLOC_JEMALLOC)
 #include <jemalloc/jemalloc.h>
 #elif defined(FKV_ALLOC_MIMALLOC)
 #include <mimalloc.h>
@@ -29,7 +33,11 @@ uint64_t ResidentBytes() {
 AllocatorStats ReadAllocatorStats() {
   AllocatorStats s;
   s.resident = ResidentBytes();
-#if defined(FKV_ALLOC_JEMALLOC)
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan replaces malloc: ask its allocator (mallinfo2 would say 0).
+  s.allocated = __sanitizer_get_current_allocated_bytes();
+  s.name = "asan";
+#elif defined(FKV_ALLOC_JEMALLOC)
   uint64_t epoch = 1;
   size_t sz = sizeof(epoch);
   mallctl("epoch", &epoch, &sz, &epoch, sz);
