@@ -12,6 +12,7 @@
 #include "ingest/registry.h"
 #include "server/command.h"
 #include "server/connection.h"
+#include "server/feature_values.h"
 #include "server/server.h"
 #include "storage/entity.h"
 #include "storage/key_table.h"
@@ -42,6 +43,8 @@ bool TrailingInt(CommandContext& c, size_t* end, std::string_view word, size_t m
   }
   return true;
 }
+
+}  // namespace
 
 // Tiles [lo, hi] covered by a window of length w at time t (spec §8).
 void CoveredTiles(int64_t t, int64_t w, int64_t res, int64_t* lo, int64_t* hi) {
@@ -78,7 +81,7 @@ const AggState* StateOf(const Registry& reg, const FeatureRef& f, const EntityRe
 // entity. `as_of`: an AT was given, so last/last_n show only values with
 // ts <= t; without AT they show the newest accepted values, including any
 // slightly ahead of the clock (within max-event-skew).
-void WriteFeature(ReplyWriter& out, const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now,
+void WriteFeatureValue(ReplyWriter& out, const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now,
                   bool as_of) {
   if (e == nullptr) return out.Null();
   const AggregationDef& a = reg.views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
@@ -99,6 +102,8 @@ void WriteFeature(ReplyWriter& out, const Registry& reg, const FeatureRef& f, co
   out.Array(items.size());
   for (const LastItem* it : items) out.Bulk(it->value);
 }
+
+namespace {
 
 // The entity at key on this shard: nullptr when absent; sets *wrongtype when
 // the key holds something else.
@@ -142,12 +147,12 @@ void FGet(CommandContext& c) {
     c.out.Map(feats.size());
     for (auto& [name, f] : feats) {
       c.out.Bulk(name);
-      WriteFeature(c.out, *reg, f, e, t, c.now_ms, has_at);
+      WriteFeatureValue(c.out, *reg, f, e, t, c.now_ms, has_at);
     }
     return;
   }
   c.out.Array(feats.size());
-  for (auto& [name, f] : feats) WriteFeature(c.out, *reg, f, e, t, c.now_ms, has_at);
+  for (auto& [name, f] : feats) WriteFeatureValue(c.out, *reg, f, e, t, c.now_ms, has_at);
 }
 
 // FMGET key [key ...] FEATURES feature [feature ...] [AT ts]
@@ -208,7 +213,7 @@ void FMGet(CommandContext& c) {
             continue;
           }
           w.Array(it.feats.size());
-          for (const FeatureRef& f : it.feats) WriteFeature(w, *reg, f, e, t, now, has_at);
+          for (const FeatureRef& f : it.feats) WriteFeatureValue(w, *reg, f, e, t, now, has_at);
         }
       },
       [items](ReplyWriter& out) {
