@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <ctime>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -242,5 +243,65 @@ TEST_CASE("bad input: protocol errors close only the offending client") {
   CHECK(extra.ReadUntil("", &closed) == "-ERR max number of clients reached\r\n");
   CHECK(closed);
   CHECK(Str(cl.Cmd({"PING"})) == "PONG");
+  CHECK(srv.Stop() == 0);
+}
+
+TEST_CASE("feature commands through hiredis: FEVENT, FGET, FMGET, FWINDOW, FSET") {
+  std::string reg = std::string(FKV_SOURCE_DIR) + "/conf/features.yaml";
+  ServerProcess srv({"--shards", "3", "--registry", reg});
+  Client cl(srv.port());
+  long long now_s = static_cast<long long>(time(nullptr));
+  auto ev = [&](int user, int product, const char* action, long long ts) {
+    return "{\"user_id\":" + std::to_string(user) + ",\"product_id\":" + std::to_string(product) + ",\"action\":\"" + action +
+           "\",\"timestamp\":" + std::to_string(ts) + "}";
+  };
+  auto r = cl.Cmd({"FEVENT", "user_events", ev(42, 7, "click", now_s - 30), ev(42, 8, "click", now_s - 20),
+                   ev(42, 7, "purchase", now_s - 10), ev(43, 7, "view", now_s - 5)});
+  REQUIRE(r->type == REDIS_REPLY_INTEGER);
+  CHECK(r->integer == 4);
+  auto bad = cl.Cmd({"FEVENT", "user_events", "not json", ev(44, 1, "click", now_s)});
+  CHECK(Str(bad) == "ERR 1 of 2 events rejected: #1: invalid_json");
+
+  auto g = cl.Cmd({"FGET", "user:42", "clicks_5m", "purchases_1h", "products_1h", "last_action", "recent_products"});
+  REQUIRE(g->elements == 5);
+  CHECK(g->element[0]->integer == 2);
+  CHECK(g->element[1]->integer == 1);
+  CHECK(g->element[2]->integer == 2);
+  CHECK(std::string(g->element[3]->str) == "purchase");
+  REQUIRE(g->element[4]->elements == 3);
+  CHECK(std::string(g->element[4]->element[0]->str) == "7");
+
+  auto all = cl.Cmd({"FGET", "user:42"});  // RESP2: flat name/value array
+  CHECK(all->elements == 16);
+  CHECK(cl.Cmd({"FGET", "user:999", "clicks_5m"})->element[0]->type == REDIS_REPLY_NIL);
+  CHECK(cl.Cmd({"FGET", "user:999"})->elements == 0);
+
+  auto m = cl.Cmd({"FMGET", "user:42", "user:43", "product:7", "FEATURES", "clicks_1h"});
+  CHECK(Str(m) == "ERR unknown feature 'clicks_1h' for entity 'product'");
+  m = cl.Cmd({"FMGET", "user:42", "user:43", "user:44", "FEATURES", "clicks_1h", "last_action"});
+  REQUIRE(m->elements == 3);
+  CHECK(m->element[0]->element[0]->integer == 2);
+  CHECK(std::string(m->element[1]->element[1]->str) == "view");
+  CHECK(m->element[2]->element[0]->integer == 1);
+
+  auto w = cl.Cmd({"FWINDOW", "product:7", "views", "5m"});
+  CHECK(w->integer == 1);
+  auto b = cl.Cmd({"FWINDOW", "user:42", "clicks", "2m", "BUCKETS", "1m"});
+  REQUIRE(b->type == REDIS_REPLY_ARRAY);
+  long long total = 0;
+  for (size_t i = 0; i < b->elements; i++) total += b->element[i]->element[1]->integer;
+  CHECK(total == 2);
+  CHECK(Str(cl.Cmd({"FWINDOW", "user:42", "clicks", "2h"})).find("is larger than") != std::string::npos);
+
+  CHECK(Str(cl.Cmd({"FSET", "user:42", "last_action", "logout"})) == "OK");
+  auto la = cl.Cmd({"FGET", "user:42", "last_action"});
+  REQUIRE(la->elements == 1);
+  CHECK(std::string(la->element[0]->str) == "logout");
+  CHECK(Str(cl.Cmd({"TYPE", "user:42"})) == "feature");
+  auto ttl = cl.Cmd({"TTL", "user:42"})->integer;
+  CHECK(ttl > 7 * 86400 - 120);
+  CHECK(ttl <= 7 * 86400);
+  CHECK(cl.Cmd({"DEL", "user:42"})->integer == 1);
+  CHECK(cl.Cmd({"FGET", "user:42", "clicks_5m"})->element[0]->type == REDIS_REPLY_NIL);
   CHECK(srv.Stop() == 0);
 }
