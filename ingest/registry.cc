@@ -91,6 +91,7 @@ std::shared_ptr<const Registry> Registry::LoadText(const std::string& text, cons
   } catch (const YAML::Exception& e) {
     throw RegistryError(name + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
   }
+  reg->BuildNameIndex();
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(Hash(canonical)));
   reg->version_ = buf;
@@ -364,7 +365,35 @@ bool PickOne(const std::vector<std::pair<std::string, FeatureRef>>& hits, const 
 }
 }  // namespace
 
+void Registry::BuildNameIndex() {
+  for (const auto& [entity, vs] : views_by_entity_) {
+    (void)vs;
+    for (const auto& [bare, f] : BareFeaturesOf(entity)) {
+      for (const std::string& name : {bare, views_[static_cast<size_t>(f.view)].name + "." + bare}) {
+        NameEntry e;
+        if (!ResolveFeatureSlow(entity, name, &e.ref, &e.error)) e.ref = FeatureRef{};
+        names_[entity + '\0' + name] = std::move(e);
+      }
+    }
+  }
+}
+
 bool Registry::ResolveFeature(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const {
+  std::string k;
+  k.reserve(entity.size() + 1 + name.size());
+  k.append(entity).push_back('\0');
+  k.append(name);
+  auto it = names_.find(k);
+  if (it == names_.end()) return ResolveFeatureSlow(entity, name, out, err);  // unknown: the slow path words the error
+  if (!it->second.error.empty()) {
+    *err = it->second.error;
+    return false;
+  }
+  *out = it->second.ref;
+  return true;
+}
+
+bool Registry::ResolveFeatureSlow(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const {
   std::string_view vname, fname;
   SplitQualified(name, &vname, &fname);
   std::vector<std::pair<std::string, FeatureRef>> hits;

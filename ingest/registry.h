@@ -99,6 +99,15 @@ class Registry {
 
  private:
   friend struct RegistryBuilder;
+  bool ResolveFeatureSlow(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const;
+  void BuildNameIndex();
+  // "<entity>\0<name>" -> the feature (bare and qualified names); ambiguous
+  // bare names map to their error text.
+  struct NameEntry {
+    FeatureRef ref;
+    std::string error;
+  };
+  std::unordered_map<std::string, NameEntry> names_;
   std::string path_, version_;
   std::vector<SourceDef> sources_;
   std::vector<EntityDef> entities_;

@@ -197,7 +197,8 @@ void DistinctSeries::Add(int64_t tile, uint64_t h) {
 
 uint64_t DistinctSeries::Count(int64_t lo, int64_t hi) const {
   auto it = std::lower_bound(tiles_.begin(), tiles_.end(), lo, [](const Tile& t, int64_t i) { return t.index < i; });
-  std::vector<uint64_t> all;
+  thread_local std::vector<uint64_t> all;  // reused: no allocation per read
+  all.clear();
   bool sketch = false;
   for (auto j = it; j != tiles_.end() && j->index <= hi; ++j) {
     if (j->hll) sketch = true;
