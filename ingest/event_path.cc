@@ -203,7 +203,7 @@ bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms) {
         a.last->Add(u.ts, u.seq, au.text, spec.kind == AggKind::kLast ? 1 : static_cast<size_t>(spec.n));
         break;
       default:
-        a.tiles.Add(spec.kind, FloorDiv(u.ts, spec.resolution_ms), au.x);
+        v.AddTile(a, FloorDiv(u.ts, spec.resolution_ms), au.x);
         break;
     }
   }

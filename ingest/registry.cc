@@ -379,8 +379,8 @@ void Registry::BuildNameIndex() {
 }
 
 bool Registry::ResolveFeature(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const {
-  std::string k;
-  k.reserve(entity.size() + 1 + name.size());
+  thread_local std::string k;  // reused: no allocation per lookup
+  k.clear();
   k.append(entity).push_back('\0');
   k.append(name);
   auto it = names_.find(k);

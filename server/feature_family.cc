@@ -52,12 +52,13 @@ void CoveredTiles(int64_t t, int64_t w, int64_t res, int64_t* lo, int64_t* hi) {
   *hi = FloorDiv(t, res);
 }
 
-void WriteWindowValue(ReplyWriter& out, const AggregationDef& a, const AggState* st, int64_t lo, int64_t hi) {
+void WriteWindowValue(ReplyWriter& out, const AggregationDef& a, const ViewState* vs, const AggState* st, int64_t lo,
+                      int64_t hi) {
   if (a.kind == AggKind::kCountDistinct) {
     out.Integer(st && st->distinct ? static_cast<int64_t>(st->distinct->Count(lo, hi)) : 0);
     return;
   }
-  Accum acc = st ? st->tiles.Merge(a.kind, lo, hi) : Accum{};
+  Accum acc = st ? vs->MergeTiles(*st, lo, hi) : Accum{};
   switch (a.kind) {
     case AggKind::kCount: return out.Integer(static_cast<int64_t>(acc.n));
     case AggKind::kSum: return out.Double(acc.sum + 0.0);
@@ -69,11 +70,13 @@ void WriteWindowValue(ReplyWriter& out, const AggregationDef& a, const AggState*
   }
 }
 
-const AggState* StateOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now) {
+const AggState* StateOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now, const ViewState** view) {
+  *view = nullptr;
   if (e == nullptr) return nullptr;
   const ViewDef& v = reg.views()[static_cast<size_t>(f.view)];
   const ViewState* vs = e->FindView(v.id);
   if (vs == nullptr || (!e->ttl_override && !vs->Live(now))) return nullptr;
+  *view = vs;
   return const_cast<ViewState*>(vs)->Find(v.aggs[static_cast<size_t>(f.agg)].signature);
 }
 
@@ -85,11 +88,12 @@ void WriteFeatureValue(ReplyWriter& out, const Registry& reg, const FeatureRef& 
                   bool as_of) {
   if (e == nullptr) return out.Null();
   const AggregationDef& a = reg.views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
-  const AggState* st = StateOf(reg, f, e, now);
+  const ViewState* vs;
+  const AggState* st = StateOf(reg, f, e, now, &vs);
   if (IsWindowed(a.kind)) {
     int64_t lo, hi;
     CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
-    return WriteWindowValue(out, a, st, lo, hi);
+    return WriteWindowValue(out, a, vs, st, lo, hi);
   }
   std::vector<const LastItem*> items;
   if (st && st->last)
@@ -127,22 +131,11 @@ void FGet(CommandContext& c) {
   if (!TrailingInt(c, &end, "AT", 2, &at, &has_at)) return;
   int64_t t = has_at ? at : c.now_ms;
   std::string_view ent = EntityOf(c.args[1]);
-  std::vector<std::pair<std::string, FeatureRef>> feats;
-  bool all = end == 2;
-  if (all) {
-    feats = reg->FeaturesOf(ent);
-  } else {
-    for (size_t i = 2; i < end; i++) {
-      FeatureRef f;
-      std::string err;
-      if (!reg->ResolveFeature(ent, c.args[i], &f, &err)) return c.out.Error(err);
-      feats.emplace_back(std::string(c.args[i]), f);
-    }
-  }
-  bool wt;
-  const EntityRecord* e = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &wt);
-  if (wt) return c.out.Error(kErrWrongType);
-  if (all) {
+  if (end == 2) {  // every feature, as a map
+    auto feats = reg->FeaturesOf(ent);
+    bool wt;
+    const EntityRecord* e = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &wt);
+    if (wt) return c.out.Error(kErrWrongType);
     if (e == nullptr) return c.out.Map(0);
     c.out.Map(feats.size());
     for (auto& [name, f] : feats) {
@@ -151,8 +144,19 @@ void FGet(CommandContext& c) {
     }
     return;
   }
-  c.out.Array(feats.size());
-  for (auto& [name, f] : feats) WriteFeatureValue(c.out, *reg, f, e, t, c.now_ms, has_at);
+  thread_local std::vector<FeatureRef> refs;
+  refs.clear();
+  for (size_t i = 2; i < end; i++) {
+    FeatureRef f;
+    std::string err;
+    if (!reg->ResolveFeature(ent, c.args[i], &f, &err)) return c.out.Error(err);
+    refs.push_back(f);
+  }
+  bool wt;
+  const EntityRecord* e = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &wt);
+  if (wt) return c.out.Error(kErrWrongType);
+  c.out.Array(refs.size());
+  for (const FeatureRef& f : refs) WriteFeatureValue(c.out, *reg, f, e, t, c.now_ms, has_at);
 }
 
 // FMGET key [key ...] FEATURES feature [feature ...] [AT ts]
@@ -263,8 +267,9 @@ void FWindow(CommandContext& c) {
   const EntityRecord* e = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &wt);
   if (wt) return c.out.Error(kErrWrongType);
   if (e == nullptr) return has_buckets ? c.out.Array(0) : c.out.Null();
-  const AggState* st = StateOf(*reg, f, e, c.now_ms);
-  if (!has_buckets) return WriteWindowValue(c.out, a, st, lo, hi);
+  const ViewState* vs;
+  const AggState* st = StateOf(*reg, f, e, c.now_ms, &vs);
+  if (!has_buckets) return WriteWindowValue(c.out, a, vs, st, lo, hi);
   // Buckets aligned to the epoch; every bucket overlapping the covered tiles.
   int64_t per = bucket / a.resolution_ms;  // tiles per bucket
   int64_t b0 = FloorDiv(lo, per), b1 = FloorDiv(hi, per);
@@ -273,7 +278,7 @@ void FWindow(CommandContext& c) {
   for (int64_t b = b0; b <= b1; b++) {
     c.out.Array(2);
     c.out.Integer(b * bucket);
-    WriteWindowValue(c.out, a, st, std::max(lo, b * per), std::min(hi, b * per + per - 1));
+    WriteWindowValue(c.out, a, vs, st, std::max(lo, b * per), std::min(hi, b * per + per - 1));
   }
 }
 

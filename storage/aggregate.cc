@@ -48,7 +48,9 @@ void Accum::Merge(const Accum& o) {
   max = std::max(max, o.max);
 }
 
-int TileSeries::Width(AggKind k) {
+namespace tiles {
+
+int Width(AggKind k) {
   switch (k) {
     case AggKind::kMean: return 2;    // sum, count
     case AggKind::kStddev: return 3;  // count, mean, m2
@@ -56,33 +58,34 @@ int TileSeries::Width(AggKind k) {
   }
 }
 
-void TileSeries::Add(AggKind k, int64_t tile, double x) {
+namespace {
+// First record of seg[0, len) whose index is >= t.
+size_t LowerBound(const double* seg, size_t len, size_t stride, double t) {
+  size_t n = len / stride;
+  if (n == 0 || seg[(n - 1) * stride] < t) return n;  // in-order events: append
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (seg[mid * stride] < t) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+}  // namespace
+
+size_t Add(std::vector<double>& arena, size_t off, size_t len, AggKind k, int64_t tile, double x) {
   const size_t stride = static_cast<size_t>(1 + Width(k));
   const double t = static_cast<double>(tile);
-  // Events mostly arrive in order: look at the last tile first.
-  size_t n = data_.size() / stride;
-  size_t pos = n;
-  if (n == 0 || data_[(n - 1) * stride] < t) {
-    pos = n;
-  } else {
-    size_t lo = 0, hi = n;  // first tile with index >= t
-    while (lo < hi) {
-      size_t mid = (lo + hi) / 2;
-      if (data_[mid * stride] < t) lo = mid + 1;
-      else hi = mid;
-    }
-    pos = lo;
-  }
-  double* p;
-  if (pos < n && data_[pos * stride] == t) {
-    p = &data_[pos * stride + 1];
-  } else {
+  size_t pos = LowerBound(arena.data() + off, len, stride, t);
+  size_t inserted = 0;
+  if (pos * stride >= len || arena[off + pos * stride] != t) {
     double init[4] = {t, 0, 0, 0};
     if (k == AggKind::kMin) init[1] = std::numeric_limits<double>::infinity();
     if (k == AggKind::kMax) init[1] = -std::numeric_limits<double>::infinity();
-    data_.insert(data_.begin() + static_cast<std::ptrdiff_t>(pos * stride), init, init + stride);
-    p = &data_[pos * stride + 1];
+    arena.insert(arena.begin() + static_cast<std::ptrdiff_t>(off + pos * stride), init, init + stride);
+    inserted = stride;
   }
+  double* p = &arena[off + pos * stride + 1];
   switch (k) {
     case AggKind::kCount: p[0] += 1; break;
     case AggKind::kSum: p[0] += x; break;
@@ -101,20 +104,30 @@ void TileSeries::Add(AggKind k, int64_t tile, double x) {
     }
     default: break;
   }
+  return inserted;
 }
 
-Accum TileSeries::Merge(AggKind k, int64_t lo, int64_t hi) const {
+Accum Merge(const double* seg, size_t len, AggKind k, int64_t lo, int64_t hi) {
   Accum a;
   const size_t stride = static_cast<size_t>(1 + Width(k));
-  size_t n = data_.size() / stride;
-  size_t l = 0, h = n;
-  while (l < h) {
-    size_t mid = (l + h) / 2;
-    if (data_[mid * stride] < static_cast<double>(lo)) l = mid + 1;
-    else h = mid;
+  const size_t n = len / stride;
+  const double dlo = static_cast<double>(lo), dhi = static_cast<double>(hi);
+  // Windows end near now, i.e. at the end of the series: for short series
+  // walk back from the end (sequential, touches only what it needs); binary
+  // search the start of long ones.
+  size_t first, last;  // records [first, last) are inside [lo, hi]
+  if (n <= 256) {
+    last = n;
+    while (last > 0 && seg[(last - 1) * stride] > dhi) last--;
+    first = last;
+    while (first > 0 && seg[(first - 1) * stride] >= dlo) first--;
+  } else {
+    first = LowerBound(seg, len, stride, dlo);
+    last = first;
+    while (last < n && seg[last * stride] <= dhi) last++;
   }
-  for (size_t i = l; i < n && data_[i * stride] <= static_cast<double>(hi); i++) {
-    const double* p = &data_[i * stride + 1];
+  for (size_t i = first; i < last; i++) {
+    const double* p = &seg[i * stride + 1];
     switch (k) {
       case AggKind::kCount: a.n += p[0]; break;
       case AggKind::kSum:
@@ -150,15 +163,17 @@ Accum TileSeries::Merge(AggKind k, int64_t lo, int64_t hi) const {
   return a;
 }
 
-size_t TileSeries::DropBefore(AggKind k, int64_t min_tile) {
+size_t DropBefore(std::vector<double>& arena, size_t off, size_t len, AggKind k, int64_t min_tile) {
   const size_t stride = static_cast<size_t>(1 + Width(k));
   size_t i = 0;
-  while (i < data_.size() && data_[i] < static_cast<double>(min_tile)) i += stride;
+  while (i < len && arena[off + i] < static_cast<double>(min_tile)) i += stride;
   if (i == 0) return 0;
-  data_.erase(data_.begin(), data_.begin() + static_cast<std::ptrdiff_t>(i));
-  if (data_.capacity() > 4 * data_.size() + 16) data_.shrink_to_fit();
-  return i / stride;
+  arena.erase(arena.begin() + static_cast<std::ptrdiff_t>(off), arena.begin() + static_cast<std::ptrdiff_t>(off + i));
+  if (arena.capacity() > 4 * arena.size() + 16) arena.shrink_to_fit();
+  return i;
 }
+
+}  // namespace tiles
 
 void DistinctSeries::HllAdd(std::vector<uint8_t>* regs, uint64_t h) {
   size_t idx = static_cast<size_t>(h >> (64 - kP));

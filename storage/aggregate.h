@@ -38,18 +38,30 @@ struct Accum {
 };
 
 // Numeric tiles of one windowed aggregation, sparse and sorted by tile
-// index: a flat array of [index, partial...] records.
+// index: [index, partial...] records of 1 + Width(kind) doubles, stored in
+// a segment [off, off + len) of a vector shared with other series (an
+// entity view keeps all its aggregations' tiles in one such arena, so a read
+// of every feature touches one contiguous block).
+namespace tiles {
+int Width(AggKind k);  // doubles of partial per tile
+// Adds x to its tile; returns how many doubles were inserted (0 or 1 + width).
+size_t Add(std::vector<double>& arena, size_t off, size_t len, AggKind k, int64_t tile, double x);
+// Merge of the tiles with lo <= index <= hi.
+Accum Merge(const double* seg, size_t len, AggKind k, int64_t lo, int64_t hi);
+// Drops tiles with index < min_tile; returns how many doubles were removed.
+size_t DropBefore(std::vector<double>& arena, size_t off, size_t len, AggKind k, int64_t min_tile);
+}  // namespace tiles
+
+// One series in a vector of its own (tests, the reference computations).
 class TileSeries {
  public:
-  static int Width(AggKind k);  // doubles of partial per tile
-  void Add(AggKind k, int64_t tile, double x);
-  // Merge of the tiles with lo <= index <= hi.
-  Accum Merge(AggKind k, int64_t lo, int64_t hi) const;
-  // Drops tiles with index < min_tile; returns how many.
-  size_t DropBefore(AggKind k, int64_t min_tile);
-  size_t tiles(AggKind k) const { return data_.size() / static_cast<size_t>(1 + Width(k)); }
+  static int Width(AggKind k) { return tiles::Width(k); }
+  void Add(AggKind k, int64_t tile, double x) { tiles::Add(data_, 0, data_.size(), k, tile, x); }
+  Accum Merge(AggKind k, int64_t lo, int64_t hi) const { return tiles::Merge(data_.data(), data_.size(), k, lo, hi); }
+  size_t DropBefore(AggKind k, int64_t min_tile) {
+    return tiles::DropBefore(data_, 0, data_.size(), k, min_tile) / static_cast<size_t>(1 + Width(k));
+  }
   bool empty() const { return data_.empty(); }
-  size_t MemoryUsage() const { return data_.capacity() * sizeof(double); }
 
  private:
   std::vector<double> data_;

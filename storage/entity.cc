@@ -8,12 +8,12 @@ namespace fkv {
 void DestroyEntity(EntityRecord* e) { delete e; }
 
 bool AggState::empty() const {
-  if (IsWindowed(spec.kind)) return spec.kind == AggKind::kCountDistinct ? (!distinct || distinct->empty()) : tiles.empty();
+  if (IsWindowed(spec.kind)) return spec.kind == AggKind::kCountDistinct ? (!distinct || distinct->empty()) : tile_len == 0;
   return !last || last->empty();
 }
 
 size_t AggState::MemoryUsage() const {
-  return sizeof(*this) + tiles.MemoryUsage() + (distinct ? distinct->MemoryUsage() : 0) + (last ? last->MemoryUsage() : 0);
+  return sizeof(*this) + (distinct ? distinct->MemoryUsage() : 0) + (last ? last->MemoryUsage() : 0);
 }
 
 AggState* ViewState::Find(uint64_t signature) {
@@ -27,6 +27,26 @@ AggState& ViewState::Get(const AggSpec& spec) {
   aggs.emplace_back();
   aggs.back().spec = spec;
   return aggs.back();
+}
+
+namespace {
+size_t OffsetOf(const ViewState& v, const AggState& a) {
+  size_t off = 0;
+  for (const AggState* p = v.aggs.data(); p != &a; ++p) off += p->tile_len;
+  return off;
+}
+}  // namespace
+
+void ViewState::AddTile(AggState& a, int64_t tile, double x) {
+  a.tile_len += static_cast<uint32_t>(tiles::Add(arena, OffsetOf(*this, a), a.tile_len, a.spec.kind, tile, x));
+}
+
+Accum ViewState::MergeTiles(const AggState& a, int64_t lo, int64_t hi) const {
+  return tiles::Merge(arena.data() + OffsetOf(*this, a), a.tile_len, a.spec.kind, lo, hi);
+}
+
+void ViewState::DropTilesBefore(AggState& a, int64_t min_tile) {
+  a.tile_len -= static_cast<uint32_t>(tiles::DropBefore(arena, OffsetOf(*this, a), a.tile_len, a.spec.kind, min_tile));
 }
 
 ViewState* EntityRecord::FindView(uint64_t id) {
@@ -65,10 +85,10 @@ bool EntityRecord::Trim(int64_t now_ms) {
       if (a.spec.kind == AggKind::kCountDistinct) {
         if (a.distinct) a.distinct->DropBefore(min_tile);
       } else {
-        a.tiles.DropBefore(a.spec.kind, min_tile);
+        v.DropTilesBefore(a, min_tile);
       }
     }
-    std::erase_if(v.aggs, [](const AggState& a) { return a.empty(); });
+    v.EraseAggsIf([](const AggState& a) { return a.empty(); });
   }
   std::erase_if(views, [](const ViewState& v) { return v.aggs.empty(); });
   return views.empty();
@@ -77,7 +97,7 @@ bool EntityRecord::Trim(int64_t now_ms) {
 size_t EntityRecord::MemoryUsage() const {
   size_t m = sizeof(*this) + views.capacity() * sizeof(ViewState);
   for (const auto& v : views) {
-    m += v.aggs.capacity() * sizeof(AggState);
+    m += v.aggs.capacity() * sizeof(AggState) + v.arena.capacity() * sizeof(double);
     for (const auto& a : v.aggs) m += a.MemoryUsage() - sizeof(AggState);
   }
   return m;
