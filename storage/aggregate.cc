@@ -197,28 +197,30 @@ double DistinctSeries::Estimate(const std::vector<uint8_t>& regs) {
 }
 
 void DistinctSeries::Add(int64_t tile, uint64_t h) {
-  auto it = std::lower_bound(tiles_.begin(), tiles_.end(), tile, [](const Tile& t, int64_t i) { return t.index < i; });
-  if (it == tiles_.end() || it->index != tile) it = tiles_.insert(it, Tile{tile, {}, nullptr});
-  if (it->hll) return HllAdd(it->hll.get(), h);
-  auto pos = std::lower_bound(it->exact.begin(), it->exact.end(), h);
-  if (pos != it->exact.end() && *pos == h) return;
-  it->exact.insert(pos, h);
-  if (it->exact.size() > kExactLimit) {
-    it->hll = std::make_unique<std::vector<uint8_t>>(kRegisters, 0);
-    for (uint64_t x : it->exact) HllAdd(it->hll.get(), x);
-    std::vector<uint64_t>().swap(it->exact);
+  auto sk = std::lower_bound(sketches_.begin(), sketches_.end(), tile,
+                             [](const auto& e, int64_t t) { return e.first < t; });
+  if (sk != sketches_.end() && sk->first == tile) return HllAdd(sk->second.get(), h);
+  std::pair<int64_t, uint64_t> v{tile, h};
+  auto pos = std::lower_bound(exact_.begin(), exact_.end(), v);
+  if (pos != exact_.end() && *pos == v) return;
+  pos = exact_.insert(pos, v);
+  auto first = std::lower_bound(exact_.begin(), pos, std::pair<int64_t, uint64_t>{tile, 0});
+  auto last = std::upper_bound(pos, exact_.end(), std::pair<int64_t, uint64_t>{tile, UINT64_MAX});
+  if (static_cast<size_t>(last - first) > kExactLimit) {  // this tile becomes a sketch
+    auto regs = std::make_unique<std::vector<uint8_t>>(kRegisters, 0);
+    for (auto it = first; it != last; ++it) HllAdd(regs.get(), it->second);
+    exact_.erase(first, last);
+    sketches_.insert(sk, {tile, std::move(regs)});
   }
 }
 
 uint64_t DistinctSeries::Count(int64_t lo, int64_t hi) const {
-  auto it = std::lower_bound(tiles_.begin(), tiles_.end(), lo, [](const Tile& t, int64_t i) { return t.index < i; });
   thread_local std::vector<uint64_t> all;  // reused: no allocation per read
   all.clear();
-  bool sketch = false;
-  for (auto j = it; j != tiles_.end() && j->index <= hi; ++j) {
-    if (j->hll) sketch = true;
-    else all.insert(all.end(), j->exact.begin(), j->exact.end());
-  }
+  auto b = std::lower_bound(exact_.begin(), exact_.end(), std::pair<int64_t, uint64_t>{lo, 0});
+  for (auto it = b; it != exact_.end() && it->first <= hi; ++it) all.push_back(it->second);
+  auto sk = std::lower_bound(sketches_.begin(), sketches_.end(), lo, [](const auto& e, int64_t t) { return e.first < t; });
+  bool sketch = sk != sketches_.end() && sk->first <= hi;
   if (!sketch) {
     std::sort(all.begin(), all.end());
     all.erase(std::unique(all.begin(), all.end()), all.end());
@@ -226,23 +228,25 @@ uint64_t DistinctSeries::Count(int64_t lo, int64_t hi) const {
   }
   std::vector<uint8_t> regs(kRegisters, 0);
   for (uint64_t h : all) HllAdd(&regs, h);
-  for (auto j = it; j != tiles_.end() && j->index <= hi; ++j)
-    if (j->hll)
-      for (size_t r = 0; r < kRegisters; r++) regs[r] = std::max(regs[r], (*j->hll)[r]);
+  for (auto j = sk; j != sketches_.end() && j->first <= hi; ++j)
+    for (size_t r = 0; r < kRegisters; r++) regs[r] = std::max(regs[r], (*j->second)[r]);
   return static_cast<uint64_t>(std::llround(Estimate(regs)));
 }
 
 size_t DistinctSeries::DropBefore(int64_t min_tile) {
-  auto it = std::lower_bound(tiles_.begin(), tiles_.end(), min_tile, [](const Tile& t, int64_t i) { return t.index < i; });
-  size_t n = static_cast<size_t>(it - tiles_.begin());
-  tiles_.erase(tiles_.begin(), it);
+  auto e = std::lower_bound(exact_.begin(), exact_.end(), std::pair<int64_t, uint64_t>{min_tile, 0});
+  size_t n = static_cast<size_t>(e - exact_.begin());
+  exact_.erase(exact_.begin(), e);
+  if (exact_.capacity() > 4 * exact_.size() + 8) exact_.shrink_to_fit();
+  auto s = std::lower_bound(sketches_.begin(), sketches_.end(), min_tile, [](const auto& x, int64_t t) { return x.first < t; });
+  n += static_cast<size_t>(s - sketches_.begin());
+  sketches_.erase(sketches_.begin(), s);
   return n;
 }
 
 size_t DistinctSeries::MemoryUsage() const {
-  size_t m = sizeof(*this) + tiles_.capacity() * sizeof(Tile);
-  for (const Tile& t : tiles_) m += t.exact.capacity() * sizeof(uint64_t) + (t.hll ? kRegisters + sizeof(std::vector<uint8_t>) : 0);
-  return m;
+  return sizeof(*this) + exact_.capacity() * sizeof(exact_[0]) + sketches_.capacity() * sizeof(sketches_[0]) +
+         sketches_.size() * (kRegisters + sizeof(std::vector<uint8_t>));
 }
 
 void LastList::Add(int64_t ts, uint64_t seq, std::string_view value, size_t n) {

@@ -81,18 +81,17 @@ class DistinctSeries {
   // holds at most kExactLimit * 4 values and no tile is a sketch).
   uint64_t Count(int64_t lo, int64_t hi) const;
   size_t DropBefore(int64_t min_tile);
-  bool empty() const { return tiles_.empty(); }
+  bool empty() const { return exact_.empty() && sketches_.empty(); }
   size_t MemoryUsage() const;
   static double Estimate(const std::vector<uint8_t>& regs);
   static void HllAdd(std::vector<uint8_t>* regs, uint64_t h);
 
  private:
-  struct Tile {
-    int64_t index;
-    std::vector<uint64_t> exact;  // sorted, unique (while no sketch)
-    std::unique_ptr<std::vector<uint8_t>> hll;
-  };
-  std::vector<Tile> tiles_;  // sorted by index
+  // Exact tiles: one flat array of (tile, hash), sorted, unique: 16 bytes
+  // a value and one allocation for the whole series.
+  std::vector<std::pair<int64_t, uint64_t>> exact_;
+  // Tiles that passed kExactLimit values (rare), sorted by tile.
+  std::vector<std::pair<int64_t, std::unique_ptr<std::vector<uint8_t>>>> sketches_;
 };
 
 // last / last_n: values ordered by event time (ties: arrival), newest first.

@@ -75,7 +75,12 @@ TEST_CASE("count_distinct is exact while small and within 5% once a sketch") {
   for (int i = 0; i < 100000; i++) big.Add(i % 5, HashKey("u" + std::to_string(i)));
   double est = static_cast<double>(big.Count(0, 4));
   CHECK(std::abs(est - 100000) / 100000 < 0.05);
-  CHECK(big.DropBefore(3) == 3);
+  CHECK(big.DropBefore(3) == 3);  // three sketched tiles
+  CHECK(static_cast<double>(big.Count(0, 4)) == doctest::Approx(40000).epsilon(0.05));
+  DistinctSeries small;
+  for (int i = 0; i < 30; i++) small.Add(i % 3, HashKey("x" + std::to_string(i)));
+  CHECK(small.DropBefore(1) == 10);  // ten values of tile 0
+  CHECK(small.Count(0, 10) == 20);
 }
 
 TEST_CASE("last_n keeps the n newest by event time, ties in arrival order") {
