@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "server/allocator_stats.h"
 #include "server/connection.h"
@@ -23,11 +24,32 @@ int64_t NowUs() {
   return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
 }
 
+namespace {
+// The server as seen by the Kafka consumer thread.
+class ServerSink : public IngestSink {
+ public:
+  explicit ServerSink(Server* s) : s_(s) {}
+  std::shared_ptr<const Registry> CurrentRegistry() override { return s_->registry(); }
+  int ShardCount() override { return s_->shards().size(); }
+  int ShardOfHash(uint64_t hash) override { return s_->shards().ShardOf(hash); }
+  int64_t MaxEventSkewMs() override { return s_->config().max_event_skew_ms(); }
+  void RunOnShard(int shard, std::function<void(ShardStore&)> apply) override {
+    ShardSet* set = &s_->shards();
+    set->Post(shard, [set, shard, apply = std::move(apply)] { apply(set->shard(shard).store); });
+  }
+  IngestStats& Stats() override { return s_->ingest_stats; }
+
+ private:
+  Server* s_;
+};
+}  // namespace
+
 Server::Server(Config& config) : config_(config) {}
 
 Server::~Server() {
   Shutdown("destructor");
   Wait();
+  kafka_.reset();  // after the shards: no batch of it can still run
 }
 
 int Server::Start() {
@@ -60,6 +82,19 @@ int Server::Start() {
     s.cron = std::make_unique<asio::steady_timer>(s.io);
     ScheduleCron(s);
   });
+  std::string brokers = config_.GetString("kafka-brokers");
+  if (!brokers.empty()) {
+    KafkaSettings ks;
+    ks.brokers = brokers;
+    ks.fetch_wait_max_ms = std::stoi(config_.GetString("kafka-fetch-wait-max-ms"));
+    std::string props = config_.GetString("kafka-property");
+    std::istringstream in(props);
+    for (std::string k, v; in >> k >> v;) ks.properties.emplace_back(k, v);
+    sink_ = std::make_unique<ServerSink>(this);
+    kafka_ = std::make_unique<KafkaIngest>(ks, sink_.get());
+    std::string err = kafka_->Start();
+    if (!err.empty()) throw std::runtime_error("kafka: " + err);
+  }
   return port_;
 }
 
@@ -170,6 +205,7 @@ void Server::Wait() {
 void Server::Shutdown(const std::string& reason) {
   if (stopping_.exchange(true)) return;
   spdlog::info("shutting down ({})", reason);
+  if (kafka_) kafka_->Stop();  // no new batches; those already posted still apply
   if (!shards_) return;
   // Close the listeners on their own thread, then stop every shard.
   asio::post(shards_->shard(0).io, [this] {

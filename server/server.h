@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ingest/event_path.h"
+#include "ingest/kafka_ingest.h"
 #include "ingest/registry.h"
 #include "server/asio.h"
 #include "server/config.h"
@@ -53,6 +54,8 @@ class Server {
   void SetRegistry(std::shared_ptr<const Registry> reg);
   void ReloadOnSignal();
   IngestStats ingest_stats;
+  // The Kafka consumer (null without kafka-brokers). Started by Start().
+  KafkaIngest* kafka() { return kafka_.get(); }
 
   // Counters.
   std::atomic<uint64_t> connected_clients{0};
@@ -83,6 +86,8 @@ class Server {
   std::atomic<uint64_t> next_client_id_{1};
   std::atomic<size_t> next_home_{0};
   std::atomic<bool> stopping_{false};
+  std::unique_ptr<IngestSink> sink_;
+  std::unique_ptr<KafkaIngest> kafka_;
   mutable std::mutex registry_mu_;
   std::shared_ptr<const Registry> registry_;
   int port_ = 0;

@@ -2,6 +2,7 @@
 // BGSAVE LASTSAVE SHUTDOWN SLOWLOG, and Server::InfoText.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <set>
@@ -340,7 +341,32 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     auto reg = registry();
     line("registry_version", reg->version());
     num("registry_views", reg->views().size());
-    num("kafka_enabled", 0);
+    KafkaIngest* k = kafka();
+    num("kafka_enabled", k ? 1 : 0);
+    if (k) {
+      line("kafka_bootstrap", k->bootstrap());
+      num("kafka_messages", k->messages());
+      auto parts = k->Partitions();
+      int64_t lag = 0;
+      for (auto& p : parts)
+        if (p.high >= 0) lag += std::max<int64_t>(0, p.high - std::max<int64_t>(0, p.position));
+      num("kafka_lag", static_cast<uint64_t>(lag));
+      double p50, p99, mx;
+      k->DelayPercentiles(&p50, &p99, &mx);
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.1f", p50);
+      line("e2s_delay_p50_ms", buf);
+      std::snprintf(buf, sizeof buf, "%.1f", p99);
+      line("e2s_delay_p99_ms", buf);
+      std::snprintf(buf, sizeof buf, "%.1f", mx);
+      line("e2s_delay_max_ms", buf);
+      for (auto& p : parts) {
+        int64_t pos = std::max<int64_t>(0, p.position);
+        line("partition_" + p.topic + "_" + std::to_string(p.partition),
+             "position=" + std::to_string(pos) + ",high=" + std::to_string(p.high) +
+                 ",lag=" + std::to_string(p.high >= 0 ? std::max<int64_t>(0, p.high - pos) : 0));
+      }
+    }
     num("events_applied", ingest_stats.events_applied.load());
     num("events_rejected", ingest_stats.events_rejected.load());
     for (auto& [reason, n] : ingest_stats.rejected_by_reason()) num("rejected_" + reason, n);

@@ -1,0 +1,278 @@
+// KafkaIngest: see kafka_ingest.h.
+#include "ingest/kafka_ingest.h"
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+#include "storage/key_table.h"
+#include "storage/shard_store.h"
+
+namespace fkv {
+
+namespace {
+int64_t WallMs() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+constexpr size_t kDelayRing = 10000;
+}  // namespace
+
+struct KafkaIngest::Handles {
+  rd_kafka_t* mock_host = nullptr;
+  rd_kafka_mock_cluster_t* mock = nullptr;
+  rd_kafka_t* consumer = nullptr;
+  std::set<std::string> assigned_topics;
+};
+
+KafkaIngest::KafkaIngest(KafkaSettings settings, IngestSink* sink)
+    : settings_(std::move(settings)), sink_(sink), h_(std::make_unique<Handles>()) {}
+
+KafkaIngest::~KafkaIngest() { Stop(); }
+
+std::string KafkaIngest::Start() {
+  char err[512];
+  auto reg = sink_->CurrentRegistry();
+  if (settings_.brokers == "mock") {
+    rd_kafka_conf_t* mc = rd_kafka_conf_new();
+    h_->mock_host = rd_kafka_new(RD_KAFKA_PRODUCER, mc, err, sizeof err);
+    if (h_->mock_host == nullptr) return std::string("cannot start the mock cluster: ") + err;
+    h_->mock = rd_kafka_mock_cluster_new(h_->mock_host, 1);
+    if (h_->mock == nullptr) return "cannot start the mock cluster";
+    for (const auto& s : reg->sources()) rd_kafka_mock_topic_create(h_->mock, s.topic.c_str(), 4, 1);
+    bootstrap_ = rd_kafka_mock_cluster_bootstraps(h_->mock);
+  } else {
+    bootstrap_ = settings_.brokers;
+  }
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  auto set = [&](const std::string& k, const std::string& v) -> std::string {
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
+      return "kafka-property " + k + ": " + err;
+    return "";
+  };
+  std::string e;
+  for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{
+           {"bootstrap.servers", bootstrap_},
+           {"group.id", "featurekv-sidecar"},
+           {"enable.auto.commit", "false"},
+           {"enable.auto.offset.store", "false"},
+           {"auto.offset.reset", "earliest"},
+           {"fetch.wait.max.ms", std::to_string(settings_.fetch_wait_max_ms)},
+           {"log_level", "3"}}) {
+    if (!(e = set(k, v)).empty()) {
+      rd_kafka_conf_destroy(conf);
+      return e;
+    }
+  }
+  for (auto& [k, v] : settings_.properties)
+    if (!(e = set(k, v)).empty()) {
+      rd_kafka_conf_destroy(conf);
+      return e;
+    }
+  h_->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  if (h_->consumer == nullptr) return std::string("cannot create the Kafka consumer: ") + err;
+  rd_kafka_poll_set_consumer(h_->consumer);
+  std::string a = Assign();
+  if (!a.empty()) spdlog::warn("kafka: {} (will retry)", a);
+  thread_ = std::thread([this] { Run(); });
+  return "";
+}
+
+std::string KafkaIngest::Assign() {
+  auto reg = sink_->CurrentRegistry();
+  std::set<std::string> topics;
+  for (const auto& s : reg->sources()) topics.insert(s.topic);
+  std::string missing;
+  bool changed = false;
+  for (const auto& t : topics) {
+    if (h_->assigned_topics.count(t)) continue;
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(h_->consumer, t.c_str(), nullptr);
+    const rd_kafka_metadata_t* md = nullptr;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(h_->consumer, 0, rkt, &md, 2000);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        md->topics[0].partition_cnt > 0) {
+      std::lock_guard lk(mu_);
+      for (int p = 0; p < md->topics[0].partition_cnt; p++) {
+        PartitionFigures f;
+        f.topic = t;
+        f.partition = md->topics[0].partitions[p].id;
+        parts_[{t, f.partition}] = f;
+      }
+      h_->assigned_topics.insert(t);
+      changed = true;
+    } else {
+      missing += (missing.empty() ? "" : ", ") + t;
+    }
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+  }
+  if (changed) {
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(parts_.size()));
+    {
+      std::lock_guard lk(mu_);
+      for (auto& [k, f] : parts_) {
+        auto* tp = rd_kafka_topic_partition_list_add(list, f.topic.c_str(), f.partition);
+        tp->offset = f.position >= 0 ? f.position : RD_KAFKA_OFFSET_BEGINNING;
+      }
+    }
+    rd_kafka_resp_err_t err = rd_kafka_assign(h_->consumer, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (err) return std::string("assign failed: ") + rd_kafka_err2str(err);
+    spdlog::info("kafka: consuming {} partition(s) of {} topic(s) from {}", parts_.size(), h_->assigned_topics.size(), bootstrap_);
+  }
+  return missing.empty() ? "" : "topic(s) not found yet: " + missing;
+}
+
+void KafkaIngest::Run() {
+  EventPlanner planner;
+  auto last_check = std::chrono::steady_clock::now();
+  std::vector<rd_kafka_message_t*> msgs;
+  while (!stop_.load()) {
+    msgs.clear();
+    if (rd_kafka_message_t* m = rd_kafka_consumer_poll(h_->consumer, 100)) msgs.push_back(m);
+    while (!msgs.empty() && msgs.size() < settings_.batch_max) {
+      rd_kafka_message_t* m = rd_kafka_consumer_poll(h_->consumer, 0);
+      if (m == nullptr) break;
+      msgs.push_back(m);
+    }
+    auto now_tp = std::chrono::steady_clock::now();
+    if (now_tp - last_check > std::chrono::seconds(1)) {
+      last_check = now_tp;
+      if (h_->assigned_topics.size() < sink_->CurrentRegistry()->sources().size()) Assign();
+      std::lock_guard lk(mu_);
+      for (auto& [k, f] : parts_) {
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_get_watermark_offsets(h_->consumer, f.topic.c_str(), f.partition, &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR)
+          f.high = hi;
+      }
+    }
+    if (msgs.empty()) continue;
+    auto reg = sink_->CurrentRegistry();
+    int64_t now = WallMs();
+    int64_t skew = sink_->MaxEventSkewMs();
+    IngestStats& stats = sink_->Stats();
+    std::vector<ViewUpdate> updates;
+    std::vector<int64_t> kafka_ts;
+    uint64_t applied = 0;
+    for (rd_kafka_message_t* m : msgs) {
+      if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) spdlog::warn("kafka: {}", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      messages_.fetch_add(1, std::memory_order_relaxed);
+      const char* topic = rd_kafka_topic_name(m->rkt);
+      std::string_view json(static_cast<const char*>(m->payload), m->len);
+      bool planned = false;
+      for (size_t si = 0; si < reg->sources().size(); si++) {
+        if (reg->sources()[si].topic != topic) continue;
+        planned = true;
+        std::string why = planner.Plan(*reg, static_cast<int>(si), json, now, skew, &updates, &stats);
+        if (why.empty()) applied++;
+        else stats.Reject(why);
+      }
+      if (!planned) stats.Reject("no_source");
+      rd_kafka_timestamp_type_t tt;
+      int64_t ts = rd_kafka_message_timestamp(m, &tt);
+      if (ts > 0) kafka_ts.push_back(ts);
+      {
+        std::lock_guard lk(mu_);
+        auto it = parts_.find({topic, m->partition});
+        if (it != parts_.end()) it->second.position = m->offset + 1;
+      }
+      rd_kafka_message_destroy(m);
+    }
+    stats.events_applied.fetch_add(applied, std::memory_order_relaxed);
+    ApplyBatch(std::move(updates), reg, std::move(kafka_ts));
+    // Bounded hand-off: do not run ahead of the shards by more than a few batches.
+    for (int i = 0; i < 100000 && in_flight_.load() > 2 * sink_->ShardCount() && !stop_.load(); i++)
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+void KafkaIngest::ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_ptr<const Registry>& reg,
+                             std::vector<int64_t> kafka_ts) {
+  int n = sink_->ShardCount();
+  std::vector<std::shared_ptr<std::vector<ViewUpdate>>> per(static_cast<size_t>(n));
+  for (auto& u : updates) {
+    u.key_hash = HashKey(u.key);
+    int s = sink_->ShardOfHash(u.key_hash);
+    auto& p = per[static_cast<size_t>(s)];
+    if (!p) p = std::make_shared<std::vector<ViewUpdate>>();
+    p->push_back(std::move(u));
+  }
+  int shards = 0;
+  for (auto& p : per) shards += p ? 1 : 0;
+  auto remaining = std::make_shared<std::atomic<int>>(shards);
+  auto ts = std::make_shared<std::vector<int64_t>>(std::move(kafka_ts));
+  if (shards == 0) {
+    std::lock_guard lk(mu_);
+    int64_t now = WallMs();
+    for (int64_t t : *ts) {
+      if (delays_.size() < kDelayRing) delays_.push_back(static_cast<double>(now - t));
+      else delays_[delay_pos_++ % kDelayRing] = static_cast<double>(now - t);
+    }
+    return;
+  }
+  for (int s = 0; s < n; s++) {
+    auto batch = per[static_cast<size_t>(s)];
+    if (!batch) continue;
+    in_flight_.fetch_add(1);
+    IngestStats* stats = &sink_->Stats();
+    sink_->RunOnShard(s, [this, batch, reg, remaining, ts, stats](ShardStore& store) {
+      (void)reg;  // the updates point into this registry: it lives until they are applied
+      int64_t now = WallMs();
+      for (const ViewUpdate& u : *batch)
+        if (!ApplyViewUpdate(store, u, now)) stats->ViewSkip(*u.view_name, "wrongtype");
+      in_flight_.fetch_sub(1);
+      if (remaining->fetch_sub(1) == 1) {  // the whole batch is servable now
+        std::lock_guard lk(mu_);
+        for (int64_t t : *ts) {
+          if (delays_.size() < kDelayRing) delays_.push_back(static_cast<double>(now - t));
+          else delays_[delay_pos_++ % kDelayRing] = static_cast<double>(now - t);
+        }
+      }
+    });
+  }
+}
+
+std::vector<PartitionFigures> KafkaIngest::Partitions() const {
+  std::lock_guard lk(mu_);
+  std::vector<PartitionFigures> v;
+  for (auto& [k, f] : parts_) v.push_back(f);
+  return v;
+}
+
+void KafkaIngest::DelayPercentiles(double* p50, double* p99, double* max) const {
+  std::vector<double> d;
+  {
+    std::lock_guard lk(mu_);
+    d = delays_;
+  }
+  *p50 = *p99 = *max = 0;
+  if (d.empty()) return;
+  std::sort(d.begin(), d.end());
+  *p50 = d[d.size() / 2];
+  *p99 = d[std::min(d.size() - 1, d.size() * 99 / 100)];
+  *max = d.back();
+}
+
+void KafkaIngest::Stop() {
+  if (stop_.exchange(true)) return;
+  if (thread_.joinable()) thread_.join();
+  if (h_->consumer) {
+    rd_kafka_consumer_close(h_->consumer);
+    rd_kafka_destroy(h_->consumer);
+    h_->consumer = nullptr;
+  }
+  if (h_->mock) rd_kafka_mock_cluster_destroy(h_->mock);
+  if (h_->mock_host) rd_kafka_destroy(h_->mock_host);
+  h_->mock = nullptr;
+  h_->mock_host = nullptr;
+}
+
+}  // namespace fkv
