@@ -75,6 +75,18 @@ void IngestStats::ViewSkip(const std::string& view, const std::string& reason) {
   view_skips_[view + "_" + reason]++;
 }
 
+void IngestStats::Sample(RejectSample s) {
+  std::lock_guard lk(mu_);
+  if (samples_.size() >= kMaxSamples) return;
+  if (s.payload.size() > 512) s.payload.resize(512);
+  samples_.push_back(std::move(s));
+}
+
+std::vector<RejectSample> IngestStats::samples() const {
+  std::lock_guard lk(mu_);
+  return samples_;
+}
+
 std::map<std::string, uint64_t> IngestStats::rejected_by_reason() const {
   std::lock_guard lk(mu_);
   return reasons_;

@@ -43,9 +43,19 @@ struct ViewUpdate {
   const std::string* view_name = nullptr;  // in the registry, for per-view counters
 };
 
+// One rejected event kept for FINGEST ERRORS.
+struct RejectSample {
+  std::string reason, origin;  // origin: "FEVENT <source>" or "<topic>/<partition>@<offset>"
+  int64_t time_ms = 0;
+  std::string payload;  // the first 512 bytes
+};
+
 // Counters of the event path, shown by INFO ingest. Thread-safe.
 class IngestStats {
  public:
+  static constexpr size_t kMaxSamples = 32;  // the first rejected events are kept
+  void Sample(RejectSample s);
+  std::vector<RejectSample> samples() const;
   std::atomic<uint64_t> events_applied{0};
   std::atomic<uint64_t> events_rejected{0};
   std::atomic<uint64_t> events_too_old{0};   // (event, aggregation) pairs dropped as too old
@@ -58,6 +68,7 @@ class IngestStats {
  private:
   mutable std::mutex mu_;
   std::map<std::string, uint64_t> reasons_, view_skips_;
+  std::vector<RejectSample> samples_;
 };
 
 class EventPlanner {

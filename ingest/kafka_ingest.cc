@@ -26,6 +26,7 @@ struct KafkaIngest::Handles {
   rd_kafka_t* mock_host = nullptr;
   rd_kafka_mock_cluster_t* mock = nullptr;
   rd_kafka_t* consumer = nullptr;
+  rd_kafka_t* dlq = nullptr;  // producer of the dead-letter topic
   std::set<std::string> assigned_topics;
 };
 
@@ -44,6 +45,7 @@ std::string KafkaIngest::Start() {
     h_->mock = rd_kafka_mock_cluster_new(h_->mock_host, 1);
     if (h_->mock == nullptr) return "cannot start the mock cluster";
     for (const auto& s : reg->sources()) rd_kafka_mock_topic_create(h_->mock, s.topic.c_str(), 4, 1);
+    if (!settings_.dlq_topic.empty()) rd_kafka_mock_topic_create(h_->mock, settings_.dlq_topic.c_str(), 1, 1);
     bootstrap_ = rd_kafka_mock_cluster_bootstraps(h_->mock);
   } else {
     bootstrap_ = settings_.brokers;
@@ -76,6 +78,14 @@ std::string KafkaIngest::Start() {
   h_->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
   if (h_->consumer == nullptr) return std::string("cannot create the Kafka consumer: ") + err;
   rd_kafka_poll_set_consumer(h_->consumer);
+  if (!settings_.dlq_topic.empty()) {
+    rd_kafka_conf_t* pc = rd_kafka_conf_new();
+    rd_kafka_conf_set(pc, "bootstrap.servers", bootstrap_.c_str(), err, sizeof err);
+    rd_kafka_conf_set(pc, "linger.ms", "5", err, sizeof err);
+    rd_kafka_conf_set(pc, "log_level", "3", err, sizeof err);
+    h_->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
+    if (h_->dlq == nullptr) return std::string("cannot create the dead-letter producer: ") + err;
+  }
   std::string a = Assign();
   if (!a.empty()) spdlog::warn("kafka: {} (will retry)", a);
   thread_ = std::thread([this] { Run(); });
@@ -173,9 +183,9 @@ void KafkaIngest::Run() {
         planned = true;
         std::string why = planner.Plan(*reg, static_cast<int>(si), json, now, skew, &updates, &stats);
         if (why.empty()) applied++;
-        else stats.Reject(why);
+        else DeadLetter(m, why, &stats);
       }
-      if (!planned) stats.Reject("no_source");
+      if (!planned) DeadLetter(m, "no_source", &stats);
       rd_kafka_timestamp_type_t tt;
       int64_t ts = rd_kafka_message_timestamp(m, &tt);
       if (ts > 0) kafka_ts.push_back(ts);
@@ -187,11 +197,31 @@ void KafkaIngest::Run() {
       rd_kafka_message_destroy(m);
     }
     stats.events_applied.fetch_add(applied, std::memory_order_relaxed);
+    if (h_->dlq) rd_kafka_poll(h_->dlq, 0);
     ApplyBatch(std::move(updates), reg, std::move(kafka_ts));
     // Bounded hand-off: do not run ahead of the shards by more than a few batches.
     for (int i = 0; i < 100000 && in_flight_.load() > 2 * sink_->ShardCount() && !stop_.load(); i++)
       std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
+}
+
+void KafkaIngest::DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats) {
+  stats->Reject(reason);
+  const char* topic = rd_kafka_topic_name(m->rkt);
+  std::string origin = std::string(topic) + "/" + std::to_string(m->partition) + "@" + std::to_string(m->offset);
+  stats->Sample(RejectSample{reason, origin, WallMs(),
+                             std::string(static_cast<const char*>(m->payload), m->payload ? m->len : 0)});
+  if (h_->dlq == nullptr) return;
+  std::string part = std::to_string(m->partition), off = std::to_string(m->offset);
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      h_->dlq, RD_KAFKA_V_TOPIC(settings_.dlq_topic.c_str()), RD_KAFKA_V_KEY(m->key, m->key_len),
+      RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      RD_KAFKA_V_HEADER("featurekv-reason", reason.data(), static_cast<ssize_t>(reason.size())),
+      RD_KAFKA_V_HEADER("featurekv-topic", topic, -1),
+      RD_KAFKA_V_HEADER("featurekv-partition", part.data(), static_cast<ssize_t>(part.size())),
+      RD_KAFKA_V_HEADER("featurekv-offset", off.data(), static_cast<ssize_t>(off.size())), RD_KAFKA_V_END);
+  if (e == RD_KAFKA_RESP_ERR_NO_ERROR) dlq_sent_.fetch_add(1, std::memory_order_relaxed);
+  else spdlog::warn("kafka: dead-letter produce failed: {}", rd_kafka_err2str(e));
 }
 
 void KafkaIngest::ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_ptr<const Registry>& reg,
@@ -264,6 +294,11 @@ void KafkaIngest::DelayPercentiles(double* p50, double* p99, double* max) const 
 void KafkaIngest::Stop() {
   if (stop_.exchange(true)) return;
   if (thread_.joinable()) thread_.join();
+  if (h_->dlq) {
+    rd_kafka_flush(h_->dlq, 5000);
+    rd_kafka_destroy(h_->dlq);
+    h_->dlq = nullptr;
+  }
   if (h_->consumer) {
     rd_kafka_consumer_close(h_->consumer);
     rd_kafka_destroy(h_->consumer);

@@ -19,6 +19,8 @@
 #include "ingest/event_path.h"
 #include "ingest/registry.h"
 
+struct rd_kafka_message_s;  // librdkafka's message (rdkafka.h)
+
 namespace fkv {
 
 class ShardStore;
@@ -41,6 +43,7 @@ struct KafkaSettings {
   int fetch_wait_max_ms = 10;
   std::vector<std::pair<std::string, std::string>> properties;  // kafka-property
   size_t batch_max = 10000;   // messages per batch
+  std::string dlq_topic;      // kafka-dlq-topic: rejected messages go there ("" = none)
 };
 
 // Per-partition figures for INFO ingest.
@@ -62,12 +65,15 @@ class KafkaIngest {
   std::string bootstrap() const { return bootstrap_; }
   std::vector<PartitionFigures> Partitions() const;
   uint64_t messages() const { return messages_.load(std::memory_order_relaxed); }
+  uint64_t dead_lettered() const { return dlq_sent_.load(std::memory_order_relaxed); }
   // Event-to-servable delay percentiles (ms) over the last 10,000 events.
   void DelayPercentiles(double* p50, double* p99, double* max) const;
 
  private:
   void Run();
   std::string Assign();
+  // Counts a rejected message, keeps a sample, sends it to the DLQ topic.
+  void DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats);
   void ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_ptr<const Registry>& reg,
                   std::vector<int64_t> kafka_ts_ms);
 
@@ -79,6 +85,7 @@ class KafkaIngest {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> messages_{0};
+  std::atomic<uint64_t> dlq_sent_{0};
   std::atomic<int> in_flight_{0};  // batches handed to shards, not yet applied
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, PartitionFigures> parts_;

@@ -335,6 +335,8 @@ void FEvent(CommandContext& c) {
     std::string why = planner.Plan(*reg, src, c.args[i + 2], c.now_ms, skew, updates.get(), &stats);
     if (!why.empty()) {
       stats.Reject(why);
+      stats.Sample(RejectSample{why, "FEVENT " + std::string(c.args[1]) + " #" + std::to_string(i + 1), c.now_ms,
+                                std::string(c.args[i + 2])});
       rejected.emplace_back(i + 1, why);
     }
   }
@@ -452,9 +454,29 @@ void FRegistry(CommandContext& c) {
   c.out.Error("ERR unknown subcommand '" + std::string(c.args[1]) + "'. Try FREGISTRY VERSION or FREGISTRY RELOAD.");
 }
 
+// FINGEST ERRORS: the first rejected events (FEVENT and Kafka), oldest first.
+void FIngest(CommandContext& c) {
+  if (!EqualsNoCase(c.args[1], "ERRORS") || c.args.size() != 2)
+    return c.out.Error("ERR unknown subcommand '" + std::string(c.args[1]) + "'. Try FINGEST ERRORS.");
+  auto samples = c.server->ingest_stats.samples();
+  c.out.Array(samples.size());
+  for (const auto& s : samples) {
+    c.out.Map(4);
+    c.out.Bulk("reason");
+    c.out.Bulk(s.reason);
+    c.out.Bulk("origin");
+    c.out.Bulk(s.origin);
+    c.out.Bulk("time_ms");
+    c.out.Integer(s.time_ms);
+    c.out.Bulk("payload");
+    c.out.Bulk(s.payload);
+  }
+}
+
 }  // namespace
 
 void RegisterFeatureFamily(CommandTable& t) {
+  t.Register({"fingest", 2, kCmdReadonly, 0, 0, 0, FIngest, "feature", "FINGEST ERRORS: the first rejected events kept."});
   const uint32_t R = kCmdReadonly, W = kCmdWrite | kCmdDenyOom, M = kCmdMultiShard;
   t.Register({"fget", -2, R | kCmdFast, 1, 1, 1, FGet, "feature", "Returns features of an entity (all of them as a map without names)."});
   t.Register({"fmget", -4, R | M, 1, -1, 1, FMGet, "feature", "Returns features of many entities in one round trip."});

@@ -87,6 +87,7 @@ int Server::Start() {
     KafkaSettings ks;
     ks.brokers = brokers;
     ks.fetch_wait_max_ms = std::stoi(config_.GetString("kafka-fetch-wait-max-ms"));
+    ks.dlq_topic = config_.GetString("kafka-dlq-topic");
     std::string props = config_.GetString("kafka-property");
     std::istringstream in(props);
     for (std::string k, v; in >> k >> v;) ks.properties.emplace_back(k, v);

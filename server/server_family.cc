@@ -346,6 +346,7 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     if (k) {
       line("kafka_bootstrap", k->bootstrap());
       num("kafka_messages", k->messages());
+      num("kafka_dead_lettered", k->dead_lettered());
       auto parts = k->Partitions();
       int64_t lag = 0;
       for (auto& p : parts)

@@ -261,6 +261,12 @@ TEST_CASE("feature commands through hiredis: FEVENT, FGET, FMGET, FWINDOW, FSET"
   CHECK(r->integer == 4);
   auto bad = cl.Cmd({"FEVENT", "user_events", "not json", ev(44, 1, "click", now_s)});
   CHECK(Str(bad) == "ERR 1 of 2 events rejected: #1: invalid_json");
+  auto samples = cl.Cmd({"FINGEST", "ERRORS"});  // RESP2: one flat array per sample
+  REQUIRE(samples->elements == 1);
+  REQUIRE(samples->element[0]->elements == 8);
+  CHECK(std::string(samples->element[0]->element[1]->str) == "invalid_json");
+  CHECK(std::string(samples->element[0]->element[3]->str) == "FEVENT user_events #1");
+  CHECK(std::string(samples->element[0]->element[7]->str) == "not json");
 
   auto g = cl.Cmd({"FGET", "user:42", "clicks_5m", "purchases_1h", "products_1h", "last_action", "recent_products"});
   REQUIRE(g->elements == 5);

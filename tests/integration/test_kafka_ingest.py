@@ -41,9 +41,10 @@ def wait_for(pred, deadline_s, what):
 
 class KafkaIngestTest(unittest.TestCase):
     def setUp(self):
-        self.mock = MockCluster("--partitions", "4", "--topic", "user_events")
+        self.mock = MockCluster("--partitions", "4", "--topic", "user_events", "--topic", "dead")
         self.srv = ServerProcess(SERVER, shards=3, directives=[("registry", REGISTRY),
-                                                               ("kafka-brokers", self.mock.bootstrap)]).start()
+                                                               ("kafka-brokers", self.mock.bootstrap),
+                                                               ("kafka-dlq-topic", "dead")]).start()
         self.r = self.srv.redis(decode_responses=True)
 
     def tearDown(self):
@@ -128,6 +129,24 @@ class KafkaIngestTest(unittest.TestCase):
         self.assertEqual(int(info["rejected_invalid_json"]), 100)
         self.assertEqual(int(info["view_skipped_user_activity_missing_key"]), 100)
         self.assertGreaterEqual(int(self.r.execute_command("FGET", "product:1", "views_1h")[0]), 100)
+        # Every rejected message is on the dead-letter topic, with its reason in a header.
+        out = subprocess.run(["kcat", "-b", self.mock.bootstrap, "-C", "-t", "dead", "-o", "beginning", "-c", "100",
+                              "-q", "-f", "%h|%s\\n"], capture_output=True, text=True, timeout=60)
+        dead = [l for l in out.stdout.splitlines() if l]
+        self.assertEqual(len(dead), 100)
+        self.assertEqual(sorted(l.split("|", 1)[1] for l in dead), sorted("not json %d" % i for i in range(0, 300, 3)))
+        for l in dead:
+            headers = dict(h.split("=", 1) for h in l.split("|", 1)[0].split(","))
+            self.assertEqual(headers["featurekv-reason"], "invalid_json")
+            self.assertEqual(headers["featurekv-topic"], "user_events")
+        wait_for(lambda: int(info_ingest(self.r)["kafka_dead_lettered"]) == 100, 30, "100 dead-lettered")
+        # The first rejected events are kept for FINGEST ERRORS.
+        samples = self.r.execute_command("FINGEST", "ERRORS")
+        self.assertEqual(len(samples), 32)
+        first = dict(zip(samples[0][::2], samples[0][1::2]))
+        self.assertEqual(first["reason"], "invalid_json")
+        self.assertTrue(first["payload"].startswith("not json"))
+        self.assertTrue(first["origin"].startswith("user_events/"))
 
     def test_event_to_servable_delay_is_reported(self):
         self.produce(200, seed=9)
