@@ -131,6 +131,20 @@ std::vector<std::string> DemoEvents(size_t n, int64_t now_s, uint64_t users = 10
   return ev;
 }
 
+// Plans and applies events, as FEVENT does (the warm-up of the benchmarks).
+void ApplyAll(const Registry& reg, const std::vector<std::string>& events, int64_t now_ms, EventPlanner* planner,
+              ShardStore* store) {
+  std::vector<ViewUpdate> ups;
+  for (const auto& e : events) {
+    ups.clear();
+    planner->Plan(reg, 0, e, now_ms, 300000, &ups, nullptr);
+    for (auto& u : ups) {
+      u.key_hash = HashKey(u.key);
+      ApplyViewUpdate(*store, u, now_ms);
+    }
+  }
+}
+
 // Events/s through decode (simdjson) + plan (filters, keys) + apply (tiles)
 // on one thread, with the demo registry, over Arg(0) users (products =
 // users / 10). The store is warmed with one pass over the events first, so
@@ -144,14 +158,7 @@ void BM_EventDecodePlanApply(benchmark::State& state) {
   std::vector<ViewUpdate> ups;
   size_t i = 0;
   int64_t now_ms = now_s * 1000;
-  for (const auto& e : events) {
-    ups.clear();
-    planner.Plan(*reg, 0, e, now_ms, 300000, &ups, nullptr);
-    for (auto& u : ups) {
-      u.key_hash = HashKey(u.key);
-      ApplyViewUpdate(store, u, now_ms);
-    }
-  }
+  ApplyAll(*reg, events, now_ms, &planner, &store);
   for (auto _ : state) {
     ups.clear();
     planner.Plan(*reg, 0, events[i++ % events.size()], now_ms, 300000, &ups, nullptr);
@@ -172,16 +179,8 @@ void BM_FGetAllDemoFeatures(benchmark::State& state) {
   auto events = DemoEvents(200000, now_s, 10000);  // ~20 events per user
   EventPlanner planner;
   ShardStore store;
-  std::vector<ViewUpdate> ups;
   int64_t now_ms = now_s * 1000;
-  for (const auto& e : events) {
-    ups.clear();
-    planner.Plan(*reg, 0, e, now_ms, 300000, &ups, nullptr);
-    for (auto& u : ups) {
-      u.key_hash = HashKey(u.key);
-      ApplyViewUpdate(store, u, now_ms);
-    }
-  }
+  ApplyAll(*reg, events, now_ms, &planner, &store);
   auto feats = reg->FeaturesOf("user");
   std::string out;
   ReplyWriter w(&out, 3);

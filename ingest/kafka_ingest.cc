@@ -239,15 +239,7 @@ void KafkaIngest::ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_
   for (auto& p : per) shards += p ? 1 : 0;
   auto remaining = std::make_shared<std::atomic<int>>(shards);
   auto ts = std::make_shared<std::vector<int64_t>>(std::move(kafka_ts));
-  if (shards == 0) {
-    std::lock_guard lk(mu_);
-    int64_t now = WallMs();
-    for (int64_t t : *ts) {
-      if (delays_.size() < kDelayRing) delays_.push_back(static_cast<double>(now - t));
-      else delays_[delay_pos_++ % kDelayRing] = static_cast<double>(now - t);
-    }
-    return;
-  }
+  if (shards == 0) return RecordDelays(*ts, WallMs());
   for (int s = 0; s < n; s++) {
     auto batch = per[static_cast<size_t>(s)];
     if (!batch) continue;
@@ -259,14 +251,17 @@ void KafkaIngest::ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_
       for (const ViewUpdate& u : *batch)
         if (!ApplyViewUpdate(store, u, now)) stats->ViewSkip(*u.view_name, "wrongtype");
       in_flight_.fetch_sub(1);
-      if (remaining->fetch_sub(1) == 1) {  // the whole batch is servable now
-        std::lock_guard lk(mu_);
-        for (int64_t t : *ts) {
-          if (delays_.size() < kDelayRing) delays_.push_back(static_cast<double>(now - t));
-          else delays_[delay_pos_++ % kDelayRing] = static_cast<double>(now - t);
-        }
-      }
+      if (remaining->fetch_sub(1) == 1) RecordDelays(*ts, now);  // the whole batch is servable now
     });
+  }
+}
+
+void KafkaIngest::RecordDelays(const std::vector<int64_t>& kafka_ts_ms, int64_t servable_ms) {
+  std::lock_guard lk(mu_);
+  for (int64_t t : kafka_ts_ms) {
+    double d = static_cast<double>(servable_ms - t);
+    if (delays_.size() < kDelayRing) delays_.push_back(d);
+    else delays_[delay_pos_++ % kDelayRing] = d;
   }
 }
 

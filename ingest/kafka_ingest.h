@@ -74,6 +74,7 @@ class KafkaIngest {
   std::string Assign();
   // Counts a rejected message, keeps a sample, sends it to the DLQ topic.
   void DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats);
+  void RecordDelays(const std::vector<int64_t>& kafka_ts_ms, int64_t servable_ms);
   void ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_ptr<const Registry>& reg,
                   std::vector<int64_t> kafka_ts_ms);
 

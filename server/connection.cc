@@ -177,7 +177,7 @@ void Connection::Process(int shard) {
   }
 }
 
-bool Connection::Execute(int shard) {
+void Connection::Execute(int shard) {
   Shard& sh = server_->shards().shard(shard);
   sh.counters.Add(sh.counters.commands, 1);
   const CommandSpec* spec = spec_;
@@ -187,29 +187,28 @@ bool Connection::Execute(int shard) {
     for (size_t i = 1; i < args_.size() && list.size() < 128; i++)
       list += "'" + std::string(args_[i].substr(0, 128 - list.size())) + "' ";
     writer_.Error("ERR unknown command '" + std::string(args_[0].substr(0, 128)) + "', with args beginning with: " + list);
-    return true;
+    return;
   }
   last_cmd_.store(spec, std::memory_order_relaxed);
   int argc = static_cast<int>(args_.size());
   if ((spec->arity > 0 && argc != spec->arity) || (spec->arity < 0 && argc < -spec->arity)) {
     writer_.Error(ErrWrongArgs(spec->name));
-    return true;
+    return;
   }
   if (!authenticated_ && !(spec->flags & kCmdNoAuth)) {
     if (server_->config().requirepass_set()) {
       writer_.Error("NOAUTH Authentication required.");
-      return true;
+      return;
     }
     authenticated_ = true;  // requirepass was cleared at run time
   }
   if ((spec->flags & kCmdDenyOom) && server_->config().maxmemory() > 0 &&
       server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory()) {
     writer_.Error("OOM command not allowed when used memory > 'maxmemory'.");
-    return true;
+    return;
   }
   CommandContext ctx{server_, this, spec, args_, writer_, shard, &sh.store, key_hash_, NowMs()};
   spec->handler(ctx);
-  return true;
 }
 
 void Connection::Resume(int shard) {

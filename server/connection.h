@@ -50,7 +50,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   void Process(int shard);   // the parse/dispatch loop, on `shard`'s thread
-  bool Execute(int shard);   // false: the baton moved to another shard
+  void Execute(int shard);   // runs the parsed command on this shard
   void FlushAndRead();       // home thread
   void DoRead();             // home thread
   void Close();              // home thread

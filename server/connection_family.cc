@@ -120,18 +120,12 @@ void Reset(CommandContext& c) {
   c.out.Simple("RESET");
 }
 
-std::vector<int> AllShards(Server* s) {
-  std::vector<int> v;
-  for (int i = 0; i < s->shards().size(); i++) v.push_back(i);
-  return v;
-}
-
 void ClientList(CommandContext& c, std::vector<uint64_t> ids) {
   Server* server = c.server;
   auto lines = std::make_shared<std::vector<std::string>>(static_cast<size_t>(server->shards().size()));
   int64_t now = c.now_ms;
   c.FanOut(
-      AllShards(server),
+      server->shards().All(),
       [server, lines, ids, now](int shard, ShardStore&) {
         std::vector<Connection*> conns(server->shards().shard(shard).clients.begin(), server->shards().shard(shard).clients.end());
         std::sort(conns.begin(), conns.end(), [](Connection* a, Connection* b) { return a->id() < b->id(); });
@@ -188,7 +182,7 @@ void ClientKill(CommandContext& c) {
   auto killed = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(server->shards().size()), 0);
   bool old_style = f.old_style;
   c.FanOut(
-      AllShards(server),
+      server->shards().All(),
       [server, killed, f, me](int shard, ShardStore&) {
         for (Connection* conn : server->shards().shard(shard).clients) {
           if (f.id != 0 && conn->id() != f.id) continue;

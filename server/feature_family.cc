@@ -373,7 +373,9 @@ void FEvent(CommandContext& c) {
       });
 }
 
-void WriteViewSummary(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
+// The head shared by FVIEWS and FINFO: a 5-entry map whose first four
+// entries are name, entity, source and ttl_ms (the caller writes the fifth).
+void WriteViewHead(ReplyWriter& out, const ViewDef& v) {
   out.Map(5);
   out.Bulk("name");
   out.Bulk(v.name);
@@ -383,6 +385,10 @@ void WriteViewSummary(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
   out.Bulk(v.source);
   out.Bulk("ttl_ms");
   out.Integer(v.ttl_ms);
+}
+
+void WriteViewSummary(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
+  WriteViewHead(out, v);
   auto feats = reg.BareFeaturesOf(v.entity);
   std::vector<std::string> names;
   for (auto& [name, f] : feats)
@@ -403,15 +409,7 @@ void FInfo(CommandContext& c) {
   int vi = reg->FindView(c.args[1]);
   if (vi < 0) return c.out.Error("ERR unknown view '" + std::string(c.args[1]) + "'");
   const ViewDef& v = reg->views()[static_cast<size_t>(vi)];
-  c.out.Map(5);
-  c.out.Bulk("name");
-  c.out.Bulk(v.name);
-  c.out.Bulk("entity");
-  c.out.Bulk(v.entity);
-  c.out.Bulk("source");
-  c.out.Bulk(v.source);
-  c.out.Bulk("ttl_ms");
-  c.out.Integer(v.ttl_ms);
+  WriteViewHead(c.out, v);
   c.out.Bulk("aggregations");
   c.out.Array(v.aggs.size());
   for (const auto& a : v.aggs) {
@@ -441,10 +439,8 @@ void FRegistry(CommandContext& c) {
     std::string err = c.server->ReloadRegistryFile(&reg);
     if (!err.empty()) return c.out.Error(err);
     Server* server = c.server;
-    std::vector<int> all;
-    for (int i = 0; i < server->shards().size(); i++) all.push_back(i);
     c.FanOut(
-        all, [server, reg](int shard, ShardStore&) { server->InstallRegistry(server->shards().shard(shard), reg); },
+        server->shards().All(), [server, reg](int shard, ShardStore&) { server->InstallRegistry(server->shards().shard(shard), reg); },
         [server, reg](ReplyWriter& out) {
           server->SetRegistry(reg);
           out.Ok();

@@ -199,19 +199,13 @@ void Scan(CommandContext& c) {
       });
 }
 
-std::vector<int> AllShards(CommandContext& c) {
-  std::vector<int> v;
-  for (int i = 0; i < c.server->shards().size(); i++) v.push_back(i);
-  return v;
-}
-
 void Keys(CommandContext& c) {
   int n = c.server->shards().size();
   auto per = std::make_shared<std::vector<std::vector<std::string>>>(static_cast<size_t>(n));
   std::string pattern(c.args[1]);
   int64_t now = c.now_ms;
   c.FanOut(
-      AllShards(c),
+      c.server->shards().All(),
       [per, pattern, now](int shard, ShardStore& st) {
         auto& out = (*per)[static_cast<size_t>(shard)];
         bool all = pattern == "*";
@@ -236,7 +230,7 @@ void RandomKey(CommandContext& c) {
   auto per = std::make_shared<std::vector<std::string>>(static_cast<size_t>(n));
   int64_t now = c.now_ms;
   c.FanOut(
-      AllShards(c),
+      c.server->shards().All(),
       [per, now](int shard, ShardStore& st) {
         uint64_t cur = 0;
         do {

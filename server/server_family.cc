@@ -18,12 +18,6 @@ namespace fkv {
 
 namespace {
 
-std::vector<int> AllShards(Server* s) {
-  std::vector<int> v;
-  for (int i = 0; i < s->shards().size(); i++) v.push_back(i);
-  return v;
-}
-
 std::string Human(uint64_t bytes) {
   char buf[32];
   const char* units[] = {"B", "K", "M", "G", "T"};
@@ -125,7 +119,7 @@ void Info(CommandContext& c) {
   Server* server = c.server;
   auto figs = std::make_shared<std::vector<Server::ShardFigures>>(static_cast<size_t>(server->shards().size()));
   c.FanOut(
-      AllShards(server),
+      server->shards().All(),
       [figs](int shard, ShardStore& st) {
         auto& f = (*figs)[static_cast<size_t>(shard)];
         f.keys = st.size();
@@ -142,7 +136,7 @@ void DbSize(CommandContext& c) {
   Server* server = c.server;
   auto counts = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(server->shards().size()), 0);
   c.FanOut(
-      AllShards(server),
+      server->shards().All(),
       [counts](int shard, ShardStore& st) { (*counts)[static_cast<size_t>(shard)] = static_cast<int64_t>(st.size()); },
       [counts](ReplyWriter& out) {
         int64_t n = 0;
@@ -155,7 +149,7 @@ void Flush(CommandContext& c) {
   if (c.args.size() > 2) return c.out.Error(kErrSyntax);
   if (c.args.size() == 2 && !EqualsNoCase(c.args[1], "ASYNC") && !EqualsNoCase(c.args[1], "SYNC"))
     return c.out.Error(kErrSyntax);
-  c.FanOut(AllShards(c.server), [](int, ShardStore& st) { st.Clear(); }, [](ReplyWriter& out) { out.Ok(); });
+  c.FanOut(c.server->shards().All(), [](int, ShardStore& st) { st.Clear(); }, [](ReplyWriter& out) { out.Ok(); });
 }
 
 void Time(CommandContext& c) {
@@ -221,7 +215,7 @@ void ConfigCmd(CommandContext& c) {
     server->total_connections = 0;
     server->rejected_connections = 0;
     c.FanOut(
-        AllShards(server),
+        server->shards().All(),
         [server](int shard, ShardStore& st) {
           st.stats() = ShardStats{};
           auto& k = server->shards().shard(shard).counters;

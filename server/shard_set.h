@@ -50,6 +50,12 @@ class ShardSet {
     return static_cast<int>(((hash >> 32) * static_cast<uint64_t>(shards_.size())) >> 32);
   }
   Shard& shard(int i) { return *shards_[static_cast<size_t>(i)]; }
+  // Every shard index, for commands that fan out to all of them.
+  std::vector<int> All() const {
+    std::vector<int> v(shards_.size());
+    for (size_t i = 0; i < v.size(); i++) v[i] = static_cast<int>(i);
+    return v;
+  }
   template <class F>
   void Post(int i, F&& f) {
     asio::post(shards_[static_cast<size_t>(i)]->io, std::forward<F>(f));

@@ -8,7 +8,7 @@
 
 namespace fkv {
 
-void DestroyEntity(EntityRecord* e);  // defined by the features code; weak no-op until then
+void DestroyEntity(EntityRecord* e);  // storage/entity.cc
 
 namespace {
 Record* Alloc(std::string_view key, ValueType type, size_t value_len, int64_t expire_at) {

@@ -70,9 +70,14 @@ bool ShardStore::Erase(std::string_view key, uint64_t hash, int64_t now_ms) {
 }
 
 bool ShardStore::SetExpire(std::string_view key, uint64_t hash, int64_t at, int64_t now_ms) {
-  if (Find(key, hash, now_ms) == nullptr) return false;
   Record** link = table_.FindLink(key, hash);
   Record* r = *link;
+  if (r == nullptr) return false;
+  if (r->has_expiry() && r->expire_at() <= now_ms) {  // already expired: gone, as Find would say
+    Unlink(link);
+    stats_.expired_keys++;
+    return false;
+  }
   if (at != 0 && at <= now_ms) {
     Unlink(link);
     table_.MaybeShrink();
