@@ -7,7 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <set>
+#include <cstring>
 
 #include "storage/key_table.h"
 #include "storage/shard_store.h"
@@ -22,12 +22,16 @@ int64_t WallMs() {
 constexpr size_t kDelayRing = 10000;
 }  // namespace
 
+static void RebalanceTrampoline(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
+                                void* opaque) {
+  KafkaIngest::OnRebalance(rk, static_cast<int>(err), parts, opaque);
+}
+
 struct KafkaIngest::Handles {
   rd_kafka_t* mock_host = nullptr;
   rd_kafka_mock_cluster_t* mock = nullptr;
   rd_kafka_t* consumer = nullptr;
   rd_kafka_t* dlq = nullptr;  // producer of the dead-letter topic
-  std::set<std::string> assigned_topics;
 };
 
 KafkaIngest::KafkaIngest(KafkaSettings settings, IngestSink* sink)
@@ -59,7 +63,7 @@ std::string KafkaIngest::Start() {
   std::string e;
   for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{
            {"bootstrap.servers", bootstrap_},
-           {"group.id", "featurekv-sidecar"},
+           {"group.id", settings_.group.empty() ? "featurekv-sidecar" : settings_.group},
            {"enable.auto.commit", "false"},
            {"enable.auto.offset.store", "false"},
            {"auto.offset.reset", "earliest"},
@@ -75,6 +79,12 @@ std::string KafkaIngest::Start() {
       rd_kafka_conf_destroy(conf);
       return e;
     }
+  if (group_mode()) {
+    // Registering a rebalance callback lets OnRevoked apply the batch in hand
+    // before the partitions go, and OnAssigned resume at our own positions.
+    rd_kafka_conf_set_rebalance_cb(conf, &RebalanceTrampoline);
+    rd_kafka_conf_set_opaque(conf, this);
+  }
   h_->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
   if (h_->consumer == nullptr) return std::string("cannot create the Kafka consumer: ") + err;
   rd_kafka_poll_set_consumer(h_->consumer);
@@ -86,123 +96,239 @@ std::string KafkaIngest::Start() {
     h_->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
     if (h_->dlq == nullptr) return std::string("cannot create the dead-letter producer: ") + err;
   }
-  std::string a = Assign();
+  std::string a = SyncTopics();
   if (!a.empty()) spdlog::warn("kafka: {} (will retry)", a);
   thread_ = std::thread([this] { Run(); });
   return "";
 }
 
-std::string KafkaIngest::Assign() {
-  auto reg = sink_->CurrentRegistry();
-  std::set<std::string> topics;
-  for (const auto& s : reg->sources()) topics.insert(s.topic);
+std::string KafkaIngest::SyncTopics() {
+  std::set<std::string> want;
+  for (const auto& s : sink_->CurrentRegistry()->sources()) want.insert(s.topic);
+  if (want == topics_) return "";
+  if (!group_mode()) return AssignAll(want);
+  rd_kafka_resp_err_t err;
+  if (want.empty()) {
+    err = rd_kafka_unsubscribe(h_->consumer);
+  } else {
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(want.size()));
+    for (const auto& t : want) rd_kafka_topic_partition_list_add(list, t.c_str(), RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(h_->consumer, list);
+    rd_kafka_topic_partition_list_destroy(list);
+  }
+  if (err) return std::string("subscribe failed: ") + rd_kafka_err2str(err);
+  std::string names;
+  for (const auto& t : want) names += (names.empty() ? "" : ", ") + t;
+  spdlog::info("kafka: group {} subscribed to {} topic(s) [{}] at {}", settings_.group, want.size(), names, bootstrap_);
+  topics_ = want;
+  return "";
+}
+
+// Sidecar mode: every partition of every wanted topic, resuming at our own
+// positions; topics the registry no longer names are dropped with theirs.
+std::string KafkaIngest::AssignAll(const std::set<std::string>& want) {
   std::string missing;
-  bool changed = false;
-  for (const auto& t : topics) {
-    if (h_->assigned_topics.count(t)) continue;
+  std::set<std::string> have;
+  for (const auto& t : want) {
+    if (topics_.count(t)) {
+      have.insert(t);
+      continue;
+    }
     rd_kafka_topic_t* rkt = rd_kafka_topic_new(h_->consumer, t.c_str(), nullptr);
     const rd_kafka_metadata_t* md = nullptr;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(h_->consumer, 0, rkt, &md, 2000);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(h_->consumer, 0, rkt, &md, 500);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
         md->topics[0].partition_cnt > 0) {
       std::lock_guard lk(mu_);
       for (int p = 0; p < md->topics[0].partition_cnt; p++) {
-        PartitionFigures f;
+        PartitionFigures& f = parts_[{t, md->topics[0].partitions[p].id}];
         f.topic = t;
         f.partition = md->topics[0].partitions[p].id;
-        parts_[{t, f.partition}] = f;
       }
-      h_->assigned_topics.insert(t);
-      changed = true;
+      have.insert(t);
     } else {
       missing += (missing.empty() ? "" : ", ") + t;
     }
     if (md) rd_kafka_metadata_destroy(md);
     rd_kafka_topic_destroy(rkt);
   }
-  if (changed) {
-    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(parts_.size()));
+  if (have != topics_) {
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(parts_.size()) + 1);
+    size_t n = 0;
     {
       std::lock_guard lk(mu_);
-      for (auto& [k, f] : parts_) {
+      for (auto it = parts_.begin(); it != parts_.end();) {
+        if (!have.count(it->second.topic)) {
+          it = parts_.erase(it);  // the registry dropped this topic
+          continue;
+        }
+        PartitionFigures& f = it->second;
+        f.assigned = true;
         auto* tp = rd_kafka_topic_partition_list_add(list, f.topic.c_str(), f.partition);
         tp->offset = f.position >= 0 ? f.position : RD_KAFKA_OFFSET_BEGINNING;
+        n++;
+        ++it;
       }
     }
+    // The batch in hand may hold messages of a dropped topic: apply it first.
+    if (planner_ != nullptr) ProcessBatch(*planner_);
     rd_kafka_resp_err_t err = rd_kafka_assign(h_->consumer, list);
     rd_kafka_topic_partition_list_destroy(list);
     if (err) return std::string("assign failed: ") + rd_kafka_err2str(err);
-    spdlog::info("kafka: consuming {} partition(s) of {} topic(s) from {}", parts_.size(), h_->assigned_topics.size(), bootstrap_);
+    topics_ = have;
+    spdlog::info("kafka: consuming {} partition(s) of {} topic(s) from {}", n, have.size(), bootstrap_);
   }
   return missing.empty() ? "" : "topic(s) not found yet: " + missing;
 }
 
+void KafkaIngest::OnRebalance(rd_kafka_s* rk, int err, rd_kafka_topic_partition_list_s* parts, void* opaque) {
+  auto* self = static_cast<KafkaIngest*>(opaque);
+  self->rebalances_.fetch_add(1, std::memory_order_relaxed);
+  bool cooperative = std::strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    self->OnAssigned(parts);
+    rd_kafka_error_t* e = nullptr;
+    if (cooperative) e = rd_kafka_incremental_assign(rk, parts);
+    else if (rd_kafka_assign(rk, parts) != RD_KAFKA_RESP_ERR_NO_ERROR) spdlog::error("kafka: assign failed");
+    if (e) {
+      spdlog::error("kafka: incremental assign failed: {}", rd_kafka_error_string(e));
+      rd_kafka_error_destroy(e);
+    }
+    return;
+  }
+  // Revoked (or an error): apply what we hold of these partitions, then let go.
+  self->OnRevoked(parts);
+  if (cooperative) {
+    if (rd_kafka_error_t* e = rd_kafka_incremental_unassign(rk, parts)) rd_kafka_error_destroy(e);
+  } else {
+    rd_kafka_assign(rk, nullptr);
+  }
+}
+
+void KafkaIngest::OnAssigned(rd_kafka_topic_partition_list_s* parts) {
+  std::lock_guard lk(mu_);
+  int resumed = 0;
+  for (int i = 0; i < parts->cnt; i++) {
+    rd_kafka_topic_partition_t* tp = &parts->elems[i];
+    PartitionFigures& f = parts_[{tp->topic, tp->partition}];
+    f.topic = tp->topic;
+    f.partition = tp->partition;
+    f.assigned = true;
+    if (f.position >= 0) {
+      tp->offset = f.position;  // what we applied is in our store: never twice
+      resumed++;
+    }
+  }
+  spdlog::info("kafka: group {} assigned {} partition(s) ({} resume at this process's own position)",
+               settings_.group, parts->cnt, resumed);
+}
+
+void KafkaIngest::OnRevoked(rd_kafka_topic_partition_list_s* parts) {
+  // Called inside rd_kafka_consumer_poll on the ingest thread (or in Stop's
+  // close): the messages polled so far were delivered while we owned their
+  // partitions, so they are applied now, before the partitions go.
+  if (planner_ != nullptr) ProcessBatch(*planner_);
+  WaitApplied();
+  std::lock_guard lk(mu_);
+  for (int i = 0; i < parts->cnt; i++) {
+    auto it = parts_.find({parts->elems[i].topic, parts->elems[i].partition});
+    if (it != parts_.end()) it->second.assigned = false;  // its position stays: resume there if it comes back
+  }
+  spdlog::info("kafka: group {} revoked {} partition(s)", settings_.group, parts->cnt);
+}
+
+void KafkaIngest::Poll() {
+  if (rd_kafka_message_t* m = rd_kafka_consumer_poll(h_->consumer, 100)) batch_.push_back(m);
+  while (!batch_.empty() && batch_.size() < settings_.batch_max) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(h_->consumer, 0);
+    if (m == nullptr) break;
+    batch_.push_back(m);
+  }
+}
+
+void KafkaIngest::WaitApplied() {
+  // Not while stopping: Stop may run on a shard thread, and what was posted
+  // is applied by the shards before they stop anyway.
+  for (int i = 0; i < 50000 && in_flight_.load() > 0 && !stop_.load(); i++) std::this_thread::sleep_for(std::chrono::microseconds(100));
+}
+
 void KafkaIngest::Run() {
   EventPlanner planner;
+  planner_ = &planner;
   auto last_check = std::chrono::steady_clock::now();
-  std::vector<rd_kafka_message_t*> msgs;
   while (!stop_.load()) {
-    msgs.clear();
-    if (rd_kafka_message_t* m = rd_kafka_consumer_poll(h_->consumer, 100)) msgs.push_back(m);
-    while (!msgs.empty() && msgs.size() < settings_.batch_max) {
-      rd_kafka_message_t* m = rd_kafka_consumer_poll(h_->consumer, 0);
-      if (m == nullptr) break;
-      msgs.push_back(m);
-    }
+    Poll();
     auto now_tp = std::chrono::steady_clock::now();
     if (now_tp - last_check > std::chrono::seconds(1)) {
       last_check = now_tp;
-      if (h_->assigned_topics.size() < sink_->CurrentRegistry()->sources().size()) Assign();
+      std::string e = SyncTopics();
+      if (!e.empty()) spdlog::debug("kafka: {}", e);
       std::lock_guard lk(mu_);
       for (auto& [k, f] : parts_) {
         int64_t lo = 0, hi = 0;
-        if (rd_kafka_get_watermark_offsets(h_->consumer, f.topic.c_str(), f.partition, &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        if (f.assigned && rd_kafka_get_watermark_offsets(h_->consumer, f.topic.c_str(), f.partition, &lo, &hi) ==
+                              RD_KAFKA_RESP_ERR_NO_ERROR)
           f.high = hi;
       }
     }
-    if (msgs.empty()) continue;
-    auto reg = sink_->CurrentRegistry();
-    int64_t now = WallMs();
-    int64_t skew = sink_->MaxEventSkewMs();
-    IngestStats& stats = sink_->Stats();
-    std::vector<ViewUpdate> updates;
-    std::vector<int64_t> kafka_ts;
-    uint64_t applied = 0;
-    for (rd_kafka_message_t* m : msgs) {
-      if (m->err) {
-        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) spdlog::warn("kafka: {}", rd_kafka_message_errstr(m));
-        rd_kafka_message_destroy(m);
-        continue;
-      }
-      messages_.fetch_add(1, std::memory_order_relaxed);
-      const char* topic = rd_kafka_topic_name(m->rkt);
-      std::string_view json(static_cast<const char*>(m->payload), m->len);
-      bool planned = false;
-      for (size_t si = 0; si < reg->sources().size(); si++) {
-        if (reg->sources()[si].topic != topic) continue;
-        planned = true;
-        std::string why = planner.Plan(*reg, static_cast<int>(si), json, now, skew, &updates, &stats);
-        if (why.empty()) applied++;
-        else DeadLetter(m, why, &stats);
-      }
-      if (!planned) DeadLetter(m, "no_source", &stats);
-      rd_kafka_timestamp_type_t tt;
-      int64_t ts = rd_kafka_message_timestamp(m, &tt);
-      if (ts > 0) kafka_ts.push_back(ts);
-      {
-        std::lock_guard lk(mu_);
-        auto it = parts_.find({topic, m->partition});
-        if (it != parts_.end()) it->second.position = m->offset + 1;
-      }
-      rd_kafka_message_destroy(m);
-    }
-    stats.events_applied.fetch_add(applied, std::memory_order_relaxed);
-    if (h_->dlq) rd_kafka_poll(h_->dlq, 0);
-    ApplyBatch(std::move(updates), reg, std::move(kafka_ts));
+    ProcessBatch(planner);
     // Bounded hand-off: do not run ahead of the shards by more than a few batches.
     for (int i = 0; i < 100000 && in_flight_.load() > 2 * sink_->ShardCount() && !stop_.load(); i++)
       std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
+  ProcessBatch(planner);  // what was polled is applied, not lost
+  planner_ = nullptr;
+}
+
+void KafkaIngest::ProcessBatch(EventPlanner& planner) {
+  if (batch_.empty()) return;
+  std::vector<rd_kafka_message_t*> msgs;
+  msgs.swap(batch_);
+  auto reg = sink_->CurrentRegistry();
+  int64_t now = WallMs();
+  int64_t skew = sink_->MaxEventSkewMs();
+  IngestStats& stats = sink_->Stats();
+  std::vector<ViewUpdate> updates;
+  std::vector<int64_t> kafka_ts;
+  uint64_t applied = 0;
+  for (rd_kafka_message_t* m : msgs) {
+    if (m->err) {
+      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) spdlog::warn("kafka: {}", rd_kafka_message_errstr(m));
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    const char* topic = rd_kafka_topic_name(m->rkt);
+    {
+      // Our own position is the truth: a message before it is already in the
+      // store (or its partition is no longer ours) and must not count again.
+      std::lock_guard lk(mu_);
+      auto it = parts_.find({topic, m->partition});
+      if (it == parts_.end() || !it->second.assigned || m->offset < it->second.position) {
+        stale_dropped_.fetch_add(1, std::memory_order_relaxed);
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      it->second.position = m->offset + 1;
+    }
+    messages_.fetch_add(1, std::memory_order_relaxed);
+    std::string_view json(static_cast<const char*>(m->payload), m->len);
+    bool planned = false;
+    for (size_t si = 0; si < reg->sources().size(); si++) {
+      if (reg->sources()[si].topic != topic) continue;
+      planned = true;
+      std::string why = planner.Plan(*reg, static_cast<int>(si), json, now, skew, &updates, &stats);
+      if (why.empty()) applied++;
+      else DeadLetter(m, why, &stats);
+    }
+    if (!planned) DeadLetter(m, "no_source", &stats);
+    rd_kafka_timestamp_type_t tt;
+    int64_t ts = rd_kafka_message_timestamp(m, &tt);
+    if (ts > 0) kafka_ts.push_back(ts);
+    rd_kafka_message_destroy(m);
+  }
+  stats.events_applied.fetch_add(applied, std::memory_order_relaxed);
+  if (h_->dlq) rd_kafka_poll(h_->dlq, 0);
+  ApplyBatch(std::move(updates), reg, std::move(kafka_ts));
 }
 
 void KafkaIngest::DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats) {
@@ -268,7 +394,8 @@ void KafkaIngest::RecordDelays(const std::vector<int64_t>& kafka_ts_ms, int64_t 
 std::vector<PartitionFigures> KafkaIngest::Partitions() const {
   std::lock_guard lk(mu_);
   std::vector<PartitionFigures> v;
-  for (auto& [k, f] : parts_) v.push_back(f);
+  for (auto& [k, f] : parts_)
+    if (f.assigned) v.push_back(f);
   return v;
 }
 
@@ -289,15 +416,15 @@ void KafkaIngest::DelayPercentiles(double* p50, double* p99, double* max) const 
 void KafkaIngest::Stop() {
   if (stop_.exchange(true)) return;
   if (thread_.joinable()) thread_.join();
+  if (h_->consumer) {
+    rd_kafka_consumer_close(h_->consumer);  // leaves the group (OnRevoked runs here)
+    rd_kafka_destroy(h_->consumer);
+    h_->consumer = nullptr;
+  }
   if (h_->dlq) {
     rd_kafka_flush(h_->dlq, 5000);
     rd_kafka_destroy(h_->dlq);
     h_->dlq = nullptr;
-  }
-  if (h_->consumer) {
-    rd_kafka_consumer_close(h_->consumer);
-    rd_kafka_destroy(h_->consumer);
-    h_->consumer = nullptr;
   }
   if (h_->mock) rd_kafka_mock_cluster_destroy(h_->mock);
   if (h_->mock_host) rd_kafka_destroy(h_->mock_host);

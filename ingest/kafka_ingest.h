@@ -1,9 +1,18 @@
 // KafkaIngest: the embedded consumer thread (spec §4). In sidecar mode (no
 // kafka-group) it assigns itself every partition of the registry's source
-// topics from the beginning, decodes each message through the same
+// topics; with kafka-group it subscribes to them in that consumer group and
+// the group splits the partitions. It decodes each message through the same
 // EventPlanner as FEVENT and hands the resulting updates to the shards in
 // batches: one hand-off per shard per batch, never a lock a reader waits on.
 // It knows nothing of Asio: the server plugs in through IngestSink.
+//
+// Positions: the process remembers, per partition, the offset after the last
+// message it applied, and resumes there whenever the partition is assigned to
+// it again, so a message is never applied twice by one process. A partition
+// new to the process starts at the group's committed offset, else at the
+// earliest one. Offsets are never committed as messages are applied: only a
+// durable snapshot may commit them (spec §6), so the group's committed offset
+// always has a saved state behind it.
 #pragma once
 
 #include <atomic>
@@ -12,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,7 +29,9 @@
 #include "ingest/event_path.h"
 #include "ingest/registry.h"
 
-struct rd_kafka_message_s;  // librdkafka's message (rdkafka.h)
+struct rd_kafka_message_s;  // librdkafka's types (rdkafka.h)
+struct rd_kafka_s;
+struct rd_kafka_topic_partition_list_s;
 
 namespace fkv {
 
@@ -44,6 +56,7 @@ struct KafkaSettings {
   std::vector<std::pair<std::string, std::string>> properties;  // kafka-property
   size_t batch_max = 10000;   // messages per batch
   std::string dlq_topic;      // kafka-dlq-topic: rejected messages go there ("" = none)
+  std::string group;          // kafka-group: "" = sidecar mode (assign every partition)
 };
 
 // Per-partition figures for INFO ingest.
@@ -52,6 +65,8 @@ struct PartitionFigures {
   int partition = 0;
   int64_t position = -1;  // next offset to read
   int64_t high = -1;      // high watermark
+  int64_t committed = -1; // last offset committed to the group by this process
+  bool assigned = false;  // currently consumed by this process
 };
 
 class KafkaIngest {
@@ -63,7 +78,15 @@ class KafkaIngest {
   std::string Start();
   void Stop();
   std::string bootstrap() const { return bootstrap_; }
+  bool group_mode() const { return !settings_.group.empty(); }
+  // The partitions this process consumes now.
   std::vector<PartitionFigures> Partitions() const;
+  // Rebalances seen (assignments and revocations), for INFO and tests.
+  uint64_t rebalances() const { return rebalances_.load(std::memory_order_relaxed); }
+  // librdkafka's rebalance callback (group mode); opaque is the KafkaIngest.
+  static void OnRebalance(rd_kafka_s* rk, int err, rd_kafka_topic_partition_list_s* parts, void* opaque);
+  // Messages dropped because this process had already applied their offset.
+  uint64_t stale_dropped() const { return stale_dropped_.load(std::memory_order_relaxed); }
   uint64_t messages() const { return messages_.load(std::memory_order_relaxed); }
   uint64_t dead_lettered() const { return dlq_sent_.load(std::memory_order_relaxed); }
   // Event-to-servable delay percentiles (ms) over the last 10,000 events.
@@ -71,7 +94,17 @@ class KafkaIngest {
 
  private:
   void Run();
-  std::string Assign();
+  // Polls up to batch_max messages into batch_ (waits up to 100 ms for the first).
+  void Poll();
+  // Plans batch_ and hands it to the shards; empties batch_.
+  void ProcessBatch(EventPlanner& planner);
+  // Waits (bounded) until every batch handed to the shards has been applied.
+  void WaitApplied();
+  // Follows the registry: sidecar mode (re)assigns, group mode (re)subscribes.
+  std::string SyncTopics();
+  std::string AssignAll(const std::set<std::string>& topics);
+  void OnAssigned(rd_kafka_topic_partition_list_s* parts);
+  void OnRevoked(rd_kafka_topic_partition_list_s* parts);
   // Counts a rejected message, keeps a sample, sends it to the DLQ topic.
   void DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats);
   void RecordDelays(const std::vector<int64_t>& kafka_ts_ms, int64_t servable_ms);
@@ -87,6 +120,11 @@ class KafkaIngest {
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> messages_{0};
   std::atomic<uint64_t> dlq_sent_{0};
+  std::atomic<uint64_t> rebalances_{0};
+  std::atomic<uint64_t> stale_dropped_{0};  // messages at or before an applied position
+  std::vector<rd_kafka_message_s*> batch_;  // polled, not yet planned (ingest thread only)
+  EventPlanner* planner_ = nullptr;         // the ingest thread's, for the rebalance callback
+  std::set<std::string> topics_;            // assigned (sidecar) or subscribed (group)
   std::atomic<int> in_flight_{0};  // batches handed to shards, not yet applied
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, PartitionFigures> parts_;

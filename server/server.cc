@@ -88,6 +88,7 @@ int Server::Start() {
     ks.brokers = brokers;
     ks.fetch_wait_max_ms = std::stoi(config_.GetString("kafka-fetch-wait-max-ms"));
     ks.dlq_topic = config_.GetString("kafka-dlq-topic");
+    ks.group = config_.GetString("kafka-group");
     std::string props = config_.GetString("kafka-property");
     std::istringstream in(props);
     for (std::string k, v; in >> k >> v;) ks.properties.emplace_back(k, v);
@@ -283,10 +284,19 @@ void Server::Cron(Shard& s) {
     used_memory.store(ReadAllocatorStats().allocated, std::memory_order_relaxed);
     uint64_t total = 0;
     for (int i = 0; i < shards_->size(); i++) total += shards_->shard(i).counters.commands.load(std::memory_order_relaxed);
+    uint64_t messages = kafka_ ? kafka_->messages() : 0;
+    uint64_t applied = ingest_stats.events_applied.load(std::memory_order_relaxed);
     if (last_ops_sample_ms_ != 0 && now > last_ops_sample_ms_) {
-      ops_per_sec.store((total - last_cmd_total_) * 1000 / static_cast<uint64_t>(now - last_ops_sample_ms_));
+      auto rate = [&](uint64_t cur, uint64_t last) {
+        return (cur - last) * 1000 / static_cast<uint64_t>(now - last_ops_sample_ms_);
+      };
+      ops_per_sec.store(rate(total, last_cmd_total_));
+      kafka_messages_per_sec.store(rate(messages, last_messages_total_));
+      events_applied_per_sec.store(rate(applied, last_applied_total_));
     }
     last_cmd_total_ = total;
+    last_messages_total_ = messages;
+    last_applied_total_ = applied;
     last_ops_sample_ms_ = now;
   }
 }

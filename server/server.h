@@ -63,6 +63,8 @@ class Server {
   std::atomic<uint64_t> rejected_connections{0};
   std::atomic<uint64_t> used_memory{0};       // sampled by the cron of shard 0
   std::atomic<uint64_t> ops_per_sec{0};       // sampled by the cron of shard 0
+  std::atomic<uint64_t> kafka_messages_per_sec{0};
+  std::atomic<uint64_t> events_applied_per_sec{0};
   std::atomic<uint64_t> stat_reset_ms{0};
 
   // INFO text of `section` ("" = default sections, "all", "everything").
@@ -92,7 +94,7 @@ class Server {
   std::shared_ptr<const Registry> registry_;
   int port_ = 0;
   int64_t start_ms_ = 0;
-  uint64_t last_cmd_total_ = 0;
+  uint64_t last_cmd_total_ = 0, last_messages_total_ = 0, last_applied_total_ = 0;
   int64_t last_ops_sample_ms_ = 0;
 };
 

@@ -339,7 +339,13 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     num("kafka_enabled", k ? 1 : 0);
     if (k) {
       line("kafka_bootstrap", k->bootstrap());
+      line("kafka_mode", k->group_mode() ? "group" : "sidecar");
+      line("kafka_group", config_.GetString("kafka-group"));
+      num("kafka_rebalances", k->rebalances());
+      num("kafka_partitions", k->Partitions().size());
       num("kafka_messages", k->messages());
+      num("kafka_messages_per_sec", kafka_messages_per_sec.load());
+      num("kafka_stale_dropped", k->stale_dropped());
       num("kafka_dead_lettered", k->dead_lettered());
       auto parts = k->Partitions();
       int64_t lag = 0;
@@ -358,11 +364,13 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
       for (auto& p : parts) {
         int64_t pos = std::max<int64_t>(0, p.position);
         line("partition_" + p.topic + "_" + std::to_string(p.partition),
-             "position=" + std::to_string(pos) + ",high=" + std::to_string(p.high) +
+             "position=" + std::to_string(pos) + ",committed=" + std::to_string(p.committed) +
+                 ",high=" + std::to_string(p.high) +
                  ",lag=" + std::to_string(p.high >= 0 ? std::max<int64_t>(0, p.high - pos) : 0));
       }
     }
     num("events_applied", ingest_stats.events_applied.load());
+    num("events_applied_per_sec", events_applied_per_sec.load());
     num("events_rejected", ingest_stats.events_rejected.load());
     for (auto& [reason, n] : ingest_stats.rejected_by_reason()) num("rejected_" + reason, n);
     num("events_too_old", ingest_stats.events_too_old.load());

@@ -2,6 +2,12 @@
 // runs librdkafka's built-in mock cluster in its own process, prints its
 // bootstrap address alone on the first line of standard output, and runs
 // until SIGTERM or SIGINT. For tests, benchmarks and the demo (spec §8).
+//
+// Standard input takes control commands, one per line, each answered with a
+// line "ok" or "error: ..." on standard output:
+//   down            takes every broker down (rd_kafka_mock_broker_set_down)
+//   up              brings every broker back up
+//   topic NAME P    creates topic NAME with P partitions
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <signal.h>
@@ -9,7 +15,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -23,6 +32,34 @@ int PositiveInt(const char* s, const char* what) {
   long v = std::strtol(s, &end, 10);
   if (end == s || *end != '\0' || v < 1 || v > 10000) Usage((std::string("bad ") + what + " '" + s + "'").c_str());
   return static_cast<int>(v);
+}
+// Answers the control commands of standard input until it closes.
+void Control(rd_kafka_mock_cluster_t* mc, int brokers, int replication) {
+  for (std::string line; std::getline(std::cin, line);) {
+    std::istringstream in(line);
+    std::string cmd, name;
+    in >> cmd;
+    std::string reply = "ok";
+    if (cmd == "down" || cmd == "up") {
+      for (int id = 1; id <= brokers; id++) {
+        rd_kafka_resp_err_t e = cmd == "down" ? rd_kafka_mock_broker_set_down(mc, id) : rd_kafka_mock_broker_set_up(mc, id);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) reply = std::string("error: ") + rd_kafka_err2str(e);
+      }
+    } else if (cmd == "topic") {
+      int partitions = 0;
+      if (!(in >> name >> partitions) || partitions < 1) {
+        reply = "error: usage: topic NAME PARTITIONS";
+      } else if (rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(mc, name.c_str(), partitions, replication)) {
+        reply = std::string("error: ") + rd_kafka_err2str(e);
+      }
+    } else if (!cmd.empty()) {
+      reply = "error: unknown command '" + cmd + "' (down, up, topic NAME PARTITIONS)";
+    } else {
+      continue;
+    }
+    std::printf("%s\n", reply.c_str());
+    std::fflush(stdout);
+  }
 }
 }  // namespace
 
@@ -58,8 +95,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "featurekv-mock-kafka: cannot create the mock cluster\n");
     return 1;
   }
+  int replication = brokers < 3 ? brokers : 3;
   for (const auto& t : topics) {
-    rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(mc, t.c_str(), partitions, brokers < 3 ? brokers : 3);
+    rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(mc, t.c_str(), partitions, replication);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
       std::fprintf(stderr, "featurekv-mock-kafka: cannot create topic %s: %s\n", t.c_str(), rd_kafka_err2str(e));
       return 1;
@@ -69,6 +107,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   std::fprintf(stderr, "featurekv-mock-kafka: %d broker(s), %zu topic(s) x %d partition(s); SIGTERM stops\n", brokers,
                topics.size(), partitions);
+  std::thread(Control, mc, brokers, replication).detach();  // ends with standard input, or with the process
   int sig = 0;
   sigwait(&stop, &sig);
   rd_kafka_mock_cluster_destroy(mc);

@@ -49,6 +49,10 @@ int main(int argc, char** argv) {
   uint64_t rate = 1000, count = 0, users = 1000, products = 100, seed = 1;
   char err[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  // Defaults that --property may override. Idempotence: a retry after a
+  // broker outage never writes a message twice.
+  rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof err);
+  rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err);
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") Usage("produces clickstream events");
@@ -74,7 +78,6 @@ int main(int argc, char** argv) {
   if (users == 0 || products == 0) Usage("--users and --products must be positive");
   if (unit != "s" && unit != "ms") Usage("--unit is s or ms");
   rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof err);
-  rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof err);
   rd_kafka_conf_set_dr_msg_cb(conf, OnDelivery);
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
   if (rk == nullptr) {

@@ -39,6 +39,48 @@ def wait_for(pred, deadline_s, what):
     raise AssertionError("timed out waiting for " + what)
 
 
+def build_model(events):
+    """Per user and per product, the demo registry's count and distinct aggregates of `events`."""
+    users, products = {}, {}
+    for e in events:
+        u = users.setdefault(e["user_id"], {"clicks": 0, "purchases": 0, "products": set()})
+        u["clicks"] += e["action"] == "click"
+        u["purchases"] += e["action"] == "purchase"
+        u["products"].add(e["product_id"])
+        p = products.setdefault(e["product_id"], {"views": 0, "purchases": 0, "buyers": set()})
+        p["views"] += e["action"] == "view"
+        p["purchases"] += e["action"] == "purchase"
+        if e["action"] == "purchase":
+            p["buyers"].add(e["user_id"])
+    return users, products
+
+
+def check_model(tc, r, events, users_only=False):
+    """Asserts that every user (and product) aggregate served by r equals the model of events."""
+    users, products = build_model(events)
+    ukeys = sorted(users)
+    got = r.execute_command("FMGET", *["user:%d" % u for u in ukeys], "FEATURES",
+                            "clicks_1h", "purchases_24h", "products_1h")
+    for u, row in zip(ukeys, got):
+        m = users[u]
+        tc.assertEqual(row, [m["clicks"], m["purchases"], len(m["products"])], "user:%d" % u)
+    if users_only:
+        return
+    pkeys = sorted(products)
+    got = r.execute_command("FMGET", *["product:%d" % p for p in pkeys], "FEATURES",
+                            "views_1h", "purchases_1h", "buyers_24h")
+    for p, row in zip(pkeys, got):
+        m = products[p]
+        tc.assertEqual(row, [m["views"], m["purchases"], len(m["buyers"])], "product:%d" % p)
+
+
+def read_events(bootstrap, count, topic="user_events"):
+    """Reads `count` messages back with kcat: a list of (partition, event)."""
+    lines = kcat_read(bootstrap, topic, count)
+    assert len(lines) == count, "read %d of %d messages back" % (len(lines), count)
+    return [(int(l.split(" ", 2)[0]), json.loads(l.split(" ", 2)[2])) for l in lines]
+
+
 class KafkaIngestTest(unittest.TestCase):
     def setUp(self):
         self.mock = MockCluster("--partitions", "4", "--topic", "user_events", "--topic", "dead")
@@ -86,67 +128,84 @@ class KafkaIngestTest(unittest.TestCase):
         info = self.wait_applied(3400)
         for p in range(4):
             self.assertIn("partition_user_events_%d" % p, info)
-        events = [json.loads(l.split(" ", 2)[2]) for l in kcat_read(self.mock.bootstrap, "user_events", 3400)]
-        self.assertEqual(len(events), 3400)
-        users, products = {}, {}
-        for e in events:
-            u = users.setdefault(e["user_id"], {"clicks": 0, "purchases": 0, "products": set()})
-            u["clicks"] += e["action"] == "click"
-            u["purchases"] += e["action"] == "purchase"
-            u["products"].add(e["product_id"])
-            p = products.setdefault(e["product_id"], {"views": 0, "purchases": 0, "buyers": set()})
-            p["views"] += e["action"] == "view"
-            p["purchases"] += e["action"] == "purchase"
-            if e["action"] == "purchase":
-                p["buyers"].add(e["user_id"])
-        ukeys = sorted(users)
-        got = self.r.execute_command("FMGET", *["user:%d" % u for u in ukeys], "FEATURES",
-                                     "clicks_1h", "purchases_24h", "products_1h")
-        for u, row in zip(ukeys, got):
-            m = users[u]
-            self.assertEqual(row, [m["clicks"], m["purchases"], len(m["products"])], "user:%d" % u)
-        pkeys = sorted(products)
-        got = self.r.execute_command("FMGET", *["product:%d" % p for p in pkeys], "FEATURES",
-                                     "views_1h", "purchases_1h", "buyers_24h")
-        for p, row in zip(pkeys, got):
-            m = products[p]
-            self.assertEqual(row, [m["views"], m["purchases"], len(m["buyers"])], "product:%d" % p)
+        check_model(self, self.r, [e for _, e in read_events(self.mock.bootstrap, 3400)])
         self.assertEqual(int(info["kafka_messages"]), 3400)
 
     def test_malformed_messages_are_counted_and_never_stop_ingest(self):
         now = int(time.time())
-        lines = []
-        for i in range(300):
-            if i % 3 == 0:
-                lines.append("not json %d" % i)
-            elif i % 3 == 1:
-                lines.append('{"product_id":1,"action":"view","timestamp":%d}' % now)  # user view skips, product applies
+        bad_kinds = [("invalid_json", lambda i: "not json %d" % i),
+                     ("missing_timestamp", lambda i: '{"user_id":%d,"product_id":2,"action":"click"}' % i),
+                     ("bad_timestamp", lambda i: '{"user_id":%d,"product_id":2,"action":"click","timestamp":"x"}' % i),
+                     ("missing_key", lambda i: '{"action":"click","timestamp":%d,"n":%d}' % (now, i)),
+                     ("bad_key", lambda i: '{"user_id":[%d],"product_id":{"a":1},"action":"view","timestamp":%d}'
+                      % (i, now))]
+        lines, good, expected_reason = [], [], {}
+        for i in range(2000):  # 1,000 bad among 1,000 good, interleaved
+            if i % 2:
+                reason, make = bad_kinds[(i // 2) % len(bad_kinds)]
+                lines.append(make(i))
+                expected_reason[lines[-1]] = reason
             else:
-                lines.append('{"user_id":%d,"product_id":2,"action":"click","timestamp":%d}' % (i, now))
+                e = {"user_id": i % 70, "product_id": i % 13, "action": ["click", "view", "purchase"][i % 3],
+                     "timestamp": now - i % 600}
+                good.append(e)
+                lines.append(json.dumps(e, separators=(",", ":")))
         self.kcat_produce(lines)
-        self.produce(500, seed=5)  # good ones after the bad ones
-        info = self.wait_applied(200 + 500, rejected=100)
-        self.assertEqual(int(info["rejected_invalid_json"]), 100)
-        self.assertEqual(int(info["view_skipped_user_activity_missing_key"]), 100)
-        self.assertGreaterEqual(int(self.r.execute_command("FGET", "product:1", "views_1h")[0]), 100)
+        info = self.wait_applied(1000, rejected=1000)
+        for reason, _ in bad_kinds:
+            self.assertEqual(int(info["rejected_" + reason]), 200, reason)
+        check_model(self, self.r, good)
         # Every rejected message is on the dead-letter topic, with its reason in a header.
-        out = subprocess.run(["kcat", "-b", self.mock.bootstrap, "-C", "-t", "dead", "-o", "beginning", "-c", "100",
+        out = subprocess.run(["kcat", "-b", self.mock.bootstrap, "-C", "-t", "dead", "-o", "beginning", "-c", "1000",
                               "-q", "-f", "%h|%s\\n"], capture_output=True, text=True, timeout=60)
         dead = [l for l in out.stdout.splitlines() if l]
-        self.assertEqual(len(dead), 100)
-        self.assertEqual(sorted(l.split("|", 1)[1] for l in dead), sorted("not json %d" % i for i in range(0, 300, 3)))
+        self.assertEqual(len(dead), 1000)
+        self.assertEqual(sorted(l.split("|", 1)[1] for l in dead), sorted(expected_reason))
         for l in dead:
-            headers = dict(h.split("=", 1) for h in l.split("|", 1)[0].split(","))
-            self.assertEqual(headers["featurekv-reason"], "invalid_json")
+            hdr, payload = l.split("|", 1)
+            headers = dict(h.split("=", 1) for h in hdr.split(","))
+            self.assertEqual(headers["featurekv-reason"], expected_reason[payload], payload)
             self.assertEqual(headers["featurekv-topic"], "user_events")
-        wait_for(lambda: int(info_ingest(self.r)["kafka_dead_lettered"]) == 100, 30, "100 dead-lettered")
+            self.assertIn(headers["featurekv-partition"], {"0", "1", "2", "3"})
+            self.assertTrue(headers["featurekv-offset"].isdigit())
+        wait_for(lambda: int(info_ingest(self.r)["kafka_dead_lettered"]) == 1000, 30, "1000 dead-lettered")
         # The first rejected events are kept for FINGEST ERRORS.
         samples = self.r.execute_command("FINGEST", "ERRORS")
         self.assertEqual(len(samples), 32)
-        first = dict(zip(samples[0][::2], samples[0][1::2]))
-        self.assertEqual(first["reason"], "invalid_json")
-        self.assertTrue(first["payload"].startswith("not json"))
-        self.assertTrue(first["origin"].startswith("user_events/"))
+        for sample in samples:
+            fields = dict(zip(sample[::2], sample[1::2]))
+            self.assertEqual(fields["reason"], expected_reason[fields["payload"]])
+            self.assertTrue(fields["origin"].startswith("user_events/"))
+
+    def test_a_product_only_event_skips_the_user_view_and_feeds_the_product_view(self):
+        now = int(time.time())
+        self.kcat_produce(['{"product_id":1,"action":"view","timestamp":%d}' % now] * 50)
+        info = self.wait_applied(50)
+        self.assertEqual(int(info["view_skipped_user_activity_missing_key"]), 50)
+        self.assertEqual(self.r.execute_command("FGET", "product:1", "views_1h"), [50])
+
+    def test_broker_outage_loses_nothing_and_counts_nothing_twice(self):
+        producer = subprocess.Popen([PRODUCE, "--brokers", self.mock.bootstrap, "--count", "6000", "--rate", "2000",
+                                     "--users", "60", "--products", "25", "--seed", "21"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: int(info_ingest(self.r)["events_applied"]) >= 1000, 30, "ingest under way")
+            self.assertEqual(self.mock.command("down"), "ok")
+            time.sleep(2)  # the outage itself: two seconds without brokers
+            during = int(info_ingest(self.r)["events_applied"])
+            self.assertLess(during, 6000)
+            self.assertEqual(self.mock.command("up"), "ok")
+            _, err = producer.communicate(timeout=120)
+            self.assertEqual(producer.returncode, 0, err)
+        finally:
+            if producer.poll() is None:
+                producer.kill()
+                producer.wait()
+        events = read_events(self.mock.bootstrap, 6000)
+        info = self.wait_applied(6000)
+        self.assertEqual(int(info["kafka_messages"]), 6000)
+        self.assertEqual(int(info["kafka_stale_dropped"]), 0)
+        check_model(self, self.r, [e for _, e in events])
 
     def test_event_to_servable_delay_is_reported(self):
         self.produce(200, seed=9)
@@ -154,6 +213,149 @@ class KafkaIngestTest(unittest.TestCase):
         p50, p99 = float(info["e2s_delay_p50_ms"]), float(info["e2s_delay_p99_ms"])
         self.assertGreaterEqual(p99, p50)
         self.assertLess(p99, 10000)
+
+
+def partitions_of(r):
+    """The partition numbers of user_events this server consumes now (INFO ingest)."""
+    return {int(k.rsplit("_", 1)[1]) for k in info_ingest(r) if k.startswith("partition_user_events_")}
+
+
+class ConsumerGroupTest(unittest.TestCase):
+    """Two featurekv processes in one consumer group (kafka-group)."""
+
+    def setUp(self):
+        self.mock = MockCluster("--partitions", "4", "--topic", "user_events")
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            if s.proc.poll() is None:
+                s.stop()
+        self.mock.kill()
+
+    def member(self):
+        srv = ServerProcess(SERVER, shards=2, directives=[
+            ("registry", REGISTRY), ("kafka-brokers", self.mock.bootstrap), ("kafka-group", "fkv-test"),
+            ("kafka-property", ("session.timeout.ms", "6000")),
+            ("kafka-property", ("heartbeat.interval.ms", "500"))]).start()
+        self.servers.append(srv)
+        return srv, srv.redis(decode_responses=True)
+
+    def settled(self, rs, total):
+        """True when the members together consume `total` partitions, each partition once, with no lag."""
+        parts = [partitions_of(r) for r in rs]
+        if sum(len(p) for p in parts) != total or len(set().union(*parts)) != total:
+            return False
+        for r in rs:  # every partition read to its high watermark, once that is known
+            for k, v in info_ingest(r).items():
+                if k.startswith("partition_"):
+                    f = v if isinstance(v, dict) else dict(kv.split("=") for kv in v.split(","))
+                    if int(f["high"]) < 0 or int(f["position"]) != int(f["high"]):
+                        return False
+        return True
+
+    def test_members_split_the_partitions_and_a_stopped_member_hands_its_share_over(self):
+        a, ra = self.member()
+        wait_for(lambda: len(partitions_of(ra)) == 4, 60, "the first member to take all 4 partitions")
+        # Events flow while the second member joins: the rebalance lands mid-stream.
+        producer = subprocess.Popen([PRODUCE, "--brokers", self.mock.bootstrap, "--count", "4000", "--rate", "2000",
+                                     "--users", "80", "--products", "30", "--seed", "31"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: int(info_ingest(ra)["events_applied"]) >= 500, 30, "ingest under way")
+            b, rb = self.member()
+            _, err = producer.communicate(timeout=120)
+            self.assertEqual(producer.returncode, 0, err)
+        finally:
+            if producer.poll() is None:
+                producer.kill()
+                producer.wait()
+        wait_for(lambda: self.settled([ra, rb], 4), 90, "the two members to split the 4 partitions")
+        pa, pb = partitions_of(ra), partitions_of(rb)
+        self.assertTrue(pa and pb and not pa & pb, (pa, pb))
+        self.assertGreaterEqual(int(info_ingest(ra)["kafka_rebalances"]), 2)
+        events = read_events(self.mock.bootstrap, 4000)
+        # Users are keyed: all of a user's events are in one partition, so the
+        # member owning that partition must hold the user's exact aggregates:
+        # the one that kept it resumed at its own position (nothing twice), the
+        # one that received it started at the beginning (nothing lost).
+        check_model(self, ra, [e for p, e in events if p in pa], users_only=True)
+        check_model(self, rb, [e for p, e in events if p in pb], users_only=True)
+        # A clean stop leaves the group: the other member takes every partition
+        # and, with no committed offsets, reads the handed-over ones from the start.
+        a.stop()
+        wait_for(lambda: self.settled([rb], 4), 90, "the remaining member to take all 4 partitions")
+        check_model(self, rb, [e for _, e in events])
+        self.assertEqual(int(info_ingest(rb)["kafka_stale_dropped"]), 0)
+
+
+class RegistrySubscriptionTest(unittest.TestCase):
+    """A registry reload adds and removes the topics consumed."""
+
+    def test_reload_adds_and_removes_topics(self):
+        mock = MockCluster("--partitions", "2", "--topic", "user_events", "--topic", "orders")
+        d = tempfile.mkdtemp()
+        reg = os.path.join(d, "features.yaml")
+        with open(REGISTRY) as f:
+            demo = f.read()
+        orders = """
+  orders:
+    topic: orders
+    format: json
+    timestamp: {field: ts, unit: s}
+"""
+        order_view = """
+  spend:
+    entity: user
+    source: orders
+    ttl: 1d
+    features:
+      order_total: {agg: sum, field: amount, windows: [1h]}
+"""
+        both = demo.replace("\nentities:", orders + "\nentities:") + order_view
+        orders_only = both.replace("""  user_events:
+    topic: user_events            # Kafka topic
+    format: json
+    timestamp: {field: timestamp, unit: s}   # s | ms | us; absent -> arrival time
+""", "")
+        orders_only = orders_only[:orders_only.index("  user_activity:")] + order_view
+        for text, name in ((demo, "demo"), (both, "both"), (orders_only, "orders only")):
+            self.assertIn("sources:", text, name)
+        with open(reg, "w") as f:
+            f.write(demo)
+        srv = ServerProcess(SERVER, shards=2, directives=[("registry", reg),
+                                                          ("kafka-brokers", mock.bootstrap)]).start()
+        try:
+            r = srv.redis(decode_responses=True)
+            wait_for(lambda: partitions_of(r) == {0, 1}, 30, "user_events assigned")
+            now = int(time.time())
+
+            def kcat(topic, lines):
+                p = subprocess.run(["kcat", "-b", mock.bootstrap, "-P", "-t", topic], input="\n".join(lines) + "\n",
+                                   capture_output=True, text=True, timeout=60)
+                self.assertEqual(p.returncode, 0, p.stderr)
+
+            kcat("orders", ['{"user_id":1,"amount":5,"ts":%d}' % now] * 10)  # not consumed yet
+            kcat("user_events", ['{"user_id":1,"product_id":1,"action":"click","timestamp":%d}' % now] * 3)
+            wait_for(lambda: int(info_ingest(r)["events_applied"]) == 3, 30, "3 clicks")
+            with open(reg, "w") as f:
+                f.write(both)
+            self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+            wait_for(lambda: "partition_orders_1" in info_ingest(r), 30, "orders assigned after the reload")
+            wait_for(lambda: int(info_ingest(r)["events_applied"]) == 13, 30, "the 10 orders")
+            self.assertEqual(r.execute_command("FGET", "user:1", "order_total_1h", "clicks_1h"), ["50", 3])
+            with open(reg, "w") as f:
+                f.write(orders_only)
+            self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+            wait_for(lambda: "partition_user_events_0" not in info_ingest(r), 30, "user_events dropped")
+            kcat("user_events", ['{"user_id":1,"product_id":1,"action":"click","timestamp":%d}' % now] * 5)
+            kcat("orders", ['{"user_id":1,"amount":1,"ts":%d}' % now])
+            wait_for(lambda: int(info_ingest(r)["events_applied"]) == 14, 30, "the last order")
+            self.assertEqual(int(info_ingest(r)["kafka_messages"]), 14)  # no click consumed after the drop
+            self.assertEqual(r.execute_command("FGET", "user:1", "order_total_1h"), ["51"])
+        finally:
+            srv.stop()
+            mock.kill()
 
 
 class MockBrokersTest(unittest.TestCase):
@@ -172,4 +374,4 @@ class MockBrokersTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(argv=[sys.argv[0]], verbosity=1)
+    unittest.main(argv=[sys.argv[0]] + sys.argv[4:], verbosity=1)  # extra arguments pick tests

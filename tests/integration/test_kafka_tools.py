@@ -21,11 +21,18 @@ class MockCluster:
     """Starts featurekv-mock-kafka and reads the bootstrap address (first line)."""
 
     def __init__(self, *args):
-        self.proc = subprocess.Popen([MOCK, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([MOCK, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()  # the tool prints it at once, or exits
         if not line:
             raise RuntimeError("mock cluster printed no address: " + self.proc.stderr.read())
         self.bootstrap = line.strip()
+
+    def command(self, line):
+        """Sends a control command (down, up, topic NAME P); returns its one-line answer."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -35,8 +42,8 @@ class MockCluster:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=20)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            f.close()
 
 
 def kcat_read(bootstrap, topic, expect, deadline_s=60):
@@ -59,6 +66,26 @@ class MockKafkaTest(unittest.TestCase):
             self.assertEqual(topics.get("b"), 4)
             self.assertEqual(len(json.loads(meta.stdout)["brokers"]), 3)
             self.assertEqual(m.stop(), 0)
+        finally:
+            m.kill()
+
+    def test_control_commands_take_the_brokers_down_and_create_topics(self):
+        m = MockCluster("--partitions", "2", "--topic", "a")
+        try:
+            self.assertEqual(m.command("topic fresh 3"), "ok")
+            meta = subprocess.run(["kcat", "-b", m.bootstrap, "-L", "-J"], capture_output=True, text=True, timeout=30)
+            topics = {t["topic"]: len(t["partitions"]) for t in json.loads(meta.stdout)["topics"]}
+            self.assertEqual(topics.get("fresh"), 3)
+            self.assertEqual(m.command("down"), "ok")
+            down = subprocess.run(["kcat", "-b", m.bootstrap, "-L", "-m", "2"], capture_output=True, text=True,
+                                  timeout=30)
+            self.assertNotEqual(down.returncode, 0)  # no broker answers metadata while down
+            self.assertEqual(m.command("up"), "ok")
+            up = subprocess.run(["kcat", "-b", m.bootstrap, "-L", "-m", "10"], capture_output=True, text=True,
+                                timeout=30)
+            self.assertEqual(up.returncode, 0, up.stderr)
+            self.assertTrue(m.command("bogus").startswith("error: unknown command 'bogus'"))
+            self.assertTrue(m.command("topic x").startswith("error: usage"))
         finally:
             m.kill()
 
