@@ -64,6 +64,12 @@ void Extract(simdjson::dom::element root, const std::string& path, FieldValue* o
 
 uint64_t NextEventSeq() { return g_seq.fetch_add(1, std::memory_order_relaxed) + 1; }
 
+void RaiseEventSeq(uint64_t seq) {
+  uint64_t cur = g_seq.load();
+  while (cur < seq && !g_seq.compare_exchange_weak(cur, seq)) {
+  }
+}
+
 void IngestStats::Reject(const std::string& reason) {
   events_rejected.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lk(mu_);

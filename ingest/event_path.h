@@ -92,5 +92,7 @@ bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms);
 
 // A process-wide arrival sequence for last / last_n ties.
 uint64_t NextEventSeq();
+// Makes every later NextEventSeq() larger than `seq` (after a snapshot load).
+void RaiseEventSeq(uint64_t seq);
 
 }  // namespace fkv

@@ -98,8 +98,69 @@ std::string KafkaIngest::Start() {
   }
   std::string a = SyncTopics();
   if (!a.empty()) spdlog::warn("kafka: {} (will retry)", a);
+  {
+    std::lock_guard lk(cut_mu_);
+    thread_running_ = true;
+  }
   thread_ = std::thread([this] { Run(); });
   return "";
+}
+
+void KafkaIngest::SetInitialPositions(const std::vector<snap::KafkaPosition>& positions) {
+  std::lock_guard lk(mu_);
+  for (const auto& p : positions) {
+    PartitionFigures& f = parts_[{p.topic, p.partition}];
+    f.topic = p.topic;
+    f.partition = p.partition;
+    f.position = p.offset;
+    f.committed = p.offset;  // it is durable: it came from a snapshot
+  }
+}
+
+std::vector<snap::KafkaPosition> KafkaIngest::KnownPositions() {
+  std::lock_guard lk(mu_);
+  std::vector<snap::KafkaPosition> v;
+  for (auto& [k, f] : parts_)
+    if (f.position >= 0) v.push_back({f.topic, f.partition, f.position});
+  return v;
+}
+
+void KafkaIngest::RequestCut(std::function<void(std::vector<snap::KafkaPosition>)> cut) {
+  {
+    std::lock_guard lk(cut_mu_);
+    if (thread_running_) {
+      cuts_.push_back(std::move(cut));
+      return;
+    }
+  }
+  cut(KnownPositions());
+}
+
+void KafkaIngest::RunCuts() {
+  std::vector<std::function<void(std::vector<snap::KafkaPosition>)>> cuts;
+  {
+    std::lock_guard lk(cut_mu_);
+    cuts.swap(cuts_);
+  }
+  for (auto& c : cuts) c(KnownPositions());
+}
+
+void KafkaIngest::CommitOffsets(const std::vector<snap::KafkaPosition>& positions) {
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(positions.size()) + 1);
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& p : positions) {
+      auto it = parts_.find({p.topic, p.partition});
+      if (it == parts_.end()) continue;
+      it->second.committed = p.offset;
+      if (it->second.assigned) rd_kafka_topic_partition_list_add(list, p.topic.c_str(), p.partition)->offset = p.offset;
+    }
+  }
+  if (group_mode() && list->cnt > 0 && h_->consumer != nullptr) {
+    rd_kafka_resp_err_t e = rd_kafka_commit(h_->consumer, list, 1);  // async: never blocks the caller
+    if (e) spdlog::warn("kafka: commit of {} offset(s) failed: {}", list->cnt, rd_kafka_err2str(e));
+  }
+  rd_kafka_topic_partition_list_destroy(list);
 }
 
 std::string KafkaIngest::SyncTopics() {
@@ -264,20 +325,37 @@ void KafkaIngest::Run() {
       std::string e = SyncTopics();
       if (!e.empty()) spdlog::debug("kafka: {}", e);
       std::lock_guard lk(mu_);
+      rd_kafka_topic_partition_list_t* unknown = rd_kafka_topic_partition_list_new(4);
       for (auto& [k, f] : parts_) {
         int64_t lo = 0, hi = 0;
         if (f.assigned && rd_kafka_get_watermark_offsets(h_->consumer, f.topic.c_str(), f.partition, &lo, &hi) ==
                               RD_KAFKA_RESP_ERR_NO_ERROR)
           f.high = hi;
+        if (f.assigned && f.position < 0) rd_kafka_topic_partition_list_add(unknown, f.topic.c_str(), f.partition);
       }
+      // Nothing consumed yet: the fetch position (from the group's committed
+      // offset or the earliest one) is where this process's state begins.
+      if (unknown->cnt > 0 && rd_kafka_position(h_->consumer, unknown) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < unknown->cnt; i++) {
+          auto it = parts_.find({unknown->elems[i].topic, unknown->elems[i].partition});
+          if (it != parts_.end() && unknown->elems[i].offset >= 0) it->second.position = unknown->elems[i].offset;
+        }
+      }
+      rd_kafka_topic_partition_list_destroy(unknown);
     }
     ProcessBatch(planner);
+    RunCuts();  // between batches: the snapshot cut sees exactly what was handed over
     // Bounded hand-off: do not run ahead of the shards by more than a few batches.
     for (int i = 0; i < 100000 && in_flight_.load() > 2 * sink_->ShardCount() && !stop_.load(); i++)
       std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   ProcessBatch(planner);  // what was polled is applied, not lost
   planner_ = nullptr;
+  {
+    std::lock_guard lk(cut_mu_);
+    thread_running_ = false;
+  }
+  RunCuts();
 }
 
 void KafkaIngest::ProcessBatch(EventPlanner& planner) {

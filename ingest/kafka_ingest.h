@@ -28,6 +28,7 @@
 
 #include "ingest/event_path.h"
 #include "ingest/registry.h"
+#include "storage/snapshot.h"
 
 struct rd_kafka_message_s;  // librdkafka's types (rdkafka.h)
 struct rd_kafka_s;
@@ -83,6 +84,17 @@ class KafkaIngest {
   std::vector<PartitionFigures> Partitions() const;
   // Rebalances seen (assignments and revocations), for INFO and tests.
   uint64_t rebalances() const { return rebalances_.load(std::memory_order_relaxed); }
+  // Positions from a loaded snapshot: each partition resumes there (before Start).
+  void SetInitialPositions(const std::vector<snap::KafkaPosition>& positions);
+  // The consistent cut of a snapshot: runs cut(positions) on the ingest
+  // thread between two batches, with the positions after the last message
+  // handed to the shards; whatever cut posts to the shards is queued behind
+  // every batch those positions cover, and before any later one. Without a
+  // running ingest thread it runs at once.
+  void RequestCut(std::function<void(std::vector<snap::KafkaPosition>)> cut);
+  // After a snapshot holding `positions` is durable: records them as
+  // committed and, in group mode, commits them to the group.
+  void CommitOffsets(const std::vector<snap::KafkaPosition>& positions);
   // librdkafka's rebalance callback (group mode); opaque is the KafkaIngest.
   static void OnRebalance(rd_kafka_s* rk, int err, rd_kafka_topic_partition_list_s* parts, void* opaque);
   // Messages dropped because this process had already applied their offset.
@@ -125,6 +137,11 @@ class KafkaIngest {
   std::vector<rd_kafka_message_s*> batch_;  // polled, not yet planned (ingest thread only)
   EventPlanner* planner_ = nullptr;         // the ingest thread's, for the rebalance callback
   std::set<std::string> topics_;            // assigned (sidecar) or subscribed (group)
+  std::mutex cut_mu_;
+  bool thread_running_ = false;  // under cut_mu_
+  std::vector<std::function<void(std::vector<snap::KafkaPosition>)>> cuts_;  // under cut_mu_
+  std::vector<snap::KafkaPosition> KnownPositions();
+  void RunCuts();
   std::atomic<int> in_flight_{0};  // batches handed to shards, not yet applied
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, PartitionFigures> parts_;

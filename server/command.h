@@ -65,6 +65,9 @@ struct CommandContext {
   // the only shard is this one, all of it runs inline.
   void FanOut(const std::vector<int>& shards, std::function<void(int, ShardStore&)> per_shard,
               std::function<void(ReplyWriter&)> finish);
+  // Suspends the connection until the returned function is called (once,
+  // from any thread) with what writes the reply; then it goes on.
+  std::function<void(std::function<void(ReplyWriter&)>)> Defer();
 };
 
 class CommandTable {

@@ -190,6 +190,7 @@ void Connection::Execute(int shard) {
     return;
   }
   last_cmd_.store(spec, std::memory_order_relaxed);
+  if (spec->flags & kCmdWrite) sh.counters.Add(sh.counters.writes, 1);
   int argc = static_cast<int>(args_.size());
   if ((spec->arity > 0 && argc != spec->arity) || (spec->arity < 0 && argc < -spec->arity)) {
     writer_.Error(ErrWrongArgs(spec->name));
@@ -282,6 +283,19 @@ void CommandContext::FanOut(const std::vector<int>& shards, std::function<void(i
       }
     });
   }
+}
+
+std::function<void(std::function<void(ReplyWriter&)>)> CommandContext::Defer() {
+  ShardSet* set = &server->shards();
+  std::shared_ptr<Connection> self = conn->self();
+  int origin = shard;
+  conn->Suspend();
+  return [set, self, origin](std::function<void(ReplyWriter&)> reply) {
+    set->Post(origin, [self, origin, reply = std::move(reply)] {
+      reply(self->writer());
+      self->Resume(origin);
+    });
+  };
 }
 
 }  // namespace fkv

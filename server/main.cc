@@ -23,15 +23,18 @@ spdlog::level::level_enum LogLevel(const std::string& l) {
 int main(int argc, char** argv) {
   using namespace fkv;
   signal(SIGPIPE, SIG_IGN);
+  signal(SIGXFSZ, SIG_IGN);  // a file size limit fails the snapshot write (EFBIG), not the process
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
-    std::cout << "usage: featurekv-server [conf-file] [--directive value ...]\n";
+    std::cout << "usage: featurekv-server [conf-file] [--directive value ...] [--ignore-snapshot]\n";
     return 0;
   }
   if (!args.empty() && (args[0] == "--version" || args[0] == "-v")) {
     std::cout << "featurekv-server " << FKV_VERSION << "\n";
     return 0;
   }
+  bool ignore_snapshot = false;
+  std::erase_if(args, [&](const std::string& a) { return a == "--ignore-snapshot" && (ignore_snapshot = true); });
   Config config;
   try {
     if (!args.empty() && args[0].rfind("--", 0) != 0) {
@@ -58,6 +61,7 @@ int main(int argc, char** argv) {
   }
 
   Server server(config);
+  server.set_ignore_snapshot(ignore_snapshot);
   try {
     server.LoadInitialRegistry();
   } catch (const std::exception& e) {
@@ -75,12 +79,13 @@ int main(int argc, char** argv) {
   }
   std::string registry = config.GetString("registry");
   std::string brokers = config.GetString("kafka-brokers");
-  spdlog::info("featurekv {} port={} shards={} registry={} snapshot=none kafka-brokers={}", FKV_VERSION, port,
+  std::string loaded = server.snapshots().figures().loaded_from;
+  spdlog::info("featurekv {} port={} shards={} registry={} snapshot={} kafka-brokers={}", FKV_VERSION, port,
                config.shards(),
                registry.empty() ? "none (no views: plain Redis commands only)"
                                 : registry + " (version " + server.registry()->version() + ", " +
                                       std::to_string(server.registry()->views().size()) + " views)",
-               brokers.empty() ? "none" : brokers);
+               loaded.empty() ? "none" : loaded, brokers.empty() ? "none" : brokers);
   std::string binds;
   for (const auto& b : config.bind()) binds += (binds.empty() ? "" : ",") + b;
   spdlog::info("Ready to accept connections tcp {} port {}", binds, port);

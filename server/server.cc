@@ -44,12 +44,13 @@ class ServerSink : public IngestSink {
 };
 }  // namespace
 
-Server::Server(Config& config) : config_(config) {}
+Server::Server(Config& config) : config_(config), snapshots_(std::make_unique<SnapshotManager>(this)) {}
 
 Server::~Server() {
   Shutdown("destructor");
   Wait();
-  kafka_.reset();  // after the shards: no batch of it can still run
+  snapshots_.reset();  // its worker finishes what it holds while the rest still exists
+  kafka_.reset();      // after the shards: no batch of it can still run
 }
 
 int Server::Start() {
@@ -78,6 +79,12 @@ int Server::Start() {
   WaitSignal();
   for (size_t i = 0; i < acceptors_.size(); i++) Accept(i);
   for (int i = 0; i < shards_->size(); i++) shards_->shard(i).registry = registry();
+  std::vector<snap::KafkaPosition> positions;
+  if (ignore_snapshot_) {
+    spdlog::warn("--ignore-snapshot: starting empty, whatever the snapshot directory holds");
+  } else if (std::string err = snapshots_->Load(&positions); !err.empty()) {
+    throw std::runtime_error(err + " (start with --ignore-snapshot to start empty)");
+  }
   shards_->Start([this](Shard& s) {
     s.cron = std::make_unique<asio::steady_timer>(s.io);
     ScheduleCron(s);
@@ -94,6 +101,7 @@ int Server::Start() {
     for (std::string k, v; in >> k >> v;) ks.properties.emplace_back(k, v);
     sink_ = std::make_unique<ServerSink>(this);
     kafka_ = std::make_unique<KafkaIngest>(ks, sink_.get());
+    kafka_->SetInitialPositions(positions);
     std::string err = kafka_->Start();
     if (!err.empty()) throw std::runtime_error("kafka: " + err);
   }
@@ -107,7 +115,12 @@ void Server::WaitSignal() {
       ReloadOnSignal();
       return WaitSignal();
     }
-    Shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    std::string name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+    WaitSignal();  // a second signal during the save exits at once
+    ShutdownWithSave(name, SaveMode::kDefault, [name](const std::string& err) {
+      spdlog::error("{}: the snapshot failed ({}): not exiting (SHUTDOWN NOSAVE or a second {} exits without one)",
+                    name, err, name);
+    });
   });
 }
 
@@ -168,6 +181,7 @@ void Server::InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& re
   do {
     cur = s.store.Scan(cur, now, [&](Record* r) {
       if (r->type != ValueType::kFeature) return;
+      s.store.BeforeWrite(r);  // a running snapshot keeps the state of its cut
       EntityRecord* e = r->entity();
       e->DropAggsIf([&](uint64_t view, uint64_t sig) { return !keep.count({view, sig}); });
       bool changed = e->empty();
@@ -217,6 +231,22 @@ void Server::Shutdown(const std::string& reason) {
     }
     if (signals_) signals_->cancel();
     shards_->Stop();
+  });
+}
+
+void Server::ShutdownWithSave(const std::string& reason, SaveMode mode,
+                              std::function<void(const std::string&)> failed) {
+  bool rules = config_.GetString("save").find_first_not_of(' ') != std::string::npos;
+  if (mode == SaveMode::kNoSave || (mode == SaveMode::kDefault && !rules)) return Shutdown(reason);
+  if (shutdown_saving_.exchange(true)) {
+    spdlog::warn("{} while the shutdown snapshot is being written: exiting now without it", reason);
+    return Shutdown(reason);
+  }
+  spdlog::info("{}: saving a snapshot before exiting", reason);
+  snapshots_->Save([this, reason, failed](const std::string& err) {
+    if (err.empty()) return Shutdown(reason);
+    shutdown_saving_ = false;
+    if (failed) failed(err);
   });
 }
 
@@ -293,6 +323,10 @@ void Server::Cron(Shard& s) {
       ops_per_sec.store(rate(total, last_cmd_total_));
       kafka_messages_per_sec.store(rate(messages, last_messages_total_));
       events_applied_per_sec.store(rate(applied, last_applied_total_));
+    }
+    if (now - last_autosave_check_ms_ >= 1000 && !stopping_.load()) {
+      last_autosave_check_ms_ = now;
+      snapshots_->MaybeAutoSave(now);
     }
     last_cmd_total_ = total;
     last_messages_total_ = messages;

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,6 +17,7 @@
 #include "server/asio.h"
 #include "server/config.h"
 #include "server/shard_set.h"
+#include "server/snapshot.h"
 
 namespace fkv {
 
@@ -34,6 +36,13 @@ class Server {
   void Wait();
   // Any thread: stops accepting, stops the shards.
   void Shutdown(const std::string& reason);
+  // SHUTDOWN and SIGTERM: saves a snapshot first when `save` says so (or,
+  // for kDefault, when save rules are configured), then shuts down. A failed
+  // save keeps the server running and calls failed(error), as Redis does.
+  enum class SaveMode { kDefault, kSave, kNoSave };
+  void ShutdownWithSave(const std::string& reason, SaveMode save, std::function<void(const std::string&)> failed);
+  SnapshotManager& snapshots() { return *snapshots_; }
+  void set_ignore_snapshot(bool v) { ignore_snapshot_ = v; }
 
   Config& config() { return config_; }
   ShardSet& shards() { return *shards_; }
@@ -90,6 +99,10 @@ class Server {
   std::atomic<bool> stopping_{false};
   std::unique_ptr<IngestSink> sink_;
   std::unique_ptr<KafkaIngest> kafka_;
+  std::unique_ptr<SnapshotManager> snapshots_;
+  bool ignore_snapshot_ = false;
+  std::atomic<bool> shutdown_saving_{false};
+  int64_t last_autosave_check_ms_ = 0;
   mutable std::mutex registry_mu_;
   std::shared_ptr<const Registry> registry_;
   int port_ = 0;

@@ -159,18 +159,55 @@ void Time(CommandContext& c) {
   c.out.Bulk(std::to_string(us % 1000000));
 }
 
-void NotYet(CommandContext& c) { c.out.Error("ERR not implemented yet"); }
 
 void Shutdown(CommandContext& c) {
+  Server::SaveMode mode = Server::SaveMode::kDefault;
+  bool force = false;
   for (size_t i = 1; i < c.args.size(); i++) {
     std::string_view a = c.args[i];
-    if (!EqualsNoCase(a, "NOSAVE") && !EqualsNoCase(a, "SAVE") && !EqualsNoCase(a, "NOW") && !EqualsNoCase(a, "FORCE"))
-      return c.out.Error(kErrSyntax);
+    if (EqualsNoCase(a, "NOSAVE")) mode = Server::SaveMode::kNoSave;
+    else if (EqualsNoCase(a, "SAVE")) mode = Server::SaveMode::kSave;
+    else if (EqualsNoCase(a, "FORCE")) force = true;
+    else if (!EqualsNoCase(a, "NOW")) return c.out.Error(kErrSyntax);
   }
-  // No snapshot exists yet (persistence issue): SAVE and NOSAVE both just stop.
-  c.server->Shutdown("SHUTDOWN command from client id=" + std::to_string(c.conn->id()));
-  c.conn->CloseAfterReply();
+  std::string reason = "SHUTDOWN command from client id=" + std::to_string(c.conn->id());
+  Server* server = c.server;
+  auto reply = c.Defer();  // no reply on success: the connection just closes
+  server->ShutdownWithSave(reason, mode, [server, reason, force, reply](const std::string& err) {
+    if (force) return server->Shutdown(reason + " (FORCE, the snapshot failed: " + err + ")");
+    reply([](ReplyWriter& out) { out.Error("ERR Errors trying to SHUTDOWN. Check logs."); });
+  });
 }
+
+void Save(CommandContext& c) {
+  if (c.server->snapshots().in_progress()) return c.out.Error("ERR Background save already in progress");
+  auto reply = c.Defer();
+  c.server->snapshots().Save([reply](const std::string& err) {
+    reply([err](ReplyWriter& out) {
+      if (err.empty()) out.Simple("OK");
+      else out.Error("ERR " + err);
+    });
+  });
+}
+
+void BgSave(CommandContext& c) {
+  bool schedule = false;
+  if (c.args.size() > 2) return c.out.Error(kErrSyntax);
+  if (c.args.size() == 2) {
+    if (!EqualsNoCase(c.args[1], "SCHEDULE")) return c.out.Error(kErrSyntax);
+    schedule = true;
+  }
+  SnapshotManager& snaps = c.server->snapshots();
+  if (snaps.in_progress()) {
+    if (!schedule) return c.out.Error("ERR Background save already in progress");
+    snaps.Save(nullptr);
+    return c.out.Simple("Background saving scheduled");
+  }
+  snaps.Save(nullptr);
+  c.out.Simple("Background saving started");
+}
+
+void LastSave(CommandContext& c) { c.out.Integer(c.server->snapshots().figures().last_save_ms / 1000); }
 
 void Slowlog(CommandContext& c) {
   std::string_view sub = c.args[1];
@@ -309,12 +346,25 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
   }
   if (on("persistence")) {
     s += "# Persistence\r\n";
+    PersistenceFigures p = snapshots_->figures();
     num("loading", 0);
-    num("rdb_changes_since_last_save", 0);
-    num("rdb_bgsave_in_progress", 0);
-    num("rdb_last_save_time", static_cast<uint64_t>(start_ms_ / 1000));
-    line("rdb_last_bgsave_status", "ok");
-    line("snapshot_status", "not implemented yet");
+    num("rdb_changes_since_last_save", snapshots_->changes_since_save());
+    num("rdb_bgsave_in_progress", p.in_progress ? 1 : 0);
+    num("rdb_last_save_time", static_cast<uint64_t>(p.last_save_ms / 1000));
+    line("rdb_last_bgsave_status", p.last_ok ? "ok" : "err");
+    line("rdb_last_bgsave_time_sec", std::to_string(p.last_duration_ms < 0 ? -1 : p.last_duration_ms / 1000));
+    line("rdb_current_bgsave_time_sec",
+         std::to_string(p.in_progress ? (NowMs() - p.current_start_ms) / 1000 : -1));
+    line("rdb_saves", std::to_string(p.saves_ok));
+    line("snapshot_file", config_.GetString("dir") + "/" + config_.GetString("dbfilename"));
+    line("snapshot_last_duration_ms", std::to_string(p.last_duration_ms));
+    num("snapshot_last_bytes", p.last_bytes);
+    num("snapshot_last_records", p.last_records);
+    num("snapshot_saves_failed", p.saves_failed);
+    line("snapshot_last_error", p.last_error);
+    line("snapshot_loaded_from", p.loaded_from);
+    num("snapshot_loaded_records", p.loaded_records);
+    num("snapshot_load_ms", static_cast<uint64_t>(p.load_duration_ms));
     s += "\r\n";
   }
   if (on("stats")) {
@@ -399,9 +449,9 @@ void RegisterServerFamily(CommandTable& t) {
   t.Register({"time", 1, kCmdFast | L, 0, 0, 0, Time, "server", "Returns the server time."});
   t.Register({"flushdb", -1, kCmdWrite | M, 0, 0, 0, Flush, "server", "Removes all keys from the current database."});
   t.Register({"flushall", -1, kCmdWrite | M, 0, 0, 0, Flush, "server", "Removes all keys from all databases."});
-  t.Register({"save", 1, A, 0, 0, 0, NotYet, "server", "Synchronously saves the database to disk (snapshot issue: not yet)."});
-  t.Register({"bgsave", -1, A, 0, 0, 0, NotYet, "server", "Asynchronously saves the database to disk (snapshot issue: not yet)."});
-  t.Register({"lastsave", 1, L, 0, 0, 0, NotYet, "server", "Returns the Unix timestamp of the last successful save (not yet)."});
+  t.Register({"save", 1, A, 0, 0, 0, Save, "server", "Saves a snapshot and replies when it is durable (serving goes on)."});
+  t.Register({"bgsave", -1, A, 0, 0, 0, BgSave, "server", "Starts a snapshot in the background."});
+  t.Register({"lastsave", 1, L, 0, 0, 0, LastSave, "server", "Returns the Unix timestamp of the last successful save."});
   t.Register({"shutdown", -1, A | L, 0, 0, 0, Shutdown, "server", "Synchronously saves the database(s) to disk and shuts down the server."});
   t.Register({"slowlog", -2, A, 0, 0, 0, Slowlog, "server", "A container for slow log commands (the log is not recorded yet)."});
 }

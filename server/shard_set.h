@@ -23,6 +23,7 @@ class Connection;
 // Counters written by one thread only, read by any (INFO).
 struct alignas(64) ThreadCounters {
   std::atomic<uint64_t> commands{0};
+  std::atomic<uint64_t> writes{0};  // write commands: changes for the save rules
   std::atomic<uint64_t> net_input{0};
   std::atomic<uint64_t> net_output{0};
   void Add(std::atomic<uint64_t>& c, uint64_t n) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }

@@ -84,6 +84,17 @@ class DistinctSeries {
   bool empty() const { return exact_.empty() && sketches_.empty(); }
   size_t MemoryUsage() const;
   static double Estimate(const std::vector<uint8_t>& regs);
+  // The raw state, for snapshots.
+  using Exact = std::vector<std::pair<int64_t, uint64_t>>;
+  using Sketches = std::vector<std::pair<int64_t, std::unique_ptr<std::vector<uint8_t>>>>;
+  const Exact& exact() const { return exact_; }
+  const Sketches& sketches() const { return sketches_; }
+  // Replaces the state; the caller has checked that both are sorted, exact
+  // pairs are unique and sketches hold kRegisters registers.
+  void Restore(Exact exact, Sketches sketches) {
+    exact_ = std::move(exact);
+    sketches_ = std::move(sketches);
+  }
   static void HllAdd(std::vector<uint8_t>* regs, uint64_t h);
 
  private:
@@ -105,6 +116,8 @@ class LastList {
   // Inserts keeping at most n items (the newest by (ts, seq)).
   void Add(int64_t ts, uint64_t seq, std::string_view value, size_t n);
   const std::vector<LastItem>& items() const { return items_; }
+  // Replaces the items (newest first, as items() gives them), for snapshots.
+  void Restore(std::vector<LastItem> items) { items_ = std::move(items); }
   bool empty() const { return items_.empty(); }
   size_t MemoryUsage() const;
 

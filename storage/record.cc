@@ -19,7 +19,7 @@ Record* Alloc(std::string_view key, ValueType type, size_t value_len, int64_t ex
   r->key_len = static_cast<uint32_t>(key.size());
   r->type = type;
   r->flags = expire_at != 0 ? Record::kHasExpiry : 0;
-  r->reserved = 0;
+  r->snap_epoch = 0;
   if (expire_at != 0) r->set_expire_at(expire_at);
   std::memcpy(const_cast<char*>(r->key().data()), key.data(), key.size());
   return r;

@@ -21,7 +21,7 @@ struct Record {
   uint32_t key_len;
   ValueType type;
   uint8_t flags;
-  uint16_t reserved;
+  uint16_t snap_epoch;  // the last snapshot that has this record (ShardStore)
 
   // Layout after the header: [int64 expire_at_ms if kHasExpiry] key value.
   bool has_expiry() const { return flags & kHasExpiry; }

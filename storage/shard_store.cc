@@ -13,6 +13,7 @@ void ShardStore::Unlink(Record** link) {
 Record* ShardStore::Find(std::string_view key, uint64_t hash, int64_t now_ms) {
   Record** link = table_.FindLink(key, hash);
   Record* r = *link;
+  if (r != nullptr) BeforeWrite(r);  // the caller may change it
   if (r != nullptr && r->has_expiry() && r->expire_at() <= now_ms) {
     Unlink(link);
     stats_.expired_keys++;
@@ -31,6 +32,7 @@ Record* ShardStore::Lookup(std::string_view key, uint64_t hash, int64_t now_ms) 
 void ShardStore::PutString(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at) {
   Record** link = table_.FindLink(key, hash);
   Record* old = *link;
+  if (old != nullptr) BeforeWrite(old);
   if (old != nullptr && old->type == ValueType::kString && old->string_value().size() == value.size() &&
       old->has_expiry() == (expire_at != 0)) {
     // Same shape: overwrite in place, no allocation.
@@ -38,7 +40,7 @@ void ShardStore::PutString(std::string_view key, uint64_t hash, std::string_view
     if (expire_at != 0) old->set_expire_at(expire_at);
     return;
   }
-  Record* r = Record::NewString(key, value, expire_at);
+  Record* r = Stamp(Record::NewString(key, value, expire_at));
   if (expire_at != 0) expires_++;
   if (old != nullptr) {
     table_.ReplaceAt(link, r);
@@ -54,7 +56,7 @@ HashValue* ShardStore::GetOrCreateHash(std::string_view key, uint64_t hash, int6
   Record* r = Find(key, hash, now_ms);
   if (r != nullptr) return r->type == ValueType::kHash ? r->hash_value() : nullptr;
   auto* h = new HashValue();
-  table_.Insert(Record::NewObject(key, ValueType::kHash, h, 0), hash);
+  table_.Insert(Stamp(Record::NewObject(key, ValueType::kHash, h, 0)), hash);
   return h;
 }
 
@@ -62,6 +64,7 @@ bool ShardStore::Erase(std::string_view key, uint64_t hash, int64_t now_ms) {
   Record** link = table_.FindLink(key, hash);
   Record* r = *link;
   if (r == nullptr) return false;
+  BeforeWrite(r);
   bool live = !(r->has_expiry() && r->expire_at() <= now_ms);
   if (!live) stats_.expired_keys++;
   Unlink(link);
@@ -73,6 +76,7 @@ bool ShardStore::SetExpire(std::string_view key, uint64_t hash, int64_t at, int6
   Record** link = table_.FindLink(key, hash);
   Record* r = *link;
   if (r == nullptr) return false;
+  BeforeWrite(r);
   if (r->has_expiry() && r->expire_at() <= now_ms) {  // already expired: gone, as Find would say
     Unlink(link);
     stats_.expired_keys++;
@@ -89,8 +93,8 @@ bool ShardStore::SetExpire(std::string_view key, uint64_t hash, int64_t at, int6
   }
   // The expiry field appears or disappears: rebuild the record around the
   // same value (objects are moved, not copied).
-  Record* nr = r->type == ValueType::kString ? Record::NewString(r->key(), r->string_value(), at)
-                                             : Record::NewObject(r->key(), r->type, r->object(), at);
+  Record* nr = Stamp(r->type == ValueType::kString ? Record::NewString(r->key(), r->string_value(), at)
+                                                   : Record::NewObject(r->key(), r->type, r->object(), at));
   table_.ReplaceAt(link, nr);
   if (at != 0) expires_++;
   else expires_--;
@@ -102,7 +106,7 @@ Record* ShardStore::GetOrCreateEntityRecord(std::string_view key, uint64_t hash,
   Record* r = Find(key, hash, now_ms);
   if (r != nullptr) return r->type == ValueType::kFeature ? r : nullptr;
   auto* e = new EntityRecord();
-  r = Record::NewObject(key, ValueType::kFeature, e, 0);
+  r = Stamp(Record::NewObject(key, ValueType::kFeature, e, 0));
   table_.Insert(r, hash);
   entities_++;
   return r;
@@ -127,6 +131,7 @@ void ShardStore::SyncEntity(std::string_view key, uint64_t hash, int64_t now_ms)
   Record** link = table_.FindLink(key, hash);
   Record* r = *link;
   if (r == nullptr || r->type != ValueType::kFeature) return;
+  BeforeWrite(r);
   if (r->entity()->empty()) {
     Unlink(link);
     table_.MaybeShrink();
@@ -138,6 +143,7 @@ void ShardStore::SyncEntity(std::string_view key, uint64_t hash, int64_t now_ms)
 }
 
 void ShardStore::Clear() {
+  FinishSnapshot();
   table_.Clear();
   entities_ = 0;
   expires_ = 0;
@@ -152,6 +158,7 @@ size_t ShardStore::SweepExpired(int64_t now_ms, size_t max_buckets) {
   for (size_t i = 0; i < max_buckets; i++) {
     if (sweep_cursor_ >= table_.bucket_count()) sweep_cursor_ = 0;
     removed += table_.SweepBucket(sweep_cursor_++, [&](Record* r) {
+      BeforeWrite(r);
       bool remove = r->has_expiry() && r->expire_at() <= now_ms;
       if (!remove && r->type == ValueType::kFeature) remove = r->entity()->Trim(now_ms);
       if (remove) {
@@ -164,6 +171,55 @@ size_t ShardStore::SweepExpired(int64_t now_ms, size_t max_buckets) {
   stats_.expired_keys += removed;
   if (removed > 0) table_.MaybeShrink();
   return removed;
+}
+
+void ShardStore::Emit(Record* r) {
+  r->snap_epoch = epoch_;
+  // Expired at the cut: not part of the snapshot.
+  if (!r->has_expiry() || r->expire_at() > snap_cut_ms_) snap_emit_(*r);
+}
+
+void ShardStore::BeginSnapshot(SnapshotEmit emit, int64_t cut_ms) {
+  snap_emit_ = std::move(emit);
+  snap_cut_ms_ = cut_ms;
+  snap_cursor_ = 0;
+  snap_done_ = false;
+  // Every record now carries an older epoch (records are stamped with the
+  // current one when created); wrapping is harmless because every record is
+  // re-stamped by each snapshot, so none is ever 65,535 snapshots behind.
+  epoch_ = static_cast<uint16_t>(epoch_ + 1);
+  if (epoch_ == 0) epoch_ = 1;
+}
+
+bool ShardStore::SnapshotStep(size_t max_records) {
+  if (!snap_emit_ || snap_done_) return true;
+  size_t seen = 0;
+  do {
+    snap_cursor_ = table_.Scan(snap_cursor_, [&](Record* r) {
+      seen++;
+      BeforeWrite(r);
+    });
+    if (snap_cursor_ == 0) snap_done_ = true;
+  } while (!snap_done_ && seen < max_records);
+  return snap_done_;
+}
+
+void ShardStore::FinishSnapshot() {
+  while (snap_emit_ && !SnapshotStep(SIZE_MAX)) {
+  }
+}
+
+void ShardStore::EndSnapshot() { snap_emit_ = nullptr; }
+
+void ShardStore::AdoptString(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at) {
+  table_.Insert(Stamp(Record::NewString(key, value, expire_at)), hash);
+  if (expire_at != 0) expires_++;
+}
+
+void ShardStore::AdoptObject(std::string_view key, uint64_t hash, ValueType type, void* obj, int64_t expire_at) {
+  table_.Insert(Stamp(Record::NewObject(key, type, obj, expire_at)), hash);
+  if (expire_at != 0) expires_++;
+  if (type == ValueType::kFeature) entities_++;
 }
 
 }  // namespace fkv

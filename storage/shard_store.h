@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -74,13 +75,45 @@ class ShardStore {
   size_t SweepExpired(int64_t now_ms, size_t max_buckets);
   size_t bucket_count() const { return table_.bucket_count(); }
 
+  // ---- Snapshots without fork (server/snapshot.cc drives them). The cut is
+  // BeginSnapshot: every record that exists then is emitted exactly once, in
+  // its state at that instant, either by SnapshotStep (table order, in
+  // slices between requests) or by the first access after the cut that
+  // could change it (BeforeWrite, called by every lookup and write here),
+  // whichever comes first. Records created after the cut are not emitted.
+  // A record's snap_epoch says whether the current snapshot has it.
+  using SnapshotEmit = std::function<void(const Record&)>;
+  void BeginSnapshot(SnapshotEmit emit, int64_t cut_ms);
+  // Emits up to `max_records` more; true when the whole table is done.
+  bool SnapshotStep(size_t max_records);
+  // Emits everything left now (before a change to the whole store).
+  void FinishSnapshot();
+  void EndSnapshot();
+  bool snapshotting() const { return static_cast<bool>(snap_emit_); }
+  void BeforeWrite(Record* r) {
+    if (snap_emit_ && r->snap_epoch != epoch_) Emit(r);
+  }
+  // Adds a record read from a snapshot (the key must be absent).
+  void AdoptString(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at);
+  void AdoptObject(std::string_view key, uint64_t hash, ValueType type, void* obj, int64_t expire_at);
+
  private:
+  void Emit(Record* r);
+  Record* Stamp(Record* r) {
+    r->snap_epoch = epoch_;
+    return r;
+  }
   void Unlink(Record** link);
   KeyTable table_;
   size_t expires_ = 0;   // live records with an expiry
   size_t entities_ = 0;  // records of type kFeature
   size_t sweep_cursor_ = 0;
   ShardStats stats_;
+  SnapshotEmit snap_emit_;
+  uint16_t epoch_ = 0;
+  uint64_t snap_cursor_ = 0;
+  bool snap_done_ = false;
+  int64_t snap_cut_ms_ = 0;
 };
 
 }  // namespace fkv

@@ -54,8 +54,12 @@ class ServerProcess:
     directive without value.
     """
 
-    def __init__(self, binary, shards=1, directives=None, start_timeout=10.0):
+    def __init__(self, binary, shards=1, directives=None, start_timeout=10.0, data_dir=None, extra_args=()):
+        """data_dir: the snapshot directory (`--dir`), kept across restarts;
+        by default the process's own temporary directory."""
         self.binary = os.path.abspath(binary)
+        self.data_dir = data_dir
+        self.extra_args = list(extra_args)
         self.shards = shards
         if directives is None:
             directives = []
@@ -74,6 +78,9 @@ class ServerProcess:
 
     def argv(self):
         args = [self.binary, "--port", "0", "--logfile", self.logfile, "--shards", str(self.shards)]
+        if self.data_dir is not None:
+            args += ["--dir", self.data_dir]
+        args += self.extra_args
         for name, value in self.directives:
             args.append("--" + name)
             if value is None:

@@ -236,6 +236,7 @@ class ConsumerGroupTest(unittest.TestCase):
     def member(self):
         srv = ServerProcess(SERVER, shards=2, directives=[
             ("registry", REGISTRY), ("kafka-brokers", self.mock.bootstrap), ("kafka-group", "fkv-test"),
+            ("save", ""),  # no snapshot, so no offset is ever committed (test_snapshots.py covers commits)
             ("kafka-property", ("session.timeout.ms", "6000")),
             ("kafka-property", ("heartbeat.interval.ms", "500"))]).start()
         self.servers.append(srv)

@@ -423,10 +423,16 @@ class CompatTests:
         self.assertEqual(self.r.dbsize(), 0)
         self.assertEqual(self.err("FLUSHALL", "FOO"), ERR_SYNTAX)
 
-    def test_save_bgsave_lastsave_not_implemented_yet(self):
-        for cmd in ("SAVE", "BGSAVE", "LASTSAVE"):
-            with self.subTest(cmd=cmd):
-                self.assertEqual(self.err(cmd), "ERR not implemented yet")
+    def test_save_bgsave_lastsave(self):
+        before = self.r.lastsave()
+        self.r.set("saved", "1")
+        self.assertTrue(self.r.save())
+        self.assertGreaterEqual(self.r.lastsave(), before)
+        self.assertTrue(self.r.bgsave())  # redis-py maps "Background saving started" to True
+        self.assertTrue(self.r.bgsave(schedule=True))
+        self.assertEqual(self.err("BGSAVE", "NOW"), "ERR syntax error")
+        wait_until(lambda: self.r.info("persistence")["rdb_bgsave_in_progress"] == 0, 10, what="the saves to end")
+        self.assertEqual(self.r.info("persistence")["rdb_last_bgsave_status"], "ok")
 
     def test_slowlog_get_len_reset(self):
         self.assertEqual(self.r.slowlog_get(), [])

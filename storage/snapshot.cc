@@ -1,0 +1,733 @@
+// Snapshot format: see snapshot.h and docs/architecture.md.
+#include "storage/snapshot.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace fkv::snap {
+
+namespace {
+
+uint64_t FrameSeed(uint8_t kind, uint16_t section, uint32_t len) {
+  return uint64_t{kind} | (uint64_t{section} << 16) | (uint64_t{len} << 32);
+}
+
+std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+}  // namespace
+
+const char* FrameName(uint8_t kind) {
+  switch (static_cast<Frame>(kind)) {
+    case Frame::kHeader: return "HEADER";
+    case Frame::kViews: return "VIEWS";
+    case Frame::kKafka: return "KAFKA";
+    case Frame::kRecords: return "RECORDS";
+    case Frame::kSectionEnd: return "SECTION_END";
+    case Frame::kFooter: return "FOOTER";
+  }
+  return "unknown";
+}
+
+void AppendFrame(std::string* out, Frame kind, uint16_t section, std::string_view payload) {
+  auto len = static_cast<uint32_t>(payload.size());
+  auto k = static_cast<uint8_t>(kind);
+  uint64_t sum = XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(k, section, len));
+  char h[kFrameHeaderSize] = {};
+  h[0] = static_cast<char>(k);
+  std::memcpy(h + 2, &section, 2);
+  std::memcpy(h + 4, &len, 4);
+  std::memcpy(h + 8, &sum, 8);
+  out->append(h, sizeof h);
+  out->append(payload);
+}
+
+std::string FileHeader() {
+  std::string s(kMagic, sizeof kMagic);
+  uint32_t v = kVersion, zero = 0;
+  s.append(reinterpret_cast<const char*>(&v), 4);
+  s.append(reinterpret_cast<const char*>(&zero), 4);
+  return s;
+}
+
+// ---- primitives ----
+
+void Enc::Varint(uint64_t v) {
+  while (v >= 0x80) {
+    out_->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out_->push_back(static_cast<char>(v));
+}
+
+bool Dec::Fail(const std::string& why) {
+  if (error_.empty()) error_ = why + " at byte " + std::to_string(offset());
+  p_ = end_;
+  return false;
+}
+
+bool Dec::U8(uint8_t* v) {
+  if (p_ >= end_) return Fail("unexpected end");
+  *v = static_cast<uint8_t>(*p_++);
+  return true;
+}
+
+bool Dec::Varint(uint64_t* v) {
+  uint64_t r = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (p_ >= end_) return Fail("unexpected end in a varint");
+    auto b = static_cast<uint8_t>(*p_++);
+    r |= uint64_t{b & 0x7fu} << shift;
+    if (!(b & 0x80)) {
+      *v = r;
+      return true;
+    }
+  }
+  return Fail("varint too long");
+}
+
+bool Dec::U64(uint64_t* v) {
+  if (end_ - p_ < 8) return Fail("unexpected end");
+  std::memcpy(v, p_, 8);
+  p_ += 8;
+  return true;
+}
+
+bool Dec::I64(int64_t* v) {
+  uint64_t u = 0;
+  if (!U64(&u)) return false;
+  std::memcpy(v, &u, 8);
+  return true;
+}
+
+bool Dec::F64(double* v) {
+  uint64_t u = 0;
+  if (!U64(&u)) return false;
+  std::memcpy(v, &u, 8);
+  return true;
+}
+
+bool Dec::Str(std::string_view* s) {
+  uint64_t n;
+  if (!Varint(&n)) return false;
+  if (n > static_cast<uint64_t>(end_ - p_)) return Fail("string length past the end");
+  *s = {p_, n};
+  p_ += n;
+  return true;
+}
+
+bool Dec::Count(uint64_t* n, size_t min_item_bytes) {
+  if (!Varint(n)) return false;
+  if (min_item_bytes > 0 && *n > static_cast<uint64_t>(end_ - p_) / min_item_bytes) return Fail("count past the end");
+  return true;
+}
+
+// ---- header, views, kafka ----
+
+std::string EncodeHeader(const Header& h) {
+  std::string s;
+  Enc e(&s);
+  e.I64(h.created_ms);
+  e.I64(h.cut_ms);
+  e.Varint(h.sections);
+  e.Str(h.registry_version);
+  e.Str(h.server_version);
+  return s;
+}
+
+bool DecodeHeader(std::string_view payload, Header* h, std::string* err) {
+  Dec d(payload);
+  uint64_t sections = 0;
+  std::string_view rv, sv;
+  if (!d.I64(&h->created_ms) || !d.I64(&h->cut_ms) || !d.Varint(&sections) || !d.Str(&rv) || !d.Str(&sv)) {
+    *err = d.error();
+    return false;
+  }
+  if (sections == 0 || sections > 1024) {
+    *err = "bad section count " + std::to_string(sections);
+    return false;
+  }
+  h->sections = static_cast<uint32_t>(sections);
+  h->registry_version = rv;
+  h->server_version = sv;
+  return true;
+}
+
+std::string EncodeViews(const std::vector<ViewInfo>& views) {
+  std::string s;
+  Enc e(&s);
+  e.Varint(views.size());
+  for (const auto& v : views) {
+    e.U64(v.id);
+    e.Str(v.name);
+    e.Varint(v.aggs.size());
+    for (const auto& [sig, name] : v.aggs) {
+      e.U64(sig);
+      e.Str(name);
+    }
+  }
+  return s;
+}
+
+bool DecodeViews(std::string_view payload, std::vector<ViewInfo>* views, std::string* err) {
+  Dec d(payload);
+  uint64_t n = 0;
+  if (!d.Count(&n, 10)) return (*err = d.error(), false);
+  for (uint64_t i = 0; i < n; i++) {
+    ViewInfo v;
+    std::string_view name;
+    uint64_t na = 0;
+    if (!d.U64(&v.id) || !d.Str(&name) || !d.Count(&na, 9)) return (*err = d.error(), false);
+    v.name = name;
+    for (uint64_t j = 0; j < na; j++) {
+      uint64_t sig;
+      std::string_view an;
+      if (!d.U64(&sig) || !d.Str(&an)) return (*err = d.error(), false);
+      v.aggs.emplace_back(sig, std::string(an));
+    }
+    views->push_back(std::move(v));
+  }
+  return true;
+}
+
+std::string EncodeKafka(const std::vector<KafkaPosition>& positions) {
+  std::string s;
+  Enc e(&s);
+  e.Varint(positions.size());
+  for (const auto& p : positions) {
+    e.Str(p.topic);
+    e.Varint(static_cast<uint32_t>(p.partition));
+    e.I64(p.offset);
+  }
+  return s;
+}
+
+bool DecodeKafka(std::string_view payload, std::vector<KafkaPosition>* positions, std::string* err) {
+  Dec d(payload);
+  uint64_t n = 0;
+  if (!d.Count(&n, 10)) return (*err = d.error(), false);
+  for (uint64_t i = 0; i < n; i++) {
+    KafkaPosition p;
+    std::string_view t;
+    uint64_t part;
+    if (!d.Str(&t) || !d.Varint(&part) || !d.I64(&p.offset)) return (*err = d.error(), false);
+    if (part > INT32_MAX || p.offset < 0) return (*err = "bad Kafka position", false);
+    p.topic = t;
+    p.partition = static_cast<int32_t>(part);
+    positions->push_back(std::move(p));
+  }
+  return true;
+}
+
+// ---- records ----
+
+namespace {
+constexpr uint8_t kHasDistinct = 1, kHasLast = 2;
+
+void EncodeEntity(const EntityRecord& e, Enc& enc) {
+  enc.U8(e.ttl_override ? 1 : 0);
+  enc.Varint(e.views.size());
+  for (const ViewState& v : e.views) {
+    enc.U64(v.view_id);
+    enc.I64(v.newest_ts);
+    enc.I64(v.ttl_ms);
+    enc.Varint(v.aggs.size());
+    size_t off = 0;
+    for (const AggState& a : v.aggs) {
+      enc.U8(static_cast<uint8_t>(a.spec.kind));
+      enc.U64(a.spec.signature);
+      enc.I64(a.spec.resolution_ms);
+      enc.I64(a.spec.max_window_ms);
+      enc.Varint(static_cast<uint64_t>(a.spec.n));
+      enc.Varint(a.tile_len);
+      for (size_t i = 0; i < a.tile_len; i++) enc.F64(v.arena[off + i]);
+      off += a.tile_len;
+      enc.U8((a.distinct ? kHasDistinct : 0) | (a.last ? kHasLast : 0));
+      if (a.distinct) {
+        enc.Varint(a.distinct->exact().size());
+        for (const auto& [tile, h] : a.distinct->exact()) {
+          enc.I64(tile);
+          enc.U64(h);
+        }
+        enc.Varint(a.distinct->sketches().size());
+        for (const auto& [tile, regs] : a.distinct->sketches()) {
+          enc.I64(tile);
+          enc.Str(std::string_view(reinterpret_cast<const char*>(regs->data()), regs->size()));
+        }
+      }
+      if (a.last) {
+        enc.Varint(a.last->items().size());
+        for (const LastItem& it : a.last->items()) {
+          enc.I64(it.ts);
+          enc.U64(it.seq);
+          enc.Str(it.value);
+        }
+      }
+    }
+  }
+}
+
+bool DecodeAgg(Dec& d, ViewState* v, uint64_t* max_seq, std::string* err) {
+  auto fail = [&](const std::string& why) {
+    *err = d.error().empty() ? why + " at byte " + std::to_string(d.offset()) : d.error();
+    return false;
+  };
+  AggState a;
+  uint8_t kind = 0, parts = 0;
+  uint64_t n = 0, ndoubles = 0;
+  if (!d.U8(&kind) || !d.U64(&a.spec.signature) || !d.I64(&a.spec.resolution_ms) || !d.I64(&a.spec.max_window_ms) ||
+      !d.Varint(&n) || !d.Count(&ndoubles, 8))
+    return fail("");
+  if (kind > static_cast<uint8_t>(AggKind::kLastN)) return fail("unknown aggregation kind " + std::to_string(kind));
+  a.spec.kind = static_cast<AggKind>(kind);
+  if (n > 1'000'000) return fail("bad last_n size");
+  a.spec.n = static_cast<int>(n);
+  bool numeric = IsWindowed(a.spec.kind) && a.spec.kind != AggKind::kCountDistinct;
+  if (IsWindowed(a.spec.kind) && (a.spec.resolution_ms <= 0 || a.spec.max_window_ms <= 0))
+    return fail("bad tile resolution");
+  size_t stride = static_cast<size_t>(1 + tiles::Width(a.spec.kind));
+  if (ndoubles > 0 && (!numeric || ndoubles % stride != 0)) return fail("bad tile array");
+  size_t base = v->arena.size();
+  for (uint64_t i = 0; i < ndoubles; i++) {
+    double x;
+    if (!d.F64(&x)) return fail("");
+    if (i % stride == 0) {  // tile index: integral, strictly increasing
+      if (!std::isfinite(x) || x != std::floor(x) || (i > 0 && x <= v->arena[base + i - stride]))
+        return fail("tiles out of order");
+    }
+    v->arena.push_back(x);
+  }
+  a.tile_len = static_cast<uint32_t>(ndoubles);
+  if (!d.U8(&parts)) return fail("");
+  if (parts & ~(kHasDistinct | kHasLast)) return fail("bad aggregation parts");
+  if ((parts & kHasDistinct) && a.spec.kind != AggKind::kCountDistinct)
+    return fail("distinct set on a non-distinct aggregation");
+  if ((parts & kHasLast) && IsWindowed(a.spec.kind)) return fail("last values on a windowed aggregation");
+  if (parts & kHasDistinct) {
+    uint64_t ne = 0, ns = 0;
+    DistinctSeries::Exact exact;
+    if (!d.Count(&ne, 16)) return fail("");
+    exact.reserve(ne);
+    for (uint64_t i = 0; i < ne; i++) {
+      int64_t tile;
+      uint64_t h;
+      if (!d.I64(&tile) || !d.U64(&h)) return fail("");
+      if (!exact.empty() && !(exact.back() < std::make_pair(tile, h))) return fail("distinct values out of order");
+      exact.emplace_back(tile, h);
+    }
+    DistinctSeries::Sketches sk;
+    if (!d.Count(&ns, 8 + DistinctSeries::kRegisters)) return fail("");
+    for (uint64_t i = 0; i < ns; i++) {
+      int64_t tile;
+      std::string_view regs;
+      if (!d.I64(&tile) || !d.Str(&regs)) return fail("");
+      if (regs.size() != DistinctSeries::kRegisters) return fail("bad sketch size");
+      if (!sk.empty() && sk.back().first >= tile) return fail("sketches out of order");
+      sk.emplace_back(tile, std::make_unique<std::vector<uint8_t>>(regs.begin(), regs.end()));
+    }
+    a.distinct = std::make_unique<DistinctSeries>();
+    a.distinct->Restore(std::move(exact), std::move(sk));
+  }
+  if (parts & kHasLast) {
+    uint64_t ni = 0;
+    if (!d.Count(&ni, 17)) return fail("");
+    std::vector<LastItem> items;
+    for (uint64_t i = 0; i < ni; i++) {
+      LastItem it;
+      std::string_view val;
+      if (!d.I64(&it.ts) || !d.U64(&it.seq) || !d.Str(&val)) return fail("");
+      if (!items.empty() && !(it.ts < items.back().ts || (it.ts == items.back().ts && it.seq < items.back().seq)))
+        return fail("last values out of order");
+      it.value = val;
+      if (it.seq > *max_seq) *max_seq = it.seq;
+      items.push_back(std::move(it));
+    }
+    a.last = std::make_unique<LastList>();
+    a.last->Restore(std::move(items));
+  }
+  for (const AggState& o : v->aggs)
+    if (o.spec.signature == a.spec.signature) return fail("duplicate aggregation");
+  v->aggs.push_back(std::move(a));
+  return true;
+}
+}  // namespace
+
+void EncodeRecord(const Record& r, std::string* out) {
+  Enc e(out);
+  e.U8(static_cast<uint8_t>(r.type));
+  e.Str(r.key());
+  e.I64(r.expire_at());
+  switch (r.type) {
+    case ValueType::kString: e.Str(r.string_value()); break;
+    case ValueType::kHash: {
+      const HashValue* h = r.hash_value();
+      e.Varint(h->size());
+      h->ForEach([&](std::string_view f, std::string_view v) {
+        e.Str(f);
+        e.Str(v);
+      });
+      break;
+    }
+    case ValueType::kFeature: EncodeEntity(*r.entity(), e); break;
+  }
+}
+
+bool DecodeRecord(Dec& d, DecodedRecord* out, std::string* err) {
+  auto fail = [&](const std::string& why) {
+    *err = d.error().empty() ? why + " at byte " + std::to_string(d.offset()) : d.error();
+    return false;
+  };
+  uint8_t type = 0;
+  if (!d.U8(&type) || !d.Str(&out->key) || !d.I64(&out->expire_at)) return fail("");
+  if (out->key.empty() || out->key.size() > (512u << 20)) return fail("bad key length");
+  if (out->expire_at < 0) return fail("bad expiry");
+  switch (type) {
+    case static_cast<uint8_t>(ValueType::kString):
+      out->type = ValueType::kString;
+      if (!d.Str(&out->string_value)) return fail("");
+      return true;
+    case static_cast<uint8_t>(ValueType::kHash): {
+      out->type = ValueType::kHash;
+      uint64_t n = 0;
+      if (!d.Count(&n, 2)) return fail("");
+      if (n == 0) return fail("empty hash");
+      out->hash = std::make_unique<HashValue>();
+      for (uint64_t i = 0; i < n; i++) {
+        std::string_view f, v;
+        if (!d.Str(&f) || !d.Str(&v)) return fail("");
+        if (!out->hash->Set(f, v)) return fail("duplicate hash field");
+      }
+      return true;
+    }
+    case static_cast<uint8_t>(ValueType::kFeature): {
+      out->type = ValueType::kFeature;
+      uint8_t flags = 0;
+      uint64_t nviews = 0;
+      if (!d.U8(&flags) || !d.Count(&nviews, 25)) return fail("");
+      if (flags > 1) return fail("bad entity flags");
+      out->entity = std::make_unique<EntityRecord>();
+      out->entity->ttl_override = flags & 1;
+      for (uint64_t i = 0; i < nviews; i++) {
+        ViewState v;
+        uint64_t naggs = 0;
+        if (!d.U64(&v.view_id) || !d.I64(&v.newest_ts) || !d.I64(&v.ttl_ms) || !d.Count(&naggs, 35)) return fail("");
+        if (v.ttl_ms < 0) return fail("bad view TTL");
+        for (const ViewState& o : out->entity->views)
+          if (o.view_id == v.view_id) return fail("duplicate view");
+        for (uint64_t j = 0; j < naggs; j++)
+          if (!DecodeAgg(d, &v, &out->max_seq, err)) return false;
+        if (v.aggs.empty()) return fail("view without aggregations");
+        out->entity->views.push_back(std::move(v));
+      }
+      if (out->entity->views.empty()) return fail("entity without views");
+      return true;
+    }
+    default: return fail("unknown record type " + std::to_string(type));
+  }
+}
+
+// ---- section encoder ----
+
+SectionEncoder::SectionEncoder(uint16_t section, std::function<void(std::string)> sink)
+    : section_(section), sink_(std::move(sink)), hash_(XXH3_createState(), &XXH3_freeState) {
+  XXH3_64bits_reset(hash_.get());
+  chunk_.reserve(kChunkBytes + 4096);
+}
+
+void SectionEncoder::Add(const Record& r) {
+  if (chunk_.empty()) chunk_.append(4, '\0');  // u32 record count, set at Flush
+  EncodeRecord(r, &chunk_);
+  chunk_records_++;
+  records_++;
+  if (chunk_.size() >= kChunkBytes) Flush();
+}
+
+void SectionEncoder::Flush() {
+  if (chunk_.empty()) return;
+  std::memcpy(chunk_.data(), &chunk_records_, 4);
+  XXH3_64bits_update(hash_.get(), chunk_.data(), chunk_.size());
+  bytes_ += chunk_.size();
+  std::string frame;
+  frame.reserve(chunk_.size() + kFrameHeaderSize);
+  AppendFrame(&frame, Frame::kRecords, section_, chunk_);
+  sink_(std::move(frame));
+  chunk_.clear();
+  chunk_records_ = 0;
+}
+
+void SectionEncoder::Finish() {
+  Flush();
+  std::string p;
+  Enc e(&p);
+  e.U64(records_);
+  e.U64(bytes_);
+  e.U64(XXH3_64bits_digest(hash_.get()));
+  std::string frame;
+  AppendFrame(&frame, Frame::kSectionEnd, section_, p);
+  sink_(std::move(frame));
+}
+
+// ---- file writer ----
+
+FileWriter::~FileWriter() { Abort(); }
+
+std::string FileWriter::Open(const std::string& dir, const std::string& name) {
+  dir_ = dir;
+  final_ = dir + "/" + name;
+  tmp_ = final_ + ".tmp";
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) return Errno("cannot create " + tmp_);
+  std::string header = FileHeader();
+  queued_ = header.size();
+  q_.push_back(std::move(header));  // before the thread starts: not a frame
+  thread_ = std::thread([this] { Run(); });
+  return "";
+}
+
+void FileWriter::Put(std::string bytes, uint64_t frames) {
+  queued_.fetch_add(bytes.size());
+  {
+    std::lock_guard lk(mu_);
+    q_.push_back(std::move(bytes));
+    frames_ += frames;
+  }
+  cv_.notify_one();
+}
+
+void FileWriter::Run() {
+  for (;;) {
+    std::string buf;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return !q_.empty() || closing_; });
+      if (q_.empty()) return;
+      buf = std::move(q_.front());
+      q_.pop_front();
+    }
+    queued_.fetch_sub(buf.size());
+    bool failed;
+    {
+      std::lock_guard lk(mu_);
+      failed = !error_.empty();
+    }
+    if (failed) continue;  // drain: the file is lost anyway
+    size_t off = 0;
+    while (off < buf.size()) {
+      ssize_t n = ::write(fd_, buf.data() + off, buf.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        std::lock_guard lk(mu_);
+        error_ = Errno("write " + tmp_);
+        break;
+      }
+      off += static_cast<size_t>(n);
+      written_.fetch_add(static_cast<uint64_t>(n));
+    }
+  }
+}
+
+std::string FileWriter::Finish(uint64_t records) {
+  uint64_t frames;
+  {
+    std::lock_guard lk(mu_);
+    frames = frames_;
+  }
+  std::string p, footer;
+  Enc e(&p);
+  e.U64(frames);
+  e.U64(records);
+  AppendFrame(&footer, Frame::kFooter, 0, p);
+  Put(std::move(footer));
+  {
+    std::lock_guard lk(mu_);
+    closing_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+  std::string err;
+  {
+    std::lock_guard lk(mu_);
+    err = error_;
+  }
+  if (err.empty() && ::fsync(fd_) != 0) err = Errno("fsync " + tmp_);
+  if (fd_ >= 0 && ::close(fd_) != 0 && err.empty()) err = Errno("close " + tmp_);
+  fd_ = -1;
+  if (err.empty()) {
+    std::string prev = final_ + ".prev";
+    if (::access(final_.c_str(), F_OK) == 0 && ::rename(final_.c_str(), prev.c_str()) != 0)
+      err = Errno("rename " + final_ + " to " + prev);
+    else if (::rename(tmp_.c_str(), final_.c_str()) != 0)
+      err = Errno("rename " + tmp_ + " to " + final_);
+  }
+  if (err.empty()) {
+    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || ::fsync(dfd) != 0) err = Errno("fsync directory " + dir_);
+    if (dfd >= 0) ::close(dfd);
+  }
+  if (!err.empty()) ::unlink(tmp_.c_str());
+  return err;
+}
+
+void FileWriter::Abort() {
+  {
+    std::lock_guard lk(mu_);
+    closing_ = true;
+    q_.clear();
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+  }
+}
+
+// ---- reader ----
+
+std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_out) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("snapshot " + path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return Errno("snapshot " + path);
+  }
+  size_t size = static_cast<size_t>(st.st_size);
+  const char* base = nullptr;
+  if (size > 0) {
+    void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) {
+      ::close(fd);
+      return Errno("snapshot " + path + ": mmap");
+    }
+    ::madvise(m, size, MADV_SEQUENTIAL);
+    base = static_cast<const char*>(m);
+  }
+  ::close(fd);
+  struct Unmap {
+    const char* p;
+    size_t n;
+    ~Unmap() {
+      if (p) ::munmap(const_cast<char*>(p), n);
+    }
+  } unmap{base, size};
+
+  auto where = [&](const std::string& section, size_t off) {
+    return "snapshot " + path + ": " + section + ", byte " + std::to_string(off) + ": ";
+  };
+  if (size < kFileHeaderSize || std::memcmp(base, kMagic, sizeof kMagic) != 0)
+    return where("file header", 0) + "not a featurekv snapshot (bad magic)";
+  uint32_t version;
+  std::memcpy(&version, base + 8, 4);
+  if (version != kVersion)
+    return where("file header", 8) + "unsupported format version " + std::to_string(version) +
+           " (this build reads version " + std::to_string(kVersion) + ")";
+  size_t off = kFileHeaderSize;
+  Header header;
+  bool have_header = false, have_views = false, have_kafka = false;
+  std::vector<std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)>> sums;
+  std::vector<uint64_t> sec_records, sec_bytes;
+  std::vector<bool> ended;
+  uint64_t frames = 0, records = 0;
+  for (;;) {
+    if (off == size) return where("file end", off) + "truncated: no FOOTER frame";
+    if (size - off < kFrameHeaderSize) return where("frame header", off) + "truncated frame header";
+    auto kind = static_cast<uint8_t>(base[off]);
+    uint16_t section;
+    uint32_t len;
+    uint64_t sum;
+    std::memcpy(&section, base + off + 2, 2);
+    std::memcpy(&len, base + off + 4, 4);
+    std::memcpy(&sum, base + off + 8, 8);
+    std::string sec = std::string(FrameName(kind)) +
+                      (kind == uint8_t(Frame::kRecords) || kind == uint8_t(Frame::kSectionEnd)
+                           ? " of section " + std::to_string(section)
+                           : "");
+    if (base[off + 1] != 0 || kind < 1 || kind > 6) return where("frame", off) + "bad frame header";
+    if (len > size - off - kFrameHeaderSize) return where(sec, off) + "truncated: frame runs past the end of the file";
+    std::string_view payload(base + off + kFrameHeaderSize, len);
+    if (XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(kind, section, len)) != sum)
+      return where(sec, off) + "checksum mismatch";
+    std::string err;
+    auto frame = static_cast<Frame>(kind);
+    if (!have_header && frame != Frame::kHeader) return where(sec, off) + "the first frame must be HEADER";
+    switch (frame) {
+      case Frame::kHeader:
+        if (have_header) return where(sec, off) + "second HEADER";
+        if (!DecodeHeader(payload, &header, &err)) return where(sec, off) + err;
+        have_header = true;
+        for (uint32_t i = 0; i < header.sections; i++) sums.emplace_back(XXH3_createState(), &XXH3_freeState);
+        for (auto& s : sums) XXH3_64bits_reset(s.get());
+        sec_records.assign(header.sections, 0);
+        sec_bytes.assign(header.sections, 0);
+        ended.assign(header.sections, false);
+        if (v.header && !(err = v.header(header)).empty()) return where(sec, off) + err;
+        break;
+      case Frame::kViews: {
+        std::vector<ViewInfo> views;
+        if (have_views) return where(sec, off) + "second VIEWS";
+        if (!DecodeViews(payload, &views, &err)) return where(sec, off) + err;
+        have_views = true;
+        if (v.views && !(err = v.views(views)).empty()) return where(sec, off) + err;
+        break;
+      }
+      case Frame::kKafka: {
+        std::vector<KafkaPosition> pos;
+        if (have_kafka) return where(sec, off) + "second KAFKA";
+        if (!DecodeKafka(payload, &pos, &err)) return where(sec, off) + err;
+        have_kafka = true;
+        if (v.kafka && !(err = v.kafka(pos)).empty()) return where(sec, off) + err;
+        break;
+      }
+      case Frame::kRecords: {
+        if (section >= header.sections || ended[section]) return where(sec, off) + "records outside their section";
+        if (len < 4) return where(sec, off) + "short RECORDS frame";
+        uint32_t count;
+        std::memcpy(&count, payload.data(), 4);
+        XXH3_64bits_update(sums[section].get(), payload.data(), payload.size());
+        sec_records[section] += count;
+        sec_bytes[section] += len;
+        records += count;
+        if (v.records && !(err = v.records(section, payload.substr(4), count)).empty())
+          return where(sec, off) + err;
+        break;
+      }
+      case Frame::kSectionEnd: {
+        if (section >= header.sections || ended[section]) return where(sec, off) + "unexpected SECTION_END";
+        Dec d(payload);
+        uint64_t n, bytes, digest;
+        if (!d.U64(&n) || !d.U64(&bytes) || !d.U64(&digest) || !d.done()) return where(sec, off) + "bad SECTION_END";
+        if (n != sec_records[section] || bytes != sec_bytes[section] ||
+            digest != XXH3_64bits_digest(sums[section].get()))
+          return where(sec, off) + "section checksum mismatch (a RECORDS frame is missing or altered)";
+        ended[section] = true;
+        break;
+      }
+      case Frame::kFooter: {
+        Dec d(payload);
+        Footer f;
+        if (!d.U64(&f.frames) || !d.U64(&f.records) || !d.done()) return where(sec, off) + "bad FOOTER";
+        if (f.frames != frames || f.records != records)
+          return where(sec, off) + "FOOTER counts do not match the frames read";
+        for (uint32_t i = 0; i < header.sections; i++)
+          if (!ended[i]) return where(sec, off) + "section " + std::to_string(i) + " has no SECTION_END";
+        if (!have_views || !have_kafka) return where(sec, off) + "VIEWS or KAFKA frame missing";
+        if (off + kFrameHeaderSize + len != size) return where(sec, off) + "data after the FOOTER";
+        if (footer_out) *footer_out = f;
+        return "";
+      }
+    }
+    frames++;
+    off += kFrameHeaderSize + len;
+  }
+}
+
+}  // namespace fkv::snap
