@@ -27,6 +27,11 @@ static void RebalanceTrampoline(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafk
   KafkaIngest::OnRebalance(rk, static_cast<int>(err), parts, opaque);
 }
 
+static void CommitTrampoline(rd_kafka_t*, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* offsets,
+                             void* opaque) {
+  KafkaIngest::OnCommitted(static_cast<int>(err), offsets, opaque);
+}
+
 struct KafkaIngest::Handles {
   rd_kafka_t* mock_host = nullptr;
   rd_kafka_mock_cluster_t* mock = nullptr;
@@ -84,6 +89,7 @@ std::string KafkaIngest::Start() {
     // before the partitions go, and OnAssigned resume at our own positions.
     rd_kafka_conf_set_rebalance_cb(conf, &RebalanceTrampoline);
     rd_kafka_conf_set_opaque(conf, this);
+    rd_kafka_conf_set_offset_commit_cb(conf, &CommitTrampoline);
   }
   h_->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
   if (h_->consumer == nullptr) return std::string("cannot create the Kafka consumer: ") + err;
@@ -152,8 +158,9 @@ void KafkaIngest::CommitOffsets(const std::vector<snap::KafkaPosition>& position
     for (const auto& p : positions) {
       auto it = parts_.find({p.topic, p.partition});
       if (it == parts_.end()) continue;
-      it->second.committed = p.offset;
-      if (it->second.assigned) rd_kafka_topic_partition_list_add(list, p.topic.c_str(), p.partition)->offset = p.offset;
+      if (!group_mode()) it->second.committed = p.offset;  // durable in the snapshot: that is all there is
+      else if (it->second.assigned)
+        rd_kafka_topic_partition_list_add(list, p.topic.c_str(), p.partition)->offset = p.offset;
     }
   }
   if (group_mode() && list->cnt > 0 && h_->consumer != nullptr) {
@@ -266,9 +273,36 @@ void KafkaIngest::OnRebalance(rd_kafka_s* rk, int err, rd_kafka_topic_partition_
   }
 }
 
+void KafkaIngest::OnCommitted(int err, rd_kafka_topic_partition_list_s* offsets, void* opaque) {
+  auto* self = static_cast<KafkaIngest*>(opaque);
+  if (err) spdlog::warn("kafka: offset commit failed: {}", rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(err)));
+  std::lock_guard lk(self->mu_);
+  for (int i = 0; offsets && i < offsets->cnt; i++) {
+    const rd_kafka_topic_partition_t& tp = offsets->elems[i];
+    auto it = self->parts_.find({tp.topic, tp.partition});
+    if (it != self->parts_.end() && tp.err == RD_KAFKA_RESP_ERR_NO_ERROR && tp.offset >= 0)
+      it->second.committed = tp.offset;  // acknowledged by the group coordinator
+  }
+}
+
 void KafkaIngest::OnAssigned(rd_kafka_topic_partition_list_s* parts) {
+  // Partitions new to this process start at the group's committed offset
+  // (a durable snapshot of some member holds everything before it), else at
+  // the earliest one. Asked here, once per assignment, so the position is
+  // known (INFO, snapshots) before the first message arrives.
+  rd_kafka_topic_partition_list_t* fresh = rd_kafka_topic_partition_list_new(parts->cnt);
+  {
+    std::lock_guard lk(mu_);
+    for (int i = 0; i < parts->cnt; i++) {
+      auto it = parts_.find({parts->elems[i].topic, parts->elems[i].partition});
+      if (it == parts_.end() || it->second.position < 0)
+        rd_kafka_topic_partition_list_add(fresh, parts->elems[i].topic, parts->elems[i].partition);
+    }
+  }
+  if (fresh->cnt > 0 && rd_kafka_committed(h_->consumer, fresh, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    for (int i = 0; i < fresh->cnt; i++) fresh->elems[i].offset = RD_KAFKA_OFFSET_INVALID;  // librdkafka decides
   std::lock_guard lk(mu_);
-  int resumed = 0;
+  int resumed = 0, committed = 0;
   for (int i = 0; i < parts->cnt; i++) {
     rd_kafka_topic_partition_t* tp = &parts->elems[i];
     PartitionFigures& f = parts_[{tp->topic, tp->partition}];
@@ -278,10 +312,20 @@ void KafkaIngest::OnAssigned(rd_kafka_topic_partition_list_s* parts) {
     if (f.position >= 0) {
       tp->offset = f.position;  // what we applied is in our store: never twice
       resumed++;
+      continue;
+    }
+    rd_kafka_topic_partition_t* c = rd_kafka_topic_partition_list_find(fresh, tp->topic, tp->partition);
+    if (c && c->offset >= 0) {
+      tp->offset = f.position = f.committed = c->offset;
+      committed++;
+    } else if (c && c->offset == RD_KAFKA_OFFSET_INVALID) {
+      tp->offset = RD_KAFKA_OFFSET_BEGINNING;
     }
   }
-  spdlog::info("kafka: group {} assigned {} partition(s) ({} resume at this process's own position)",
-               settings_.group, parts->cnt, resumed);
+  rd_kafka_topic_partition_list_destroy(fresh);
+  spdlog::info("kafka: group {} assigned {} partition(s): {} resume at this process's own position, {} at the "
+               "group's committed offset, {} from the beginning",
+               settings_.group, parts->cnt, resumed, committed, parts->cnt - resumed - committed);
 }
 
 void KafkaIngest::OnRevoked(rd_kafka_topic_partition_list_s* parts) {

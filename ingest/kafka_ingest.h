@@ -66,7 +66,7 @@ struct PartitionFigures {
   int partition = 0;
   int64_t position = -1;  // next offset to read
   int64_t high = -1;      // high watermark
-  int64_t committed = -1; // last offset committed to the group by this process
+  int64_t committed = -1; // durable: acknowledged by the group, or (sidecar) in a saved snapshot
   bool assigned = false;  // currently consumed by this process
 };
 
@@ -97,6 +97,8 @@ class KafkaIngest {
   void CommitOffsets(const std::vector<snap::KafkaPosition>& positions);
   // librdkafka's rebalance callback (group mode); opaque is the KafkaIngest.
   static void OnRebalance(rd_kafka_s* rk, int err, rd_kafka_topic_partition_list_s* parts, void* opaque);
+  // librdkafka's offset commit callback: records what the group acknowledged.
+  static void OnCommitted(int err, rd_kafka_topic_partition_list_s* offsets, void* opaque);
   // Messages dropped because this process had already applied their offset.
   uint64_t stale_dropped() const { return stale_dropped_.load(std::memory_order_relaxed); }
   uint64_t messages() const { return messages_.load(std::memory_order_relaxed); }

@@ -54,12 +54,14 @@ class ServerProcess:
     directive without value.
     """
 
-    def __init__(self, binary, shards=1, directives=None, start_timeout=10.0, data_dir=None, extra_args=()):
+    def __init__(self, binary, shards=1, directives=None, start_timeout=10.0, data_dir=None, extra_args=(),
+                 preexec_fn=None):
         """data_dir: the snapshot directory (`--dir`), kept across restarts;
         by default the process's own temporary directory."""
         self.binary = os.path.abspath(binary)
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
+        self.preexec_fn = preexec_fn  # e.g. a file size limit for the disk-full tests
         self.shards = shards
         if directives is None:
             directives = []
@@ -99,12 +101,13 @@ class ServerProcess:
         self._stdout = open(os.path.join(self.dir, "stdout.txt"), "wb")
         self._stderr = open(os.path.join(self.dir, "stderr.txt"), "wb")
         self.proc = subprocess.Popen(self.argv(), cwd=self.dir, stdin=subprocess.DEVNULL,
-                                     stdout=self._stdout, stderr=self._stderr)
+                                     stdout=self._stdout, stderr=self._stderr, preexec_fn=self.preexec_fn)
         try:
             self.port = wait_until(self._ready_port, timeout=self.start_timeout, what="the server's ready line")
-        except BaseException:
+        except BaseException as e:
+            diag = self.diagnostics()  # before kill() removes the files
             self.kill()
-            raise ServerError("server did not become ready:\n" + self.diagnostics())
+            raise ServerError("server did not become ready (%s):\n%s" % (str(e).split("\n")[0], diag))
         return self
 
     def _ready_port(self):
