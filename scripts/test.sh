@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Quick-start command 2: installs dependencies, builds, and runs the whole
 # test suite twice: the release build, then unit + integration tests under
-# AddressSanitizer + UndefinedBehaviorSanitizer. Exits non-zero on failure.
+# AddressSanitizer + UndefinedBehaviorSanitizer; then each libFuzzer target
+# for a minute from its seed corpus. Exits non-zero on failure. The
+# integration tests are independent (own ports, own directories), so ctest
+# runs two at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-deps.sh
@@ -9,10 +12,12 @@ start=$(date +%s)
 echo "== release build"
 bash scripts/build.sh build
 echo "== release tests"
-(cd build && ctest --output-on-failure --timeout 600)
+(cd build && ctest --output-on-failure --timeout 600 -j2)
 echo "== ASan+UBSan build"
 bash scripts/build.sh build-asan -DFKV_SANITIZE=ON -DFKV_BUILD_BENCH=OFF
 echo "== ASan+UBSan tests"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-(cd build-asan && ctest --output-on-failure --timeout 900)
+(cd build-asan && ctest --output-on-failure --timeout 900 -j2)
+echo "== fuzzing (libFuzzer, clang)"
+bash scripts/fuzz.sh "${FKV_FUZZ_SECONDS:-60}"
 echo "== all tests passed in $(( $(date +%s) - start )) s"

@@ -230,6 +230,10 @@ bool DecodeKafka(std::string_view payload, std::vector<KafkaPosition>* positions
 
 namespace {
 constexpr uint8_t kHasDistinct = 1, kHasLast = 2;
+// Times and durations beyond this (~73 million years in ms) cannot come from
+// the server; refusing them keeps every later sum of two inside int64.
+constexpr int64_t kMaxAbsMs = int64_t{1} << 61;
+bool TimeOk(int64_t t) { return t >= -kMaxAbsMs && t <= kMaxAbsMs; }
 
 void EncodeEntity(const EntityRecord& e, Enc& enc) {
   enc.U8(e.ttl_override ? 1 : 0);
@@ -290,7 +294,9 @@ bool DecodeAgg(Dec& d, ViewState* v, uint64_t* max_seq, std::string* err) {
   if (n > 1'000'000) return fail("bad last_n size");
   a.spec.n = static_cast<int>(n);
   bool numeric = IsWindowed(a.spec.kind) && a.spec.kind != AggKind::kCountDistinct;
-  if (IsWindowed(a.spec.kind) && (a.spec.resolution_ms <= 0 || a.spec.max_window_ms <= 0))
+  if (a.spec.resolution_ms < 0 || a.spec.max_window_ms < 0 || !TimeOk(a.spec.resolution_ms) ||
+      !TimeOk(a.spec.max_window_ms) ||
+      (IsWindowed(a.spec.kind) && (a.spec.resolution_ms == 0 || a.spec.max_window_ms == 0)))
     return fail("bad tile resolution");
   size_t stride = static_cast<size_t>(1 + tiles::Width(a.spec.kind));
   if (ndoubles > 0 && (!numeric || ndoubles % stride != 0)) return fail("bad tile array");
@@ -299,7 +305,8 @@ bool DecodeAgg(Dec& d, ViewState* v, uint64_t* max_seq, std::string* err) {
     double x;
     if (!d.F64(&x)) return fail("");
     if (i % stride == 0) {  // tile index: integral, strictly increasing
-      if (!std::isfinite(x) || x != std::floor(x) || (i > 0 && x <= v->arena[base + i - stride]))
+      if (!std::isfinite(x) || x != std::floor(x) || std::fabs(x) > static_cast<double>(kMaxAbsMs) ||
+          (i > 0 && x <= v->arena[base + i - stride]))
         return fail("tiles out of order");
     }
     v->arena.push_back(x);
@@ -319,6 +326,7 @@ bool DecodeAgg(Dec& d, ViewState* v, uint64_t* max_seq, std::string* err) {
       int64_t tile;
       uint64_t h;
       if (!d.I64(&tile) || !d.U64(&h)) return fail("");
+      if (!TimeOk(tile)) return fail("bad tile");
       if (!exact.empty() && !(exact.back() < std::make_pair(tile, h))) return fail("distinct values out of order");
       exact.emplace_back(tile, h);
     }
@@ -328,6 +336,7 @@ bool DecodeAgg(Dec& d, ViewState* v, uint64_t* max_seq, std::string* err) {
       int64_t tile;
       std::string_view regs;
       if (!d.I64(&tile) || !d.Str(&regs)) return fail("");
+      if (!TimeOk(tile)) return fail("bad tile");
       if (regs.size() != DistinctSeries::kRegisters) return fail("bad sketch size");
       if (!sk.empty() && sk.back().first >= tile) return fail("sketches out of order");
       sk.emplace_back(tile, std::make_unique<std::vector<uint8_t>>(regs.begin(), regs.end()));
@@ -343,6 +352,7 @@ bool DecodeAgg(Dec& d, ViewState* v, uint64_t* max_seq, std::string* err) {
       LastItem it;
       std::string_view val;
       if (!d.I64(&it.ts) || !d.U64(&it.seq) || !d.Str(&val)) return fail("");
+      if (!TimeOk(it.ts)) return fail("bad event time");
       if (!items.empty() && !(it.ts < items.back().ts || (it.ts == items.back().ts && it.seq < items.back().seq)))
         return fail("last values out of order");
       it.value = val;
@@ -387,7 +397,7 @@ bool DecodeRecord(Dec& d, DecodedRecord* out, std::string* err) {
   uint8_t type = 0;
   if (!d.U8(&type) || !d.Str(&out->key) || !d.I64(&out->expire_at)) return fail("");
   if (out->key.empty() || out->key.size() > (512u << 20)) return fail("bad key length");
-  if (out->expire_at < 0) return fail("bad expiry");
+  if (out->expire_at < 0 || out->expire_at > kMaxAbsMs) return fail("bad expiry");
   switch (type) {
     case static_cast<uint8_t>(ValueType::kString):
       out->type = ValueType::kString;
@@ -418,7 +428,8 @@ bool DecodeRecord(Dec& d, DecodedRecord* out, std::string* err) {
         ViewState v;
         uint64_t naggs = 0;
         if (!d.U64(&v.view_id) || !d.I64(&v.newest_ts) || !d.I64(&v.ttl_ms) || !d.Count(&naggs, 35)) return fail("");
-        if (v.ttl_ms < 0) return fail("bad view TTL");
+        if (v.ttl_ms < 0 || !TimeOk(v.ttl_ms)) return fail("bad view TTL");
+        if (v.newest_ts != INT64_MIN && !TimeOk(v.newest_ts)) return fail("bad event time");
         for (const ViewState& o : out->entity->views)
           if (o.view_id == v.view_id) return fail("duplicate view");
         for (uint64_t j = 0; j < naggs; j++)
