@@ -16,7 +16,7 @@
 namespace fkv {
 
 namespace {
-constexpr size_t kSliceRecords = 256;               // records per slice between requests
+constexpr size_t kSliceRecords = 64;  // records per slice between requests (~0.1-0.3 ms)
 constexpr size_t kMaxQueuedBytes = 64u << 20;       // the writer may lag this much behind
 }  // namespace
 

@@ -36,15 +36,20 @@ const char* FrameName(uint8_t kind) {
   return "unknown";
 }
 
-void AppendFrame(std::string* out, Frame kind, uint16_t section, std::string_view payload) {
+void WriteFrameHeader(char* h, Frame kind, uint16_t section, std::string_view payload) {
   auto len = static_cast<uint32_t>(payload.size());
   auto k = static_cast<uint8_t>(kind);
   uint64_t sum = XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(k, section, len));
-  char h[kFrameHeaderSize] = {};
+  std::memset(h, 0, kFrameHeaderSize);
   h[0] = static_cast<char>(k);
   std::memcpy(h + 2, &section, 2);
   std::memcpy(h + 4, &len, 4);
   std::memcpy(h + 8, &sum, 8);
+}
+
+void AppendFrame(std::string* out, Frame kind, uint16_t section, std::string_view payload) {
+  char h[kFrameHeaderSize];
+  WriteFrameHeader(h, kind, section, payload);
   out->append(h, sizeof h);
   out->append(payload);
 }
@@ -251,15 +256,13 @@ void EncodeEntity(const EntityRecord& e, Enc& enc) {
       enc.I64(a.spec.max_window_ms);
       enc.Varint(static_cast<uint64_t>(a.spec.n));
       enc.Varint(a.tile_len);
-      for (size_t i = 0; i < a.tile_len; i++) enc.F64(v.arena[off + i]);
+      enc.Bytes(v.arena.data() + off, a.tile_len * sizeof(double));  // f64s, little-endian like the host
       off += a.tile_len;
       enc.U8((a.distinct ? kHasDistinct : 0) | (a.last ? kHasLast : 0));
       if (a.distinct) {
         enc.Varint(a.distinct->exact().size());
-        for (const auto& [tile, h] : a.distinct->exact()) {
-          enc.I64(tile);
-          enc.U64(h);
-        }
+        static_assert(sizeof(DistinctSeries::Exact::value_type) == 16);  // (i64 tile, u64 hash), no padding
+        enc.Bytes(a.distinct->exact().data(), a.distinct->exact().size() * 16);
         enc.Varint(a.distinct->sketches().size());
         for (const auto& [tile, regs] : a.distinct->sketches()) {
           enc.I64(tile);
@@ -453,7 +456,9 @@ SectionEncoder::SectionEncoder(uint16_t section, std::function<void(std::string)
 }
 
 void SectionEncoder::Add(const Record& r) {
-  if (chunk_.empty()) chunk_.append(4, '\0');  // u32 record count, set at Flush
+  // The frame header and the u32 record count are filled in at Flush, so the
+  // chunk becomes the frame without a copy.
+  if (chunk_.empty()) chunk_.append(kFrameHeaderSize + 4, '\0');
   EncodeRecord(r, &chunk_);
   chunk_records_++;
   records_++;
@@ -462,14 +467,14 @@ void SectionEncoder::Add(const Record& r) {
 
 void SectionEncoder::Flush() {
   if (chunk_.empty()) return;
-  std::memcpy(chunk_.data(), &chunk_records_, 4);
-  XXH3_64bits_update(hash_.get(), chunk_.data(), chunk_.size());
-  bytes_ += chunk_.size();
-  std::string frame;
-  frame.reserve(chunk_.size() + kFrameHeaderSize);
-  AppendFrame(&frame, Frame::kRecords, section_, chunk_);
-  sink_(std::move(frame));
-  chunk_.clear();
+  std::memcpy(chunk_.data() + kFrameHeaderSize, &chunk_records_, 4);
+  std::string_view payload(chunk_.data() + kFrameHeaderSize, chunk_.size() - kFrameHeaderSize);
+  XXH3_64bits_update(hash_.get(), payload.data(), payload.size());
+  bytes_ += payload.size();
+  WriteFrameHeader(chunk_.data(), Frame::kRecords, section_, payload);
+  sink_(std::move(chunk_));
+  chunk_ = std::string();
+  chunk_.reserve(kChunkBytes + 4096);
   chunk_records_ = 0;
 }
 

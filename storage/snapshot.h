@@ -43,6 +43,8 @@ inline constexpr size_t kChunkBytes = 256 * 1024;  // RECORDS payloads are cut n
 enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6 };
 const char* FrameName(uint8_t kind);
 
+// Writes the 16-byte header of a frame carrying `payload` at h.
+void WriteFrameHeader(char* h, Frame kind, uint16_t section, std::string_view payload);
 // Appends one frame (header + payload) to *out.
 void AppendFrame(std::string* out, Frame kind, uint16_t section, std::string_view payload);
 std::string FileHeader();
@@ -56,6 +58,7 @@ class Enc {
   void U64(uint64_t v) { out_->append(reinterpret_cast<const char*>(&v), 8); }
   void I64(int64_t v) { out_->append(reinterpret_cast<const char*>(&v), 8); }
   void F64(double v) { out_->append(reinterpret_cast<const char*>(&v), 8); }
+  void Bytes(const void* p, size_t n) { out_->append(static_cast<const char*>(p), n); }
   void Str(std::string_view s) {
     Varint(s.size());
     out_->append(s);
