@@ -9,7 +9,11 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-deps.sh
 bash scripts/build.sh build
 PORT=6380
-./build/server/featurekv-server conf/featurekv.conf --port $PORT --kafka-brokers mock &
+# The mock cluster lives in the server and starts empty each time, so the
+# demo keeps its snapshots in a fresh directory too (try SAVE, then look at
+# it with build/tools/featurekv-snapshot $DATA/featurekv.snap).
+DATA=$(mktemp -d /tmp/featurekv-demo-XXXXXX)
+./build/server/featurekv-server conf/featurekv.conf --port $PORT --kafka-brokers mock --dir "$DATA" &
 server=$!
 producer=""
 cleanup() {
@@ -36,6 +40,7 @@ In another terminal, try:
   redis-cli -p $PORT FWINDOW product:7 views 5m BUCKETS 1m
   redis-cli -p $PORT FMGET user:1 user:2 user:3 FEATURES clicks_1h purchases_24h
   redis-cli -p $PORT INFO ingest
+  redis-cli -p $PORT SAVE; build/tools/featurekv-snapshot $DATA/featurekv.snap
   kcat -b $bootstrap -C -t user_events -o -5 -e
 Stop it with Ctrl-C.
 

@@ -430,7 +430,7 @@ bool DecodeRecord(Dec& d, DecodedRecord* out, std::string* err) {
       for (uint64_t i = 0; i < nviews; i++) {
         ViewState v;
         uint64_t naggs = 0;
-        if (!d.U64(&v.view_id) || !d.I64(&v.newest_ts) || !d.I64(&v.ttl_ms) || !d.Count(&naggs, 35)) return fail("");
+        if (!d.U64(&v.view_id) || !d.I64(&v.newest_ts) || !d.I64(&v.ttl_ms) || !d.Count(&naggs, 28)) return fail("");  // 28: the smallest aggregation
         if (v.ttl_ms < 0 || !TimeOk(v.ttl_ms)) return fail("bad view TTL");
         if (v.newest_ts != INT64_MIN && !TimeOk(v.newest_ts)) return fail("bad event time");
         for (const ViewState& o : out->entity->views)
@@ -639,13 +639,16 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
   auto where = [&](const std::string& section, size_t off) {
     return "snapshot " + path + ": " + section + ", byte " + std::to_string(off) + ": ";
   };
-  if (size < kFileHeaderSize || std::memcmp(base, kMagic, sizeof kMagic) != 0)
+  if (size < sizeof kMagic || std::memcmp(base, kMagic, sizeof kMagic) != 0)
     return where("file header", 0) + "not a featurekv snapshot (bad magic)";
-  uint32_t version;
+  if (size < kFileHeaderSize) return where("file header", size) + "truncated file header";
+  uint32_t version, zero;
   std::memcpy(&version, base + 8, 4);
+  std::memcpy(&zero, base + 12, 4);
   if (version != kVersion)
     return where("file header", 8) + "unsupported format version " + std::to_string(version) +
            " (this build reads version " + std::to_string(kVersion) + ")";
+  if (zero != 0) return where("file header", 12) + "reserved word is not zero";
   size_t off = kFileHeaderSize;
   Header header;
   bool have_header = false, have_views = false, have_kafka = false;
