@@ -289,22 +289,25 @@ void Server::ScheduleCron(Shard& s) {
   });
 }
 
+void Server::Sweep(Shard& s, size_t buckets_left, int64_t deadline_us, int64_t now_ms) {
+  if (buckets_left == 0 || (s.store.expires_count() == 0 && s.store.entities() == 0) || NowUs() > deadline_us ||
+      stopping_.load())
+    return;
+  size_t step = std::min<size_t>(64, buckets_left);
+  s.store.SweepExpired(now_ms, step);
+  asio::post(s.io, [this, &s, left = buckets_left - step, deadline_us, now_ms] { Sweep(s, left, deadline_us, now_ms); });
+}
+
 void Server::Cron(Shard& s) {
   int64_t now = NowMs();
   // Active expiry (as Redis's expire.c, slow cycle): visit a slice of the
-  // table sized so that a full pass takes about a second, within a time
-  // budget of 25% of one tick.
-  int hz = config_.hz();
-  int64_t budget_us = 250'000 / (hz > 0 ? hz : 10);
-  int64_t start_us = NowUs();
-  size_t slice = std::max<size_t>(1024, s.store.bucket_count() / static_cast<size_t>(hz > 0 ? hz : 10));
-  size_t done = 0;
-  while (done < slice && (s.store.expires_count() > 0 || s.store.entities() > 0)) {
-    size_t step = std::min<size_t>(256, slice - done);
-    s.store.SweepExpired(now, step);
-    done += step;
-    if (NowUs() - start_us > budget_us) break;
-  }
+  // table sized so that a full pass takes about ten seconds, within a time
+  // budget of 25% of one tick, in steps of 64 buckets posted one after the
+  // other so that requests run between them (no request waits behind more
+  // than one step). Expired data is never served meanwhile (lazy check).
+  int hz = config_.hz() > 0 ? config_.hz() : 10;
+  size_t slice = std::max<size_t>(1024, s.store.bucket_count() / static_cast<size_t>(hz * 10));
+  Sweep(s, slice, NowUs() + 250'000 / hz, now);
   // Idle client timeout.
   if (int64_t timeout = std::stoll(config_.GetString("timeout")); timeout > 0) {
     for (Connection* c : s.clients)

@@ -88,6 +88,8 @@ class Server {
   void Accept(size_t listener);
   void WaitSignal();
   void Cron(Shard& s);
+  // One step of the active expiry; posts the next until the slice or the time is used up.
+  void Sweep(Shard& s, size_t buckets_left, int64_t deadline_us, int64_t now_ms);
   void ScheduleCron(Shard& s);
 
   Config& config_;

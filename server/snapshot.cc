@@ -363,8 +363,10 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     return err;
   }
   RaiseEventSeq(max_seq);
-  // Reconcile the entities with the current registry (as a reload does).
-  for (int i = 0; i < set.size(); i++) server_->InstallRegistry(set.shard(i), reg);
+  // Reconcile the entities with the current registry (as a reload does);
+  // nothing to do when it is the registry the snapshot was saved with.
+  if (header.registry_version != reg->version())
+    for (int i = 0; i < set.size(); i++) server_->InstallRegistry(set.shard(i), reg);
   int64_t ms = NowMs() - t0;
   spdlog::info("snapshot loaded: {} ({} records, {} expired since the save, {} Kafka position(s), cut at {}, "
                "registry {} then, {} now) in {} ms",
