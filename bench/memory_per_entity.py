@@ -8,30 +8,14 @@ used_memory deltas and bytes per entity.
 usage: bench/memory_per_entity.py [--users 100000] [--events 1000000]
        [--products 10000] [--server build/server/featurekv-server]
 """
-import argparse, os, random, socket, subprocess, sys, tempfile, time
+import argparse, os, random, subprocess, sys, tempfile, time
 
 import redis  # Debian's python3-redis (/usr/bin/python3)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import free_port, materialize, wait_ping  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_ping(port):
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            if redis.Redis(port=port).ping():
-                return
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    sys.exit(f"server on {port} did not start")
 
 
 def used(r):
@@ -75,22 +59,7 @@ def main():
         pipe.execute()
         load_s = time.time() - t0
         f1 = used(f)
-        keys = list(f.scan_iter(count=10000))
-        # Materialize every entity's features into a Redis hash.
-        p_f, p_r = f.pipeline(transaction=False), r.pipeline(transaction=False)
-        for i in range(0, len(keys), 1000):
-            chunk = keys[i:i + 1000]
-            for k in chunk:
-                p_f.execute_command("FGET", k)
-            for k, flat in zip(chunk, p_f.execute()):
-                m = {}
-                for j in range(0, len(flat), 2):
-                    v = flat[j + 1]
-                    if isinstance(v, list):
-                        v = ",".join(x.decode() for x in v)
-                    m[flat[j]] = "" if v is None else v
-                p_r.hset(k, mapping=m)
-            p_r.execute()
+        keys = materialize(f, r)  # the same values, one Redis hash per entity
         r1 = used(r)
         n = len(keys)
         print(f"events={a.events} users={a.users} products={a.products} entities={n} "

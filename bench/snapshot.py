@@ -22,7 +22,6 @@ import io
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,27 +30,11 @@ import time
 
 import redis  # Debian's python3-redis (/usr/bin/python3)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import free_port, materialize, wait_ping  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURES = ["clicks_1h", "purchases_24h", "products_1h"]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_ping(port, deadline_s=120):
-    end = time.time() + deadline_s
-    while time.time() < end:
-        try:
-            if redis.Redis(port=port).ping():
-                return
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            time.sleep(0.005)
-    sys.exit(f"server on {port} did not answer")
 
 
 def p99_of(port, cmd, users, n, clients=20):
@@ -101,21 +84,7 @@ def main():
         subprocess.run([loader, "--port", str(fport), path], check=True, stderr=subprocess.DEVNULL)
         print(f"loaded {a.events:,} events in {time.time() - t0:.1f} s")
         # The same feature values in Redis, one hash per entity.
-        keys = list(f.scan_iter(count=10000))
-        p_f, p_r = f.pipeline(transaction=False), r.pipeline(transaction=False)
-        for i in range(0, len(keys), 1000):
-            chunk = keys[i:i + 1000]
-            for k in chunk:
-                p_f.execute_command("FGET", k)
-            for k, flat in zip(chunk, p_f.execute()):
-                m = {}
-                for j in range(0, len(flat), 2):
-                    v = flat[j + 1]
-                    if isinstance(v, list):
-                        v = ",".join(x.decode() for x in v)
-                    m[flat[j]] = "" if v is None else v
-                p_r.hset(k, mapping=m)
-            p_r.execute()
+        keys = materialize(f, r)  # the same values, one Redis hash per entity
         n = len(keys)
         print(f"entities: {n:,} (users {a.users:,}, products up to {a.products:,})\n")
 

@@ -58,20 +58,16 @@ def build_model(events):
 def check_model(tc, r, events, users_only=False):
     """Asserts that every user (and product) aggregate served by r equals the model of events."""
     users, products = build_model(events)
-    ukeys = sorted(users)
-    got = r.execute_command("FMGET", *["user:%d" % u for u in ukeys], "FEATURES",
-                            "clicks_1h", "purchases_24h", "products_1h")
-    for u, row in zip(ukeys, got):
-        m = users[u]
-        tc.assertEqual(row, [m["clicks"], m["purchases"], len(m["products"])], "user:%d" % u)
-    if users_only:
-        return
-    pkeys = sorted(products)
-    got = r.execute_command("FMGET", *["product:%d" % p for p in pkeys], "FEATURES",
-                            "views_1h", "purchases_1h", "buyers_24h")
-    for p, row in zip(pkeys, got):
-        m = products[p]
-        tc.assertEqual(row, [m["views"], m["purchases"], len(m["buyers"])], "product:%d" % p)
+    kinds = [("user", users, ("clicks_1h", "purchases_24h", "products_1h"),
+              lambda m: [m["clicks"], m["purchases"], len(m["products"])])]
+    if not users_only:
+        kinds.append(("product", products, ("views_1h", "purchases_1h", "buyers_24h"),
+                      lambda m: [m["views"], m["purchases"], len(m["buyers"])]))
+    for entity, model, features, expect in kinds:
+        ids = sorted(model)
+        got = r.execute_command("FMGET", *["%s:%d" % (entity, i) for i in ids], "FEATURES", *features)
+        for i, row in zip(ids, got):
+            tc.assertEqual(row, expect(model[i]), "%s:%d" % (entity, i))
 
 
 def read_events(bootstrap, count, topic="user_events"):

@@ -13,7 +13,6 @@ import os
 import random
 import resource
 import shutil
-import signal
 import struct
 import subprocess
 import sys
