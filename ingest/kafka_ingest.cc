@@ -49,6 +49,7 @@ std::string KafkaIngest::Start() {
   auto reg = sink_->CurrentRegistry();
   if (settings_.brokers == "mock") {
     rd_kafka_conf_t* mc = rd_kafka_conf_new();
+    rd_kafka_conf_set(mc, "log_level", "3", err, sizeof err);  // no CONFWARN about its missing brokers
     h_->mock_host = rd_kafka_new(RD_KAFKA_PRODUCER, mc, err, sizeof err);
     if (h_->mock_host == nullptr) return std::string("cannot start the mock cluster: ") + err;
     h_->mock = rd_kafka_mock_cluster_new(h_->mock_host, 1);
@@ -374,7 +375,7 @@ void KafkaIngest::Run() {
         int64_t lo = 0, hi = 0;
         if (f.assigned && rd_kafka_get_watermark_offsets(h_->consumer, f.topic.c_str(), f.partition, &lo, &hi) ==
                               RD_KAFKA_RESP_ERR_NO_ERROR)
-          f.high = hi;
+          f.high = std::max(hi, f.position);  // the cached watermark may trail what we consumed
         if (f.assigned && f.position < 0) rd_kafka_topic_partition_list_add(unknown, f.topic.c_str(), f.partition);
       }
       // Nothing consumed yet: the fetch position (from the group's committed
