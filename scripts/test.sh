@@ -9,15 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-deps.sh
 start=$(date +%s)
-echo "== release build"
+phase() { echo "== $1 (at $(( $(date +%s) - start )) s)"; }
+phase "release build"
 bash scripts/build.sh build
-echo "== release tests"
+phase "release tests"
 (cd build && ctest --output-on-failure --timeout 600 -j2)
-echo "== ASan+UBSan build"
+phase "ASan+UBSan build"
 bash scripts/build.sh build-asan -DFKV_SANITIZE=ON -DFKV_BUILD_BENCH=OFF
-echo "== ASan+UBSan tests"
+phase "ASan+UBSan tests"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 (cd build-asan && ctest --output-on-failure --timeout 900 -j2)
-echo "== fuzzing (libFuzzer, clang)"
+phase "fuzzing (libFuzzer, clang)"
 bash scripts/fuzz.sh "${FKV_FUZZ_SECONDS:-60}"
 echo "== all tests passed in $(( $(date +%s) - start )) s"
