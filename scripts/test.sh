@@ -16,9 +16,12 @@ phase "release tests"
 (cd build && ctest --output-on-failure --timeout 600 -j2)
 phase "ASan+UBSan build"
 bash scripts/build.sh build-asan -DFKV_SANITIZE=ON -DFKV_BUILD_BENCH=OFF
-phase "ASan+UBSan tests"
+phase "ASan+UBSan tests (the fuzz targets build meanwhile: the tests mostly wait on sockets)"
+bash scripts/fuzz.sh 0 >/tmp/fkv-fuzz-build.log 2>&1 &
+fuzz_build=$!
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 (cd build-asan && ctest --output-on-failure --timeout 900 -j2)
+wait "$fuzz_build" || { cat /tmp/fkv-fuzz-build.log; exit 1; }
 phase "fuzzing (libFuzzer, clang)"
 bash scripts/fuzz.sh "${FKV_FUZZ_SECONDS:-60}"
 echo "== all tests passed in $(( $(date +%s) - start )) s"
