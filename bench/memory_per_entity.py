@@ -31,7 +31,7 @@ def main():
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="fkv-mem-")
     fport, rport = free_port(), free_port()
-    fkv = subprocess.Popen([a.server, "--port", str(fport), "--shards", "1", "--registry",
+    fkv = subprocess.Popen([a.server, "--port", str(fport), "--shards", "1", "--save", "", "--dir", work, "--registry",
                             os.path.join(ROOT, "conf/features.yaml"), "--logfile", work + "/fkv.log"])
     red = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                             "--appendonly", "no", "--dir", work], stdout=subprocess.DEVNULL)
