@@ -86,6 +86,7 @@ const Config::Directive kDirectives[] = {
     {"client-query-buffer-limit", Kind::kMemory, "1gb", true, 1024 * 1024},
     {"hz", Kind::kInt, "10", true, 1, 500},
     {"timeout", Kind::kInt, "0", true, 0, INT32_MAX},
+    {"shutdown-timeout", Kind::kInt, "10", true, 1, 3600},
     {"databases", Kind::kInt, "1", false, 1, 1},
     {"appendonly", Kind::kEnum, "no", false, 0, 0, "no"},
 };

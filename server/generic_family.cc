@@ -4,6 +4,7 @@
 #include <charconv>
 #include <climits>
 #include <map>
+#include <random>
 
 #include "server/command.h"
 #include "server/server.h"
@@ -140,15 +141,14 @@ void Scan(CommandContext& c) {
   std::string_view cs = c.args[1];
   auto r = std::from_chars(cs.data(), cs.data() + cs.size(), cursor);
   if (cs.empty() || r.ec != std::errc() || r.ptr != cs.data() + cs.size()) return c.out.Error("ERR invalid cursor");
-  std::string pattern;
-  bool have_pattern = false;
+  std::shared_ptr<const GlobPattern> match;  // null: every key
   int64_t count = 10;
   std::string type;
   for (size_t i = 2; i < c.args.size(); i++) {
     bool more = i + 1 < c.args.size();
     if (EqualsNoCase(c.args[i], "MATCH") && more) {
-      pattern.assign(c.args[++i]);
-      have_pattern = !(pattern == "*");
+      std::string_view p = c.args[++i];
+      match = p == "*" ? nullptr : std::make_shared<const GlobPattern>(p);  // "*" alone takes every key, as Redis
     } else if (EqualsNoCase(c.args[i], "COUNT") && more) {
       if (!ParseI64(c.args[++i], &count)) return c.out.Error(kErrNotInt);
       if (count < 1) return c.out.Error(kErrSyntax);
@@ -176,12 +176,12 @@ void Scan(CommandContext& c) {
   int64_t now = c.now_ms;
   c.FanOut(
       {shard},
-      [res, sc, count, pattern, have_pattern, type, now](int, ShardStore& st) {
+      [res, sc, count, match, type, now](int, ShardStore& st) {
         uint64_t cur = sc;
         int64_t budget = count * 10;  // buckets, as Redis's maxiterations
         do {
           cur = st.Scan(cur, now, [&](Record* rec) {
-            if (have_pattern && !GlobMatch(pattern, rec->key())) return;
+            if (match && !match->Match(rec->key())) return;
             if (!type.empty() && type != TypeName(rec->type)) return;
             res->keys.emplace_back(rec->key());
           });
@@ -202,17 +202,17 @@ void Scan(CommandContext& c) {
 void Keys(CommandContext& c) {
   int n = c.server->shards().size();
   auto per = std::make_shared<std::vector<std::vector<std::string>>>(static_cast<size_t>(n));
-  std::string pattern(c.args[1]);
+  auto pattern = std::make_shared<const GlobPattern>(c.args[1]);
+  bool all = c.args[1] == "*";  // every key, the empty one too, as Redis
   int64_t now = c.now_ms;
   c.FanOut(
       c.server->shards().All(),
-      [per, pattern, now](int shard, ShardStore& st) {
+      [per, pattern, all, now](int shard, ShardStore& st) {
         auto& out = (*per)[static_cast<size_t>(shard)];
-        bool all = pattern == "*";
         uint64_t cur = 0;
         do {
           cur = st.Scan(cur, now, [&](Record* r) {
-            if (all || GlobMatch(pattern, r->key())) out.emplace_back(r->key());
+            if (all || pattern->Match(r->key())) out.emplace_back(r->key());
           });
         } while (cur != 0);
       },
@@ -225,24 +225,45 @@ void Keys(CommandContext& c) {
       });
 }
 
+uint64_t Random64() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng();
+}
+
+// RANDOMKEY: every shard proposes one of its keys at random and says how many
+// it holds; the reply is the proposal of a shard picked with probability
+// proportional to its key count, so every key is equally likely (up to the
+// bucket bias Redis has too).
 void RandomKey(CommandContext& c) {
+  struct Proposal {
+    bool found = false;
+    std::string key;
+    size_t keys = 0;
+  };
   int n = c.server->shards().size();
-  auto per = std::make_shared<std::vector<std::string>>(static_cast<size_t>(n));
+  auto per = std::make_shared<std::vector<Proposal>>(static_cast<size_t>(n));
   int64_t now = c.now_ms;
   c.FanOut(
       c.server->shards().All(),
       [per, now](int shard, ShardStore& st) {
-        uint64_t cur = 0;
-        do {
-          cur = st.Scan(cur, now, [&](Record* r) {
-            if ((*per)[static_cast<size_t>(shard)].empty()) (*per)[static_cast<size_t>(shard)].assign(r->key());
-          });
-        } while (cur != 0 && (*per)[static_cast<size_t>(shard)].empty());
+        Proposal& p = (*per)[static_cast<size_t>(shard)];
+        if (Record* r = st.RandomLive(Random64, now)) {
+          p.found = true;
+          p.key.assign(r->key());
+        }
+        p.keys = st.size();
       },
       [per](ReplyWriter& out) {
-        for (auto& k : *per)
-          if (!k.empty()) return out.Bulk(k);
-        out.Null();
+        size_t total = 0;
+        for (const Proposal& p : *per) total += p.found ? p.keys : 0;
+        if (total == 0) return out.Null();
+        uint64_t pick = Random64() % total;
+        for (const Proposal& p : *per) {
+          if (!p.found) continue;
+          if (pick < p.keys) return out.Bulk(p.key);
+          pick -= p.keys;
+        }
+        out.Null();  // not reached
       });
 }
 

@@ -148,6 +148,7 @@ void HIncrBy(CommandContext& c) {
 void HIncrByFloat(CommandContext& c) {
   long double by, cur = 0;
   if (!ParseLongDouble(c.args[3], &by)) return c.out.Error("ERR value is not a valid float");
+  if (std::isinf(by)) return c.out.Error("ERR value is NaN or Infinity");  // Redis checks the increment first
   Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
   if (r != nullptr && r->type != ValueType::kHash) return c.out.Error(kErrWrongType);
   if (r != nullptr) {

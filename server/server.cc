@@ -49,6 +49,9 @@ Server::Server(Config& config) : config_(config), snapshots_(std::make_unique<Sn
 Server::~Server() {
   Shutdown("destructor");
   Wait();
+  StopShutdownWatchdog();
+  control_io_.stop();
+  if (control_thread_.joinable()) control_thread_.join();
   snapshots_.reset();  // its worker finishes what it holds while the rest still exists
   kafka_.reset();      // after the shards: no batch of it can still run
 }
@@ -75,8 +78,9 @@ int Server::Start() {
     acceptors_.push_back(std::move(acc));
   }
   port_ = port;
-  signals_ = std::make_unique<asio::signal_set>(io0, SIGTERM, SIGINT, SIGHUP);
+  signals_ = std::make_unique<asio::signal_set>(control_io_, SIGTERM, SIGINT, SIGHUP);
   WaitSignal();
+  control_thread_ = std::thread([this] { control_io_.run(); });
   for (size_t i = 0; i < acceptors_.size(); i++) Accept(i);
   for (int i = 0; i < shards_->size(); i++) shards_->shard(i).registry = registry();
   std::vector<snap::KafkaPosition> positions;
@@ -218,7 +222,56 @@ void Server::Wait() {
   if (shards_) shards_->Join();
 }
 
+void Server::StopShutdownWatchdog() {
+  std::thread t;
+  {
+    std::lock_guard lk(watchdog_mu_);
+    watchdog_stop_ = true;
+    t = std::move(watchdog_);
+  }
+  watchdog_cv_.notify_all();
+  if (t.joinable()) t.join();
+}
+
+void Server::StartShutdownWatchdog() {
+  std::lock_guard lk(watchdog_mu_);
+  if (watchdog_.joinable() || !shards_) return;
+  watchdog_stop_ = false;
+  int64_t timeout_ms = std::stoll(config_.GetString("shutdown-timeout")) * 1000;
+  watchdog_ = std::thread([this, timeout_ms] {
+    using Clock = std::chrono::steady_clock;
+    int n = shards_->size();
+    // One probe in flight per shard: posted, then answered when the shard's
+    // loop gets to it. A probe unanswered for timeout_ms means that shard is
+    // stuck in one piece of work.
+    auto answered = std::make_shared<std::vector<std::atomic<bool>>>(static_cast<size_t>(n));
+    std::vector<Clock::time_point> posted(static_cast<size_t>(n));
+    for (auto& a : *answered) a = true;
+    std::unique_lock lk(watchdog_mu_);
+    while (!watchdog_stop_) {
+      auto now = Clock::now();
+      for (int i = 0; i < n; i++) {
+        Shard& s = shards_->shard(i);
+        auto& a = (*answered)[static_cast<size_t>(i)];
+        if (s.finished.load(std::memory_order_acquire)) continue;
+        if (a.load(std::memory_order_acquire)) {
+          a.store(false, std::memory_order_relaxed);
+          posted[static_cast<size_t>(i)] = now;
+          shards_->Post(i, [answered, i] { (*answered)[static_cast<size_t>(i)].store(true, std::memory_order_release); });
+        } else if (now - posted[static_cast<size_t>(i)] > std::chrono::milliseconds(timeout_ms)) {
+          spdlog::critical("shutdown: shard {} has been busy in one command for over {} ms; exiting without waiting "
+                           "for it (shutdown-timeout)", i, timeout_ms);
+          spdlog::shutdown();
+          std::_Exit(1);
+        }
+      }
+      watchdog_cv_.wait_for(lk, std::chrono::milliseconds(50));
+    }
+  });
+}
+
 void Server::Shutdown(const std::string& reason) {
+  StartShutdownWatchdog();
   if (stopping_.exchange(true)) return;
   spdlog::info("shutting down ({})", reason);
   if (kafka_) kafka_->Stop();  // no new batches; those already posted still apply
@@ -236,6 +289,7 @@ void Server::Shutdown(const std::string& reason) {
 
 void Server::ShutdownWithSave(const std::string& reason, SaveMode mode,
                               std::function<void(const std::string&)> failed) {
+  StartShutdownWatchdog();
   bool rules = config_.GetString("save").find_first_not_of(' ') != std::string::npos;
   if (mode == SaveMode::kNoSave || (mode == SaveMode::kDefault && !rules)) return Shutdown(reason);
   if (shutdown_saving_.exchange(true)) {
@@ -245,6 +299,7 @@ void Server::ShutdownWithSave(const std::string& reason, SaveMode mode,
   spdlog::info("{}: saving a snapshot before exiting", reason);
   snapshots_->Save([this, reason, failed](const std::string& err) {
     if (err.empty()) return Shutdown(reason);
+    StopShutdownWatchdog();  // the server keeps running: a long command later is not a stuck shutdown
     shutdown_saving_ = false;
     if (failed) failed(err);
   });

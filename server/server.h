@@ -4,6 +4,8 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <thread>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -87,6 +89,13 @@ class Server {
  private:
   void Accept(size_t listener);
   void WaitSignal();
+  // Starts (once) the shutdown watchdog: a thread of its own that exits the
+  // process with code 1 when a shard has not come back to its event loop for
+  // `shutdown-timeout` seconds during a shutdown (docs/operations.md,
+  // "Stopping the server"), so a shard stuck in a long command cannot make
+  // the process unkillable.
+  void StartShutdownWatchdog();
+  void StopShutdownWatchdog();
   void Cron(Shard& s);
   // One step of the active expiry; posts the next until the slice or the time is used up.
   void Sweep(Shard& s, size_t buckets_left, int64_t deadline_us, int64_t now_ms);
@@ -95,7 +104,15 @@ class Server {
   Config& config_;
   std::unique_ptr<ShardSet> shards_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
+  // Signals are handled on a control thread of their own, so a busy shard
+  // cannot delay SIGTERM.
+  asio::io_context control_io_{1};
+  std::thread control_thread_;
   std::unique_ptr<asio::signal_set> signals_;
+  std::mutex watchdog_mu_;
+  std::condition_variable watchdog_cv_;
+  bool watchdog_stop_ = false;
+  std::thread watchdog_;
   std::atomic<uint64_t> next_client_id_{1};
   std::atomic<size_t> next_home_{0};
   std::atomic<bool> stopping_{false};

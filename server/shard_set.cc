@@ -28,6 +28,7 @@ void ShardSet::Start(const std::function<void(Shard&)>& on_start) {
       tl_shard = s->id;
       on_start(*s);
       s->io.run();
+      s->finished.store(true, std::memory_order_release);
     });
   }
 }

@@ -38,6 +38,7 @@ struct Shard {
   ThreadCounters counters;
   std::unique_ptr<asio::steady_timer> cron;  // active expiry, client timeouts
   std::thread thread;
+  std::atomic<bool> finished{false};  // set by the thread when its loop has returned
 };
 
 class ShardSet {

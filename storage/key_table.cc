@@ -53,6 +53,18 @@ void KeyTable::Insert(Record* r, uint64_t hash) {
   size_++;
 }
 
+Record* KeyTable::Random(const std::function<uint64_t()>& rnd) const {
+  if (size_ == 0) return nullptr;
+  Record* head = nullptr;
+  for (int i = 0; i < 64 && head == nullptr; i++) head = buckets_[rnd() & mask_];
+  for (uint64_t start = rnd(), i = 0; head == nullptr && i <= mask_; i++) head = buckets_[(start + i) & mask_];
+  size_t len = 0;
+  for (Record* r = head; r != nullptr; r = r->next) len++;
+  Record* r = head;
+  for (uint64_t k = rnd() % len; k > 0; k--) r = r->next;
+  return r;
+}
+
 Record* KeyTable::ReplaceAt(Record** link, Record* r) {
   Record* old = *link;
   r->next = old->next;

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string_view>
 
 #include "storage/record.h"
@@ -72,6 +73,11 @@ class KeyTable {
     }
     return removed;
   }
+  // A record picked at random (nullptr when empty), as Redis's
+  // dictGetRandomKey: a random non-empty bucket (64 random tries, then the
+  // next non-empty one after a random start), then a random record of its
+  // chain. `rnd` supplies uniform 64-bit numbers.
+  Record* Random(const std::function<uint64_t()>& rnd) const;
   void MaybeShrink();
   size_t MemoryOverhead() const { return bucket_count() * sizeof(Record*); }
 

@@ -22,6 +22,17 @@ Record* ShardStore::Find(std::string_view key, uint64_t hash, int64_t now_ms) {
   return r;
 }
 
+Record* ShardStore::RandomLive(const std::function<uint64_t()>& rnd, int64_t now_ms) {
+  for (int attempt = 0; attempt < 100; attempt++) {
+    Record* r = table_.Random(rnd);
+    if (r == nullptr) return nullptr;
+    if (!r->has_expiry() || r->expire_at() > now_ms) return r;
+    std::string key(r->key());
+    Find(key, HashKey(key), now_ms);  // removes the expired key, as a lookup would
+  }
+  return nullptr;
+}
+
 Record* ShardStore::Lookup(std::string_view key, uint64_t hash, int64_t now_ms) {
   Record* r = Find(key, hash, now_ms);
   if (r != nullptr) stats_.keyspace_hits++;

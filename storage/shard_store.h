@@ -53,6 +53,9 @@ class ShardStore {
   // expiry from its views (the view TTLs).
   void SyncEntity(std::string_view key, uint64_t hash, int64_t now_ms);
   size_t entities() const { return entities_; }
+  // A live key picked at random, or nullptr when none was found (empty, or
+  // only expired keys met in 100 tries: those are removed on the way).
+  Record* RandomLive(const std::function<uint64_t()>& rnd, int64_t now_ms);
   // Removes key; true if it existed (and was live).
   bool Erase(std::string_view key, uint64_t hash, int64_t now_ms);
   // Sets (at > 0) or clears (at == 0) the expiry of a live key; false if the

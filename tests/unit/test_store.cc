@@ -1,12 +1,11 @@
 // Unit tests of storage/: records, the key table, expiry (lazy and active)
-// and SCAN's guarantee across resizes; glob matching.
+// and SCAN's guarantee across resizes.
 #include <doctest/doctest.h>
 
 #include <random>
 #include <set>
 #include <string>
 
-#include "storage/glob.h"
 #include "storage/key_table.h"
 #include "storage/shard_store.h"
 
@@ -179,16 +178,3 @@ TEST_CASE("SCAN skips expired keys") {
   CHECK(keys == std::set<std::string>{"b"});
 }
 
-TEST_CASE("glob matching follows Redis's stringmatchlen") {
-  CHECK(GlobMatch("*", ""));
-  CHECK(GlobMatch("user:*", "user:42"));
-  CHECK_FALSE(GlobMatch("user:*", "product:1"));
-  CHECK(GlobMatch("h?llo", "hello"));
-  CHECK(GlobMatch("h[ae]llo", "hallo"));
-  CHECK_FALSE(GlobMatch("h[^e]llo", "hello"));
-  CHECK(GlobMatch("h[a-b]llo", "hbllo"));
-  CHECK(GlobMatch("h\\*llo", "h*llo"));
-  CHECK_FALSE(GlobMatch("h\\*llo", "hello"));
-  CHECK(GlobMatch("MAX*", "maxclients", true));
-  CHECK_FALSE(GlobMatch("a*b*c*d*e*f*g*h*i*j*k*l*m*n*o*p*q*r*s*t*u*v*w*x*y*z*1", std::string(200, 'a')));
-}
