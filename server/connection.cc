@@ -20,7 +20,7 @@ std::string Endpoint(const asio::ip::tcp::endpoint& ep) {
 }  // namespace
 
 Connection::Connection(Server* server, int home, asio::ip::tcp::socket socket, uint64_t id)
-    : server_(server), home_(home), socket_(std::move(socket)), id_(id), writer_(&wbuf_, 2) {
+    : server_(server), home_(home), socket_(std::move(socket)), id_(id), fd_(static_cast<int>(socket_.native_handle())), writer_(&wbuf_, 2) {
   boost::system::error_code ec;
   auto rp = socket_.remote_endpoint(ec);
   if (!ec) peer_ = Endpoint(rp);
@@ -46,12 +46,15 @@ void Connection::set_name(std::string n) {
 std::string Connection::Describe(int64_t now_ms) const {
   const CommandSpec* last = last_cmd_.load(std::memory_order_relaxed);
   std::string s = "id=" + std::to_string(id_) + " addr=" + peer_ + " laddr=" + local_ + " fd=" +
-                  std::to_string(const_cast<asio::ip::tcp::socket&>(socket_).native_handle()) + " name=" + name() +
+                  std::to_string(fd_) + " name=" + name() +
                   " age=" + std::to_string((now_ms - created_ms_) / 1000) +
                   " idle=" + std::to_string(idle_ms(now_ms) / 1000) + " flags=N db=0 sub=0 psub=0 ssub=0 multi=-1" +
-                  " qbuf=" + std::to_string(rend_ - rpos_) + " qbuf-free=" + std::to_string(rcap_ - rend_) +
-                  " argv-mem=0 multi-mem=0 rbs=" + std::to_string(rcap_) + " rbp=" + std::to_string(rend_) +
-                  " obl=0 oll=0 omem=0 tot-mem=" + std::to_string(rcap_ + wbuf_.capacity() + sizeof(*this)) +
+                  " qbuf=" + std::to_string(qbuf_.load(std::memory_order_relaxed)) +
+                  " qbuf-free=" + std::to_string(qbuf_free_.load(std::memory_order_relaxed)) +
+                  " argv-mem=0 multi-mem=0 rbs=" + std::to_string(rbs_.load(std::memory_order_relaxed)) +
+                  " rbp=" + std::to_string(rbp_.load(std::memory_order_relaxed)) + " obl=0 oll=0 omem=0 tot-mem=" +
+                  std::to_string(rbs_.load(std::memory_order_relaxed) + wbuf_cap_.load(std::memory_order_relaxed) +
+                                 sizeof(*this)) +
                   " events=r cmd=" + (last ? last->name : "NULL") + " user=default redir=-1 resp=" +
                   std::to_string(writer_.protocol()) + " shard=" + std::to_string(home_);
   return s;
@@ -111,6 +114,7 @@ void Connection::DoRead() {
     rbuf_ = std::make_unique<char[]>(kReadChunk);
     rcap_ = kReadChunk;
   }
+  PublishBuffers();
   socket_.async_read_some(asio::buffer(rbuf_.get() + rend_, rcap_ - rend_),
                           [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
                             if (ec) return self->Close();
@@ -124,6 +128,7 @@ void Connection::DoRead() {
                             self->server_->shards().shard(self->home_).counters.Add(
                                 self->server_->shards().shard(self->home_).counters.net_input, n);
                             self->last_interaction_ms_.store(NowMs(), std::memory_order_relaxed);
+                            self->PublishBuffers();
                             self->Process(self->home_);
                           });
 }
@@ -208,6 +213,7 @@ void Connection::Execute(int shard) {
     writer_.Error("OOM command not allowed when used memory > 'maxmemory'.");
     return;
   }
+  PublishBuffers();  // qbuf includes the command being run, as Redis shows it
   CommandContext ctx{server_, this, spec, args_, writer_, shard, &sh.store, key_hash_, NowMs()};
   spec->handler(ctx);
 }

@@ -59,6 +59,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const int home_;
   asio::ip::tcp::socket socket_;
   const uint64_t id_;
+  const int fd_;  // for CLIENT LIST (the socket itself is touched by its thread only)
   std::string peer_, local_;
   int64_t created_ms_;
 
@@ -83,6 +84,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<bool> killed_{false};
   std::atomic<int64_t> last_interaction_ms_{0};
   std::atomic<const CommandSpec*> last_cmd_{nullptr};
+  // Buffer figures for CLIENT LIST, published by whichever thread holds the
+  // baton (after a read, before each command) so Describe() reads them from
+  // any thread without racing on the buffers themselves.
+  void PublishBuffers() {
+    qbuf_.store(rend_ - rpos_, std::memory_order_relaxed);
+    qbuf_free_.store(rcap_ - rend_, std::memory_order_relaxed);
+    rbs_.store(rcap_, std::memory_order_relaxed);
+    rbp_.store(rend_, std::memory_order_relaxed);
+    wbuf_cap_.store(wbuf_.capacity(), std::memory_order_relaxed);
+  }
+  std::atomic<size_t> qbuf_{0}, qbuf_free_{0}, rbs_{0}, rbp_{0}, wbuf_cap_{0};
   mutable std::mutex name_mu_;
   std::string name_;
 };

@@ -1,6 +1,8 @@
 // Key-space commands: EXISTS DEL UNLINK TOUCH TYPE EXPIRE PEXPIRE EXPIREAT
-// PEXPIREAT TTL PTTL EXPIRETIME PEXPIRETIME PERSIST SCAN KEYS RANDOMKEY.
-// Entity keys (type `feature`) behave here like any other key.
+// PEXPIREAT TTL PTTL EXPIRETIME PEXPIRETIME PERSIST SCAN KEYS RANDOMKEY
+// RENAME RENAMENX COPY OBJECT MEMORY. Entity keys (type `feature`) behave
+// here like any other key; RENAME and COPY keep an entity key within its
+// entity type (docs/commands.md).
 #include <charconv>
 #include <climits>
 #include <map>
@@ -267,6 +269,231 @@ void RandomKey(CommandContext& c) {
       });
 }
 
+// The entity type of an entity key: the part before the first ':' ("" when
+// there is none).
+std::string_view EntityTypeOf(std::string_view key) {
+  size_t colon = key.find(':');
+  return colon == std::string_view::npos ? std::string_view() : key.substr(0, colon);
+}
+
+// RENAME and COPY move feature state only between keys of one entity type:
+// under another type its views would not be found.
+std::string CheckEntityTarget(const Record& r, std::string_view from, std::string_view to) {
+  if (r.type != ValueType::kFeature || EntityTypeOf(to) == EntityTypeOf(from)) return "";
+  return "ERR '" + std::string(from) + "' holds feature state of entity '" + std::string(EntityTypeOf(from)) +
+         "': it can only be renamed or copied to a key '" + std::string(EntityTypeOf(from)) + ":<id>'";
+}
+
+using Reply = std::function<void(std::function<void(ReplyWriter&)>)>;
+void ReplyError(const Reply& reply, std::string e) {
+  reply([e = std::move(e)](ReplyWriter& out) { out.Error(e); });
+}
+void ReplyInt(const Reply& reply, int64_t n) {
+  reply([n](ReplyWriter& out) { out.Integer(n); });
+}
+
+// The source and destination of RENAME / COPY: names (kept alive for the
+// steps that run after the connection's buffer moved on), hashes, shards.
+struct KeyPair {
+  std::shared_ptr<const std::string> src, dst;
+  uint64_t hs, hd;
+  int ss, sd;
+  static KeyPair Of(CommandContext& c) {
+    auto src = std::make_shared<const std::string>(c.args[1]);
+    auto dst = std::make_shared<const std::string>(c.args[2]);
+    uint64_t hs = HashKey(*src), hd = HashKey(*dst);
+    return {src, dst, hs, hd, c.server->shards().ShardOf(hs), c.server->shards().ShardOf(hd)};
+  }
+};
+
+// RENAME / RENAMENX. The value leaves the source's shard and is stored at
+// the destination's (moved whole: objects are handed over, not copied).
+// Across shards another client may, for an instant, see neither key.
+void RenameGeneric(CommandContext& c, bool nx) {
+  ShardSet* set = &c.server->shards();
+  auto [src, dst, hs, hd, ss, sd] = KeyPair::Of(c);
+  int64_t now = c.now_ms;
+  Reply reply = c.Defer();
+  auto done = [reply, nx] {
+    if (nx) return ReplyInt(reply, 1);
+    reply([](ReplyWriter& out) { out.Ok(); });
+  };
+  set->Post(ss, [=] {
+    ShardStore& st = set->shard(ss).store;
+    Record* r = st.Find(*src, hs, now);
+    if (r == nullptr) return ReplyError(reply, "ERR no such key");
+    if (*src == *dst) {
+      if (nx) return ReplyInt(reply, 0);
+      return done();
+    }
+    if (std::string e = CheckEntityTarget(*r, *src, *dst); !e.empty()) return ReplyError(reply, e);
+    if (ss == sd) {
+      if (nx && st.Find(*dst, hd, now) != nullptr) return ReplyInt(reply, 0);
+      st.Put(*dst, hd, st.Take(*src, hs, now));
+      return done();
+    }
+    // Across shards: take, then store at the destination. RENAMENX checks the
+    // destination first; should it appear between that check and the store,
+    // the value goes back to the source key.
+    auto take_and_put = [=] {
+      set->Post(ss, [=] {
+        auto v = std::make_shared<DetachedValue>(set->shard(ss).store.Take(*src, hs, now));
+        if (v->empty()) return ReplyError(reply, "ERR no such key");
+        set->Post(sd, [=] {
+          ShardStore& dt = set->shard(sd).store;
+          if (nx && dt.Find(*dst, hd, now) != nullptr) {
+            return set->Post(ss, [=] {
+              ShardStore& back = set->shard(ss).store;
+              if (back.Find(*src, hs, now) == nullptr) back.Put(*src, hs, std::move(*v));
+              ReplyInt(reply, 0);
+            });
+          }
+          dt.Put(*dst, hd, std::move(*v));
+          done();
+        });
+      });
+    };
+    if (!nx) return take_and_put();
+    set->Post(sd, [=] {
+      if (set->shard(sd).store.Find(*dst, hd, now) != nullptr) return ReplyInt(reply, 0);
+      take_and_put();
+    });
+  });
+}
+void Rename(CommandContext& c) { RenameGeneric(c, false); }
+void RenameNx(CommandContext& c) { RenameGeneric(c, true); }
+
+// COPY source destination [DB 0] [REPLACE]: a deep copy (entity state
+// included) with the source's expiry.
+void Copy(CommandContext& c) {
+  bool replace = false;
+  for (size_t i = 3; i < c.args.size(); i++) {
+    if (EqualsNoCase(c.args[i], "REPLACE")) {
+      replace = true;
+    } else if (EqualsNoCase(c.args[i], "DB") && i + 1 < c.args.size()) {
+      int64_t db;
+      if (!ParseI64(c.args[++i], &db) || db < INT32_MIN || db > INT32_MAX) return c.out.Error(kErrNotInt);
+      if (db != 0) return c.out.Error("ERR DB index is out of range");
+    } else {
+      return c.out.Error(kErrSyntax);
+    }
+  }
+  if (c.args[1] == c.args[2]) return c.out.Error("ERR source and destination objects are the same");
+  ShardSet* set = &c.server->shards();
+  auto [src, dst, hs, hd, ss, sd] = KeyPair::Of(c);
+  int64_t now = c.now_ms;
+  Reply reply = c.Defer();
+  set->Post(ss, [=] {
+    Record* r = set->shard(ss).store.Lookup(*src, hs, now);
+    if (r == nullptr) return ReplyInt(reply, 0);
+    if (std::string e = CheckEntityTarget(*r, *src, *dst); !e.empty()) return ReplyError(reply, e);
+    auto v = std::make_shared<DetachedValue>(ShardStore::Copy(*r));
+    set->Post(sd, [=] {
+      ShardStore& dt = set->shard(sd).store;
+      if (!replace && dt.Find(*dst, hd, now) != nullptr) return ReplyInt(reply, 0);
+      dt.Put(*dst, hd, std::move(*v));
+      ReplyInt(reply, 1);
+    });
+  });
+}
+
+// Error for a known subcommand with the wrong number of arguments, or an
+// unknown one, in Redis 7's words.
+void SubcommandError(CommandContext& c, const char* cmd, bool known) {
+  std::string sub(c.args[1]);
+  for (char& ch : sub) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (known) return c.out.Error("ERR wrong number of arguments for '" + std::string(cmd) + "|" + sub + "' command");
+  std::string upper(cmd);
+  for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  c.out.Error("ERR unknown subcommand '" + std::string(c.args[1]).substr(0, 128) + "'. Try " + upper + " HELP.");
+}
+
+void HelpReply(CommandContext& c, std::initializer_list<const char*> lines) {
+  c.out.Array(lines.size());
+  for (const char* l : lines) c.out.Simple(l);
+}
+
+// OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT key (docs/commands.md: the values
+// Redis would report for the same data; access times are not tracked).
+void Object(CommandContext& c) {
+  std::string_view sub = c.args[1];
+  bool known = EqualsNoCase(sub, "ENCODING") || EqualsNoCase(sub, "FREQ") || EqualsNoCase(sub, "IDLETIME") ||
+               EqualsNoCase(sub, "REFCOUNT");
+  if (EqualsNoCase(sub, "HELP") && c.args.size() == 2) {
+    return HelpReply(c, {"OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:", "ENCODING <key>",
+                         "    Return the kind of internal representation used in order to store the value",
+                         "    associated with a <key>.", "FREQ <key>",
+                         "    Return the access frequency index of the <key>. The returned integer is",
+                         "    proportional to the logarithm of the recent access frequency of the key.",
+                         "IDLETIME <key>", "    Return the idle time of the <key>, that is the approximated",
+                         "    number of seconds elapsed since the last access to the key.", "REFCOUNT <key>",
+                         "    Return the number of references of the value associated with the specified",
+                         "    <key>.", "HELP", "    Print this help."});
+  }
+  if (!known || c.args.size() != 3) return SubcommandError(c, "object", known);
+  Record* r = c.store->Find(c.args[2], c.key_hash, c.now_ms);
+  if (r == nullptr) return c.out.Null();
+  if (EqualsNoCase(sub, "FREQ")) {
+    return c.out.Error(
+        "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching "
+        "between policies at runtime LRU and LFU data will take some time to adjust.");
+  }
+  if (EqualsNoCase(sub, "IDLETIME")) return c.out.Integer(0);
+  auto small_int = [](std::string_view v, int64_t* n) {
+    return v.size() <= 20 && ParseI64(v, n) && std::to_string(*n) == v;
+  };
+  int64_t n = 0;
+  if (EqualsNoCase(sub, "REFCOUNT")) {
+    bool shared = r->type == ValueType::kString && small_int(r->string_value(), &n) && n >= 0 && n < 10000;
+    return c.out.Integer(shared ? INT32_MAX : 1);
+  }
+  switch (r->type) {
+    case ValueType::kString: {
+      std::string_view v = r->string_value();
+      return c.out.Bulk(small_int(v, &n) ? "int" : v.size() <= 44 ? "embstr" : "raw");
+    }
+    case ValueType::kHash: {
+      const HashValue* h = r->hash_value();
+      // redis-server's built-in defaults: hash-max-listpack-entries 512, -value 64.
+      bool small = h->size() <= 512;
+      h->ForEach([&](const std::string& f, const std::string& v) { small = small && f.size() <= 64 && v.size() <= 64; });
+      return c.out.Bulk(small ? "listpack" : "hashtable");
+    }
+    case ValueType::kFeature: return c.out.Bulk("entity");
+  }
+}
+
+// MEMORY USAGE key [SAMPLES n] | DOCTOR | HELP. USAGE counts everything the
+// key owns (for entity keys: views, aggregation states, tiles, last values)
+// plus its slot in the table: the real cost, not an estimate from samples.
+void Memory(CommandContext& c) {
+  std::string_view sub = c.args[1];
+  if (EqualsNoCase(sub, "HELP") && c.args.size() == 2) {
+    return HelpReply(c, {"MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:", "DOCTOR",
+                         "    Return memory problems reports.", "USAGE <key> [SAMPLES <count>]",
+                         "    Return memory in bytes used by <key> and its value. Nested values are",
+                         "    sampled up to <count> times (default: 5, 0 means sample all).", "HELP",
+                         "    Print this help."});
+  }
+  if (EqualsNoCase(sub, "DOCTOR") && c.args.size() == 2) {
+    return c.out.Verbatim("Hi Sam, I can't find any memory issue in your instance. I can only account for what "
+                          "occurs on this base.\n");
+  }
+  if (!EqualsNoCase(sub, "USAGE") || c.args.size() < 3) return SubcommandError(c, "memory", false);
+  for (size_t i = 3; i < c.args.size(); i++) {
+    int64_t samples;
+    if (EqualsNoCase(c.args[i], "SAMPLES") && i + 1 < c.args.size()) {
+      if (!ParseI64(c.args[++i], &samples)) return c.out.Error(kErrNotInt);
+      if (samples < 0) return c.out.Error(kErrSyntax);
+    } else {
+      return c.out.Error(kErrSyntax);
+    }
+  }
+  Record* r = c.store->Find(c.args[2], c.key_hash, c.now_ms);
+  if (r == nullptr) return c.out.Null();
+  c.out.Integer(static_cast<int64_t>(ShardStore::MemoryUsage(*r) + sizeof(Record*)));
+}
+
 }  // namespace
 
 void RegisterGenericFamily(CommandTable& t) {
@@ -287,6 +514,11 @@ void RegisterGenericFamily(CommandTable& t) {
   t.Register({"persist", 2, W | F, 1, 1, 1, Persist, "generic", "Removes the expiration time of a key."});
   t.Register({"scan", -2, R | M, 0, 0, 0, Scan, "generic", "Iterates over the key names in the database."});
   t.Register({"keys", 2, R | M, 0, 0, 0, Keys, "generic", "Returns all key names that match a pattern (slow: visits every key)."});
+  t.Register({"rename", 3, W | M, 1, 2, 1, Rename, "generic", "Renames a key and overwrites the destination."});
+  t.Register({"renamenx", 3, W | F | M, 1, 2, 1, RenameNx, "generic", "Renames a key only when the target key name doesn't exist."});
+  t.Register({"copy", -3, W | kCmdDenyOom | M, 1, 2, 1, Copy, "generic", "Copies the value of a key to a new key."});
+  t.Register({"object", -2, R, 2, 2, 1, Object, "generic", "A container for object introspection commands."});
+  t.Register({"memory", -2, R, 2, 2, 1, Memory, "server", "A container for memory diagnostics commands."});
   t.Register({"randomkey", 1, R | M, 0, 0, 0, RandomKey, "generic", "Returns a key name from the database."});
 }
 

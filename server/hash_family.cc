@@ -1,7 +1,12 @@
 // Hash commands: HSET HMSET HSETNX HGET HMGET HGETALL HKEYS HVALS HDEL HLEN
-// HEXISTS HSTRLEN HINCRBY HINCRBYFLOAT. All run on the key's shard.
+// HEXISTS HSTRLEN HINCRBY HINCRBYFLOAT HSCAN HRANDFIELD. All run on the
+// key's shard.
+#include <charconv>
 #include <climits>
 #include <cmath>
+#include <random>
+
+#include "storage/glob.h"
 
 #include "server/command.h"
 #include "storage/shard_store.h"
@@ -12,6 +17,8 @@ namespace {
 
 // The hash at args[1], or nullptr with the reply already written (nil / empty
 // / WRONGTYPE) when there is none to read.
+constexpr int64_t kMaxRandomReply = 10'000'000;  // HRANDFIELD with a negative count
+
 const HashValue* ReadHash(CommandContext& c, bool* wrongtype) {
   *wrongtype = false;
   Record* r = c.store->Lookup(c.args[1], c.key_hash, c.now_ms);
@@ -165,6 +172,95 @@ void HIncrByFloat(CommandContext& c) {
   c.out.Bulk(s);
 }
 
+// HSCAN key cursor [MATCH pattern] [COUNT count]: the whole hash in one
+// reply with cursor 0, as Redis answers for hashes it keeps as a listpack
+// (COUNT is a hint; docs/commands.md).
+void HScan(CommandContext& c) {
+  uint64_t cursor = 0;
+  std::string_view cs = c.args[2];
+  auto res = std::from_chars(cs.data(), cs.data() + cs.size(), cursor);
+  if (cs.empty() || res.ec != std::errc() || res.ptr != cs.data() + cs.size()) return c.out.Error("ERR invalid cursor");
+  std::unique_ptr<GlobPattern> match;
+  for (size_t i = 3; i < c.args.size(); i++) {
+    bool more = i + 1 < c.args.size();
+    if (EqualsNoCase(c.args[i], "MATCH") && more) {
+      std::string_view p = c.args[++i];
+      match = p == "*" ? nullptr : std::make_unique<GlobPattern>(p);
+    } else if (EqualsNoCase(c.args[i], "COUNT") && more) {
+      int64_t count;
+      if (!ParseI64(c.args[++i], &count)) return c.out.Error(kErrNotInt);
+      if (count < 1) return c.out.Error(kErrSyntax);
+    } else {
+      return c.out.Error(kErrSyntax);
+    }
+  }
+  bool wt;
+  const HashValue* h = ReadHash(c, &wt);
+  if (wt) return c.out.Error(kErrWrongType);
+  std::vector<std::pair<const std::string*, const std::string*>> items;
+  if (h != nullptr) {  // any cursor: Redis also answers listpack hashes whole
+    h->ForEach([&](const std::string& f, const std::string& v) {
+      if (!match || match->Match(f)) items.emplace_back(&f, &v);
+    });
+  }
+  c.out.Array(2);
+  c.out.Bulk("0");
+  c.out.Array(items.size() * 2);
+  for (auto [f, v] : items) {
+    c.out.Bulk(*f);
+    c.out.Bulk(*v);
+  }
+}
+
+// HRANDFIELD key [count [WITHVALUES]], as Redis 7: a positive count gives
+// distinct fields (at most the hash's size), a negative one may repeat.
+void HRandField(CommandContext& c) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  bool with_count = c.args.size() >= 3, with_values = false;
+  int64_t count = 1;
+  if (with_count) {
+    if (!ParseI64(c.args[2], &count)) return c.out.Error(kErrNotInt);
+    // A repeated pick per element: bound the reply, as the output buffer
+    // would (docs/commands.md).
+    if (count < -kMaxRandomReply || count == LLONG_MIN) return c.out.Error("ERR value is out of range");
+    if (c.args.size() >= 4) {
+      if (c.args.size() > 4 || !EqualsNoCase(c.args[3], "WITHVALUES")) return c.out.Error(kErrSyntax);
+      with_values = true;
+    }
+  }
+  bool wt;
+  const HashValue* h = ReadHash(c, &wt);
+  if (wt) return c.out.Error(kErrWrongType);
+  if (h == nullptr) return with_count ? c.out.Array(0) : c.out.Null();
+  std::vector<std::pair<const std::string*, const std::string*>> all;
+  all.reserve(h->size());
+  h->ForEach([&](const std::string& f, const std::string& v) { all.emplace_back(&f, &v); });
+  if (!with_count) {
+    return c.out.Bulk(*all[std::uniform_int_distribution<size_t>(0, all.size() - 1)(rng)].first);
+  }
+  std::vector<size_t> picks;
+  if (count >= 0) {  // distinct: a partial shuffle
+    size_t n = std::min(static_cast<size_t>(count), all.size());
+    std::vector<size_t> idx(all.size());
+    for (size_t i = 0; i < idx.size(); i++) idx[i] = i;
+    for (size_t i = 0; i < n; i++) std::swap(idx[i], idx[std::uniform_int_distribution<size_t>(i, idx.size() - 1)(rng)]);
+    picks.assign(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n));
+  } else {
+    for (int64_t i = 0; i < -count; i++) picks.push_back(std::uniform_int_distribution<size_t>(0, all.size() - 1)(rng));
+  }
+  bool resp3 = c.out.protocol() == 3;
+  c.out.Array(with_values && !resp3 ? picks.size() * 2 : picks.size());
+  for (size_t i : picks) {
+    if (with_values) {
+      if (resp3) c.out.Array(2);
+      c.out.Bulk(*all[i].first);
+      c.out.Bulk(*all[i].second);
+    } else {
+      c.out.Bulk(*all[i].first);
+    }
+  }
+}
+
 }  // namespace
 
 void RegisterHashFamily(CommandTable& t) {
@@ -182,6 +278,8 @@ void RegisterHashFamily(CommandTable& t) {
   t.Register({"hexists", 3, R | F, 1, 1, 1, HExists, "hash", "Determines whether a field exists in a hash."});
   t.Register({"hstrlen", 3, R | F, 1, 1, 1, HStrLen, "hash", "Returns the length of the value of a field."});
   t.Register({"hincrby", 4, W | F, 1, 1, 1, HIncrBy, "hash", "Increments the integer value of a field in a hash by a number."});
+  t.Register({"hscan", -3, R, 1, 1, 1, HScan, "hash", "Iterates over fields and values of a hash."});
+  t.Register({"hrandfield", -2, R, 1, 1, 1, HRandField, "hash", "Returns one or more random fields from a hash."});
   t.Register({"hincrbyfloat", 4, W | F, 1, 1, 1, HIncrByFloat, "hash", "Increments the floating point value of a field by a number."});
 }
 

@@ -1,10 +1,12 @@
 // Server commands: COMMAND INFO CONFIG DBSIZE TIME FLUSHDB FLUSHALL SAVE
 // BGSAVE LASTSAVE SHUTDOWN SLOWLOG, and Server::InfoText.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -17,6 +19,40 @@
 namespace fkv {
 
 namespace {
+
+// User and system CPU seconds of one thread, from /proc (formatted as Redis
+// prints rusage figures); zeros when the thread is unknown.
+struct ThreadCpu {
+  std::string user = "0.000000", sys = "0.000000";
+};
+ThreadCpu ReadThreadCpu(int tid) {
+  ThreadCpu out;
+  if (tid <= 0) return out;
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t close = stat.rfind(')');  // the name may hold spaces; fields follow ") "
+  if (close == std::string::npos) return out;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string f;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; fields >> f; i++) {  // field 3 is the state
+    if (i == 14) utime = std::stoull(f);
+    if (i == 15) {
+      stime = std::stoull(f);
+      break;
+    }
+  }
+  long hz = sysconf(_SC_CLK_TCK);
+  auto fmt = [hz](unsigned long long ticks) {
+    char b[48];
+    std::snprintf(b, sizeof b, "%llu.%06llu", ticks / static_cast<unsigned long long>(hz),
+                  (ticks % static_cast<unsigned long long>(hz)) * 1000000ULL / static_cast<unsigned long long>(hz));
+    return std::string(b);
+  };
+  out.user = fmt(utime);
+  out.sys = fmt(stime);
+  return out;
+}
 
 std::string Human(uint64_t bytes) {
   char buf[32];
@@ -342,6 +378,33 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     line("maxmemory_human", Human(config_.maxmemory()));
     line("maxmemory_policy", "noeviction");
     line("mem_allocator", a.name);
+    s += "\r\n";
+  }
+  if (on("cpu")) {
+    s += "# CPU\r\n";
+    auto tv = [](const timeval& t) {
+      char b[48];
+      std::snprintf(b, sizeof b, "%ld.%06ld", static_cast<long>(t.tv_sec), static_cast<long>(t.tv_usec));
+      return std::string(b);
+    };
+    rusage self{}, children{};
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &children);
+    line("used_cpu_sys", tv(self.ru_stime));
+    line("used_cpu_user", tv(self.ru_utime));
+    line("used_cpu_sys_children", tv(children.ru_stime));
+    line("used_cpu_user_children", tv(children.ru_utime));
+    // Redis's "main thread" is the one that runs commands: here shard 0.
+    // Every shard thread is listed after it.
+    for (int i = 0; i < shards_->size(); i++) {
+      ThreadCpu t = ReadThreadCpu(shards_->shard(i).tid.load(std::memory_order_acquire));
+      if (i == 0) {
+        line("used_cpu_sys_main_thread", t.sys);
+        line("used_cpu_user_main_thread", t.user);
+      }
+      line("used_cpu_sys_shard" + std::to_string(i), t.sys);
+      line("used_cpu_user_shard" + std::to_string(i), t.user);
+    }
     s += "\r\n";
   }
   if (on("persistence")) {

@@ -1,6 +1,8 @@
 // ShardSet: see shard_set.h.
 #include "server/shard_set.h"
 
+#include <unistd.h>
+
 namespace fkv {
 
 namespace {
@@ -26,9 +28,30 @@ void ShardSet::Start(const std::function<void(Shard&)>& on_start) {
     Shard* s = sp.get();
     s->thread = std::thread([s, on_start] {
       tl_shard = s->id;
+      s->tid.store(static_cast<int>(gettid()), std::memory_order_release);
       on_start(*s);
       s->io.run();
       s->finished.store(true, std::memory_order_release);
+    });
+  }
+}
+
+void ShardSet::RunOn(const std::vector<int>& shards, std::function<void(int, ShardStore&)> f,
+                     std::function<void()> then) {
+  if (shards.empty()) return then();
+  struct State {
+    std::atomic<size_t> remaining;
+    std::function<void(int, ShardStore&)> f;
+    std::function<void()> then;
+  };
+  auto st = std::make_shared<State>();
+  st->remaining = shards.size();
+  st->f = std::move(f);
+  st->then = std::move(then);
+  for (int s : shards) {
+    Post(s, [this, st, s] {
+      st->f(s, shard(s).store);
+      if (st->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) st->then();
     });
   }
 }

@@ -38,7 +38,8 @@ struct Shard {
   ThreadCounters counters;
   std::unique_ptr<asio::steady_timer> cron;  // active expiry, client timeouts
   std::thread thread;
-  std::atomic<bool> finished{false};  // set by the thread when its loop has returned
+  std::atomic<bool> finished{false};
+  std::atomic<int> tid{0};  // the thread's kernel id (INFO cpu reads its times)  // set by the thread when its loop has returned
 };
 
 class ShardSet {
@@ -62,6 +63,11 @@ class ShardSet {
   void Post(int i, F&& f) {
     asio::post(shards_[static_cast<size_t>(i)]->io, std::forward<F>(f));
   }
+  // Runs f(shard, store) on each of `shards` (distinct), in parallel on their
+  // threads; then then() once, on the thread of the last one to finish.
+  // Any thread may call it; commands that chain steps over shards use it
+  // with CommandContext::Defer.
+  void RunOn(const std::vector<int>& shards, std::function<void(int, ShardStore&)> f, std::function<void()> then);
   // Starts one thread per shard; `on_start(shard)` runs first on each.
   void Start(const std::function<void(Shard&)>& on_start);
   void Stop();  // stops every io_context (any thread)

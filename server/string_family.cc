@@ -1,7 +1,10 @@
-// String commands: GET SET MGET MSET INCR INCRBY DECR DECRBY INCRBYFLOAT
-// STRLEN APPEND SETNX SETEX PSETEX GETDEL. Single-key commands run on the
-// key's shard; MGET/MSET fan out to the shards of their keys.
+// String commands: GET SET MGET MSET MSETNX INCR INCRBY DECR DECRBY
+// INCRBYFLOAT STRLEN APPEND SETNX SETEX PSETEX GETDEL GETEX GETSET GETRANGE
+// SETRANGE. Single-key commands run on the key's shard; MGET/MSET/MSETNX
+// fan out to the shards of their keys.
+#include <atomic>
 #include <climits>
+#include <cstring>
 #include <cmath>
 #include <map>
 
@@ -77,6 +80,94 @@ void Set(CommandContext& c) {
   }
   if (get) return had ? c.out.Bulk(old) : c.out.Null();
   c.out.Ok();
+}
+
+// GETEX key [EX s | PX ms | EXAT s | PXAT ms | PERSIST]
+void GetEx(CommandContext& c) {
+  bool persist = false, have_expire = false, absolute = false;
+  int64_t expire_at = 0;
+  for (size_t i = 2; i < c.args.size(); i++) {
+    std::string_view a = c.args[i];
+    bool has_next = i + 1 < c.args.size();
+    if (EqualsNoCase(a, "PERSIST") && !have_expire && !persist) {
+      persist = true;
+    } else if ((EqualsNoCase(a, "EX") || EqualsNoCase(a, "PX") || EqualsNoCase(a, "EXAT") || EqualsNoCase(a, "PXAT")) &&
+               !persist && !have_expire && has_next) {
+      int64_t v;
+      if (!ParseI64(c.args[i + 1], &v)) return c.out.Error(kErrNotInt);
+      bool secs = EqualsNoCase(a, "EX") || EqualsNoCase(a, "EXAT");
+      absolute = EqualsNoCase(a, "EXAT") || EqualsNoCase(a, "PXAT");
+      if (v <= 0 || (secs && v > LLONG_MAX / 1000)) return c.out.Error("ERR invalid expire time in 'getex' command");
+      int64_t ms = secs ? v * 1000 : v;
+      if (!absolute && ms > LLONG_MAX - c.now_ms) return c.out.Error("ERR invalid expire time in 'getex' command");
+      expire_at = absolute ? ms : c.now_ms + ms;
+      have_expire = true;
+      i++;
+    } else {
+      return c.out.Error(kErrSyntax);
+    }
+  }
+  Record* r = c.store->Lookup(c.args[1], c.key_hash, c.now_ms);
+  if (r == nullptr) return c.out.Null();
+  if (r->type != ValueType::kString) return c.out.Error(kErrWrongType);
+  c.out.Bulk(r->string_value());
+  if (have_expire && expire_at <= c.now_ms) c.store->Erase(c.args[1], c.key_hash, c.now_ms);  // EXAT/PXAT in the past
+  else if (have_expire) c.store->SetExpire(c.args[1], c.key_hash, expire_at, c.now_ms);
+  else if (persist && r->has_expiry()) c.store->SetExpire(c.args[1], c.key_hash, 0, c.now_ms);
+}
+
+// GETSET key value: SET key value GET, without options (the TTL is dropped).
+void GetSet(CommandContext& c) {
+  Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
+  if (r != nullptr && r->type != ValueType::kString) return c.out.Error(kErrWrongType);
+  if (r != nullptr) c.out.Bulk(r->string_value());
+  else c.out.Null();
+  c.store->PutString(c.args[1], c.key_hash, c.args[2], 0);
+}
+
+// GETRANGE key start end (inclusive, negative from the end), as Redis 7.
+void GetRange(CommandContext& c) {
+  int64_t start, end;
+  if (!ParseI64(c.args[2], &start) || !ParseI64(c.args[3], &end)) return c.out.Error(kErrNotInt);
+  Record* r = c.store->Lookup(c.args[1], c.key_hash, c.now_ms);
+  if (r == nullptr) return c.out.Bulk("");
+  if (r->type != ValueType::kString) return c.out.Error(kErrWrongType);
+  std::string_view v = r->string_value();
+  auto len = static_cast<int64_t>(v.size());
+  if (start < 0 && end < 0 && start > end) return c.out.Bulk("");
+  if (start < 0) start = len + start;
+  if (end < 0) end = len + end;
+  if (start < 0) start = 0;
+  if (end < 0) end = 0;
+  if (end >= len) end = len - 1;
+  if (start > end || len == 0) return c.out.Bulk("");
+  c.out.Bulk(v.substr(static_cast<size_t>(start), static_cast<size_t>(end - start + 1)));
+}
+
+// SETRANGE key offset value: overwrites from offset, zero-padding as needed;
+// keeps the TTL. An empty value creates nothing and changes nothing.
+void SetRange(CommandContext& c) {
+  int64_t offset;
+  if (!ParseI64(c.args[2], &offset)) return c.out.Error(kErrNotInt);
+  if (offset < 0) return c.out.Error("ERR offset is out of range");
+  std::string_view value = c.args[3];
+  Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
+  if (r != nullptr && r->type != ValueType::kString) return c.out.Error(kErrWrongType);
+  int64_t cur_len = r != nullptr ? static_cast<int64_t>(r->string_value().size()) : 0;
+  if (value.empty()) return c.out.Integer(cur_len);
+  if (static_cast<uint64_t>(offset) + value.size() > c.server->config().proto_max_bulk_len())
+    return c.out.Error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+  size_t need = static_cast<size_t>(offset) + value.size();
+  if (r != nullptr && need <= r->string_value().size()) {  // in place, same size
+    std::memcpy(r->mutable_string_data() + offset, value.data(), value.size());
+    return c.out.Integer(cur_len);
+  }
+  std::string v(r != nullptr ? r->string_value() : std::string_view());
+  int64_t expire_at = r != nullptr ? r->expire_at() : 0;
+  if (v.size() < need) v.resize(need, '\0');
+  v.replace(static_cast<size_t>(offset), value.size(), value);
+  c.store->PutString(c.args[1], c.key_hash, v, expire_at);
+  c.out.Integer(static_cast<int64_t>(v.size()));
 }
 
 void SetNx(CommandContext& c) {
@@ -229,6 +320,50 @@ void MSet(CommandContext& c) {
       [](ReplyWriter& out) { out.Ok(); });
 }
 
+// MSETNX key value [key value ...]: sets them all only when none exists.
+// Keys of one shard are checked and set in one step (atomic); across shards
+// a check on every shard is followed by the writes (docs/commands.md).
+void MSetNx(CommandContext& c) {
+  if (c.args.size() % 2 != 1) return c.out.Error(ErrWrongArgs(c.spec->name));
+  auto hashes = std::make_shared<std::vector<uint64_t>>();
+  auto groups = std::make_shared<std::map<int, std::vector<size_t>>>(ByShard(c, 1, 2, hashes.get()));
+  const ArgList& args = c.args;
+  int64_t now = c.now_ms;
+  if (groups->size() == 1) {
+    auto done = std::make_shared<bool>(false);
+    return c.FanOut(
+        Keys(*groups),
+        [groups, hashes, &args, now, done](int shard, ShardStore& st) {
+          for (size_t i : groups->at(shard))
+            if (st.Find(args[i], (*hashes)[i], now) != nullptr) return;
+          for (size_t i : groups->at(shard)) st.PutString(args[i], (*hashes)[i], args[i + 1], 0);
+          *done = true;
+        },
+        [done](ReplyWriter& out) { out.Integer(*done ? 1 : 0); });
+  }
+  // Several shards: check, then write. The arguments are copied, as the
+  // connection's buffer only lives until the reply.
+  auto kv = std::make_shared<std::vector<std::string>>(args.begin(), args.end());
+  auto exists = std::make_shared<std::atomic<bool>>(false);
+  auto reply = c.Defer();
+  ShardSet* set = &c.server->shards();
+  set->RunOn(
+      Keys(*groups),
+      [groups, hashes, kv, now, exists](int shard, ShardStore& st) {
+        for (size_t i : groups->at(shard))
+          if (st.Find((*kv)[i], (*hashes)[i], now) != nullptr) exists->store(true);
+      },
+      [set, groups, hashes, kv, exists, reply] {
+        if (exists->load()) return reply([](ReplyWriter& out) { out.Integer(0); });
+        set->RunOn(
+            Keys(*groups),
+            [groups, hashes, kv](int shard, ShardStore& st) {
+              for (size_t i : groups->at(shard)) st.PutString((*kv)[i], (*hashes)[i], (*kv)[i + 1], 0);
+            },
+            [reply] { reply([](ReplyWriter& out) { out.Integer(1); }); });
+      });
+}
+
 }  // namespace
 
 // Used by generic_family.cc too.
@@ -253,6 +388,11 @@ void RegisterStringFamily(CommandTable& t) {
   t.Register({"strlen", 2, R | F, 1, 1, 1, StrLen, "string", "Returns the length of a string value."});
   t.Register({"append", 3, W | F, 1, 1, 1, Append, "string", "Appends a string to the value of a key."});
   t.Register({"mget", -2, R | F | kCmdMultiShard, 1, -1, 1, MGet, "string", "Atomically returns the string values of one or more keys."});
+  t.Register({"getex", -2, kCmdWrite | F, 1, 1, 1, GetEx, "string", "Returns the string value of a key after setting its expiration time."});
+  t.Register({"getset", 3, W | F, 1, 1, 1, GetSet, "string", "Returns the previous string value of a key after setting it to a new value."});
+  t.Register({"getrange", 4, R, 1, 1, 1, GetRange, "string", "Returns a substring of the string stored at a key."});
+  t.Register({"setrange", 4, W, 1, 1, 1, SetRange, "string", "Overwrites a part of a string value with another by an offset."});
+  t.Register({"msetnx", -3, W | kCmdMultiShard, 1, -1, 2, MSetNx, "string", "Sets the string values of one or more keys only when all keys don't exist."});
   t.Register({"mset", -3, W | kCmdMultiShard, 1, -1, 2, MSet, "string", "Sets the string values of one or more keys."});
 }
 

@@ -1,7 +1,13 @@
 // ShardStore: see shard_store.h.
 #include "storage/shard_store.h"
 
+#include <stdexcept>
+
+#include "storage/snapshot.h"
+
 namespace fkv {
+
+void DestroyEntity(EntityRecord* e);  // storage/entity.cc
 
 void ShardStore::Unlink(Record** link) {
   Record* r = table_.RemoveAt(link);
@@ -20,6 +26,100 @@ Record* ShardStore::Find(std::string_view key, uint64_t hash, int64_t now_ms) {
     return nullptr;
   }
   return r;
+}
+
+DetachedValue& DetachedValue::operator=(DetachedValue&& o) noexcept {
+  if (this == &o) return *this;
+  Reset();
+  present_ = o.present_;
+  type_ = o.type_;
+  expire_at_ = o.expire_at_;
+  string_ = std::move(o.string_);
+  object_ = o.object_;
+  o.object_ = nullptr;
+  o.present_ = false;
+  return *this;
+}
+
+void DetachedValue::Reset() {
+  if (object_ != nullptr) {
+    if (type_ == ValueType::kHash) delete static_cast<HashValue*>(object_);
+    else DestroyEntity(static_cast<EntityRecord*>(object_));
+  }
+  object_ = nullptr;
+  present_ = false;
+}
+
+DetachedValue ShardStore::Take(std::string_view key, uint64_t hash, int64_t now_ms) {
+  DetachedValue v;
+  Record** link = table_.FindLink(key, hash);
+  Record* r = *link;
+  if (r == nullptr) return v;
+  BeforeWrite(r);
+  if (r->has_expiry() && r->expire_at() <= now_ms) {
+    Unlink(link);
+    stats_.expired_keys++;
+    return v;
+  }
+  v.present_ = true;
+  v.type_ = r->type;
+  v.expire_at_ = r->expire_at();
+  if (r->type == ValueType::kString) v.string_.assign(r->string_value());
+  else v.object_ = r->object();
+  table_.RemoveAt(link);
+  if (r->has_expiry()) expires_--;
+  if (r->type == ValueType::kFeature) entities_--;
+  Record::FreeShell(r);  // the object now belongs to v
+  table_.MaybeShrink();
+  return v;
+}
+
+DetachedValue ShardStore::Copy(const Record& r) {
+  DetachedValue v;
+  v.present_ = true;
+  v.type_ = r.type;
+  v.expire_at_ = r.expire_at();
+  switch (r.type) {
+    case ValueType::kString: v.string_.assign(r.string_value()); break;
+    case ValueType::kHash: v.object_ = new HashValue(*r.hash_value()); break;
+    case ValueType::kFeature: {
+      // Entity state is deep: copy it through the snapshot record codec,
+      // which already knows every part of it and checks what it reads.
+      std::string buf;
+      snap::EncodeRecord(r, &buf);
+      snap::Dec in(buf);
+      snap::DecodedRecord rec;
+      std::string err;
+      if (!snap::DecodeRecord(in, &rec, &err)) throw std::logic_error("entity copy: " + err);
+      rec.entity->ttl_override = r.entity()->ttl_override;
+      v.object_ = rec.entity.release();
+      break;
+    }
+  }
+  return v;
+}
+
+void ShardStore::Put(std::string_view key, uint64_t hash, DetachedValue v) {
+  if (v.empty()) return;
+  Record** link = table_.FindLink(key, hash);
+  if (*link != nullptr) {
+    BeforeWrite(*link);
+    Unlink(link);
+  }
+  if (v.type_ == ValueType::kString) {
+    AdoptString(key, hash, v.string_, v.expire_at_);
+  } else {
+    AdoptObject(key, hash, v.type_, v.object_, v.expire_at_);
+    v.object_ = nullptr;
+  }
+  v.present_ = false;
+}
+
+size_t ShardStore::MemoryUsage(const Record& r) {
+  size_t n = r.alloc_size();
+  if (r.type == ValueType::kHash) n += r.hash_value()->MemoryUsage();
+  if (r.type == ValueType::kFeature) n += r.entity()->MemoryUsage();
+  return n;
 }
 
 Record* ShardStore::RandomLive(const std::function<uint64_t()>& rnd, int64_t now_ms) {

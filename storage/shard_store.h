@@ -15,6 +15,32 @@
 
 namespace fkv {
 
+// A value taken out of a store (or copied from one) with its expiry, on its
+// way to a key of possibly another shard (RENAME, COPY). Owns the object it
+// holds until a ShardStore adopts it. Move-only; may cross threads.
+class DetachedValue {
+ public:
+  DetachedValue() = default;
+  DetachedValue(DetachedValue&& o) noexcept { *this = std::move(o); }
+  DetachedValue& operator=(DetachedValue&& o) noexcept;
+  DetachedValue(const DetachedValue&) = delete;
+  DetachedValue& operator=(const DetachedValue&) = delete;
+  ~DetachedValue() { Reset(); }
+
+  bool empty() const { return !present_; }
+  ValueType type() const { return type_; }
+  int64_t expire_at() const { return expire_at_; }
+
+ private:
+  friend class ShardStore;
+  void Reset();
+  bool present_ = false;
+  ValueType type_ = ValueType::kString;
+  int64_t expire_at_ = 0;
+  std::string string_;      // kString
+  void* object_ = nullptr;  // kHash, kFeature: owned
+};
+
 // Counters of one shard, read by INFO.
 struct ShardStats {
   uint64_t expired_keys = 0;      // removed by lazy or active expiry
@@ -56,6 +82,15 @@ class ShardStore {
   // A live key picked at random, or nullptr when none was found (empty, or
   // only expired keys met in 100 tries: those are removed on the way).
   Record* RandomLive(const std::function<uint64_t()>& rnd, int64_t now_ms);
+  // RENAME/COPY: Take removes a live key and returns its value (empty when
+  // the key does not exist); Copy returns a deep copy of a record's value;
+  // Put stores a value at key, replacing whatever is there. Expiries travel
+  // with the value; entity state (views, tiles, TTL override) moves whole.
+  DetachedValue Take(std::string_view key, uint64_t hash, int64_t now_ms);
+  static DetachedValue Copy(const Record& r);
+  void Put(std::string_view key, uint64_t hash, DetachedValue v);
+  // Bytes a record takes with everything it owns (MEMORY USAGE).
+  static size_t MemoryUsage(const Record& r);
   // Removes key; true if it existed (and was live).
   bool Erase(std::string_view key, uint64_t hash, int64_t now_ms);
   // Sets (at > 0) or clears (at == 0) the expiry of a live key; false if the
