@@ -89,11 +89,21 @@ const Config::Directive kDirectives[] = {
     {"shutdown-timeout", Kind::kInt, "10", true, 1, 3600},
     {"databases", Kind::kInt, "1", false, 1, 1},
     {"appendonly", Kind::kEnum, "no", false, 0, 0, "no"},
+    {"hash-max-listpack-entries", Kind::kInt, "512", true, 0, INT32_MAX},
+    {"hash-max-listpack-value", Kind::kInt, "64", true, 0, INT32_MAX},
+};
+
+// Old names Redis 7 still accepts, as aliases of the directive they name.
+const std::pair<const char*, const char*> kAliases[] = {
+    {"hash-max-ziplist-entries", "hash-max-listpack-entries"},
+    {"hash-max-ziplist-value", "hash-max-listpack-value"},
 };
 }  // namespace
 
 const Config::Directive* Config::Find(std::string_view name) const {
   std::string l = Lower(name);
+  for (const auto& [alias, target] : kAliases)
+    if (l == alias) l = target;
   for (const auto& d : kDirectives)
     if (l == d.name) return &d;
   return nullptr;
@@ -211,6 +221,8 @@ void Config::SyncAtomics() {
   maxmemory_.store(num("maxmemory"));
   proto_max_bulk_len_.store(num("proto-max-bulk-len"));
   qbuf_limit_.store(num("client-query-buffer-limit"));
+  hash_max_listpack_entries_.store(num("hash-max-listpack-entries"));
+  hash_max_listpack_value_.store(num("hash-max-listpack-value"));
   requirepass_set_.store(!values_["requirepass"].empty(), std::memory_order_release);
   int64_t skew = 0;
   if (ParseDurationMs(values_["max-event-skew"], &skew)) max_event_skew_ms_.store(skew);
@@ -231,6 +243,8 @@ std::vector<std::pair<std::string, std::string>> Config::Get(std::string_view pa
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& [k, v] : values_)
     if (GlobMatch(pattern, k, true)) out.emplace_back(k, v);
+  for (const auto& [alias, target] : kAliases)
+    if (GlobMatch(pattern, alias, true)) out.emplace_back(alias, values_.at(target));
   return out;
 }
 

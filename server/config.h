@@ -53,6 +53,9 @@ class Config {
   uint64_t proto_max_bulk_len() const { return proto_max_bulk_len_.load(std::memory_order_relaxed); }
   uint64_t client_query_buffer_limit() const { return qbuf_limit_.load(std::memory_order_relaxed); }
   int64_t max_event_skew_ms() const { return max_event_skew_ms_.load(std::memory_order_relaxed); }
+  // OBJECT ENCODING names a hash `listpack` within these bounds (as Redis).
+  uint64_t hash_max_listpack_entries() const { return hash_max_listpack_entries_.load(std::memory_order_relaxed); }
+  uint64_t hash_max_listpack_value() const { return hash_max_listpack_value_.load(std::memory_order_relaxed); }
   bool requirepass_set() const { return requirepass_set_.load(std::memory_order_acquire); }
   bool CheckPassword(std::string_view pw) const;
 
@@ -77,6 +80,7 @@ class Config {
   std::atomic<uint64_t> qbuf_limit_{1ull << 30};
   std::atomic<bool> requirepass_set_{false};
   std::atomic<int64_t> max_event_skew_ms_{300'000};
+  std::atomic<uint64_t> hash_max_listpack_entries_{512}, hash_max_listpack_value_{64};
 };
 
 }  // namespace fkv

@@ -450,13 +450,15 @@ void Object(CommandContext& c) {
   switch (r->type) {
     case ValueType::kString: {
       std::string_view v = r->string_value();
+      if (r->flags & Record::kRawString) return c.out.Bulk("raw");  // APPEND/SETRANGE, as Redis
       return c.out.Bulk(small_int(v, &n) ? "int" : v.size() <= 44 ? "embstr" : "raw");
     }
     case ValueType::kHash: {
       const HashValue* h = r->hash_value();
-      // redis-server's built-in defaults: hash-max-listpack-entries 512, -value 64.
-      bool small = h->size() <= 512;
-      h->ForEach([&](const std::string& f, const std::string& v) { small = small && f.size() <= 64 && v.size() <= 64; });
+      const Config& cfg = c.server->config();
+      size_t max_len = cfg.hash_max_listpack_value();
+      bool small = h->size() <= cfg.hash_max_listpack_entries();
+      h->ForEach([&](const std::string& f, const std::string& v) { small = small && f.size() <= max_len && v.size() <= max_len; });
       return c.out.Bulk(small ? "listpack" : "hashtable");
     }
     case ValueType::kFeature: return c.out.Bulk("entity");

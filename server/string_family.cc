@@ -160,13 +160,14 @@ void SetRange(CommandContext& c) {
   size_t need = static_cast<size_t>(offset) + value.size();
   if (r != nullptr && need <= r->string_value().size()) {  // in place, same size
     std::memcpy(r->mutable_string_data() + offset, value.data(), value.size());
+    r->flags |= Record::kRawString;
     return c.out.Integer(cur_len);
   }
   std::string v(r != nullptr ? r->string_value() : std::string_view());
   int64_t expire_at = r != nullptr ? r->expire_at() : 0;
   if (v.size() < need) v.resize(need, '\0');
   v.replace(static_cast<size_t>(offset), value.size(), value);
-  c.store->PutString(c.args[1], c.key_hash, v, expire_at);
+  c.store->PutString(c.args[1], c.key_hash, v, expire_at)->flags |= Record::kRawString;
   c.out.Integer(static_cast<int64_t>(v.size()));
 }
 
@@ -254,7 +255,7 @@ void Append(CommandContext& c) {
   if (v.size() + c.args[2].size() > c.server->config().proto_max_bulk_len())
     return c.out.Error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
   v.append(c.args[2]);
-  c.store->PutString(c.args[1], c.key_hash, v, expire_at);
+  c.store->PutString(c.args[1], c.key_hash, v, expire_at)->flags |= Record::kRawString;
   c.out.Integer(static_cast<int64_t>(v.size()));
 }
 

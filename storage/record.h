@@ -16,6 +16,7 @@ class EntityRecord;  // the feature entity type (features issue)
 
 struct Record {
   static constexpr uint8_t kHasExpiry = 1;
+  static constexpr uint8_t kRawString = 2;  // changed in place by APPEND/SETRANGE (OBJECT ENCODING says raw, as Redis)
 
   Record* next;
   uint32_t key_len;

@@ -140,7 +140,7 @@ Record* ShardStore::Lookup(std::string_view key, uint64_t hash, int64_t now_ms) 
   return r;
 }
 
-void ShardStore::PutString(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at) {
+Record* ShardStore::PutString(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at) {
   Record** link = table_.FindLink(key, hash);
   Record* old = *link;
   if (old != nullptr) BeforeWrite(old);
@@ -149,7 +149,8 @@ void ShardStore::PutString(std::string_view key, uint64_t hash, std::string_view
     // Same shape: overwrite in place, no allocation.
     std::memcpy(old->mutable_string_data(), value.data(), value.size());
     if (expire_at != 0) old->set_expire_at(expire_at);
-    return;
+    old->flags &= static_cast<uint8_t>(~Record::kRawString);  // a new value, no longer "changed in place"
+    return old;
   }
   Record* r = Stamp(Record::NewString(key, value, expire_at));
   if (expire_at != 0) expires_++;
@@ -161,6 +162,7 @@ void ShardStore::PutString(std::string_view key, uint64_t hash, std::string_view
   } else {
     table_.Insert(r, hash);
   }
+  return r;
 }
 
 HashValue* ShardStore::GetOrCreateHash(std::string_view key, uint64_t hash, int64_t now_ms) {
@@ -206,6 +208,7 @@ bool ShardStore::SetExpire(std::string_view key, uint64_t hash, int64_t at, int6
   // same value (objects are moved, not copied).
   Record* nr = Stamp(r->type == ValueType::kString ? Record::NewString(r->key(), r->string_value(), at)
                                                    : Record::NewObject(r->key(), r->type, r->object(), at));
+  nr->flags |= r->flags & Record::kRawString;
   table_.ReplaceAt(link, nr);
   if (at != 0) expires_++;
   else expires_--;

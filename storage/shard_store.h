@@ -62,7 +62,8 @@ class ShardStore {
   Record* Lookup(std::string_view key, uint64_t hash, int64_t now_ms);
 
   // Stores a string, replacing any value of any type. expire_at 0 = none.
-  void PutString(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at);
+  // Returns the record (valid until the next change to this store).
+  Record* PutString(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at);
   // Returns the hash of key, creating it when absent; nullptr if the key
   // holds another type (WRONGTYPE).
   HashValue* GetOrCreateHash(std::string_view key, uint64_t hash, int64_t now_ms);

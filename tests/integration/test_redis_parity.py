@@ -340,6 +340,24 @@ class ParityTests:
             self.same("OBJECT", "FREQ", key)
         self.same("SET", "small", "5")
         self.same("OBJECT", "REFCOUNT", "small")
+        # Changed in place: raw, whatever the content; a new SET starts over.
+        self.same_all([
+            ("SET", "n", "1234"), ("SETRANGE", "n", "0", "2"), ("GET", "n"), ("OBJECT", "ENCODING", "n"),
+            ("EXPIRE", "n", "100"), ("OBJECT", "ENCODING", "n"), ("SET", "n", "5678"), ("OBJECT", "ENCODING", "n"),
+            ("SET", "t", "hi"), ("APPEND", "t", "!"), ("OBJECT", "ENCODING", "t"), ("SET", "t", "hey"),
+            ("OBJECT", "ENCODING", "t"), ("INCR", "n"), ("OBJECT", "ENCODING", "n"),
+        ])
+        # The listpack bounds follow CONFIG SET, under both names.
+        try:
+            self.same_all([
+                ("CONFIG", "SET", "hash-max-ziplist-entries", "4"), ("CONFIG", "GET", "hash-max-listpack-entries"),
+                ("HSET", "h5", "a", "1", "b", "2", "c", "3", "d", "4", "e", "5"), ("OBJECT", "ENCODING", "h5"),
+                ("CONFIG", "SET", "hash-max-listpack-value", "3"), ("CONFIG", "GET", "hash-max-ziplist-value"),
+                ("HSET", "h2", "a", "1234"), ("OBJECT", "ENCODING", "h2"),
+            ])
+        finally:
+            for c in (self.rc, self.fc):
+                c.command("CONFIG", "SET", "hash-max-listpack-entries", "512", "hash-max-listpack-value", "64")
         self.same("OBJECT", "IDLETIME", "missing")
         for c in (self.rc, self.fc):
             self.assertIsInstance(c.command("OBJECT", "IDLETIME", "short"), int)
@@ -412,6 +430,64 @@ class ParityTests:
                 line = self.fc.command("CLIENT", "LIST", "ID", str(other_id))
                 return dict(kv.split("=", 1) for kv in line.strip().split(" "))["qbuf"] == str(len(partial))
             wait_until(qbuf, timeout=5, what="qbuf=%d for a half-sent command" % len(partial))
+
+    # -- the same through redis-py's methods and redis-cli ---------------------
+
+    def test_redis_py_methods_agree(self):
+        import redis
+        rr = redis.Redis(port=REDIS.port, decode_responses=True)
+        fr = self.fkv.redis()
+        self.addCleanup(rr.close)
+        self.addCleanup(fr.close)
+
+        def run(r):
+            out = [r.set("k", "Hello World"), r.getex("k", ex=100), r.ttl("k"), r.getex("k", persist=True), r.ttl("k"),
+                   r.getset("k", "v2"), r.getrange("k", 0, 0), r.setrange("k", 3, "xyz"), r.get("k"),
+                   r.msetnx({"m1": "1", "m2": "2"}), r.msetnx({"m2": "x", "m3": "3"}), r.mget("m1", "m2", "m3"),
+                   r.rename("m1", "m9"), r.renamenx("m9", "m2"), r.copy("m9", "m8"), r.get("m8"),
+                   r.hset("h", mapping={"a": "1", "b": "2"}), r.hscan("h"), sorted(r.hrandfield("h", 2)),
+                   r.object("encoding", "k"), r.object("refcount", "m2"), isinstance(r.memory_usage("k"), int),
+                   r.memory_usage("missing")]
+            for bad in (lambda: r.getex("h"), lambda: r.rename("nope", "x"), lambda: r.copy("k", "k")):
+                try:
+                    bad()
+                    out.append("no error")
+                except redis.ResponseError as e:
+                    out.append(str(e))
+            return out
+        self.assertEqual(run(fr), run(rr))
+
+    def test_redis_cli_agrees(self):
+        exe = shutil.which("redis-cli")
+        self.assertIsNotNone(exe, "redis-cli is not installed (scripts/setup-deps.sh installs it)")
+        script = [["SET", "k", "Hello"], ["GETEX", "k", "PX", "50000"], ["GETRANGE", "k", "1", "-2"],
+                  ["SETRANGE", "k", "10", "x"], ["GET", "k"], ["GETSET", "k", "1"], ["OBJECT", "ENCODING", "k"],
+                  ["MSETNX", "a", "1", "b", "2"], ["RENAMENX", "a", "b"], ["RENAME", "a", "c"], ["COPY", "c", "d"],
+                  ["HSET", "h", "f", "v"], ["HSCAN", "h", "0"], ["HRANDFIELD", "h", "-2", "WITHVALUES"],
+                  ["HINCRBYFLOAT", "h", "g", "inf"], ["GETEX", "h"], ["OBJECT", "FREQ", "k"], ["MEMORY", "USAGE", "zz"],
+                  ["OBJECT", "NOPE", "k"], ["RANDOMKEY", "x"]]
+        outs = []
+        for port in (REDIS.port, self.fkv.port):
+            text = []
+            for cmd in script:
+                p = subprocess.run([exe, "-h", "127.0.0.1", "-p", str(port)] + cmd, capture_output=True, text=True,
+                                   timeout=20)
+                text.append(" ".join(cmd) + " -> " + p.stdout.strip() + p.stderr.strip())
+            outs.append(text)
+        self.assertEqual(outs[1], outs[0])
+
+    def test_entity_keys_are_wrongtype_for_string_and_hash_commands(self):
+        now = int(time.time())
+        self.assertEqual(self.fc.command("FEVENT", "user_events", event(1, 2, "click", now)), 1)
+        wrong = RespError("WRONGTYPE Operation against a key holding the wrong kind of value")
+        for cmd in (("GETEX", "user:1"), ("GETSET", "user:1", "x"), ("GETRANGE", "user:1", "0", "1"),
+                    ("SETRANGE", "user:1", "0", "x"), ("HSCAN", "user:1", "0"), ("HRANDFIELD", "user:1"),
+                    ("HINCRBYFLOAT", "user:1", "f", "1")):
+            self.assertEqual(self.fc.command(*cmd), wrong, cmd)
+        self.assertEqual(self.fc.command("MSETNX", "user:1", "x", "other", "y"), 0)
+        self.assertEqual(self.fc.command("EXISTS", "other"), 0)
+        self.assertEqual(self.fc.command("FGET", "user:1", "clicks_1h"), [1])
+        self.assertEqual(self.fc.command("OBJECT", "REFCOUNT", "user:1"), 1)
 
     # -- KEYS SCAN glob: Redis's semantics, bounded time ----------------------
 
