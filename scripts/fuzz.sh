@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}; shift || true
 targets=("$@")
 ((${#targets[@]})) || targets=(resp_parser event snapshot)
-CXX=clang++ cmake -S . -B build-fuzz -DFKV_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+CXX=clang++ cmake -S . -B build-fuzz -DFKV_FUZZ=ON -DFKV_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
 ((secs > 0)) || exit 0
 mkdir -p build-fuzz/findings

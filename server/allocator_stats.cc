@@ -5,8 +5,8 @@
 
 #include <cstdio>
 
-#if defined(__SANITIZE_ADDRESS__)
-// From the ASan runtime (sanitizer/allocator_interface.h, which g++'s
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+// From the ASan / TSan runtime (sanitizer/allocator_interface.h, which g++'s
 // packages do not install).
 extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #elif defined(FKV_ALLOC_JEMALLOC)
@@ -33,10 +33,14 @@ uint64_t ResidentBytes() {
 AllocatorStats ReadAllocatorStats() {
   AllocatorStats s;
   s.resident = ResidentBytes();
-#if defined(__SANITIZE_ADDRESS__)
-  // ASan replaces malloc: ask its allocator (mallinfo2 would say 0).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // The sanitizer replaces malloc: ask its allocator (mallinfo2 would say 0).
   s.allocated = __sanitizer_get_current_allocated_bytes();
+#if defined(__SANITIZE_THREAD__)
+  s.name = "tsan";
+#else
   s.name = "asan";
+#endif
 #elif defined(FKV_ALLOC_JEMALLOC)
   uint64_t epoch = 1;
   size_t sz = sizeof(epoch);

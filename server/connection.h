@@ -25,14 +25,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(Server* server, int home, asio::ip::tcp::socket socket, uint64_t id);
 
   void Start();  // on the home thread
-  void Kill();   // any thread: close as soon as possible (CLIENT KILL, timeout)
+  // Any thread: close as soon as possible (CLIENT KILL, timeout). True for
+  // the first request only, so a connection being closed is counted once.
+  bool Kill();
 
   uint64_t id() const { return id_; }
   int home() const { return home_; }
   std::string name() const;
   void set_name(std::string n);
   int protocol() const { return writer_.protocol(); }
-  void set_protocol(int p) { writer_.set_protocol(p); }
+  void set_protocol(int p) {
+    writer_.set_protocol(p);
+    resp_.store(p, std::memory_order_relaxed);  // for Describe() on other threads
+  }
   bool authenticated() const { return authenticated_; }
   void set_authenticated(bool a) { authenticated_ = a; }
   void CloseAfterReply() { close_after_write_ = true; }
@@ -82,6 +87,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closed_ = false;
   bool authenticated_ = false;
   std::atomic<bool> killed_{false};
+  std::atomic<bool> kill_requested_{false};
   std::atomic<int64_t> last_interaction_ms_{0};
   std::atomic<const CommandSpec*> last_cmd_{nullptr};
   // Buffer figures for CLIENT LIST, published by whichever thread holds the
@@ -95,6 +101,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     wbuf_cap_.store(wbuf_.capacity(), std::memory_order_relaxed);
   }
   std::atomic<size_t> qbuf_{0}, qbuf_free_{0}, rbs_{0}, rbp_{0}, wbuf_cap_{0};
+  std::atomic<int> resp_{2};
   mutable std::mutex name_mu_;
   std::string name_;
 };

@@ -189,8 +189,7 @@ void ClientKill(CommandContext& c) {
           if (!f.addr.empty() && conn->peer() != f.addr) continue;
           if (!f.laddr.empty() && conn->local() != f.laddr) continue;
           if (f.skipme && conn->id() == me) continue;
-          conn->Kill();
-          (*killed)[static_cast<size_t>(shard)]++;
+          if (conn->Kill()) (*killed)[static_cast<size_t>(shard)]++;
         }
       },
       [killed, old_style](ReplyWriter& out) {

@@ -167,7 +167,8 @@ TEST_CASE("200 concurrent clients each see their own writes") {
         return;
       }
       for (int i = 0; i < 50; i++) {
-        std::string k = "c" + std::to_string(t) + ":" + std::to_string(i);
+        std::string k = "c";  // appends: g++ 12 at -O3 warns falsely on "c" + std::string
+        k.append(std::to_string(t)).append(":").append(std::to_string(i));
         auto* r1 = static_cast<redisReply*>(redisCommand(c, "SET %s %d", k.c_str(), t * 1000 + i));
         auto* r2 = static_cast<redisReply*>(redisCommand(c, "GET %s", k.c_str()));
         if (!r1 || !r2 || r2->type != REDIS_REPLY_STRING || std::string(r2->str) != std::to_string(t * 1000 + i)) failures++;
