@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "storage/key_table.h"
+#include "storage/shard_plan.h"
 #include "storage/shard_store.h"
 
 namespace fkv {
@@ -475,30 +476,23 @@ void KafkaIngest::DeadLetter(rd_kafka_message_s* m, const std::string& reason, I
 
 void KafkaIngest::ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_ptr<const Registry>& reg,
                              std::vector<int64_t> kafka_ts) {
-  int n = sink_->ShardCount();
-  std::vector<std::shared_ptr<std::vector<ViewUpdate>>> per(static_cast<size_t>(n));
-  for (auto& u : updates) {
-    u.key_hash = HashKey(u.key);
-    int s = sink_->ShardOfHash(u.key_hash);
-    auto& p = per[static_cast<size_t>(s)];
-    if (!p) p = std::make_shared<std::vector<ViewUpdate>>();
-    p->push_back(std::move(u));
-  }
-  int shards = 0;
-  for (auto& p : per) shards += p ? 1 : 0;
-  auto remaining = std::make_shared<std::atomic<int>>(shards);
+  auto plan = std::make_shared<const ShardPlan>(
+      ShardPlan::Build(sink_->ShardCount(), updates.size(), [&](size_t i) { return updates[i].key; }));
+  for (size_t i = 0; i < updates.size(); i++) updates[i].key_hash = plan->hash(i);
+  auto all = std::make_shared<std::vector<ViewUpdate>>(std::move(updates));
+  auto remaining = std::make_shared<std::atomic<int>>(static_cast<int>(plan->shards().size()));
   auto ts = std::make_shared<std::vector<int64_t>>(std::move(kafka_ts));
-  if (shards == 0) return RecordDelays(*ts, WallMs());
-  for (int s = 0; s < n; s++) {
-    auto batch = per[static_cast<size_t>(s)];
-    if (!batch) continue;
+  if (plan->shards().empty()) return RecordDelays(*ts, WallMs());
+  for (int s : plan->shards()) {
     in_flight_.fetch_add(1);
     IngestStats* stats = &sink_->Stats();
-    sink_->RunOnShard(s, [this, batch, reg, remaining, ts, stats](ShardStore& store) {
+    sink_->RunOnShard(s, [this, s, plan, all, reg, remaining, ts, stats](ShardStore& store) {
       (void)reg;  // the updates point into this registry: it lives until they are applied
       int64_t now = WallMs();
-      for (const ViewUpdate& u : *batch)
+      for (uint32_t i : plan->indexes(s)) {
+        const ViewUpdate& u = (*all)[i];
         if (!ApplyViewUpdate(store, u, now)) stats->ViewSkip(*u.view_name, "wrongtype");
+      }
       in_flight_.fetch_sub(1);
       if (remaining->fetch_sub(1) == 1) RecordDelays(*ts, now);  // the whole batch is servable now
     });

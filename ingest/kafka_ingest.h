@@ -43,8 +43,7 @@ class IngestSink {
  public:
   virtual ~IngestSink() = default;
   virtual std::shared_ptr<const Registry> CurrentRegistry() = 0;
-  virtual int ShardCount() = 0;
-  virtual int ShardOfHash(uint64_t hash) = 0;
+  virtual int ShardCount() = 0;  // keys map to shards by ShardOfHash (storage/shard_plan.h)
   virtual int64_t MaxEventSkewMs() = 0;
   // Runs `apply` on shard s's thread with that shard's store.
   virtual void RunOnShard(int s, std::function<void(ShardStore&)> apply) = 0;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,7 @@ namespace fkv {
 class Connection;
 class Server;
 class ShardStore;
+class ShardPlan;
 
 enum CommandFlag : uint32_t {
   kCmdWrite = 1 << 0,
@@ -65,6 +67,14 @@ struct CommandContext {
   // the only shard is this one, all of it runs inline.
   void FanOut(const std::vector<int>& shards, std::function<void(int, ShardStore&)> per_shard,
               std::function<void(ReplyWriter&)> finish);
+  // FanOut over the shards of a plan: per_shard gets the store and the
+  // indexes of the plan's keys that shard owns.
+  void FanOut(std::shared_ptr<const ShardPlan> plan,
+              std::function<void(ShardStore&, std::span<const uint32_t>)> per_shard,
+              std::function<void(ReplyWriter&)> finish);
+  // The plan of the keys args[first], args[first + step], ... (key i of the
+  // plan is args[first + i * step]).
+  std::shared_ptr<const ShardPlan> PlanArgs(size_t first, size_t step) const;
   // Suspends the connection until the returned function is called (once,
   // from any thread) with what writes the reply; then it goes on.
   std::function<void(std::function<void(ReplyWriter&)>)> Defer();

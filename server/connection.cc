@@ -298,6 +298,21 @@ void CommandContext::FanOut(const std::vector<int>& shards, std::function<void(i
   }
 }
 
+void CommandContext::FanOut(std::shared_ptr<const ShardPlan> plan,
+                            std::function<void(ShardStore&, std::span<const uint32_t>)> per_shard,
+                            std::function<void(ReplyWriter&)> finish) {
+  const std::vector<int>& shards = plan->shards();
+  FanOut(
+      shards, [plan = std::move(plan), f = std::move(per_shard)](int s, ShardStore& st) { f(st, plan->indexes(s)); },
+      std::move(finish));
+}
+
+std::shared_ptr<const ShardPlan> CommandContext::PlanArgs(size_t first, size_t step) const {
+  size_t n = args.size() > first ? (args.size() - first + step - 1) / step : 0;
+  return std::make_shared<const ShardPlan>(
+      ShardPlan::Build(server->shards().size(), n, [&](size_t i) { return args[first + i * step]; }));
+}
+
 std::function<void(std::function<void(ReplyWriter&)>)> CommandContext::Defer() {
   ShardSet* set = &server->shards();
   std::shared_ptr<Connection> self = conn->self();

@@ -175,7 +175,6 @@ void FMGet(CommandContext& c) {
   if (fpos == 0 || fpos + 1 >= end) return c.out.Error("ERR syntax error: FMGET key [key ...] FEATURES feature [feature ...] [AT ts]");
   struct Item {
     std::string_view key;
-    uint64_t hash;
     std::vector<FeatureRef> feats;
     std::string reply;  // rendered on the key's shard
   };
@@ -194,24 +193,21 @@ void FMGet(CommandContext& c) {
       }
       it = by_entity.emplace(ent, std::move(refs)).first;
     }
-    items->push_back(Item{c.args[k], HashKey(c.args[k]), it->second, {}});
+    items->push_back(Item{c.args[k], it->second, {}});
   }
-  std::map<int, std::vector<size_t>> groups;
-  for (size_t i = 0; i < items->size(); i++) groups[c.server->shards().ShardOf((*items)[i].hash)].push_back(i);
-  std::vector<int> shards;
-  for (auto& [s, _] : groups) shards.push_back(s);
-  auto gp = std::make_shared<std::map<int, std::vector<size_t>>>(std::move(groups));
+  auto plan = std::make_shared<const ShardPlan>(
+      ShardPlan::Build(c.server->shards().size(), items->size(), [&](size_t i) { return (*items)[i].key; }));
   int proto = c.conn->protocol();
   int64_t now = c.now_ms;
   int64_t t = has_at ? at : now;
   c.FanOut(
-      shards,
-      [items, gp, reg, proto, now, t, has_at](int shard, ShardStore& st) {
-        for (size_t i : gp->at(shard)) {
+      plan,
+      [items, plan, reg, proto, now, t, has_at](ShardStore& st, std::span<const uint32_t> keys) {
+        for (uint32_t i : keys) {
           Item& it = (*items)[i];
           ReplyWriter w(&it.reply, proto);
           bool wt;
-          const EntityRecord* e = EntityAt(st, it.key, it.hash, now, &wt);
+          const EntityRecord* e = EntityAt(st, it.key, plan->hash(i), now, &wt);
           if (wt) {
             w.Error(kErrWrongType);
             continue;
@@ -348,21 +344,15 @@ void FEvent(CommandContext& c) {
     for (size_t i = 0; i < rejected.size(); i++)
       err += (i ? "; #" : "#") + std::to_string(rejected[i].first) + ": " + rejected[i].second;
   }
-  std::map<int, std::vector<size_t>> groups;
-  for (size_t i = 0; i < updates->size(); i++) {
-    ViewUpdate& u = (*updates)[i];
-    u.key_hash = HashKey(u.key);
-    groups[c.server->shards().ShardOf(u.key_hash)].push_back(i);
-  }
-  std::vector<int> shards;
-  for (auto& [s, _] : groups) shards.push_back(s);
-  auto gp = std::make_shared<std::map<int, std::vector<size_t>>>(std::move(groups));
+  auto plan = std::make_shared<const ShardPlan>(
+      ShardPlan::Build(c.server->shards().size(), updates->size(), [&](size_t i) { return (*updates)[i].key; }));
+  for (size_t i = 0; i < updates->size(); i++) (*updates)[i].key_hash = plan->hash(i);
   int64_t now = c.now_ms;
   IngestStats* sp = &stats;
   c.FanOut(
-      shards,
-      [updates, gp, now, sp, reg](int shard, ShardStore& st) {  // reg: the updates point into it
-        for (size_t i : gp->at(shard)) {
+      plan,
+      [updates, now, sp, reg](ShardStore& st, std::span<const uint32_t> keys) {  // reg: the updates point into it
+        for (uint32_t i : keys) {
           const ViewUpdate& u = (*updates)[i];
           if (!ApplyViewUpdate(st, u, now)) sp->ViewSkip(*u.view_name, "wrongtype");
         }
@@ -438,13 +428,8 @@ void FRegistry(CommandContext& c) {
     std::shared_ptr<const Registry> reg;
     std::string err = c.server->ReloadRegistryFile(&reg);
     if (!err.empty()) return c.out.Error(err);
-    Server* server = c.server;
-    c.FanOut(
-        server->shards().All(), [server, reg](int shard, ShardStore&) { server->InstallRegistry(server->shards().shard(shard), reg); },
-        [server, reg](ReplyWriter& out) {
-          server->SetRegistry(reg);
-          out.Ok();
-        });
+    auto reply = c.Defer();
+    c.server->InstallEverywhere(reg, [reply] { reply([](ReplyWriter& out) { out.Ok(); }); });
     return;
   }
   c.out.Error("ERR unknown subcommand '" + std::string(c.args[1]) + "'. Try FREGISTRY VERSION or FREGISTRY RELOAD.");

@@ -16,9 +16,6 @@
 
 namespace fkv {
 
-std::map<int, std::vector<size_t>> GroupKeysByShard(CommandContext& c, size_t first, size_t step,
-                                                    std::vector<uint64_t>* hashes);
-
 namespace {
 
 const char* TypeName(ValueType t) {
@@ -33,28 +30,21 @@ const char* TypeName(ValueType t) {
 // DEL / UNLINK / EXISTS / TOUCH: fan out to the shards of the keys and add
 // up the per-shard counts.
 void CountKeys(CommandContext& c, bool erase) {
-  auto hashes = std::make_shared<std::vector<uint64_t>>();
-  auto groups = std::make_shared<std::map<int, std::vector<size_t>>>(GroupKeysByShard(c, 1, 1, hashes.get()));
-  auto counts = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(c.server->shards().size()), 0);
-  std::vector<int> shards;
-  for (const auto& [s, _] : *groups) shards.push_back(s);
+  auto plan = c.PlanArgs(1, 1);
+  auto total = std::make_shared<std::atomic<int64_t>>(0);
   const ArgList& args = c.args;
   int64_t now = c.now_ms;
   c.FanOut(
-      shards,
-      [groups, hashes, counts, &args, now, erase](int shard, ShardStore& st) {
+      plan,
+      [plan, total, &args, now, erase](ShardStore& st, std::span<const uint32_t> keys) {
         int64_t n = 0;
-        for (size_t i : groups->at(shard)) {
-          if (erase) n += st.Erase(args[i], (*hashes)[i], now) ? 1 : 0;
-          else n += st.Find(args[i], (*hashes)[i], now) != nullptr ? 1 : 0;
+        for (uint32_t i : keys) {
+          if (erase) n += st.Erase(args[1 + i], plan->hash(i), now) ? 1 : 0;
+          else n += st.Find(args[1 + i], plan->hash(i), now) != nullptr ? 1 : 0;
         }
-        (*counts)[static_cast<size_t>(shard)] = n;
+        total->fetch_add(n, std::memory_order_relaxed);
       },
-      [counts](ReplyWriter& out) {
-        int64_t total = 0;
-        for (int64_t n : *counts) total += n;
-        out.Integer(total);
-      });
+      [total](ReplyWriter& out) { out.Integer(total->load(std::memory_order_relaxed)); });
 }
 void Del(CommandContext& c) { CountKeys(c, true); }
 void Exists(CommandContext& c) { CountKeys(c, false); }

@@ -31,7 +31,6 @@ class ServerSink : public IngestSink {
   explicit ServerSink(Server* s) : s_(s) {}
   std::shared_ptr<const Registry> CurrentRegistry() override { return s_->registry(); }
   int ShardCount() override { return s_->shards().size(); }
-  int ShardOfHash(uint64_t hash) override { return s_->shards().ShardOf(hash); }
   int64_t MaxEventSkewMs() override { return s_->config().max_event_skew_ms(); }
   void RunOnShard(int shard, std::function<void(ShardStore&)> apply) override {
     ShardSet* set = &s_->shards();
@@ -203,19 +202,19 @@ void Server::InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& re
   for (const auto& k : touched) s.store.SyncEntity(k, HashKey(k), now);
 }
 
+void Server::InstallEverywhere(std::shared_ptr<const Registry> reg, std::function<void()> done) {
+  shards_->RunOn(
+      shards_->All(), [this, reg](int s, ShardStore&) { InstallRegistry(shards_->shard(s), reg); },
+      [this, reg, done = std::move(done)] {
+        SetRegistry(reg);
+        done();
+      });
+}
+
 void Server::ReloadOnSignal() {
   std::shared_ptr<const Registry> reg;
   if (!ReloadRegistryFile(&reg).empty()) return;
-  auto remaining = std::make_shared<std::atomic<int>>(shards_->size());
-  for (int i = 0; i < shards_->size(); i++) {
-    shards_->Post(i, [this, i, reg, remaining] {
-      InstallRegistry(shards_->shard(i), reg);
-      if (remaining->fetch_sub(1) == 1) {
-        SetRegistry(reg);
-        spdlog::info("registry reloaded on SIGHUP: version {}", reg->version());
-      }
-    });
-  }
+  InstallEverywhere(reg, [reg] { spdlog::info("registry reloaded on SIGHUP: version {}", reg->version()); });
 }
 
 void Server::Wait() {

@@ -63,6 +63,10 @@ class Server {
   // state, removed ones are freed.
   void InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& reg);
   void SetRegistry(std::shared_ptr<const Registry> reg);
+  // Installs `reg` on every shard (their threads, in parallel), makes it the
+  // current one, then calls done() (on the last shard's thread). Used by
+  // FREGISTRY RELOAD and SIGHUP; a snapshot load installs before the shards start.
+  void InstallEverywhere(std::shared_ptr<const Registry> reg, std::function<void()> done);
   void ReloadOnSignal();
   IngestStats ingest_stats;
   // The Kafka consumer (null without kafka-brokers). Started by Start().

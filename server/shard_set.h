@@ -14,6 +14,7 @@
 
 #include "server/asio.h"
 #include "ingest/registry.h"
+#include "storage/shard_plan.h"
 #include "storage/shard_store.h"
 
 namespace fkv {
@@ -48,10 +49,8 @@ class ShardSet {
   ~ShardSet();
 
   int size() const { return static_cast<int>(shards_.size()); }
-  // Picks the shard of a key hash: high 32 bits (the table uses the low ones).
-  int ShardOf(uint64_t hash) const {
-    return static_cast<int>(((hash >> 32) * static_cast<uint64_t>(shards_.size())) >> 32);
-  }
+  // Picks the shard of a key hash (storage/shard_plan.h).
+  int ShardOf(uint64_t hash) const { return ShardOfHash(hash, size()); }
   Shard& shard(int i) { return *shards_[static_cast<size_t>(i)]; }
   // Every shard index, for commands that fan out to all of them.
   std::vector<int> All() const {

@@ -259,40 +259,20 @@ void Append(CommandContext& c) {
   c.out.Integer(static_cast<int64_t>(v.size()));
 }
 
-// Groups the key positions of a multi-key command by shard.
-std::map<int, std::vector<size_t>> ByShard(CommandContext& c, size_t first, size_t step,
-                                           std::vector<uint64_t>* hashes) {
-  std::map<int, std::vector<size_t>> m;
-  hashes->assign(c.args.size(), 0);
-  for (size_t i = first; i < c.args.size(); i += step) {
-    uint64_t h = HashKey(c.args[i]);
-    (*hashes)[i] = h;
-    m[c.server->shards().ShardOf(h)].push_back(i);
-  }
-  return m;
-}
-
-std::vector<int> Keys(const std::map<int, std::vector<size_t>>& m) {
-  std::vector<int> v;
-  for (const auto& [s, _] : m) v.push_back(s);
-  return v;
-}
-
 void MGet(CommandContext& c) {
   struct Slot {
     bool found = false;
     std::string value;
   };
-  auto hashes = std::make_shared<std::vector<uint64_t>>();
-  auto groups = std::make_shared<std::map<int, std::vector<size_t>>>(ByShard(c, 1, 1, hashes.get()));
-  auto slots = std::make_shared<std::vector<Slot>>(c.args.size());
+  auto plan = c.PlanArgs(1, 1);
+  auto slots = std::make_shared<std::vector<Slot>>(plan->size());
   const ArgList& args = c.args;
   int64_t now = c.now_ms;
   c.FanOut(
-      Keys(*groups),
-      [groups, slots, hashes, &args, now](int shard, ShardStore& st) {
-        for (size_t i : groups->at(shard)) {
-          Record* r = st.Lookup(args[i], (*hashes)[i], now);
+      plan,
+      [plan, slots, &args, now](ShardStore& st, std::span<const uint32_t> keys) {
+        for (uint32_t i : keys) {
+          Record* r = st.Lookup(args[1 + i], plan->hash(i), now);
           if (r != nullptr && r->type == ValueType::kString) {
             (*slots)[i].found = true;
             (*slots)[i].value.assign(r->string_value());
@@ -300,9 +280,9 @@ void MGet(CommandContext& c) {
         }
       },
       [slots](ReplyWriter& out) {
-        out.Array(slots->size() - 1);
-        for (size_t i = 1; i < slots->size(); i++) {
-          if ((*slots)[i].found) out.Bulk((*slots)[i].value);
+        out.Array(slots->size());
+        for (const Slot& s : *slots) {
+          if (s.found) out.Bulk(s.value);
           else out.Null();
         }
       });
@@ -310,13 +290,12 @@ void MGet(CommandContext& c) {
 
 void MSet(CommandContext& c) {
   if (c.args.size() % 2 != 1) return c.out.Error(ErrWrongArgs(c.spec->name));
-  auto hashes = std::make_shared<std::vector<uint64_t>>();
-  auto groups = std::make_shared<std::map<int, std::vector<size_t>>>(ByShard(c, 1, 2, hashes.get()));
+  auto plan = c.PlanArgs(1, 2);
   const ArgList& args = c.args;
   c.FanOut(
-      Keys(*groups),
-      [groups, hashes, &args](int shard, ShardStore& st) {
-        for (size_t i : groups->at(shard)) st.PutString(args[i], (*hashes)[i], args[i + 1], 0);
+      plan,
+      [plan, &args](ShardStore& st, std::span<const uint32_t> keys) {
+        for (uint32_t i : keys) st.PutString(args[1 + 2 * i], plan->hash(i), args[2 + 2 * i], 0);
       },
       [](ReplyWriter& out) { out.Ok(); });
 }
@@ -326,18 +305,17 @@ void MSet(CommandContext& c) {
 // a check on every shard is followed by the writes (docs/commands.md).
 void MSetNx(CommandContext& c) {
   if (c.args.size() % 2 != 1) return c.out.Error(ErrWrongArgs(c.spec->name));
-  auto hashes = std::make_shared<std::vector<uint64_t>>();
-  auto groups = std::make_shared<std::map<int, std::vector<size_t>>>(ByShard(c, 1, 2, hashes.get()));
+  auto plan = c.PlanArgs(1, 2);
   const ArgList& args = c.args;
   int64_t now = c.now_ms;
-  if (groups->size() == 1) {
+  if (plan->shards().size() == 1) {
     auto done = std::make_shared<bool>(false);
     return c.FanOut(
-        Keys(*groups),
-        [groups, hashes, &args, now, done](int shard, ShardStore& st) {
-          for (size_t i : groups->at(shard))
-            if (st.Find(args[i], (*hashes)[i], now) != nullptr) return;
-          for (size_t i : groups->at(shard)) st.PutString(args[i], (*hashes)[i], args[i + 1], 0);
+        plan,
+        [plan, &args, now, done](ShardStore& st, std::span<const uint32_t> keys) {
+          for (uint32_t i : keys)
+            if (st.Find(args[1 + 2 * i], plan->hash(i), now) != nullptr) return;
+          for (uint32_t i : keys) st.PutString(args[1 + 2 * i], plan->hash(i), args[2 + 2 * i], 0);
           *done = true;
         },
         [done](ReplyWriter& out) { out.Integer(*done ? 1 : 0); });
@@ -349,29 +327,23 @@ void MSetNx(CommandContext& c) {
   auto reply = c.Defer();
   ShardSet* set = &c.server->shards();
   set->RunOn(
-      Keys(*groups),
-      [groups, hashes, kv, now, exists](int shard, ShardStore& st) {
-        for (size_t i : groups->at(shard))
-          if (st.Find((*kv)[i], (*hashes)[i], now) != nullptr) exists->store(true);
+      plan->shards(),
+      [plan, kv, now, exists](int shard, ShardStore& st) {
+        for (uint32_t i : plan->indexes(shard))
+          if (st.Find((*kv)[1 + 2 * i], plan->hash(i), now) != nullptr) exists->store(true);
       },
-      [set, groups, hashes, kv, exists, reply] {
+      [set, plan, kv, exists, reply] {
         if (exists->load()) return reply([](ReplyWriter& out) { out.Integer(0); });
         set->RunOn(
-            Keys(*groups),
-            [groups, hashes, kv](int shard, ShardStore& st) {
-              for (size_t i : groups->at(shard)) st.PutString((*kv)[i], (*hashes)[i], (*kv)[i + 1], 0);
+            plan->shards(),
+            [plan, kv](int shard, ShardStore& st) {
+              for (uint32_t i : plan->indexes(shard)) st.PutString((*kv)[1 + 2 * i], plan->hash(i), (*kv)[2 + 2 * i], 0);
             },
             [reply] { reply([](ReplyWriter& out) { out.Integer(1); }); });
       });
 }
 
 }  // namespace
-
-// Used by generic_family.cc too.
-std::map<int, std::vector<size_t>> GroupKeysByShard(CommandContext& c, size_t first, size_t step,
-                                                    std::vector<uint64_t>* hashes) {
-  return ByShard(c, first, step, hashes);
-}
 
 void RegisterStringFamily(CommandTable& t) {
   const uint32_t W = kCmdWrite | kCmdDenyOom, R = kCmdReadonly, F = kCmdFast;
