@@ -41,7 +41,9 @@ struct KafkaIngest::Handles {
 };
 
 KafkaIngest::KafkaIngest(KafkaSettings settings, IngestSink* sink)
-    : settings_(std::move(settings)), sink_(sink), h_(std::make_unique<Handles>()) {}
+    : settings_(std::move(settings)), sink_(sink), h_(std::make_unique<Handles>()) {
+  shard_queues_.resize(static_cast<size_t>(sink_->ShardCount()));
+}
 
 KafkaIngest::~KafkaIngest() { Stop(); }
 
@@ -406,6 +408,7 @@ void KafkaIngest::Run() {
 
 void KafkaIngest::ProcessBatch(EventPlanner& planner) {
   if (batch_.empty()) return;
+  in_flight_.fetch_add(1);  // before any position moves: held until the shards have the batch
   std::vector<rd_kafka_message_t*> msgs;
   msgs.swap(batch_);
   auto reg = sink_->CurrentRegistry();
@@ -450,9 +453,9 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
     if (ts > 0) kafka_ts.push_back(ts);
     rd_kafka_message_destroy(m);
   }
-  stats.events_applied.fetch_add(applied, std::memory_order_relaxed);
   if (h_->dlq) rd_kafka_poll(h_->dlq, 0);
-  ApplyBatch(std::move(updates), reg, std::move(kafka_ts));
+  ApplyBatch(std::move(updates), reg, std::move(kafka_ts), applied);
+  in_flight_.fetch_sub(1);
 }
 
 void KafkaIngest::DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats) {
@@ -474,28 +477,75 @@ void KafkaIngest::DeadLetter(rd_kafka_message_s* m, const std::string& reason, I
   else spdlog::warn("kafka: dead-letter produce failed: {}", rd_kafka_err2str(e));
 }
 
+struct KafkaIngest::BatchInFlight {
+  std::shared_ptr<const ShardPlan> plan;
+  std::vector<ViewUpdate> updates;
+  std::shared_ptr<const Registry> reg;  // the updates point into it: it lives until they are applied
+  std::vector<int64_t> kafka_ts;
+  uint64_t events = 0;
+  std::atomic<int> shards_left{0};
+};
+
 void KafkaIngest::ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_ptr<const Registry>& reg,
-                             std::vector<int64_t> kafka_ts) {
-  auto plan = std::make_shared<const ShardPlan>(
+                             std::vector<int64_t> kafka_ts, uint64_t events) {
+  auto b = std::make_shared<BatchInFlight>();
+  b->plan = std::make_shared<const ShardPlan>(
       ShardPlan::Build(sink_->ShardCount(), updates.size(), [&](size_t i) { return updates[i].key; }));
-  for (size_t i = 0; i < updates.size(); i++) updates[i].key_hash = plan->hash(i);
-  auto all = std::make_shared<std::vector<ViewUpdate>>(std::move(updates));
-  auto remaining = std::make_shared<std::atomic<int>>(static_cast<int>(plan->shards().size()));
-  auto ts = std::make_shared<std::vector<int64_t>>(std::move(kafka_ts));
-  if (plan->shards().empty()) return RecordDelays(*ts, WallMs());
-  for (int s : plan->shards()) {
+  for (size_t i = 0; i < updates.size(); i++) updates[i].key_hash = b->plan->hash(i);
+  b->updates = std::move(updates);
+  b->reg = reg;
+  b->kafka_ts = std::move(kafka_ts);
+  b->events = events;
+  b->shards_left = static_cast<int>(b->plan->shards().size());
+  if (b->plan->shards().empty()) {
+    sink_->Stats().events_applied.fetch_add(events, std::memory_order_relaxed);
+    return RecordDelays(b->kafka_ts, WallMs());
+  }
+  for (int s : b->plan->shards()) {
     in_flight_.fetch_add(1);
-    IngestStats* stats = &sink_->Stats();
-    sink_->RunOnShard(s, [this, s, plan, all, reg, remaining, ts, stats](ShardStore& store) {
-      (void)reg;  // the updates point into this registry: it lives until they are applied
-      int64_t now = WallMs();
-      for (uint32_t i : plan->indexes(s)) {
-        const ViewUpdate& u = (*all)[i];
-        if (!ApplyViewUpdate(store, u, now)) stats->ViewSkip(*u.view_name, "wrongtype");
+    sink_->RunOnShard(s, [this, b, s](ShardStore& store) {
+      ShardQueue& q = shard_queues_[static_cast<size_t>(s)];
+      q.pending.emplace_back(b, 0);
+      if (!q.pump_posted) {
+        q.pump_posted = true;
+        Pump(s, store);
       }
-      in_flight_.fetch_sub(1);
-      if (remaining->fetch_sub(1) == 1) RecordDelays(*ts, now);  // the whole batch is servable now
     });
+  }
+}
+
+void KafkaIngest::Pump(int shard, ShardStore& store) {
+  ApplyQueued(shard, store, kSliceUpdates);
+  ShardQueue& q = shard_queues_[static_cast<size_t>(shard)];
+  if (q.pending.empty()) {
+    q.pump_posted = false;
+    return;
+  }
+  // The next slice goes behind whatever was queued meanwhile (reads first).
+  sink_->RunOnShard(shard, [this, shard](ShardStore& st) { Pump(shard, st); });
+}
+
+void KafkaIngest::ApplyQueued(int shard, ShardStore& store, size_t budget) {
+  ShardQueue& q = shard_queues_[static_cast<size_t>(shard)];
+  IngestStats& stats = sink_->Stats();
+  int64_t now = WallMs();
+  while (budget > 0 && !q.pending.empty()) {
+    auto& [b, from] = q.pending.front();
+    auto keys = b->plan->indexes(shard);
+    size_t to = keys.size() - from > budget ? from + budget : keys.size();
+    for (size_t k = from; k < to; k++) {
+      const ViewUpdate& u = b->updates[keys[k]];
+      if (!ApplyViewUpdate(store, u, now)) stats.ViewSkip(*u.view_name, "wrongtype");
+    }
+    budget -= to - from;
+    from = to;
+    if (to < keys.size()) break;
+    if (b->shards_left.fetch_sub(1) == 1) {  // the whole batch is servable now
+      stats.events_applied.fetch_add(b->events, std::memory_order_relaxed);
+      RecordDelays(b->kafka_ts, now);
+    }
+    q.pending.pop_front();
+    in_flight_.fetch_sub(1);
   }
 }
 

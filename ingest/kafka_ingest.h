@@ -17,6 +17,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -102,8 +104,17 @@ class KafkaIngest {
   uint64_t stale_dropped() const { return stale_dropped_.load(std::memory_order_relaxed); }
   uint64_t messages() const { return messages_.load(std::memory_order_relaxed); }
   uint64_t dead_lettered() const { return dlq_sent_.load(std::memory_order_relaxed); }
+  // Batches consumed (positions advanced) but not yet wholly applied: one
+  // while a batch is planned, then one per shard it went to. Read after the
+  // positions, 0 means every position read before is servable.
+  int batches_in_flight() const { return in_flight_.load(std::memory_order_acquire); }
   // Event-to-servable delay percentiles (ms) over the last 10,000 events.
   void DelayPercentiles(double* p50, double* p99, double* max) const;
+  // On shard `shard`'s thread: applies at once every update handed to that
+  // shard and not applied yet. The snapshot cut calls it before the shard's
+  // section begins, so the section holds every batch the cut's positions
+  // cover, however it was sliced.
+  void ApplyPending(int shard, ShardStore& store) { ApplyQueued(shard, store, SIZE_MAX); }
 
  private:
   void Run();
@@ -121,8 +132,26 @@ class KafkaIngest {
   // Counts a rejected message, keeps a sample, sends it to the DLQ topic.
   void DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats);
   void RecordDelays(const std::vector<int64_t>& kafka_ts_ms, int64_t servable_ms);
+  // Hands a planned batch to the shards: on each, slices of at most
+  // kSliceUpdates updates posted one after another, so a read queued behind
+  // ingest waits for one slice, not the batch (docs/architecture.md, "Kafka
+  // ingest"). `events` (accepted events) are counted as applied once every
+  // slice of every shard has run.
+  static constexpr size_t kSliceUpdates = 512;
+  struct BatchInFlight;
   void ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_ptr<const Registry>& reg,
-                  std::vector<int64_t> kafka_ts_ms);
+                  std::vector<int64_t> kafka_ts_ms, uint64_t events);
+  // On a shard's thread: applies up to `budget` updates of its queue.
+  void ApplyQueued(int shard, ShardStore& store, size_t budget);
+  void Pump(int shard, ShardStore& store);
+  // Per shard, the batches handed to it and not yet wholly applied, in
+  // order, each with the position reached. Each is touched only by its
+  // shard's thread.
+  struct ShardQueue {
+    std::deque<std::pair<std::shared_ptr<BatchInFlight>, size_t>> pending;
+    bool pump_posted = false;
+  };
+  std::vector<ShardQueue> shard_queues_;
 
   KafkaSettings settings_;
   IngestSink* sink_;

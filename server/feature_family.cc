@@ -336,8 +336,7 @@ void FEvent(CommandContext& c) {
       rejected.emplace_back(i + 1, why);
     }
   }
-  uint64_t applied = n - rejected.size();
-  stats.events_applied.fetch_add(applied, std::memory_order_relaxed);
+  uint64_t applied = n - rejected.size();  // counted once the shards applied them
   std::string err;
   if (!rejected.empty()) {
     err = "ERR " + std::to_string(rejected.size()) + " of " + std::to_string(n) + " events rejected: ";
@@ -357,7 +356,8 @@ void FEvent(CommandContext& c) {
           if (!ApplyViewUpdate(st, u, now)) sp->ViewSkip(*u.view_name, "wrongtype");
         }
       },
-      [applied, err](ReplyWriter& out) {
+      [applied, err, sp](ReplyWriter& out) {
+        sp->events_applied.fetch_add(applied, std::memory_order_relaxed);
         if (!err.empty()) return out.Error(err);
         out.Integer(static_cast<int64_t>(applied));
       });

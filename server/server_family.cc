@@ -461,6 +461,9 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
       num("kafka_stale_dropped", k->stale_dropped());
       num("kafka_dead_lettered", k->dead_lettered());
       auto parts = k->Partitions();
+      // Read after the positions: a position counts a batch that is being
+      // planned or applied until this falls back to 0 (docs/operations.md).
+      num("kafka_batches_in_flight", static_cast<uint64_t>(k->batches_in_flight()));
       int64_t lag = 0;
       for (auto& p : parts)
         if (p.high >= 0) lag += std::max<int64_t>(0, p.high - std::max<int64_t>(0, p.position));

@@ -160,6 +160,9 @@ void SnapshotManager::Cut(std::shared_ptr<Job> job, std::vector<snap::KafkaPosit
   ShardSet& set = server_->shards();
   for (int i = 0; i < set.size(); i++) {
     set.Post(i, [this, job, i, &set] {
+      // Batches handed over before the cut may still be partly queued on
+      // this shard (ingest applies them in slices): they belong to the cut.
+      if (KafkaIngest* k = server_->kafka()) k->ApplyPending(i, set.shard(i).store);
       snap::SectionEncoder* enc = job->sections[static_cast<size_t>(i)].get();
       set.shard(i).store.BeginSnapshot([enc](const Record& r) { enc->Add(r); }, job->cut_ms);
       Slice(job, i);

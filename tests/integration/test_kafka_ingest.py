@@ -243,12 +243,15 @@ class ConsumerGroupTest(unittest.TestCase):
         parts = [partitions_of(r) for r in rs]
         if sum(len(p) for p in parts) != total or len(set().union(*parts)) != total:
             return False
-        for r in rs:  # every partition read to its high watermark, once that is known
-            for k, v in info_ingest(r).items():
+        for r in rs:  # every partition read to its high watermark, once that is known, and applied
+            info = info_ingest(r)
+            for k, v in info.items():
                 if k.startswith("partition_"):
                     f = v if isinstance(v, dict) else dict(kv.split("=") for kv in v.split(","))
                     if int(f["high"]) < 0 or int(f["position"]) != int(f["high"]):
                         return False
+            if int(info["kafka_batches_in_flight"]) != 0:
+                return False
         return True
 
     def test_members_split_the_partitions_and_a_stopped_member_hands_its_share_over(self):

@@ -46,10 +46,10 @@ def wait_for(pred, deadline_s, what, interval=0.05):
     raise AssertionError("timed out waiting for " + what)
 
 
-def partitions(r):
+def partitions(r, info=None):
     """{partition: (position, high)} of user_events from INFO ingest."""
     out = {}
-    for k, v in r.info("ingest").items():
+    for k, v in (info or r.info("ingest")).items():
         if k.startswith("partition_user_events_"):
             f = v if isinstance(v, dict) else dict(kv.split("=") for kv in v.split(","))
             out[int(k.rsplit("_", 1)[1])] = (int(f["position"]), int(f["high"]))
@@ -57,9 +57,11 @@ def partitions(r):
 
 
 def caught_up(r, nparts, total):
-    p = partitions(r)
+    """Every event consumed and applied (nothing in flight to the shards)."""
+    info = r.info("ingest")
+    p = partitions(r, info)
     return (len(p) == nparts and all(pos == high for pos, high in p.values())
-            and sum(high for _, high in p.values()) == total)
+            and sum(high for _, high in p.values()) == total and int(info["kafka_batches_in_flight"]) == 0)
 
 
 def save_now(r, deadline_s=60):
