@@ -184,6 +184,7 @@ void BM_FGetAllDemoFeatures(benchmark::State& state) {
   auto feats = reg->FeaturesOf("user");
   std::string out;
   ReplyWriter w(&out, 3);
+  FeatureValue value;
   uint64_t i = 0;
   for (auto _ : state) {
     out.clear();
@@ -192,7 +193,8 @@ void BM_FGetAllDemoFeatures(benchmark::State& state) {
     w.Map(feats.size());
     for (auto& [name, f] : feats) {
       w.Bulk(name);
-      WriteFeatureValue(w, *reg, f, r ? r->entity() : nullptr, now_ms, now_ms, false);
+      FeatureValueAt(*reg, f, r ? r->entity() : nullptr, now_ms, now_ms, false, &value);
+      RenderFeatureValue(w, value);
     }
     benchmark::DoNotOptimize(out.data());
   }

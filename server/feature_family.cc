@@ -44,82 +44,12 @@ bool TrailingInt(CommandContext& c, size_t* end, std::string_view word, size_t m
   return true;
 }
 
-}  // namespace
-
-// Tiles [lo, hi] covered by a window of length w at time t (spec §8).
-void CoveredTiles(int64_t t, int64_t w, int64_t res, int64_t* lo, int64_t* hi) {
-  *lo = FloorDiv(t - w, res) + 1;
-  *hi = FloorDiv(t, res);
-}
-
-void WriteWindowValue(ReplyWriter& out, const AggregationDef& a, const ViewState* vs, const AggState* st, int64_t lo,
-                      int64_t hi) {
-  if (a.kind == AggKind::kCountDistinct) {
-    out.Integer(st && st->distinct ? static_cast<int64_t>(st->distinct->Count(lo, hi)) : 0);
-    return;
+// One status type on the request path: renders a failed OpStatus.
+void WriteStatus(ReplyWriter& out, OpStatus s) {
+  switch (s) {
+    case OpStatus::kOk: return;
+    case OpStatus::kWrongType: return out.Error(kErrWrongType);
   }
-  Accum acc = st ? vs->MergeTiles(*st, lo, hi) : Accum{};
-  switch (a.kind) {
-    case AggKind::kCount: return out.Integer(static_cast<int64_t>(acc.n));
-    case AggKind::kSum: return out.Double(acc.sum + 0.0);
-    case AggKind::kMin: return acc.n > 0 ? out.Double(acc.min) : out.Null();
-    case AggKind::kMax: return acc.n > 0 ? out.Double(acc.max) : out.Null();
-    case AggKind::kMean: return acc.n > 0 ? out.Double(acc.sum / acc.n) : out.Null();
-    case AggKind::kStddev: return acc.n > 0 ? out.Double(std::sqrt(std::max(0.0, acc.m2 / acc.n))) : out.Null();
-    default: return out.Null();
-  }
-}
-
-const AggState* StateOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now, const ViewState** view) {
-  *view = nullptr;
-  if (e == nullptr) return nullptr;
-  const ViewDef& v = reg.views()[static_cast<size_t>(f.view)];
-  const ViewState* vs = e->FindView(v.id);
-  if (vs == nullptr || (!e->ttl_override && !vs->Live(now))) return nullptr;
-  *view = vs;
-  return const_cast<ViewState*>(vs)->Find(v.aggs[static_cast<size_t>(f.agg)].signature);
-}
-
-// The value of one feature at time t; nil for every feature of an unknown
-// entity. `as_of`: an AT was given, so last/last_n show only values with
-// ts <= t; without AT they show the newest accepted values, including any
-// slightly ahead of the clock (within max-event-skew).
-void WriteFeatureValue(ReplyWriter& out, const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now,
-                  bool as_of) {
-  if (e == nullptr) return out.Null();
-  const AggregationDef& a = reg.views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
-  const ViewState* vs;
-  const AggState* st = StateOf(reg, f, e, now, &vs);
-  if (IsWindowed(a.kind)) {
-    int64_t lo, hi;
-    CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
-    return WriteWindowValue(out, a, vs, st, lo, hi);
-  }
-  std::vector<const LastItem*> items;
-  if (st && st->last)
-    for (const LastItem& it : st->last->items())
-      if (!as_of || it.ts <= t) items.push_back(&it);
-  if (a.kind == AggKind::kLast) {
-    if (items.empty()) return out.Null();
-    return out.Bulk(items[0]->value);
-  }
-  out.Array(items.size());
-  for (const LastItem* it : items) out.Bulk(it->value);
-}
-
-namespace {
-
-// The entity at key on this shard: nullptr when absent; sets *wrongtype when
-// the key holds something else.
-const EntityRecord* EntityAt(ShardStore& st, std::string_view key, uint64_t hash, int64_t now, bool* wrongtype) {
-  *wrongtype = false;
-  Record* r = st.Lookup(key, hash, now);
-  if (r == nullptr) return nullptr;
-  if (r->type != ValueType::kFeature) {
-    *wrongtype = true;
-    return nullptr;
-  }
-  return r->entity();
 }
 
 // FGET key [feature ...] [AT ts]
@@ -131,16 +61,18 @@ void FGet(CommandContext& c) {
   if (!TrailingInt(c, &end, "AT", 2, &at, &has_at)) return;
   int64_t t = has_at ? at : c.now_ms;
   std::string_view ent = EntityOf(c.args[1]);
+  thread_local std::vector<FeatureValue> values;
   if (end == 2) {  // every feature, as a map
     auto feats = reg->FeaturesOf(ent);
-    bool wt;
-    const EntityRecord* e = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &wt);
-    if (wt) return c.out.Error(kErrWrongType);
+    const EntityRecord* e;
+    if (OpStatus s = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &e); s != OpStatus::kOk) return WriteStatus(c.out, s);
     if (e == nullptr) return c.out.Map(0);
     c.out.Map(feats.size());
+    values.resize(1);
     for (auto& [name, f] : feats) {
       c.out.Bulk(name);
-      WriteFeatureValue(c.out, *reg, f, e, t, c.now_ms, has_at);
+      FeatureValueAt(*reg, f, e, t, c.now_ms, has_at, &values[0]);
+      RenderFeatureValue(c.out, values[0]);
     }
     return;
   }
@@ -152,11 +84,10 @@ void FGet(CommandContext& c) {
     if (!reg->ResolveFeature(ent, c.args[i], &f, &err)) return c.out.Error(err);
     refs.push_back(f);
   }
-  bool wt;
-  const EntityRecord* e = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &wt);
-  if (wt) return c.out.Error(kErrWrongType);
+  OpStatus s = ReadFeatures(*c.store, *reg, c.args[1], c.key_hash, refs, t, c.now_ms, has_at, &values);
+  if (s != OpStatus::kOk) return WriteStatus(c.out, s);
   c.out.Array(refs.size());
-  for (const FeatureRef& f : refs) WriteFeatureValue(c.out, *reg, f, e, t, c.now_ms, has_at);
+  for (size_t i = 0; i < refs.size(); i++) RenderFeatureValue(c.out, values[i]);
 }
 
 // FMGET key [key ...] FEATURES feature [feature ...] [AT ts]
@@ -206,14 +137,14 @@ void FMGet(CommandContext& c) {
         for (uint32_t i : keys) {
           Item& it = (*items)[i];
           ReplyWriter w(&it.reply, proto);
-          bool wt;
-          const EntityRecord* e = EntityAt(st, it.key, plan->hash(i), now, &wt);
-          if (wt) {
-            w.Error(kErrWrongType);
+          thread_local std::vector<FeatureValue> values;
+          OpStatus s = ReadFeatures(st, *reg, it.key, plan->hash(i), it.feats, t, now, has_at, &values);
+          if (s != OpStatus::kOk) {
+            WriteStatus(w, s);
             continue;
           }
           w.Array(it.feats.size());
-          for (const FeatureRef& f : it.feats) WriteFeatureValue(w, *reg, f, e, t, now, has_at);
+          for (size_t k = 0; k < it.feats.size(); k++) RenderFeatureValue(w, values[k]);
         }
       },
       [items](ReplyWriter& out) {
@@ -259,13 +190,16 @@ void FWindow(CommandContext& c) {
   CoveredTiles(t, w, a.resolution_ms, &lo, &hi);
   if (has_buckets && (hi - lo) / (bucket / a.resolution_ms) > 100'000)
     return c.out.Error("ERR more than 100000 buckets requested; use a larger BUCKETS size");
-  bool wt;
-  const EntityRecord* e = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &wt);
-  if (wt) return c.out.Error(kErrWrongType);
+  const EntityRecord* e;
+  if (OpStatus s = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &e); s != OpStatus::kOk) return WriteStatus(c.out, s);
   if (e == nullptr) return has_buckets ? c.out.Array(0) : c.out.Null();
   const ViewState* vs;
   const AggState* st = StateOf(*reg, f, e, c.now_ms, &vs);
-  if (!has_buckets) return WriteWindowValue(c.out, a, vs, st, lo, hi);
+  FeatureValue value;
+  if (!has_buckets) {
+    WindowValue(a, vs, st, lo, hi, &value);
+    return RenderFeatureValue(c.out, value);
+  }
   // Buckets aligned to the epoch; every bucket overlapping the covered tiles.
   int64_t per = bucket / a.resolution_ms;  // tiles per bucket
   int64_t b0 = FloorDiv(lo, per), b1 = FloorDiv(hi, per);
@@ -274,7 +208,8 @@ void FWindow(CommandContext& c) {
   for (int64_t b = b0; b <= b1; b++) {
     c.out.Array(2);
     c.out.Integer(b * bucket);
-    WriteWindowValue(c.out, a, vs, st, std::max(lo, b * per), std::min(hi, b * per + per - 1));
+    WindowValue(a, vs, st, std::max(lo, b * per), std::min(hi, b * per + per - 1), &value);
+    RenderFeatureValue(c.out, value);
   }
 }
 
