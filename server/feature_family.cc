@@ -235,19 +235,23 @@ void FSet(CommandContext& c) {
       return c.out.Error("ERR FSET sets only last and last_n features; '" + std::string(c.args[i]) + "' is a " + AggName(k) + " aggregate");
     sets.emplace_back(f, c.args[i + 1]);
   }
-  EntityRecord* e = c.store->GetOrCreateEntity(c.args[1], c.key_hash, c.now_ms);
-  if (e == nullptr) return c.out.Error(kErrWrongType);
-  e->ttl_override = false;  // new data: the view TTLs decide again
+  // Each value is one view update through the event path's apply (in
+  // order: a feature set twice in one FSET keeps the later value).
+  ViewUpdate u;
+  u.key.assign(c.args[1]);
+  u.key_hash = c.key_hash;
+  u.ts = ts;
+  u.aggs.resize(1);
   for (auto& [f, value] : sets) {
     const ViewDef& v = reg->views()[static_cast<size_t>(f.view)];
-    const AggregationDef& a = v.aggs[static_cast<size_t>(f.agg)];
-    ViewState& vs = e->GetView(v.id, v.ttl_ms);
-    if (ts > vs.newest_ts) vs.newest_ts = ts;
-    AggState& st = vs.Get(a);
-    if (!st.last) st.last = std::make_unique<LastList>();
-    st.last->Add(ts, NextEventSeq(), value, a.kind == AggKind::kLast ? 1 : static_cast<size_t>(a.n));
+    u.view_id = v.id;
+    u.ttl_ms = v.ttl_ms;
+    u.view_name = &v.name;
+    u.seq = NextEventSeq();
+    u.aggs[0].spec = &v.aggs[static_cast<size_t>(f.agg)];
+    u.aggs[0].text.assign(value);
+    if (!ApplyViewUpdate(*c.store, u, c.now_ms)) return c.out.Error(kErrWrongType);  // the first: nothing changed
   }
-  c.store->SyncEntity(c.args[1], c.key_hash, c.now_ms);
   c.out.Ok();
 }
 
