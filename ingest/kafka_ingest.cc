@@ -515,7 +515,7 @@ void KafkaIngest::ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_
 }
 
 void KafkaIngest::Pump(int shard, ShardStore& store) {
-  ApplyQueued(shard, store, kSliceUpdates);
+  ApplyQueued(shard, store, true);
   ShardQueue& q = shard_queues_[static_cast<size_t>(shard)];
   if (q.pending.empty()) {
     q.pump_posted = false;
@@ -525,21 +525,31 @@ void KafkaIngest::Pump(int shard, ShardStore& store) {
   sink_->RunOnShard(shard, [this, shard](ShardStore& st) { Pump(shard, st); });
 }
 
-void KafkaIngest::ApplyQueued(int shard, ShardStore& store, size_t budget) {
+void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {
+  using Clock = std::chrono::steady_clock;
+  constexpr size_t kCheckEvery = 16;  // updates between two clock reads
   ShardQueue& q = shard_queues_[static_cast<size_t>(shard)];
   IngestStats& stats = sink_->Stats();
   int64_t now = WallMs();
-  while (budget > 0 && !q.pending.empty()) {
+  auto deadline = Clock::now() + std::chrono::microseconds(kSliceMicros);
+  bool out_of_time = false;
+  while (!out_of_time && !q.pending.empty()) {
     auto& [b, from] = q.pending.front();
     auto keys = b->plan->indexes(shard);
-    size_t to = keys.size() - from > budget ? from + budget : keys.size();
-    for (size_t k = from; k < to; k++) {
-      const ViewUpdate& u = b->updates[keys[k]];
-      if (!ApplyViewUpdate(store, u, now)) stats.ViewSkip(*u.view_name, "wrongtype");
+    size_t k = from;
+    while (k < keys.size()) {
+      size_t stop = std::min(keys.size(), k + kCheckEvery);
+      for (; k < stop; k++) {
+        const ViewUpdate& u = b->updates[keys[k]];
+        if (!ApplyViewUpdate(store, u, now)) stats.ViewSkip(*u.view_name, "wrongtype");
+      }
+      if (sliced && Clock::now() >= deadline) {
+        out_of_time = true;
+        break;
+      }
     }
-    budget -= to - from;
-    from = to;
-    if (to < keys.size()) break;
+    from = k;
+    if (k < keys.size()) break;
     if (b->shards_left.fetch_sub(1) == 1) {  // the whole batch is servable now
       stats.events_applied.fetch_add(b->events, std::memory_order_relaxed);
       RecordDelays(b->kafka_ts, now);

@@ -114,7 +114,7 @@ class KafkaIngest {
   // shard and not applied yet. The snapshot cut calls it before the shard's
   // section begins, so the section holds every batch the cut's positions
   // cover, however it was sliced.
-  void ApplyPending(int shard, ShardStore& store) { ApplyQueued(shard, store, SIZE_MAX); }
+  void ApplyPending(int shard, ShardStore& store) { ApplyQueued(shard, store, false); }
 
  private:
   void Run();
@@ -132,17 +132,18 @@ class KafkaIngest {
   // Counts a rejected message, keeps a sample, sends it to the DLQ topic.
   void DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats);
   void RecordDelays(const std::vector<int64_t>& kafka_ts_ms, int64_t servable_ms);
-  // Hands a planned batch to the shards: on each, slices of at most
-  // kSliceUpdates updates posted one after another, so a read queued behind
+  // Hands a planned batch to the shards: on each, slices of about
+  // kSliceMicros of work posted one after another, so a read queued behind
   // ingest waits for one slice, not the batch (docs/architecture.md, "Kafka
   // ingest"). `events` (accepted events) are counted as applied once every
   // slice of every shard has run.
-  static constexpr size_t kSliceUpdates = 512;
+  static constexpr int64_t kSliceMicros = 100;
   struct BatchInFlight;
   void ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_ptr<const Registry>& reg,
                   std::vector<int64_t> kafka_ts_ms, uint64_t events);
-  // On a shard's thread: applies up to `budget` updates of its queue.
-  void ApplyQueued(int shard, ShardStore& store, size_t budget);
+  // On a shard's thread: applies its queue until it is empty or, when
+  // `sliced`, about kSliceMicros have passed.
+  void ApplyQueued(int shard, ShardStore& store, bool sliced);
   void Pump(int shard, ShardStore& store);
   // Per shard, the batches handed to it and not yet wholly applied, in
   // order, each with the position reached. Each is touched only by its
