@@ -1,4 +1,4 @@
-// EventPlanner and ApplyViewUpdate: see event_path.h. The rules (spec §8):
+// EventPlanner and ApplyViewUpdate: see event_path.h. The rules (docs/architecture.md, "The event path"):
 // a bad timestamp rejects the whole event; a bad key or aggregated field
 // makes only the views that need it skip the event; an aggregation drops an
 // event whose tile can no longer be inside its largest window; an event

@@ -1,4 +1,4 @@
-// KafkaIngest: the embedded consumer thread (spec §4). In sidecar mode (no
+// KafkaIngest: the embedded consumer thread (docs/architecture.md, "Kafka ingest"). In sidecar mode (no
 // kafka-group) it assigns itself every partition of the registry's source
 // topics; with kafka-group it subscribes to them in that consumer group and
 // the group splits the partitions. It decodes each message through the same
@@ -11,7 +11,7 @@
 // it again, so a message is never applied twice by one process. A partition
 // new to the process starts at the group's committed offset, else at the
 // earliest one. Offsets are never committed as messages are applied: only a
-// durable snapshot may commit them (spec §6), so the group's committed offset
+// durable snapshot may commit them (docs/architecture.md, "Snapshots"), so the group's committed offset
 // always has a saved state behind it.
 #pragma once
 

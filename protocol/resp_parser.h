@@ -11,7 +11,7 @@
 
 namespace fkv {
 
-// Limits enforced while parsing, with Redis's defaults (spec §8).
+// Limits enforced while parsing, with Redis's defaults (docs/operations.md, "Limits and what the client sees").
 struct ParserLimits {
   size_t max_bulk_len = 512ull * 1024 * 1024;  // proto-max-bulk-len
   size_t max_args = 1024 * 1024;               // arguments per command

@@ -112,5 +112,11 @@ std::string ErrWrongArgs(std::string_view cmd);
 bool ParseI64(std::string_view s, int64_t* out);
 bool ParseLongDouble(std::string_view s, long double* out);
 bool EqualsNoCase(std::string_view a, std::string_view b);
+// The entity type of an entity key: the part before the first ':' ("" when
+// there is none). `user:42` -> `user`.
+inline std::string_view EntityTypeOf(std::string_view key) {
+  size_t colon = key.find(':');
+  return colon == std::string_view::npos ? std::string_view() : key.substr(0, colon);
+}
 
 }  // namespace fkv

@@ -1,7 +1,7 @@
 // Feature commands: FGET FMGET FWINDOW FSET FEVENT FVIEWS FINFO FREGISTRY.
 // Reads run on the shard owning the entity key with that shard's registry;
 // FMGET and FEVENT fan out to the shards of their keys in parallel. Window
-// rule (spec §8): a window of length W at time T covers the tiles whose
+// rule (docs/architecture.md, "Tiles and the window rule"): a window of length W at time T covers the tiles whose
 // start s satisfies T - W < s <= T.
 #include <algorithm>
 #include <cmath>
@@ -24,10 +24,6 @@ namespace {
 
 std::shared_ptr<const Registry> RegOf(CommandContext& c) { return c.server->shards().shard(c.shard).registry; }
 
-std::string_view EntityOf(std::string_view key) {
-  size_t p = key.find(':');
-  return p == std::string_view::npos ? std::string_view() : key.substr(0, p);
-}
 
 // Strips a trailing "<word> <integer>" option (AT ts, TS ts). Returns false
 // with the error written when the value is not an integer.
@@ -60,7 +56,7 @@ void FGet(CommandContext& c) {
   bool has_at;
   if (!TrailingInt(c, &end, "AT", 2, &at, &has_at)) return;
   int64_t t = has_at ? at : c.now_ms;
-  std::string_view ent = EntityOf(c.args[1]);
+  std::string_view ent = EntityTypeOf(c.args[1]);
   thread_local std::vector<FeatureValue> values;
   if (end == 2) {  // every feature, as a map
     auto feats = reg->FeaturesOf(ent);
@@ -112,7 +108,7 @@ void FMGet(CommandContext& c) {
   auto items = std::make_shared<std::vector<Item>>();
   std::map<std::string, std::vector<FeatureRef>> by_entity;
   for (size_t k = 1; k < fpos; k++) {
-    std::string ent(EntityOf(c.args[k]));
+    std::string ent(EntityTypeOf(c.args[k]));
     auto it = by_entity.find(ent);
     if (it == by_entity.end()) {
       std::vector<FeatureRef> refs;
@@ -173,7 +169,7 @@ void FWindow(CommandContext& c) {
   }
   FeatureRef f;
   std::string err;
-  if (!reg->ResolveAggregation(EntityOf(c.args[1]), c.args[2], &f, &err)) return c.out.Error(err);
+  if (!reg->ResolveAggregation(EntityTypeOf(c.args[1]), c.args[2], &f, &err)) return c.out.Error(err);
   const ViewDef& v = reg->views()[static_cast<size_t>(f.view)];
   const AggregationDef& a = v.aggs[static_cast<size_t>(f.agg)];
   int64_t w;
@@ -224,7 +220,7 @@ void FSet(CommandContext& c) {
   if ((end - 2) % 2 != 0 || end < 4) return c.out.Error(ErrWrongArgs("fset"));
   if (ts > c.now_ms + c.server->config().max_event_skew_ms())
     return c.out.Error("ERR TS is further ahead than max-event-skew");
-  std::string_view ent = EntityOf(c.args[1]);
+  std::string_view ent = EntityTypeOf(c.args[1]);
   std::vector<std::pair<FeatureRef, std::string_view>> sets;
   for (size_t i = 2; i + 1 < end; i += 2) {
     FeatureRef f;

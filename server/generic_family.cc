@@ -55,7 +55,7 @@ void Type(CommandContext& c) {
 }
 
 // After EXPIRE/PERSIST on an entity key, the key's own expiry rules until
-// the next event (spec §5: they work on entity keys as on plain keys).
+// the next event (docs/architecture.md, "Entity keys and TTL": they work on entity keys as on plain keys).
 void MarkTtlOverride(CommandContext& c) {
   Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
   if (r != nullptr && r->type == ValueType::kFeature) r->entity()->ttl_override = true;
@@ -257,13 +257,6 @@ void RandomKey(CommandContext& c) {
         }
         out.Null();  // not reached
       });
-}
-
-// The entity type of an entity key: the part before the first ':' ("" when
-// there is none).
-std::string_view EntityTypeOf(std::string_view key) {
-  size_t colon = key.find(':');
-  return colon == std::string_view::npos ? std::string_view() : key.substr(0, colon);
 }
 
 // RENAME and COPY move feature state only between keys of one entity type:

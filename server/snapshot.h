@@ -1,4 +1,4 @@
-// Snapshots of the running server (spec §6): the consistent cut, per-shard
+// Snapshots of the running server (docs/architecture.md, "Snapshots"): the consistent cut, per-shard
 // serialization in slices while serving, the file (storage/snapshot.h), the
 // Kafka offsets committed once the file is durable, and the load at start.
 //

@@ -12,7 +12,7 @@ namespace fkv {
 enum class ValueType : uint8_t { kString = 0, kHash = 1, kFeature = 2 };
 
 class HashValue;
-class EntityRecord;  // the feature entity type (features issue)
+class EntityRecord;  // the feature entity type (entity.h)
 
 struct Record {
   static constexpr uint8_t kHasExpiry = 1;

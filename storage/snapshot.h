@@ -1,4 +1,4 @@
-// Snapshot file format (spec §6), documented byte by byte in
+// Snapshot file format, documented byte by byte in
 // docs/architecture.md. A file is the magic "FKVSNAP\n", a u32 format
 // version, a u32 zero, then frames:
 //

@@ -1,4 +1,4 @@
-// featurekv-load: bulk backfill (spec §4). Reads JSON events, one per line,
+// featurekv-load: bulk backfill (docs/operations.md, "Backfill: featurekv-load"). Reads JSON events, one per line,
 // from a file or standard input and sends them as pipelined
 // `FEVENT <source> <json> ...` commands over a plain socket (RESP written by
 // hand, no client library), so they take the same path as FEVENT and Kafka.

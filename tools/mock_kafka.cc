@@ -1,7 +1,7 @@
 // featurekv-mock-kafka [--brokers N] [--partitions P] [--topic T ...]:
 // runs librdkafka's built-in mock cluster in its own process, prints its
 // bootstrap address alone on the first line of standard output, and runs
-// until SIGTERM or SIGINT. For tests, benchmarks and the demo (spec §8).
+// until SIGTERM or SIGINT. For tests, benchmarks and the demo (docs/operations.md, "Kafka tools").
 //
 // Standard input takes control commands, one per line, each answered with a
 // line "ok" or "error: ..." on standard output:

@@ -1,4 +1,4 @@
-// featurekv-snapshot FILE: checks a snapshot (spec §6) and prints its
+// featurekv-snapshot FILE: checks a snapshot (docs/architecture.md, "File format (version 1)") and prints its
 // summary. snap::ReadFile verifies the checksum of every frame and section
 // and the FOOTER counts; every record is decoded as the server's load
 // decodes it (snap::DecodeRecord), and keys must be unique. Prints the
