@@ -33,8 +33,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     u.key_hash = fkv::HashKey(u.key);
     fkv::ApplyViewUpdate(store, u, now);
     if (fkv::Record* r = store.Find(u.key, u.key_hash, now); r && r->type == fkv::ValueType::kFeature) {
-      for (auto& v : r->entity()->views)
-        for (auto& a : v.aggs) (void)v.MergeTiles(a, INT64_MIN / 2, INT64_MAX / 2);
+      const fkv::EntityRecord* e = r->entity();
+      e->ForEachView([&](const fkv::EntityRecord::View& v) {
+        for (size_t i = 0; i < v.layout->aggs.size(); i++)
+          if (fkv::IsWindowed(v.layout->aggs[i].kind))
+            (void)fkv::MergeTiles(v.layout->aggs[i].kind, e->Section(v, i), INT64_MIN / 2, INT64_MAX / 2);
+      });
     }
   }
   store.SweepExpired(now + 86'400'000LL * 30, 64);  // the sweep and Trim on what was applied

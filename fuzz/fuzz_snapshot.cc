@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
+#include "storage/entity.h"
 #include "storage/key_table.h"
 #include "storage/shard_store.h"
 #include "storage/snapshot.h"
@@ -27,7 +29,54 @@ void Store(fkv::ShardStore& st, fkv::snap::DecodedRecord& rec) {
   fkv::Record* r = st.Find(rec.key, h, 0);
   std::string again;
   fkv::snap::EncodeRecord(*r, &again);
-  if (r->type == fkv::ValueType::kFeature) r->entity()->Trim(1'795'680'000'000);
+  if (r->type != fkv::ValueType::kFeature) return;
+  // Every read of every section, then an event on top and a trim.
+  const fkv::EntityRecord* e = r->entity();
+  e->ForEachView([&](const fkv::EntityRecord::View& v) {
+    for (size_t i = 0; i < v.layout->aggs.size(); i++) {
+      fkv::AggKind k = v.layout->aggs[i].kind;
+      std::string_view sec = e->Section(v, i);
+      if (k == fkv::AggKind::kCountDistinct) (void)fkv::CountDistinct(sec, INT64_MIN / 4, INT64_MAX / 4);
+      else if (fkv::IsWindowed(k)) (void)fkv::MergeTiles(k, sec, INT64_MIN / 4, INT64_MAX / 4);
+      else fkv::ForEachLastItem(sec, [](int64_t, std::string_view) {});
+    }
+  });
+  fkv::EntityRecord* m = r->entity();
+  fkv::EntityRecord::View v0 = m->ViewAt(0);
+  std::vector<fkv::AggInput> in(v0.layout->aggs.size());
+  for (size_t i = 0; i < in.size(); i++) {
+    in[i].index = static_cast<uint16_t>(i);
+    in[i].x = 1.5;
+    in[i].hash = static_cast<uint32_t>(i * 2654435761u);
+    in[i].text = "v";
+  }
+  fkv::EntityApply(&m, v0.layout_id, 1'795'680'000'000, in.data(), in.size());
+  fkv::EntityTrim(&m, 1'795'680'000'000);
+  r->set_object(m);
+}
+
+// The layouts the record mode's blocks may name (ids 1..n map to themselves
+// when this process interned them first, as it does here).
+const fkv::snap::LayoutMap& Layouts() {
+  static fkv::snap::LayoutMap map = [] {
+    fkv::snap::LayoutMap m(fkv::kMaxLayouts + 1, 0);
+    fkv::ViewLayout all;
+    all.view_id = 1;
+    all.ttl_ms = 3'600'000;
+    uint64_t sig = 100;
+    for (fkv::AggKind k : {fkv::AggKind::kCount, fkv::AggKind::kSum, fkv::AggKind::kMin, fkv::AggKind::kMax,
+                           fkv::AggKind::kMean, fkv::AggKind::kStddev, fkv::AggKind::kCountDistinct,
+                           fkv::AggKind::kLast, fkv::AggKind::kLastN})
+      all.aggs.push_back(fkv::AggSpec{k, sig++, fkv::IsWindowed(k) ? 1000 : 0, fkv::IsWindowed(k) ? 3'600'000 : 0,
+                                      k == fkv::AggKind::kLastN ? 5 : 0});
+    fkv::ViewLayout small{2, 0, {fkv::AggSpec{fkv::AggKind::kCount, 7, 60'000, 86'400'000, 0}}};
+    for (const fkv::ViewLayout* l : {&all, &small}) {
+      uint16_t id = fkv::InternLayout(*l);
+      m[id] = id;
+    }
+    return m;
+  }();
+  return map;
 }
 }  // namespace
 
@@ -40,7 +89,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (int i = 0; i < 64 && !d.done(); i++) {
       fkv::snap::DecodedRecord rec;
       std::string err;
-      if (!fkv::snap::DecodeRecord(d, &rec, &err)) break;
+      if (!fkv::snap::DecodeRecord(d, Layouts(), &rec, &err)) break;
       Store(st, rec);
     }
     return 0;
@@ -51,12 +100,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::fwrite(in.data(), 1, in.size(), f);
   std::fclose(f);
   fkv::snap::Visitor v;
-  v.records = [&](uint16_t, std::string_view payload, uint32_t count) -> std::string {
+  v.records = [&](uint16_t, std::string_view payload, uint32_t count, const fkv::snap::LayoutMap& layouts) -> std::string {
     fkv::snap::Dec d(payload);
     for (uint32_t i = 0; i < count; i++) {
       fkv::snap::DecodedRecord rec;
       std::string err;
-      if (!fkv::snap::DecodeRecord(d, &rec, &err)) return err;
+      if (!fkv::snap::DecodeRecord(d, layouts, &rec, &err)) return err;
       Store(st, rec);
     }
     return "";

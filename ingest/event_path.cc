@@ -15,8 +15,6 @@
 namespace fkv {
 
 namespace {
-std::atomic<uint64_t> g_seq{0};
-
 void Extract(simdjson::dom::element root, const std::string& path, FieldValue* out) {
   using simdjson::dom::element_type;
   *out = FieldValue{};
@@ -61,14 +59,6 @@ void Extract(simdjson::dom::element root, const std::string& path, FieldValue* o
   }
 }
 }  // namespace
-
-uint64_t NextEventSeq() { return g_seq.fetch_add(1, std::memory_order_relaxed) + 1; }
-
-void RaiseEventSeq(uint64_t seq) {
-  uint64_t cur = g_seq.load();
-  while (cur < seq && !g_seq.compare_exchange_weak(cur, seq)) {
-  }
-}
 
 void IngestStats::Reject(const std::string& reason) {
   events_rejected.fetch_add(1, std::memory_order_relaxed);
@@ -129,7 +119,6 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     return "future";
   }
   if (src.views.empty()) return "";
-  uint64_t seq = NextEventSeq();
   std::string first_reason;
   int accepted = 0;
   for (int vi : src.views) {
@@ -142,10 +131,11 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     ViewUpdate u;
     uint64_t too_old = 0;
     if (reason.empty()) {
-      for (const AggregationDef& a : v.aggs) {
+      for (size_t ai = 0; ai < v.aggs.size(); ai++) {
+        const AggregationDef& a = v.aggs[ai];
         if (a.where && !a.where->Eval(slots_.data())) continue;
         AggUpdate au;
-        au.spec = &a;
+        au.index = static_cast<uint16_t>(ai);
         if (a.field_slot >= 0) {
           const FieldValue& f = slots_[static_cast<size_t>(a.field_slot)];
           bool missing = f.kind == ValueKind::kMissing || f.kind == ValueKind::kNull;
@@ -162,7 +152,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
           if (numeric) au.x = f.as_double();
           if (a.kind == AggKind::kCountDistinct) {
             std::string t = f.Text();
-            au.hash = XXH3_64bits(t.data(), t.size());
+            au.hash = DistinctHash(XXH3_64bits(t.data(), t.size()));
           }
           if (a.kind == AggKind::kLast || a.kind == AggKind::kLastN) au.text = f.Text();
         }
@@ -189,10 +179,8 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     u.key += ':';
     u.key += k.Text();
     u.key_hash = 0;
-    u.view_id = v.id;
-    u.ttl_ms = v.ttl_ms;
+    u.layout = v.layout_id;
     u.ts = ts;
-    u.seq = seq;
     u.view_name = &v.name;
     out->push_back(std::move(u));
   }
@@ -203,28 +191,18 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
 bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms) {
   Record* rec = store.GetOrCreateEntityRecord(u.key, u.key_hash, now_ms);
   if (rec == nullptr) return false;
-  EntityRecord* e = rec->entity();
-  e->ttl_override = false;  // new data: the view TTLs decide again
-  ViewState& v = e->GetView(u.view_id, u.ttl_ms);
-  if (u.ts > v.newest_ts) v.newest_ts = u.ts;
-  for (const AggUpdate& au : u.aggs) {
-    const AggSpec& spec = *au.spec;
-    AggState& a = v.Get(spec);
-    switch (spec.kind) {
-      case AggKind::kCountDistinct:
-        if (!a.distinct) a.distinct = std::make_unique<DistinctSeries>();
-        a.distinct->Add(FloorDiv(u.ts, spec.resolution_ms), au.hash);
-        break;
-      case AggKind::kLast:
-      case AggKind::kLastN:
-        if (!a.last) a.last = std::make_unique<LastList>();
-        a.last->Add(u.ts, u.seq, au.text, spec.kind == AggKind::kLast ? 1 : static_cast<size_t>(spec.n));
-        break;
-      default:
-        v.AddTile(a, FloorDiv(u.ts, spec.resolution_ms), au.x);
-        break;
-    }
+  thread_local std::vector<AggInput> in;
+  in.resize(u.aggs.size());
+  for (size_t i = 0; i < u.aggs.size(); i++) {
+    const AggUpdate& au = u.aggs[i];
+    in[i].index = au.index;
+    in[i].x = au.x;
+    in[i].hash = au.hash;
+    in[i].text = au.text;
   }
+  EntityRecord* e = rec->entity();
+  EntityApply(&e, u.layout, u.ts, in.data(), in.size());
+  rec->set_object(e);
   store.UpdateEntityExpiry(rec, u.key_hash, now_ms);
   return true;
 }

@@ -22,12 +22,12 @@ namespace fkv {
 
 class ShardStore;
 
-// One aggregation's share of an event. `spec` points into the Registry the
-// update was planned with: keep that registry alive until it is applied.
+// One aggregation's share of an event: `index` is the aggregation's place
+// in its view (and in the view's layout, storage/entity.h).
 struct AggUpdate {
-  const AggSpec* spec = nullptr;
+  uint16_t index = 0;
   double x = 0;        // numeric value (sum, min, max, mean, stddev)
-  uint64_t hash = 0;   // value hash (count_distinct)
+  uint32_t hash = 0;   // value hash (count_distinct, DistinctHash)
   std::string text;    // value text (last, last_n)
 };
 
@@ -35,10 +35,8 @@ struct AggUpdate {
 struct ViewUpdate {
   std::string key;  // "user:42"
   uint64_t key_hash = 0;
-  uint64_t view_id = 0;
-  int64_t ttl_ms = 0;
-  int64_t ts = 0;    // event time, ms
-  uint64_t seq = 0;  // arrival order (ties of last / last_n)
+  uint16_t layout = 0;  // the view's layout (ViewDef::layout_id)
+  int64_t ts = 0;       // event time, ms
   std::vector<AggUpdate> aggs;
   const std::string* view_name = nullptr;  // in the registry, for per-view counters
 };
@@ -89,10 +87,5 @@ class EventPlanner {
 // Applies one view update to the shard's store. Returns false when the key
 // holds a non-entity value (the update is dropped and counted `wrongtype`).
 bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms);
-
-// A process-wide arrival sequence for last / last_n ties.
-uint64_t NextEventSeq();
-// Makes every later NextEventSeq() larger than `seq` (after a snapshot load).
-void RaiseEventSeq(uint64_t seq);
 
 }  // namespace fkv

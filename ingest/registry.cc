@@ -2,6 +2,8 @@
 // names file:line and the problem; nothing partial is ever returned.
 #include "ingest/registry.h"
 
+#include "storage/entity.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <xxhash.h>
 
 #include "ingest/duration.h"
+#include "storage/entity.h"
 
 namespace fkv {
 
@@ -92,6 +95,19 @@ std::shared_ptr<const Registry> Registry::LoadText(const std::string& text, cons
     throw RegistryError(name + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
   }
   reg->BuildNameIndex();
+  for (const auto& [entity, views] : reg->views_by_entity_)
+    if (views.size() > 255) throw RegistryError(name + ": entity '" + entity + "' has more than 255 views");
+  for (ViewDef& v : reg->views_) {  // the storage layout every entity of the view shares
+    ViewLayout l;
+    l.view_id = v.id;
+    l.ttl_ms = v.ttl_ms;
+    for (const AggregationDef& a : v.aggs) l.aggs.push_back(a);
+    try {
+      v.layout_id = InternLayout(l);
+    } catch (const std::length_error& e) {
+      throw RegistryError(name + ": " + e.what());
+    }
+  }
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(Hash(canonical)));
   reg->version_ = buf;

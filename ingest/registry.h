@@ -52,6 +52,7 @@ struct ViewDef {
   int source_index = -1;
   int entity_index = -1;
   std::vector<AggregationDef> aggs;
+  uint16_t layout_id = 0;  // the interned storage layout of this definition (storage/entity.h)
 };
 
 // One servable feature name: aggregation `agg` of view `view`, window

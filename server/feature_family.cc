@@ -189,11 +189,10 @@ void FWindow(CommandContext& c) {
   const EntityRecord* e;
   if (OpStatus s = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &e); s != OpStatus::kOk) return WriteStatus(c.out, s);
   if (e == nullptr) return has_buckets ? c.out.Array(0) : c.out.Null();
-  const ViewState* vs;
-  const AggState* st = StateOf(*reg, f, e, c.now_ms, &vs);
+  std::string_view sec = SectionOf(*reg, f, e, c.now_ms);
   FeatureValue value;
   if (!has_buckets) {
-    WindowValue(a, vs, st, lo, hi, &value);
+    WindowValue(a, sec, lo, hi, &value);
     return RenderFeatureValue(c.out, value);
   }
   // Buckets aligned to the epoch; every bucket overlapping the covered tiles.
@@ -204,7 +203,7 @@ void FWindow(CommandContext& c) {
   for (int64_t b = b0; b <= b1; b++) {
     c.out.Array(2);
     c.out.Integer(b * bucket);
-    WindowValue(a, vs, st, std::max(lo, b * per), std::min(hi, b * per + per - 1), &value);
+    WindowValue(a, sec, std::max(lo, b * per), std::min(hi, b * per + per - 1), &value);
     RenderFeatureValue(c.out, value);
   }
 }
@@ -240,11 +239,9 @@ void FSet(CommandContext& c) {
   u.aggs.resize(1);
   for (auto& [f, value] : sets) {
     const ViewDef& v = reg->views()[static_cast<size_t>(f.view)];
-    u.view_id = v.id;
-    u.ttl_ms = v.ttl_ms;
+    u.layout = v.layout_id;
     u.view_name = &v.name;
-    u.seq = NextEventSeq();
-    u.aggs[0].spec = &v.aggs[static_cast<size_t>(f.agg)];
+    u.aggs[0].index = static_cast<uint16_t>(f.agg);
     u.aggs[0].text.assign(value);
     if (!ApplyViewUpdate(*c.store, u, c.now_ms)) return c.out.Error(kErrWrongType);  // the first: nothing changed
   }

@@ -11,26 +11,24 @@ void CoveredTiles(int64_t t, int64_t w, int64_t res, int64_t* lo, int64_t* hi) {
   *hi = FloorDiv(t, res);
 }
 
-const AggState* StateOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now,
-                        const ViewState** view) {
-  *view = nullptr;
-  if (e == nullptr) return nullptr;
+std::string_view SectionOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now) {
+  if (e == nullptr) return {};
   const ViewDef& v = reg.views()[static_cast<size_t>(f.view)];
-  const ViewState* vs = e->FindView(v.id);
-  if (vs == nullptr || (!e->ttl_override && !vs->Live(now))) return nullptr;
-  *view = vs;
-  return const_cast<ViewState*>(vs)->Find(v.aggs[static_cast<size_t>(f.agg)].signature);
+  EntityRecord::View vs;
+  if (!e->FindView(v.id, &vs) || (!e->ttl_override() && !vs.Live(now))) return {};
+  int idx = f.agg;
+  if (vs.layout_id != v.layout_id) idx = vs.layout->Find(v.aggs[static_cast<size_t>(f.agg)].signature);
+  return idx < 0 ? std::string_view() : e->Section(vs, static_cast<size_t>(idx));
 }
 
-void WindowValue(const AggregationDef& a, const ViewState* vs, const AggState* st, int64_t lo, int64_t hi,
-                 FeatureValue* out) {
+void WindowValue(const AggregationDef& a, std::string_view section, int64_t lo, int64_t hi, FeatureValue* out) {
   using K = FeatureValue::Kind;
   if (a.kind == AggKind::kCountDistinct) {
     out->kind = K::kInt;
-    out->i = st && st->distinct ? static_cast<int64_t>(st->distinct->Count(lo, hi)) : 0;
+    out->i = static_cast<int64_t>(CountDistinct(section, lo, hi));
     return;
   }
-  Accum acc = st ? vs->MergeTiles(*st, lo, hi) : Accum{};
+  Accum acc = MergeTiles(a.kind, section, lo, hi);
   auto dbl = [&](bool present, double d) {
     out->kind = present ? K::kDouble : K::kNull;
     out->d = d;
@@ -55,17 +53,16 @@ void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord
   out->kind = K::kNull;
   if (e == nullptr) return;
   const AggregationDef& a = reg.views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
-  const ViewState* vs;
-  const AggState* st = StateOf(reg, f, e, now, &vs);
+  std::string_view sec = SectionOf(reg, f, e, now);
   if (IsWindowed(a.kind)) {
     int64_t lo, hi;
     CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
-    return WindowValue(a, vs, st, lo, hi, out);
+    return WindowValue(a, sec, lo, hi, out);
   }
   out->list.clear();
-  if (st && st->last)
-    for (const LastItem& it : st->last->items())
-      if (!as_of || it.ts <= t) out->list.emplace_back(it.value);
+  ForEachLastItem(sec, [&](int64_t ts, std::string_view value) {
+    if (!as_of || ts <= t) out->list.push_back(value);
+  });
   if (a.kind == AggKind::kLast) {
     if (out->list.empty()) return;
     out->kind = K::kString;

@@ -37,12 +37,12 @@ struct FeatureValue {
 // Tiles [lo, hi] covered by a window of length w at time t (docs/architecture.md,
 // "Tiles and the window rule": tile starts s with t - w < s <= t).
 void CoveredTiles(int64_t t, int64_t w, int64_t res, int64_t* lo, int64_t* hi);
-// The state of feature f in entity e, if its view is live at `now`, and its view (*view).
-const AggState* StateOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now,
-                        const ViewState** view);
+// The entries of feature f's aggregation in entity e (storage/entity.h);
+// empty when e is null, lacks the view or the aggregation, or the view is
+// not live at `now`.
+std::string_view SectionOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now);
 // The aggregate of tiles lo..hi (empty: 0 for count/sum/count_distinct, nil otherwise).
-void WindowValue(const AggregationDef& a, const ViewState* vs, const AggState* st, int64_t lo, int64_t hi,
-                 FeatureValue* out);
+void WindowValue(const AggregationDef& a, std::string_view section, int64_t lo, int64_t hi, FeatureValue* out);
 // Feature f at time t; nil for every feature of an unknown entity (e null).
 // as_of: an AT was given (last/last_n then show only values with ts <= t).
 void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now, bool as_of,

@@ -58,7 +58,7 @@ void Type(CommandContext& c) {
 // the next event (docs/architecture.md, "Entity keys and TTL": they work on entity keys as on plain keys).
 void MarkTtlOverride(CommandContext& c) {
   Record* r = c.store->Find(c.args[1], c.key_hash, c.now_ms);
-  if (r != nullptr && r->type == ValueType::kFeature) r->entity()->ttl_override = true;
+  if (r != nullptr && r->type == ValueType::kFeature) r->entity()->set_ttl_override(true);
 }
 
 // EXPIRE family. unit_ms: 1000 for seconds; absolute: *AT variants.
@@ -120,7 +120,7 @@ void Persist(CommandContext& c) {
   if (r == nullptr) return c.out.Integer(0);
   if (!r->has_expiry()) {
     // An entity whose views have TTLs is still "volatile" through them.
-    if (r->type != ValueType::kFeature || r->entity()->ttl_override || r->entity()->ExpireAt() == 0) return c.out.Integer(0);
+    if (r->type != ValueType::kFeature || r->entity()->ttl_override() || r->entity()->ExpireAt() == 0) return c.out.Integer(0);
   }
   c.store->SetExpire(c.args[1], c.key_hash, 0, c.now_ms);
   MarkTtlOverride(c);

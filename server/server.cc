@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <unordered_map>
 #include <sstream>
 
 #include "server/allocator_stats.h"
@@ -173,29 +174,30 @@ std::string Server::ReloadRegistryFile(std::shared_ptr<const Registry>* out) {
 
 void Server::InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& reg) {
   s.registry = reg;
-  std::set<std::pair<uint64_t, uint64_t>> keep;
-  for (const auto& v : reg->views())
-    for (const auto& a : v.aggs) keep.insert({v.id, a.signature});
+  std::unordered_map<uint64_t, uint16_t> layout;  // view id -> its layout now
+  for (const auto& v : reg->views()) layout[v.id] = v.layout_id;
   int64_t now = NowMs();
   uint64_t cur = 0;
-  std::map<uint64_t, int64_t> ttl;
-  for (const auto& v : reg->views()) ttl[v.id] = v.ttl_ms;
   std::vector<std::string> touched;
   do {
     cur = s.store.Scan(cur, now, [&](Record* r) {
       if (r->type != ValueType::kFeature) return;
-      s.store.BeforeWrite(r);  // a running snapshot keeps the state of its cut
       EntityRecord* e = r->entity();
-      e->DropAggsIf([&](uint64_t view, uint64_t sig) { return !keep.count({view, sig}); });
-      bool changed = e->empty();
-      for (auto& v : e->views) {
-        auto it = ttl.find(v.view_id);
-        if (it != ttl.end() && it->second != v.ttl_ms) {
-          v.ttl_ms = it->second;  // a changed view TTL applies to existing entities
-          changed = true;
-        }
-      }
-      if (changed) touched.emplace_back(r->key());
+      bool current = true;
+      e->ForEachView([&](const EntityRecord::View& v) {
+        auto it = layout.find(v.layout->view_id);
+        current &= it != layout.end() && it->second == v.layout_id;
+      });
+      if (current) return;
+      s.store.BeforeWrite(r);  // a running snapshot keeps the state of its cut
+      // Aggregations whose definition is unchanged keep their state; a
+      // changed view TTL applies to existing entities.
+      bool changed = EntityReconcile(&e, [&](uint64_t view_id) {
+        auto it = layout.find(view_id);
+        return it == layout.end() ? uint16_t{0} : it->second;
+      });
+      r->set_object(e);
+      if (changed || e->empty()) touched.emplace_back(r->key());
     });
   } while (cur != 0);
   // Outside the scan: these may delete or rebuild records.

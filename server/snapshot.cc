@@ -296,7 +296,8 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
   ShardSet& set = server_->shards();
   auto reg = server_->registry();
   int64_t now = NowMs();
-  uint64_t loaded = 0, expired = 0, max_seq = 0;
+  uint64_t loaded = 0, expired = 0;
+  bool foreign_layouts = false;  // blocks under a layout the registry does not use now
   snap::Header header;
   snap::Visitor v;
   v.header = [&](const snap::Header& h) {
@@ -332,12 +333,19 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     *positions = pos;
     return std::string();
   };
-  v.records = [&](uint16_t, std::string_view payload, uint32_t count) -> std::string {
+  v.layouts = [&](const snap::LayoutMap& map) {
+    std::set<uint16_t> current;
+    for (const ViewDef& d : reg->views()) current.insert(d.layout_id);
+    for (uint16_t id : map)
+      if (id != 0 && !current.count(id)) foreign_layouts = true;
+    return std::string();
+  };
+  v.records = [&](uint16_t, std::string_view payload, uint32_t count, const snap::LayoutMap& layouts) -> std::string {
     snap::Dec d(payload);
     for (uint32_t i = 0; i < count; i++) {
       snap::DecodedRecord rec;
       std::string err;
-      if (!snap::DecodeRecord(d, &rec, &err)) return "record " + std::to_string(i) + ": " + err;
+      if (!snap::DecodeRecord(d, layouts, &rec, &err)) return "record " + std::to_string(i) + ": " + err;
       if (rec.expire_at != 0 && rec.expire_at <= now) {
         expired++;
         continue;
@@ -352,7 +360,6 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
           st.AdoptObject(rec.key, h, ValueType::kFeature, rec.entity.release(), rec.expire_at);
           break;
       }
-      if (rec.max_seq > max_seq) max_seq = rec.max_seq;
       loaded++;
     }
     if (!d.done()) return "bytes left after " + std::to_string(count) + " records";
@@ -365,10 +372,9 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     positions->clear();
     return err;
   }
-  RaiseEventSeq(max_seq);
   // Reconcile the entities with the current registry (as a reload does);
-  // nothing to do when it is the registry the snapshot was saved with.
-  if (header.registry_version != reg->version())
+  // nothing to do when every block is under a layout the registry uses.
+  if (foreign_layouts || header.registry_version != reg->version())
     for (int i = 0; i < set.size(); i++) server_->InstallRegistry(set.shard(i), reg);
   int64_t ms = NowMs() - t0;
   spdlog::info("snapshot loaded: {} ({} records, {} expired since the save, {} Kafka position(s), cut at {}, "

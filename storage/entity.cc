@@ -1,106 +1,840 @@
-// EntityRecord: see entity.h.
+// EntityRecord and its operations: see entity.h.
 #include "storage/entity.h"
 
+#include <malloc.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <unordered_map>
 
 namespace fkv {
 
-void DestroyEntity(EntityRecord* e) { delete e; }
+void DestroyEntity(EntityRecord* e) { EntityRecord::Destroy(e); }
 
-bool AggState::empty() const {
-  if (IsWindowed(spec.kind)) return spec.kind == AggKind::kCountDistinct ? (!distinct || distinct->empty()) : tile_len == 0;
-  return !last || last->empty();
+// ---- layouts ----
+
+int ViewLayout::Find(uint64_t signature) const {
+  for (size_t i = 0; i < aggs.size(); i++)
+    if (aggs[i].signature == signature) return static_cast<int>(i);
+  return -1;
 }
 
-size_t AggState::MemoryUsage() const {
-  return sizeof(*this) + (distinct ? distinct->MemoryUsage() : 0) + (last ? last->MemoryUsage() : 0);
-}
-
-AggState* ViewState::Find(uint64_t signature) {
-  for (auto& a : aggs)
-    if (a.spec.signature == signature) return &a;
-  return nullptr;
-}
-
-AggState& ViewState::Get(const AggSpec& spec) {
-  if (AggState* a = Find(spec.signature)) return *a;
-  aggs.emplace_back();
-  aggs.back().spec = spec;
-  return aggs.back();
+bool ViewLayout::operator==(const ViewLayout& o) const {
+  if (view_id != o.view_id || ttl_ms != o.ttl_ms || aggs.size() != o.aggs.size()) return false;
+  for (size_t i = 0; i < aggs.size(); i++) {
+    const AggSpec &a = aggs[i], &b = o.aggs[i];
+    if (a.kind != b.kind || a.signature != b.signature || a.resolution_ms != b.resolution_ms ||
+        a.max_window_ms != b.max_window_ms || a.n != b.n)
+      return false;
+  }
+  return true;
 }
 
 namespace {
-size_t OffsetOf(const ViewState& v, const AggState& a) {
-  size_t off = 0;
-  for (const AggState* p = v.aggs.data(); p != &a; ++p) off += p->tile_len;
-  return off;
+using Slot = std::atomic<const ViewLayout*>;
+std::atomic<Slot*> g_chunks[256];
+std::mutex g_layout_mu;
+uint32_t g_layout_count = 0;                     // under g_layout_mu
+std::unordered_map<uint64_t, uint16_t> g_latest;  // view id -> newest layout id, under g_layout_mu
+}  // namespace
+
+uint16_t InternLayout(const ViewLayout& l) {
+  std::lock_guard lk(g_layout_mu);
+  auto it = g_latest.find(l.view_id);
+  if (it != g_latest.end() && *FindLayout(it->second) == l) return it->second;
+  if (g_layout_count >= kMaxLayouts)
+    throw std::length_error("too many distinct view definitions in this process (65,535): restart the server");
+  uint32_t id = ++g_layout_count;
+  Slot* chunk = g_chunks[id >> 8].load(std::memory_order_acquire);
+  if (chunk == nullptr) {
+    chunk = new Slot[256]();
+    g_chunks[id >> 8].store(chunk, std::memory_order_release);
+  }
+  chunk[id & 255].store(new ViewLayout(l), std::memory_order_release);  // kept for the process lifetime
+  g_latest[l.view_id] = static_cast<uint16_t>(id);
+  return static_cast<uint16_t>(id);
+}
+
+const ViewLayout* FindLayout(uint16_t id) {
+  if (id == 0) return nullptr;
+  Slot* chunk = g_chunks[id >> 8].load(std::memory_order_acquire);
+  return chunk ? chunk[id & 255].load(std::memory_order_acquire) : nullptr;
+}
+
+uint16_t LatestLayout(uint64_t view_id) {
+  std::lock_guard lk(g_layout_mu);
+  auto it = g_latest.find(view_id);
+  return it == g_latest.end() ? 0 : it->second;
+}
+
+std::vector<std::pair<uint16_t, const ViewLayout*>> AllLayouts() {
+  std::lock_guard lk(g_layout_mu);
+  std::vector<std::pair<uint16_t, const ViewLayout*>> out;
+  for (uint32_t id = 1; id <= g_layout_count; id++) out.emplace_back(static_cast<uint16_t>(id), FindLayout(static_cast<uint16_t>(id)));
+  return out;
+}
+
+// ---- the block ----
+
+namespace {
+constexpr uint32_t kViewHeader = 10;  // u16 layout id, i64 newest event time
+
+EntityRecord* Allocate(void* old, size_t bytes) {
+  void* p = std::realloc(old, sizeof(EntityRecord) + bytes);
+  if (p == nullptr) throw std::bad_alloc();
+  return static_cast<EntityRecord*>(p);
+}
+
+uint16_t ReadU16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+int64_t ReadI64(const uint8_t* p) {
+  int64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+size_t VarintSize(const uint8_t* p) {
+  size_t n = 1;
+  while (*p++ & 0x80) n++;
+  return n;
+}
+
+// Appenders for replacement bytes.
+void PutVarint(std::string& s, uint64_t v) {
+  uint8_t b[10];
+  s.append(reinterpret_cast<const char*>(b), varint::Put(b, v));
+}
+void PutF64(std::string& s, double v) { s.append(reinterpret_cast<const char*>(&v), 8); }
+double GetF64(const uint8_t* p) {
+  double v;
+  std::memcpy(&v, p, 8);
+  return v;
 }
 }  // namespace
 
-void ViewState::AddTile(AggState& a, int64_t tile, double x) {
-  a.tile_len += static_cast<uint32_t>(tiles::Add(arena, OffsetOf(*this, a), a.tile_len, a.spec.kind, tile, x));
-}
-
-Accum ViewState::MergeTiles(const AggState& a, int64_t lo, int64_t hi) const {
-  return tiles::Merge(arena.data() + OffsetOf(*this, a), a.tile_len, a.spec.kind, lo, hi);
-}
-
-void ViewState::DropTilesBefore(AggState& a, int64_t min_tile) {
-  a.tile_len -= static_cast<uint32_t>(tiles::DropBefore(arena, OffsetOf(*this, a), a.tile_len, a.spec.kind, min_tile));
-}
-
-ViewState* EntityRecord::FindView(uint64_t id) {
-  for (auto& v : views)
-    if (v.view_id == id) return &v;
-  return nullptr;
-}
-
-ViewState& EntityRecord::GetView(uint64_t id, int64_t ttl_ms) {
-  ViewState* v = FindView(id);
-  if (v == nullptr) {
-    views.emplace_back();
-    v = &views.back();
-    v->view_id = id;
+// Byte surgery on a block; the only code that (re)allocates one.
+struct EntityEditor {
+  static EntityRecord* Make(size_t bytes) {
+    EntityRecord* e = Allocate(nullptr, bytes);
+    new (e) EntityRecord();
+    e->cap_ = static_cast<uint32_t>(malloc_usable_size(e) - sizeof(EntityRecord));
+    return e;
   }
-  v->ttl_ms = ttl_ms;
-  return *v;
+  // Replaces bytes [off, off + old_n) by src[0, new_n).
+  static void Replace(EntityRecord** pe, size_t off, size_t old_n, const void* src, size_t new_n) {
+    EntityRecord* e = *pe;
+    size_t size = e->size_ - old_n + new_n;
+    if (size > UINT32_MAX / 2) throw std::length_error("entity state over 2 GB");
+    if (size > e->cap_) {
+      size_t want = size <= 256 ? size : size + size / 8;  // small blocks fill their size class
+      e = Allocate(e, want);
+      e->cap_ = static_cast<uint32_t>(malloc_usable_size(e) - sizeof(EntityRecord));
+      *pe = e;
+    }
+    uint8_t* d = e->data();
+    std::memmove(d + off + new_n, d + off + old_n, e->size_ - off - old_n);
+    if (new_n) std::memcpy(d + off, src, new_n);
+    e->size_ = static_cast<uint32_t>(size);
+  }
+  static void Shrink(EntityRecord** pe) {
+    EntityRecord* e = *pe;
+    if (e->cap_ <= 2 * e->size_ + 64) return;
+    e = Allocate(e, e->size_);
+    e->cap_ = static_cast<uint32_t>(malloc_usable_size(e) - sizeof(EntityRecord));
+    *pe = e;
+  }
+  static void SetViews(EntityRecord* e, int delta) { e->nviews_ = static_cast<uint8_t>(e->nviews_ + delta); }
+};
+
+EntityRecord* EntityRecord::New() { return EntityEditor::Make(0); }
+
+EntityRecord* EntityRecord::FromBytes(std::string_view bytes, uint8_t nviews, bool ttl_override) {
+  EntityRecord* e = EntityEditor::Make(bytes.size());
+  std::memcpy(e->data(), bytes.data(), bytes.size());
+  e->size_ = static_cast<uint32_t>(bytes.size());
+  e->nviews_ = nviews;
+  e->set_ttl_override(ttl_override);
+  return e;
+}
+
+void EntityRecord::Destroy(EntityRecord* e) { std::free(e); }
+
+EntityRecord::View EntityRecord::ViewAt(uint32_t off) const {
+  View v;
+  v.offset = off;
+  v.layout_id = ReadU16(data() + off);
+  v.layout = FindLayout(v.layout_id);
+  v.newest_ts = ReadI64(data() + off + 2);
+  return v;
+}
+
+uint32_t EntityRecord::EndOfView(const View& v) const {
+  const uint8_t* p = data() + v.offset + kViewHeader;
+  for (size_t i = 0; i < v.layout->aggs.size(); i++) {
+    uint64_t len;
+    p = varint::Get(p, &len);
+    p += len;
+  }
+  return static_cast<uint32_t>(p - data());
+}
+
+bool EntityRecord::FindView(uint64_t view_id, View* out) const {
+  uint32_t off = 0;
+  for (uint8_t i = 0; i < nviews_; i++) {
+    View v = ViewAt(off);
+    if (v.layout->view_id == view_id) {
+      *out = v;
+      return true;
+    }
+    off = EndOfView(v);
+  }
+  return false;
+}
+
+namespace {
+struct SectionPos {
+  size_t len_off, data_off, len;
+};
+SectionPos SectionOf(const EntityRecord* e, uint32_t view_off, size_t agg) {
+  const uint8_t* base = e->data();
+  const uint8_t* p = base + view_off + kViewHeader;
+  uint64_t len = 0;
+  for (size_t i = 0;; i++) {
+    const uint8_t* q = varint::Get(p, &len);
+    if (i == agg) return {static_cast<size_t>(p - base), static_cast<size_t>(q - base), static_cast<size_t>(len)};
+    p = q + len;
+  }
+}
+}  // namespace
+
+std::string_view EntityRecord::Section(const View& v, size_t agg) const {
+  SectionPos s = SectionOf(this, v.offset, agg);
+  return {reinterpret_cast<const char*>(data()) + s.data_off, s.len};
 }
 
 int64_t EntityRecord::ExpireAt() const {
   int64_t at = 0;
-  for (const auto& v : views) {
+  bool never = false;
+  ForEachView([&](const View& v) {
     int64_t e = v.ExpireAt();
-    if (e == 0) return 0;
+    if (e == 0) never = true;
     at = std::max(at, e);
-  }
-  return at;
+  });
+  return never ? 0 : at;
 }
 
-bool EntityRecord::Trim(int64_t now_ms) {
-  if (!ttl_override) std::erase_if(views, [&](const ViewState& v) { return !v.Live(now_ms); });
-  for (auto& v : views) {
-    for (auto& a : v.aggs) {
-      if (!IsWindowed(a.spec.kind)) continue;
-      int64_t min_tile = FloorDiv(now_ms - a.spec.max_window_ms, a.spec.resolution_ms) + 1;
-      if (a.spec.kind == AggKind::kCountDistinct) {
-        if (a.distinct) a.distinct->DropBefore(min_tile);
-      } else {
-        v.DropTilesBefore(a, min_tile);
+size_t RunCursor::ValueSize(AggKind k, const uint8_t* p) {
+  switch (k) {
+    case AggKind::kCount: return VarintSize(p);
+    case AggKind::kSum:
+    case AggKind::kMin:
+    case AggKind::kMax: return 8;
+    case AggKind::kMean: return 8 + VarintSize(p + 8);
+    case AggKind::kStddev: return VarintSize(p) + 16;
+    case AggKind::kCountDistinct: {
+      uint64_t tag;
+      const uint8_t* q = varint::Get(p, &tag);
+      size_t body = tag % 2 == 0 ? 4 * (tag / 2) : tag == 1 ? hll::kRegisters : 3 * (tag / 2);
+      return static_cast<size_t>(q - p) + body;
+    }
+    case AggKind::kLast:
+    case AggKind::kLastN: {
+      uint64_t len;
+      const uint8_t* q = varint::Get(p, &len);
+      return static_cast<size_t>(q - p) + len;
+    }
+  }
+  return 0;
+}
+
+// ---- edits ----
+
+namespace {
+constexpr size_t kExactLimit = 64;    // distinct values of one tile kept exactly
+constexpr size_t kSparseLimit = 1024;  // sparse HyperLogLog pairs before the dense form
+
+// Replaces [a, b) of the section at s (offsets inside the section) and fixes its length.
+void EditSection(EntityRecord** pe, const SectionPos& s, size_t a, size_t b, std::string_view repl) {
+  size_t new_len = s.len - (b - a) + repl.size();
+  EntityEditor::Replace(pe, s.data_off + a, b - a, repl.data(), repl.size());
+  uint8_t buf[10];
+  size_t k = varint::Put(buf, new_len), old_k = s.data_off - s.len_off;
+  if (k == old_k) std::memcpy((*pe)->data() + s.len_off, buf, k);
+  else EntityEditor::Replace(pe, s.len_off, old_k, buf, k);
+}
+
+std::string_view SectionView(const EntityRecord* e, const SectionPos& s) {
+  return {reinterpret_cast<const char*>(e->data()) + s.data_off, s.len};
+}
+
+// The first value of a tile (windowed kinds).
+void InitValue(AggKind k, const AggInput& in, std::string& out) {
+  switch (k) {
+    case AggKind::kCount: PutVarint(out, 1); break;
+    case AggKind::kSum:
+    case AggKind::kMin:
+    case AggKind::kMax: PutF64(out, in.x); break;
+    case AggKind::kMean:
+      PutF64(out, in.x);
+      PutVarint(out, 1);
+      break;
+    case AggKind::kStddev:
+      PutVarint(out, 1);
+      PutF64(out, in.x);
+      PutF64(out, 0);
+      break;
+    case AggKind::kCountDistinct:
+      PutVarint(out, 2);
+      out.append(reinterpret_cast<const char*>(&in.hash), 4);
+      break;
+    default: break;
+  }
+}
+
+void PutSparse(std::string& out, const std::vector<std::pair<uint16_t, uint8_t>>& pairs) {
+  if (pairs.size() > kSparseLimit) {
+    uint8_t regs[hll::kRegisters] = {};
+    for (auto [r, rank] : pairs) regs[r] = rank;
+    PutVarint(out, 1);
+    out.append(reinterpret_cast<const char*>(regs), hll::kRegisters);
+    return;
+  }
+  PutVarint(out, 2 * pairs.size() + 1);
+  for (auto [r, rank] : pairs) {
+    out.append(reinterpret_cast<const char*>(&r), 2);
+    out.push_back(static_cast<char>(rank));
+  }
+}
+
+// Adds a value hash to a count_distinct tile value at p.
+void DistinctAdd(const uint8_t* p, uint32_t h, std::string& out) {
+  uint64_t tag;
+  const uint8_t* q = varint::Get(p, &tag);
+  if (tag % 2 == 0) {  // exact set
+    size_t k = tag / 2;
+    const uint8_t* lo = q;
+    size_t i = 0;
+    for (; i < k; i++) {  // sorted u32s: find the insertion point
+      uint32_t v;
+      std::memcpy(&v, lo + 4 * i, 4);
+      if (v == h) {
+        out.assign(reinterpret_cast<const char*>(p), static_cast<size_t>(q - p) + 4 * k);
+        return;
+      }
+      if (v > h) break;
+    }
+    if (k + 1 <= kExactLimit) {
+      PutVarint(out, 2 * (k + 1));
+      out.append(reinterpret_cast<const char*>(lo), 4 * i);
+      out.append(reinterpret_cast<const char*>(&h), 4);
+      out.append(reinterpret_cast<const char*>(lo + 4 * i), 4 * (k - i));
+      return;
+    }
+    std::vector<std::pair<uint16_t, uint8_t>> pairs;  // becomes a sketch
+    auto add = [&](uint32_t v) {
+      uint16_t r = hll::Register(v);
+      uint8_t rank = hll::Rank(v);
+      auto it = std::lower_bound(pairs.begin(), pairs.end(), std::make_pair(r, uint8_t{0}));
+      if (it != pairs.end() && it->first == r) it->second = std::max(it->second, rank);
+      else pairs.insert(it, {r, rank});
+    };
+    for (size_t j = 0; j < k; j++) {
+      uint32_t v;
+      std::memcpy(&v, lo + 4 * j, 4);
+      add(v);
+    }
+    add(h);
+    return PutSparse(out, pairs);
+  }
+  uint16_t r = hll::Register(h);
+  uint8_t rank = hll::Rank(h);
+  if (tag == 1) {  // dense
+    out.assign(reinterpret_cast<const char*>(p), static_cast<size_t>(q - p) + hll::kRegisters);
+    size_t at = static_cast<size_t>(q - p) + r;
+    if (static_cast<uint8_t>(out[at]) < rank) out[at] = static_cast<char>(rank);
+    return;
+  }
+  size_t n = tag / 2;
+  std::vector<std::pair<uint16_t, uint8_t>> pairs(n);
+  for (size_t j = 0; j < n; j++) {
+    std::memcpy(&pairs[j].first, q + 3 * j, 2);
+    pairs[j].second = q[3 * j + 2];
+  }
+  auto it = std::lower_bound(pairs.begin(), pairs.end(), std::make_pair(r, uint8_t{0}));
+  if (it != pairs.end() && it->first == r) {
+    if (it->second >= rank) {
+      out.assign(reinterpret_cast<const char*>(p), static_cast<size_t>(q - p) + 3 * n);
+      return;
+    }
+    it->second = rank;
+  } else {
+    pairs.insert(it, {r, rank});
+  }
+  PutSparse(out, pairs);
+}
+
+// Folds one more value into a tile value at p (windowed kinds).
+void UpdateValue(AggKind k, const uint8_t* p, const AggInput& in, std::string& out) {
+  switch (k) {
+    case AggKind::kCount: {
+      uint64_t n;
+      varint::Get(p, &n);
+      PutVarint(out, n + 1);
+      break;
+    }
+    case AggKind::kSum: PutF64(out, GetF64(p) + in.x); break;
+    case AggKind::kMin: PutF64(out, std::min(GetF64(p), in.x)); break;
+    case AggKind::kMax: PutF64(out, std::max(GetF64(p), in.x)); break;
+    case AggKind::kMean: {
+      uint64_t n;
+      varint::Get(p + 8, &n);
+      PutF64(out, GetF64(p) + in.x);
+      PutVarint(out, n + 1);
+      break;
+    }
+    case AggKind::kStddev: {
+      uint64_t n;
+      const uint8_t* q = varint::Get(p, &n);
+      double mean = GetF64(q), m2 = GetF64(q + 8);
+      double cnt = static_cast<double>(n + 1);
+      double d = in.x - mean;
+      mean += d / cnt;
+      m2 += d * (in.x - mean);
+      PutVarint(out, n + 1);
+      PutF64(out, mean);
+      PutF64(out, m2);
+      break;
+    }
+    case AggKind::kCountDistinct: DistinctAdd(p, in.hash, out); break;
+    default: break;
+  }
+}
+
+void ApplyWindowed(EntityRecord** pe, uint32_t view_off, size_t idx, const AggSpec& spec, int64_t ts,
+                   const AggInput& in) {
+  thread_local std::string buf;
+  buf.clear();
+  const int64_t tile = FloorDiv(ts, spec.resolution_ms);
+  SectionPos s = SectionOf(*pe, view_off, idx);
+  RunCursor c(spec.kind, SectionView(*pe, s));
+  bool first = true;
+  int64_t prev = 0;
+  while (c.Next()) {
+    if (c.key() == tile) {
+      UpdateValue(spec.kind, c.value(), in, buf);
+      return EditSection(pe, s, c.value_offset(), c.end_offset(), buf);
+    }
+    if (c.key() < tile) {  // a new tile before this (older) one
+      PutVarint(buf, first ? varint::ZigZag(tile) : static_cast<uint64_t>(prev - tile));
+      InitValue(spec.kind, in, buf);
+      PutVarint(buf, static_cast<uint64_t>(tile - c.key()));
+      return EditSection(pe, s, c.key_offset(), c.value_offset(), buf);
+    }
+    prev = c.key();
+    first = false;
+  }
+  PutVarint(buf, first ? varint::ZigZag(tile) : static_cast<uint64_t>(prev - tile));  // the oldest tile
+  InitValue(spec.kind, in, buf);
+  EditSection(pe, s, s.len, s.len, buf);
+}
+
+void ApplyLast(EntityRecord** pe, uint32_t view_off, size_t idx, const AggSpec& spec, int64_t ts,
+               const AggInput& in) {
+  thread_local std::string buf;
+  buf.clear();
+  const size_t cap = spec.kind == AggKind::kLast ? 1 : static_cast<size_t>(std::max(1, spec.n));
+  SectionPos s = SectionOf(*pe, view_off, idx);
+  RunCursor c(AggKind::kLast, SectionView(*pe, s));
+  bool first = true, before = false;
+  int64_t prev = 0;
+  size_t j = 0;
+  while (c.Next()) {
+    if (c.key() <= ts) {  // newer than this one (ties: the later applied is newer)
+      before = true;
+      break;
+    }
+    prev = c.key();
+    first = false;
+    j++;
+  }
+  if (j >= cap) return;  // older than the cap newest ones
+  PutVarint(buf, first ? varint::ZigZag(ts) : static_cast<uint64_t>(prev - ts));
+  PutVarint(buf, in.text.size());
+  buf.append(in.text);
+  if (before) {
+    PutVarint(buf, static_cast<uint64_t>(ts - c.key()));
+    EditSection(pe, s, c.key_offset(), c.value_offset(), buf);
+  } else {
+    EditSection(pe, s, s.len, s.len, buf);
+  }
+  // Keep the cap newest.
+  s = SectionOf(*pe, view_off, idx);
+  RunCursor k(AggKind::kLast, SectionView(*pe, s));
+  for (size_t i = 0; i < cap; i++)
+    if (!k.Next()) return;
+  if (k.end_offset() < s.len) EditSection(pe, s, k.end_offset(), s.len, {});
+}
+}  // namespace
+
+void EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* in, size_t n) {
+  (*pe)->set_ttl_override(false);  // new data: the view TTLs decide again
+  const ViewLayout& L = LayoutAt(layout_id);
+  EntityRecord::View v;
+  if (!(*pe)->FindView(L.view_id, &v)) {
+    if ((*pe)->nviews() == 255) return;  // the registry refuses more views per entity type
+    std::string hdr(kViewHeader + L.aggs.size(), '\0');  // every section empty
+    std::memcpy(hdr.data(), &layout_id, 2);
+    std::memcpy(hdr.data() + 2, &ts, 8);
+    EntityEditor::Replace(pe, (*pe)->size(), 0, hdr.data(), hdr.size());
+    EntityEditor::SetViews(*pe, 1);
+    v = (*pe)->ViewAt((*pe)->size() - static_cast<uint32_t>(hdr.size()));
+  } else if (v.layout_id < layout_id) {
+    EntityMoveView(pe, v.offset, layout_id);
+    if (!(*pe)->FindView(L.view_id, &v)) return (void)EntityApply(pe, layout_id, ts, in, n);  // it had no data left
+  }
+  if (ts > v.newest_ts) std::memcpy((*pe)->data() + v.offset + 2, &ts, 8);
+  const ViewLayout& VL = *v.layout;
+  const bool stale = v.layout_id != layout_id;
+  for (size_t i = 0; i < n; i++) {
+    int idx = in[i].index;
+    if (stale) idx = VL.Find(L.aggs[in[i].index].signature);
+    if (idx < 0) continue;
+    const AggSpec& spec = VL.aggs[static_cast<size_t>(idx)];
+    if (IsWindowed(spec.kind)) ApplyWindowed(pe, v.offset, static_cast<size_t>(idx), spec, ts, in[i]);
+    else ApplyLast(pe, v.offset, static_cast<size_t>(idx), spec, ts, in[i]);
+  }
+}
+
+bool EntityDropView(EntityRecord** pe, uint32_t view_offset) {
+  EntityRecord::View v = (*pe)->ViewAt(view_offset);
+  EntityEditor::Replace(pe, view_offset, (*pe)->EndOfView(v) - view_offset, nullptr, 0);
+  EntityEditor::SetViews(*pe, -1);
+  return true;
+}
+
+bool EntityMoveView(EntityRecord** pe, uint32_t view_offset, uint16_t to_layout) {
+  EntityRecord::View v = (*pe)->ViewAt(view_offset);
+  const ViewLayout &from = *v.layout, &to = LayoutAt(to_layout);
+  std::string body(kViewHeader, '\0');
+  std::memcpy(body.data(), &to_layout, 2);
+  std::memcpy(body.data() + 2, &v.newest_ts, 8);
+  bool changed = from.ttl_ms != to.ttl_ms, any = false;
+  for (const AggSpec& a : to.aggs) {
+    int i = from.Find(a.signature);
+    std::string_view sec = i >= 0 ? (*pe)->Section(v, static_cast<size_t>(i)) : std::string_view();
+    PutVarint(body, sec.size());
+    body.append(sec);
+    any |= !sec.empty();
+  }
+  for (size_t i = 0; i < from.aggs.size(); i++)
+    if (to.Find(from.aggs[i].signature) < 0 && !(*pe)->Section(v, i).empty()) changed = true;  // its data is freed
+  if (!any) return EntityDropView(pe, view_offset);
+  EntityEditor::Replace(pe, view_offset, (*pe)->EndOfView(v) - view_offset, body.data(), body.size());
+  return changed;
+}
+
+bool EntityTrim(EntityRecord** pe, int64_t now_ms) {
+  uint32_t off = 0;
+  for (uint8_t i = 0; i < (*pe)->nviews();) {
+    EntityRecord::View v = (*pe)->ViewAt(off);
+    if (!(*pe)->ttl_override() && !v.Live(now_ms)) {
+      EntityDropView(pe, off);
+      continue;
+    }
+    bool any = false;
+    for (size_t a = 0; a < v.layout->aggs.size(); a++) {
+      const AggSpec& spec = v.layout->aggs[a];
+      SectionPos s = SectionOf(*pe, off, a);
+      if (IsWindowed(spec.kind) && s.len > 0) {
+        int64_t min_tile = FloorDiv(now_ms - spec.max_window_ms, spec.resolution_ms) + 1;
+        RunCursor c(spec.kind, SectionView(*pe, s));
+        while (c.Next())
+          if (c.key() < min_tile) {
+            EditSection(pe, s, c.key_offset(), s.len, {});
+            s = SectionOf(*pe, off, a);
+            break;
+          }
+      }
+      any |= s.len > 0;
+    }
+    if (!any) {
+      EntityDropView(pe, off);
+      continue;
+    }
+    off = (*pe)->EndOfView((*pe)->ViewAt(off));
+    i++;
+  }
+  EntityEditor::Shrink(pe);
+  return (*pe)->empty();
+}
+
+// ---- reads ----
+
+Accum MergeTiles(AggKind k, std::string_view section, int64_t lo, int64_t hi) {
+  Accum a;
+  RunCursor c(k, section);
+  while (c.Next()) {
+    if (c.key() > hi) continue;
+    if (c.key() < lo) break;
+    const uint8_t* p = c.value();
+    switch (k) {
+      case AggKind::kCount: {
+        uint64_t n;
+        varint::Get(p, &n);
+        a.n += static_cast<double>(n);
+        break;
+      }
+      case AggKind::kSum:
+        a.sum += GetF64(p);
+        a.n += 1;
+        break;
+      case AggKind::kMin:
+        a.min = std::min(a.min, GetF64(p));
+        a.n += 1;
+        break;
+      case AggKind::kMax:
+        a.max = std::max(a.max, GetF64(p));
+        a.n += 1;
+        break;
+      case AggKind::kMean: {
+        uint64_t n;
+        varint::Get(p + 8, &n);
+        a.sum += GetF64(p);
+        a.n += static_cast<double>(n);
+        break;
+      }
+      case AggKind::kStddev: {
+        uint64_t n;
+        const uint8_t* q = varint::Get(p, &n);
+        Accum t;
+        t.n = static_cast<double>(n);
+        t.mean = GetF64(q);
+        t.m2 = GetF64(q + 8);
+        double keep_min = a.min, keep_max = a.max;
+        a.Merge(t);
+        a.min = keep_min;
+        a.max = keep_max;
+        break;
+      }
+      default: break;
+    }
+  }
+  return a;
+}
+
+uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi) {
+  thread_local std::vector<uint32_t> all;  // reused: no allocation per read
+  thread_local std::vector<const uint8_t*> sketches;
+  all.clear();
+  sketches.clear();
+  RunCursor c(AggKind::kCountDistinct, section);
+  while (c.Next()) {
+    if (c.key() > hi) continue;
+    if (c.key() < lo) break;
+    uint64_t tag;
+    const uint8_t* q = varint::Get(c.value(), &tag);
+    if (tag % 2 == 0) {
+      size_t k = tag / 2, at = all.size();
+      all.resize(at + k);
+      std::memcpy(all.data() + at, q, 4 * k);
+    } else {
+      sketches.push_back(c.value());
+    }
+  }
+  if (sketches.empty()) {
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+    if (all.size() <= kExactLimit * 4) return all.size();
+  }
+  uint8_t regs[hll::kRegisters] = {};
+  for (uint32_t h : all) regs[hll::Register(h)] = std::max(regs[hll::Register(h)], hll::Rank(h));
+  for (const uint8_t* p : sketches) {
+    uint64_t tag;
+    const uint8_t* q = varint::Get(p, &tag);
+    if (tag == 1) {
+      for (size_t r = 0; r < hll::kRegisters; r++) regs[r] = std::max(regs[r], q[r]);
+    } else {
+      for (size_t j = 0; j < tag / 2; j++) {
+        uint16_t r;
+        std::memcpy(&r, q + 3 * j, 2);
+        regs[r] = std::max(regs[r], q[3 * j + 2]);
       }
     }
-    v.EraseAggsIf([](const AggState& a) { return a.empty(); });
   }
-  std::erase_if(views, [](const ViewState& v) { return v.aggs.empty(); });
-  return views.empty();
+  return static_cast<uint64_t>(std::llround(hll::Estimate(regs)));
 }
 
-size_t EntityRecord::MemoryUsage() const {
-  size_t m = sizeof(*this) + views.capacity() * sizeof(ViewState);
-  for (const auto& v : views) {
-    m += v.aggs.capacity() * sizeof(AggState) + v.arena.capacity() * sizeof(double);
-    for (const auto& a : v.aggs) m += a.MemoryUsage() - sizeof(AggState);
+SectionCounts CountSection(AggKind k, std::string_view section) {
+  SectionCounts n;
+  RunCursor c(k, section);
+  while (c.Next()) {
+    if (k == AggKind::kLast || k == AggKind::kLastN) {
+      n.values++;
+      continue;
+    }
+    n.tiles++;
+    if (k == AggKind::kCountDistinct) {
+      uint64_t tag;
+      varint::Get(c.value(), &tag);
+      if (tag % 2 == 0) n.values += tag / 2;
+      else n.sketches++;
+    }
   }
-  return m;
+  return n;
+}
+
+// ---- validation of blocks from outside ----
+
+namespace {
+// Times and durations beyond this (~73 million years in ms) cannot come from
+// the server; refusing them keeps every later sum of two inside int64.
+constexpr int64_t kMaxAbs = int64_t{1} << 61;
+
+struct Checked {
+  const uint8_t* p;
+  const uint8_t* end;
+  bool Varint(uint64_t* v) {
+    uint64_t r = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (p >= end) return false;
+      uint8_t b = *p++;
+      r |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if (!(b & 0x80)) {
+        *v = r;
+        return true;
+      }
+    }
+    return false;
+  }
+  bool Skip(uint64_t n) {
+    if (n > static_cast<uint64_t>(end - p)) return false;
+    p += n;
+    return true;
+  }
+};
+
+std::string CheckValue(AggKind k, Checked& c) {
+  uint64_t n = 0;
+  switch (k) {
+    case AggKind::kCount:
+      if (!c.Varint(&n) || n == 0 || n > (uint64_t{1} << 53)) return "bad tile count";
+      return "";
+    case AggKind::kSum:
+    case AggKind::kMin:
+    case AggKind::kMax: return c.Skip(8) ? "" : "truncated tile";
+    case AggKind::kMean:
+      if (!c.Skip(8) || !c.Varint(&n) || n == 0 || n > (uint64_t{1} << 53)) return "bad tile count";
+      return "";
+    case AggKind::kStddev:
+      if (!c.Varint(&n) || n == 0 || n > (uint64_t{1} << 53) || !c.Skip(16)) return "bad tile count";
+      return "";
+    case AggKind::kCountDistinct: {
+      uint64_t tag;
+      if (!c.Varint(&tag)) return "truncated distinct set";
+      if (tag == 1) {
+        if (static_cast<size_t>(c.end - c.p) < hll::kRegisters) return "truncated sketch";
+        for (size_t r = 0; r < hll::kRegisters; r++)
+          if (c.p[r] > hll::kMaxRank) return "bad sketch register";
+        c.p += hll::kRegisters;
+        return "";
+      }
+      if (tag % 2 == 0) {
+        uint64_t k2 = tag / 2;
+        if (k2 == 0 || k2 > kExactLimit) return "bad distinct set size";
+        if (static_cast<uint64_t>(c.end - c.p) < 4 * k2) return "truncated distinct set";
+        uint32_t last = 0;
+        for (uint64_t i = 0; i < k2; i++) {
+          uint32_t v;
+          std::memcpy(&v, c.p + 4 * i, 4);
+          if (i > 0 && v <= last) return "distinct values out of order";
+          last = v;
+        }
+        c.p += 4 * k2;
+        return "";
+      }
+      uint64_t pairs = tag / 2;
+      if (pairs == 0 || pairs > kSparseLimit) return "bad sparse sketch size";
+      if (static_cast<uint64_t>(c.end - c.p) < 3 * pairs) return "truncated sketch";
+      uint16_t last = 0;
+      for (uint64_t i = 0; i < pairs; i++) {
+        uint16_t r;
+        std::memcpy(&r, c.p + 3 * i, 2);
+        uint8_t rank = c.p[3 * i + 2];
+        if (r >= hll::kRegisters || rank == 0 || rank > hll::kMaxRank || (i > 0 && r <= last))
+          return "bad sparse sketch";
+        last = r;
+      }
+      c.p += 3 * pairs;
+      return "";
+    }
+    case AggKind::kLast:
+    case AggKind::kLastN:
+      if (!c.Varint(&n) || !c.Skip(n)) return "truncated last value";
+      return "";
+  }
+  return "unknown kind";
+}
+
+std::string CheckSection(const AggSpec& spec, std::string_view sec) {
+  Checked c{reinterpret_cast<const uint8_t*>(sec.data()), reinterpret_cast<const uint8_t*>(sec.data()) + sec.size()};
+  const bool windowed = IsWindowed(spec.kind);
+  const size_t cap = spec.kind == AggKind::kLast ? 1 : static_cast<size_t>(std::max(1, spec.n));
+  int64_t key = 0;
+  size_t entries = 0;
+  while (c.p < c.end) {
+    uint64_t v;
+    if (!c.Varint(&v)) return "truncated entry";
+    if (entries == 0) {
+      key = varint::UnZigZag(v);
+      if (key < -kMaxAbs || key > kMaxAbs) return windowed ? "bad tile" : "bad event time";
+    } else {
+      if (windowed ? v == 0 : false) return "tiles out of order";
+      if (v > static_cast<uint64_t>(kMaxAbs) || key - static_cast<int64_t>(v) < -kMaxAbs)
+        return windowed ? "tiles out of order" : "last values out of order";
+      key -= static_cast<int64_t>(v);
+    }
+    entries++;
+    if (!windowed && entries > cap) return "more last values than the aggregation keeps";
+    if (std::string e = CheckValue(spec.kind, c); !e.empty()) return e;
+  }
+  return "";
+}
+}  // namespace
+
+std::string ValidateEntityBytes(std::string* bytes, uint8_t nviews, const std::vector<uint16_t>& map) {
+  uint8_t* base = reinterpret_cast<uint8_t*>(bytes->data());
+  Checked c{base, base + bytes->size()};
+  std::vector<uint64_t> seen;
+  for (uint8_t i = 0; i < nviews; i++) {
+    if (c.end - c.p < static_cast<std::ptrdiff_t>(kViewHeader)) return "truncated view";
+    uint16_t file_id = ReadU16(c.p);
+    uint16_t id = file_id < map.size() ? map[file_id] : 0;
+    const ViewLayout* layout = FindLayout(id);
+    if (layout == nullptr) return "unknown view layout " + std::to_string(file_id);
+    std::memcpy(const_cast<uint8_t*>(c.p), &id, 2);
+    int64_t newest = ReadI64(c.p + 2);
+    if (newest < -kMaxAbs || newest > kMaxAbs) return "bad event time";
+    c.p += kViewHeader;
+    const ViewLayout& L = *layout;
+    if (std::find(seen.begin(), seen.end(), L.view_id) != seen.end()) return "duplicate view";
+    seen.push_back(L.view_id);
+    for (const AggSpec& spec : L.aggs) {
+      uint64_t len;
+      if (!c.Varint(&len) || len > static_cast<uint64_t>(c.end - c.p)) return "truncated section";
+      std::string_view sec(reinterpret_cast<const char*>(c.p), len);
+      if (std::string e = CheckSection(spec, sec); !e.empty()) return std::string(AggName(spec.kind)) + ": " + e;
+      c.p += len;
+    }
+  }
+  if (c.p != c.end) return "bytes left after the views";
+  return "";
 }
 
 }  // namespace fkv

@@ -1,12 +1,35 @@
-// EntityRecord: the value of an entity key (`user:42`, TYPE `feature`): per
-// view its newest event time and per aggregation its state (tiles, distinct
-// sets, last values), keyed by the aggregation's signature so that a
-// registry reload keeps unchanged aggregations. Owned by a Record; touched
-// only by the owning shard's thread.
+// EntityRecord: the value of an entity key (`user:42`, TYPE `feature`) as
+// one contiguous block of bytes (docs/architecture.md, "Entity state"):
+//
+//   header (size, capacity, flags, view count) | view | view | ...
+//   view    = u16 layout id | i64 newest event time | one section per aggregation
+//   section = varint length | entries
+//
+// A view's layout (ViewLayout: view id, TTL, the aggregation specs in
+// registry order) is interned once per process and shared by every entity
+// of that view; an entity holds only its data. Sections hold runs of
+// entries, newest first, each keyed by a tile index (windowed kinds) or an
+// event time (last / last_n): the first key is a zigzag varint, the next
+// ones varint differences to the previous (newer) key. Values:
+//
+//   count            varint n
+//   sum | min | max  f64
+//   mean             f64 sum, varint n
+//   stddev           varint n, f64 mean, f64 m2 (Welford/Chan)
+//   count_distinct   varint tag: 2k -> k sorted u32 value hashes (k <= 64);
+//                    2n+1 -> sparse HyperLogLog, n (u16 register, u8 rank)
+//                    pairs; 1 -> dense HyperLogLog, 4096 u8 registers
+//   last | last_n    varint length, bytes
+//
+// Owned by a Record; touched only by the owning shard's thread. Every
+// mutation may move the block (it grows in place when it can): functions
+// that change an entity take `EntityRecord**` and update the pointer.
 #pragma once
 
 #include <cstdint>
-#include <memory>
+#include <cstring>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "storage/aggregate.h"
@@ -20,72 +43,233 @@ inline int64_t FloorDiv(int64_t a, int64_t b) {
   return q;
 }
 
-struct AggState {
-  AggSpec spec;
-  uint32_t tile_len = 0;                     // count..stddev: doubles in the view's arena
-  std::unique_ptr<DistinctSeries> distinct;  // count_distinct
-  std::unique_ptr<LastList> last;            // last, last_n
-  bool empty() const;
-  size_t MemoryUsage() const;
+// ---- view layouts ----
+
+struct ViewLayout {
+  uint64_t view_id = 0;
+  int64_t ttl_ms = 0;  // 0 = never expires
+  std::vector<AggSpec> aggs;
+  int Find(uint64_t signature) const;  // index or -1
+  bool operator==(const ViewLayout& o) const;
 };
 
-struct ViewState {
-  uint64_t view_id = 0;
-  int64_t newest_ts = INT64_MIN;  // newest event time applied (TTL runs from it)
-  int64_t ttl_ms = 0;             // 0 = never expires
-  std::vector<AggState> aggs;
-  // The numeric tiles of every aggregation, one segment per aggregation in
-  // the order of `aggs` (segment i starts at the sum of tile_len before it).
-  std::vector<double> arena;
-  AggState* Find(uint64_t signature);
-  AggState& Get(const AggSpec& spec);  // creates when absent
-  void AddTile(AggState& a, int64_t tile, double x);
-  Accum MergeTiles(const AggState& a, int64_t lo, int64_t hi) const;
-  void DropTilesBefore(AggState& a, int64_t min_tile);
-  // Removes the aggregations `drop` selects, with their tiles.
-  template <class F>
-  void EraseAggsIf(F&& drop) {
-    std::vector<double> kept;
-    std::vector<AggState> keep_aggs;
-    size_t off = 0;
-    for (auto& a : aggs) {
-      if (!drop(a)) {
-        kept.insert(kept.end(), arena.begin() + static_cast<std::ptrdiff_t>(off),
-                    arena.begin() + static_cast<std::ptrdiff_t>(off + a.tile_len));
-        keep_aggs.push_back(std::move(a));
-      }
-      off += a.tile_len;
-    }
-    aggs = std::move(keep_aggs);
-    arena = std::move(kept);
-  }
-  int64_t ExpireAt() const { return ttl_ms > 0 && newest_ts != INT64_MIN ? newest_ts + ttl_ms : 0; }
-  bool Live(int64_t now_ms) const { return ttl_ms == 0 || newest_ts + ttl_ms > now_ms; }
-};
+// The process-wide table of layouts. Intern returns the id (>= 1) of an
+// equal layout when it is the latest one of its view, else a new, larger
+// id: ids of one view only grow, so the larger id is the newer definition.
+// Thread-safe; LayoutAt is lock-free. Throws std::length_error past
+// kMaxLayouts (65,535 distinct definitions in one process lifetime).
+inline constexpr uint32_t kMaxLayouts = 65535;
+uint16_t InternLayout(const ViewLayout& l);
+const ViewLayout* FindLayout(uint16_t id);  // nullptr when not interned
+uint16_t LatestLayout(uint64_t view_id);    // 0 when the view has none
+inline const ViewLayout& LayoutAt(uint16_t id) { return *FindLayout(id); }
+// Every interned layout as (id, layout), for snapshots.
+std::vector<std::pair<uint16_t, const ViewLayout*>> AllLayouts();
+
+// ---- the entity block ----
 
 class EntityRecord {
  public:
-  std::vector<ViewState> views;
+  static EntityRecord* New();
+  // A block holding `bytes` (views, already validated) and `nviews` views.
+  static EntityRecord* FromBytes(std::string_view bytes, uint8_t nviews, bool ttl_override);
+  static void Destroy(EntityRecord* e);
+  EntityRecord* Clone() const { return FromBytes(bytes(), nviews_, ttl_override()); }
+
+  std::string_view bytes() const { return {reinterpret_cast<const char*>(data()), size_}; }
+  uint8_t nviews() const { return nviews_; }
+  bool empty() const { return nviews_ == 0; }
   // Set by EXPIRE / PERSIST on the key: the key's own expiry decides until
   // the next applied event (view TTLs are not enforced meanwhile).
-  bool ttl_override = false;
-
-  ViewState* FindView(uint64_t id);
-  const ViewState* FindView(uint64_t id) const { return const_cast<EntityRecord*>(this)->FindView(id); }
-  ViewState& GetView(uint64_t id, int64_t ttl_ms);
+  bool ttl_override() const { return flags_ & 1; }
+  void set_ttl_override(bool on) { flags_ = static_cast<uint8_t>(on ? (flags_ | 1) : (flags_ & ~1)); }
   // Key expiry: the latest of the views' expiries; 0 when a view never expires.
   int64_t ExpireAt() const;
-  // Drops expired views and tiles that can no longer be inside any window
-  // (tile start <= now - largest window). Returns true when nothing is left.
-  bool Trim(int64_t now_ms);
-  // Drops aggregation states whose signature `keep` rejects (registry reload).
+  size_t MemoryUsage() const { return sizeof(EntityRecord) + cap_; }
+
+  // A view of the block, for reads. Valid until the entity changes.
+  struct View {
+    uint16_t layout_id = 0;
+    const ViewLayout* layout = nullptr;
+    int64_t newest_ts = 0;
+    uint32_t offset = 0;  // of the view header in bytes()
+    bool Live(int64_t now_ms) const { return layout->ttl_ms == 0 || newest_ts + layout->ttl_ms > now_ms; }
+    int64_t ExpireAt() const { return layout->ttl_ms > 0 ? newest_ts + layout->ttl_ms : 0; }
+  };
+  bool FindView(uint64_t view_id, View* out) const;
+  // Calls f(const View&) for every view, in order.
   template <class F>
-  void DropAggsIf(F&& drop) {
-    for (auto& v : views) v.EraseAggsIf([&](const AggState& a) { return drop(v.view_id, a.spec.signature); });
-    std::erase_if(views, [](const ViewState& v) { return v.aggs.empty(); });
+  void ForEachView(F&& f) const {
+    uint32_t off = 0;
+    for (uint8_t i = 0; i < nviews_; i++) {
+      View v = ViewAt(off);
+      f(v);
+      off = EndOfView(v);
+    }
   }
-  bool empty() const { return views.empty(); }
-  size_t MemoryUsage() const;
+  // The entries of aggregation `agg` (an index into the view's layout).
+  std::string_view Section(const View& v, size_t agg) const;
+
+  // Internal layout helpers (entity.cc, snapshot codec).
+  View ViewAt(uint32_t off) const;
+  uint32_t EndOfView(const View& v) const;
+  const uint8_t* data() const { return reinterpret_cast<const uint8_t*>(this + 1); }
+  uint8_t* data() { return reinterpret_cast<uint8_t*>(this + 1); }
+  uint32_t size() const { return size_; }
+
+ private:
+  friend struct EntityEditor;
+  EntityRecord() = default;
+  uint32_t size_ = 0, cap_ = 0;
+  uint8_t flags_ = 0, nviews_ = 0;
+  uint8_t pad_[2] = {0, 0};
 };
+static_assert(sizeof(EntityRecord) == 12);
+
+// ---- operations (storage/entity.cc) ----
+
+// One aggregation's share of an event, for EntityApply.
+struct AggInput {
+  uint16_t index = 0;     // in the layout of the update
+  double x = 0;           // sum, min, max, mean, stddev
+  uint32_t hash = 0;      // count_distinct: the value's 32-bit hash
+  std::string_view text;  // last, last_n
+};
+
+// Applies one event of view layout `layout_id` (event time ts) to the
+// entity: creates the view when absent; moves a view kept under an older
+// layout of the same view to this one first; maps the inputs of an update
+// planned with an older layout by aggregation signature (dropping those
+// the view no longer has). Clears the TTL override.
+void EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* in, size_t n);
+// Drops expired views (unless the TTL override is on) and tiles that can
+// no longer be inside any window (tile start <= now - largest window), then
+// views left without any data. Returns true when nothing is left.
+bool EntityTrim(EntityRecord** pe, int64_t now_ms);
+// Moves every view to the layout `target(view_id)` returns (0: drop the
+// view): aggregations with the same signature keep their data, others
+// start empty. Returns true when anything changed (data or TTL).
+template <class F>
+bool EntityReconcile(EntityRecord** pe, F&& target);
+
+// Reads of one section.
+Accum MergeTiles(AggKind k, std::string_view section, int64_t lo, int64_t hi);
+uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi);
+// Calls f(int64_t ts, std::string_view value) for last / last_n items, newest first.
+template <class F>
+void ForEachLastItem(std::string_view section, F&& f);
+// Counts of a section, for featurekv-snapshot and MEMORY statistics.
+struct SectionCounts {
+  uint64_t tiles = 0, sketches = 0, values = 0;  // values: distinct hashes or last items
+};
+SectionCounts CountSection(AggKind k, std::string_view section);
+
+// Checks a block read from outside (a snapshot) against the layouts it
+// names: `map` translates the file's layout ids to this process's (0 =
+// unknown); the ids in *bytes are rewritten. Returns "" or the problem.
+std::string ValidateEntityBytes(std::string* bytes, uint8_t nviews, const std::vector<uint16_t>& map);
+
+// 32-bit value hash of count_distinct from the 64-bit hash of the value text.
+inline uint32_t DistinctHash(uint64_t h64) { return static_cast<uint32_t>(h64 >> 32); }
+
+// ---- varints (little-endian base 128) over trusted bytes ----
+namespace varint {
+inline const uint8_t* Get(const uint8_t* p, uint64_t* v) {
+  uint64_t r = 0;
+  int shift = 0;
+  while (*p & 0x80) {
+    r |= static_cast<uint64_t>(*p++ & 0x7f) << shift;
+    shift += 7;
+  }
+  *v = r | (static_cast<uint64_t>(*p++) << shift);
+  return p;
+}
+inline size_t Put(uint8_t* p, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = static_cast<uint8_t>(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = static_cast<uint8_t>(v);
+  return n;
+}
+inline uint64_t ZigZag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+inline int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
+}  // namespace varint
+
+// A walk over the entries of a section, newest first.
+class RunCursor {
+ public:
+  RunCursor(AggKind k, std::string_view section)
+      : kind_(k),
+        p_(reinterpret_cast<const uint8_t*>(section.data())),
+        begin_(p_),
+        end_(p_ + section.size()) {}
+  // Advances to the next entry; false at the end.
+  bool Next() {
+    if (p_ >= end_) return false;
+    key_start_ = p_;
+    uint64_t v;
+    p_ = varint::Get(p_, &v);
+    key_ = first_ ? varint::UnZigZag(v) : key_ - static_cast<int64_t>(v);
+    first_ = false;
+    value_ = p_;
+    p_ += ValueSize(kind_, p_);
+    return true;
+  }
+  int64_t key() const { return key_; }
+  const uint8_t* value() const { return value_; }
+  size_t value_size() const { return static_cast<size_t>(p_ - value_); }
+  size_t key_offset() const { return static_cast<size_t>(key_start_ - begin_); }
+  size_t value_offset() const { return static_cast<size_t>(value_ - begin_); }
+  size_t end_offset() const { return static_cast<size_t>(p_ - begin_); }
+  static size_t ValueSize(AggKind k, const uint8_t* p);
+
+ private:
+  AggKind kind_;
+  const uint8_t* p_;
+  const uint8_t* begin_;
+  const uint8_t* end_;
+  const uint8_t* key_start_ = nullptr;
+  const uint8_t* value_ = nullptr;
+  int64_t key_ = 0;
+  bool first_ = true;
+};
+
+template <class F>
+void ForEachLastItem(std::string_view section, F&& f) {
+  RunCursor c(AggKind::kLast, section);
+  while (c.Next()) {
+    uint64_t len;
+    const uint8_t* s = varint::Get(c.value(), &len);
+    f(c.key(), std::string_view(reinterpret_cast<const char*>(s), len));
+  }
+}
+
+// Rebuilds one view under a new layout (EntityReconcile's step).
+bool EntityMoveView(EntityRecord** pe, uint32_t view_offset, uint16_t to_layout);
+bool EntityDropView(EntityRecord** pe, uint32_t view_offset);
+
+template <class F>
+bool EntityReconcile(EntityRecord** pe, F&& target) {
+  bool changed = false;
+  uint32_t off = 0;
+  for (uint8_t i = 0; i < (*pe)->nviews();) {
+    EntityRecord::View v = (*pe)->ViewAt(off);
+    uint16_t to = target(v.layout->view_id);
+    if (to == 0) {
+      EntityDropView(pe, off);
+      changed = true;
+      continue;
+    }
+    if (to != v.layout_id) {
+      changed |= EntityMoveView(pe, off, to);
+      v = (*pe)->ViewAt(off);
+    }
+    off = (*pe)->EndOfView(v);
+    i++;
+  }
+  return changed;
+}
 
 }  // namespace fkv

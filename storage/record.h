@@ -51,6 +51,7 @@ struct Record {
     std::memcpy(&p, value_ptr(), sizeof p);
     return p;
   }
+  void set_object(void* p) { std::memcpy(value_ptr(), &p, sizeof p); }
   HashValue* hash_value() const { return static_cast<HashValue*>(object()); }
   EntityRecord* entity() const { return static_cast<EntityRecord*>(object()); }
 

@@ -82,19 +82,7 @@ DetachedValue ShardStore::Copy(const Record& r) {
   switch (r.type) {
     case ValueType::kString: v.string_.assign(r.string_value()); break;
     case ValueType::kHash: v.object_ = new HashValue(*r.hash_value()); break;
-    case ValueType::kFeature: {
-      // Entity state is deep: copy it through the snapshot record codec,
-      // which already knows every part of it and checks what it reads.
-      std::string buf;
-      snap::EncodeRecord(r, &buf);
-      snap::Dec in(buf);
-      snap::DecodedRecord rec;
-      std::string err;
-      if (!snap::DecodeRecord(in, &rec, &err)) throw std::logic_error("entity copy: " + err);
-      rec.entity->ttl_override = r.entity()->ttl_override;
-      v.object_ = rec.entity.release();
-      break;
-    }
+    case ValueType::kFeature: v.object_ = r.entity()->Clone(); break;
   }
   return v;
 }
@@ -219,7 +207,7 @@ bool ShardStore::SetExpire(std::string_view key, uint64_t hash, int64_t at, int6
 Record* ShardStore::GetOrCreateEntityRecord(std::string_view key, uint64_t hash, int64_t now_ms) {
   Record* r = Find(key, hash, now_ms);
   if (r != nullptr) return r->type == ValueType::kFeature ? r : nullptr;
-  auto* e = new EntityRecord();
+  EntityRecord* e = EntityRecord::New();
   r = Stamp(Record::NewObject(key, ValueType::kFeature, e, 0));
   table_.Insert(r, hash);
   entities_++;
@@ -251,7 +239,7 @@ void ShardStore::SyncEntity(std::string_view key, uint64_t hash, int64_t now_ms)
     table_.MaybeShrink();
     return;
   }
-  if (r->entity()->ttl_override) return;  // EXPIRE/PERSIST rule until the next event
+  if (r->entity()->ttl_override()) return;  // EXPIRE/PERSIST rule until the next event
   int64_t at = r->entity()->ExpireAt();
   if (at != r->expire_at()) SetExpire(key, hash, at, now_ms);
 }
@@ -274,7 +262,11 @@ size_t ShardStore::SweepExpired(int64_t now_ms, size_t max_buckets) {
     removed += table_.SweepBucket(sweep_cursor_++, [&](Record* r) {
       BeforeWrite(r);
       bool remove = r->has_expiry() && r->expire_at() <= now_ms;
-      if (!remove && r->type == ValueType::kFeature) remove = r->entity()->Trim(now_ms);
+      if (!remove && r->type == ValueType::kFeature) {
+        EntityRecord* e = r->entity();
+        remove = EntityTrim(&e, now_ms);
+        r->set_object(e);
+      }
       if (remove) {
         if (r->has_expiry()) expires_--;
         if (r->type == ValueType::kFeature) entities_--;

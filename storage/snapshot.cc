@@ -32,6 +32,7 @@ const char* FrameName(uint8_t kind) {
     case Frame::kRecords: return "RECORDS";
     case Frame::kSectionEnd: return "SECTION_END";
     case Frame::kFooter: return "FOOTER";
+    case Frame::kLayouts: return "LAYOUTS";
   }
   return "unknown";
 }
@@ -234,143 +235,95 @@ bool DecodeKafka(std::string_view payload, std::vector<KafkaPosition>* positions
 // ---- records ----
 
 namespace {
-constexpr uint8_t kHasDistinct = 1, kHasLast = 2;
 // Times and durations beyond this (~73 million years in ms) cannot come from
 // the server; refusing them keeps every later sum of two inside int64.
 constexpr int64_t kMaxAbsMs = int64_t{1} << 61;
 bool TimeOk(int64_t t) { return t >= -kMaxAbsMs && t <= kMaxAbsMs; }
 
 void EncodeEntity(const EntityRecord& e, Enc& enc) {
-  enc.U8(e.ttl_override ? 1 : 0);
-  enc.Varint(e.views.size());
-  for (const ViewState& v : e.views) {
-    enc.U64(v.view_id);
-    enc.I64(v.newest_ts);
-    enc.I64(v.ttl_ms);
-    enc.Varint(v.aggs.size());
-    size_t off = 0;
-    for (const AggState& a : v.aggs) {
-      enc.U8(static_cast<uint8_t>(a.spec.kind));
-      enc.U64(a.spec.signature);
-      enc.I64(a.spec.resolution_ms);
-      enc.I64(a.spec.max_window_ms);
-      enc.Varint(static_cast<uint64_t>(a.spec.n));
-      enc.Varint(a.tile_len);
-      enc.Bytes(v.arena.data() + off, a.tile_len * sizeof(double));  // f64s, little-endian like the host
-      off += a.tile_len;
-      enc.U8((a.distinct ? kHasDistinct : 0) | (a.last ? kHasLast : 0));
-      if (a.distinct) {
-        enc.Varint(a.distinct->exact().size());
-        static_assert(sizeof(DistinctSeries::Exact::value_type) == 16);  // (i64 tile, u64 hash), no padding
-        enc.Bytes(a.distinct->exact().data(), a.distinct->exact().size() * 16);
-        enc.Varint(a.distinct->sketches().size());
-        for (const auto& [tile, regs] : a.distinct->sketches()) {
-          enc.I64(tile);
-          enc.Str(std::string_view(reinterpret_cast<const char*>(regs->data()), regs->size()));
-        }
-      }
-      if (a.last) {
-        enc.Varint(a.last->items().size());
-        for (const LastItem& it : a.last->items()) {
-          enc.I64(it.ts);
-          enc.U64(it.seq);
-          enc.Str(it.value);
-        }
-      }
+  enc.U8(e.ttl_override() ? 1 : 0);
+  enc.U8(e.nviews());
+  enc.Str(e.bytes());  // the block as it is in memory: layout ids name LAYOUTS entries
+}
+}  // namespace
+
+std::string EncodeLayouts(const std::vector<std::pair<uint16_t, const ViewLayout*>>& layouts) {
+  std::string s;
+  Enc e(&s);
+  e.Varint(layouts.size());
+  for (const auto& [id, l] : layouts) {
+    e.Varint(id);
+    e.U64(l->view_id);
+    e.I64(l->ttl_ms);
+    e.Varint(l->aggs.size());
+    for (const AggSpec& a : l->aggs) {
+      e.U8(static_cast<uint8_t>(a.kind));
+      e.U64(a.signature);
+      e.I64(a.resolution_ms);
+      e.I64(a.max_window_ms);
+      e.Varint(static_cast<uint64_t>(a.n));
     }
   }
+  return s;
 }
 
-bool DecodeAgg(Dec& d, ViewState* v, uint64_t* max_seq, std::string* err) {
+bool DecodeLayouts(std::string_view payload, LayoutMap* map, std::string* err) {
+  Dec d(payload);
   auto fail = [&](const std::string& why) {
     *err = d.error().empty() ? why + " at byte " + std::to_string(d.offset()) : d.error();
     return false;
   };
-  AggState a;
-  uint8_t kind = 0, parts = 0;
-  uint64_t n = 0, ndoubles = 0;
-  if (!d.U8(&kind) || !d.U64(&a.spec.signature) || !d.I64(&a.spec.resolution_ms) || !d.I64(&a.spec.max_window_ms) ||
-      !d.Varint(&n) || !d.Count(&ndoubles, 8))
-    return fail("");
-  if (kind > static_cast<uint8_t>(AggKind::kLastN)) return fail("unknown aggregation kind " + std::to_string(kind));
-  a.spec.kind = static_cast<AggKind>(kind);
-  if (n > 1'000'000) return fail("bad last_n size");
-  a.spec.n = static_cast<int>(n);
-  bool numeric = IsWindowed(a.spec.kind) && a.spec.kind != AggKind::kCountDistinct;
-  if (a.spec.resolution_ms < 0 || a.spec.max_window_ms < 0 || !TimeOk(a.spec.resolution_ms) ||
-      !TimeOk(a.spec.max_window_ms) ||
-      (IsWindowed(a.spec.kind) && (a.spec.resolution_ms == 0 || a.spec.max_window_ms == 0)))
-    return fail("bad tile resolution");
-  size_t stride = static_cast<size_t>(1 + tiles::Width(a.spec.kind));
-  if (ndoubles > 0 && (!numeric || ndoubles % stride != 0)) return fail("bad tile array");
-  size_t base = v->arena.size();
-  for (uint64_t i = 0; i < ndoubles; i++) {
-    double x;
-    if (!d.F64(&x)) return fail("");
-    if (i % stride == 0) {  // tile index: integral, strictly increasing
-      if (!std::isfinite(x) || x != std::floor(x) || std::fabs(x) > static_cast<double>(kMaxAbsMs) ||
-          (i > 0 && x <= v->arena[base + i - stride]))
-        return fail("tiles out of order");
+  if (map->size() < kMaxLayouts + 1) map->resize(kMaxLayouts + 1, 0);
+  uint64_t n = 0;
+  if (!d.Count(&n, 19)) return fail("");
+  std::vector<std::pair<uint64_t, ViewLayout>> read;
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t id = 0, naggs = 0;
+    ViewLayout l;
+    if (!d.Varint(&id) || !d.U64(&l.view_id) || !d.I64(&l.ttl_ms) || !d.Count(&naggs, 26)) return fail("");
+    if (id == 0 || id > kMaxLayouts) return fail("bad layout id " + std::to_string(id));
+    if (l.ttl_ms < 0 || !TimeOk(l.ttl_ms)) return fail("bad view TTL");
+    if (naggs == 0 || naggs > 65535) return fail("bad aggregation count");
+    for (uint64_t j = 0; j < naggs; j++) {
+      AggSpec a;
+      uint8_t kind = 0;
+      uint64_t nn = 0;
+      if (!d.U8(&kind) || !d.U64(&a.signature) || !d.I64(&a.resolution_ms) || !d.I64(&a.max_window_ms) ||
+          !d.Varint(&nn))
+        return fail("");
+      if (kind > static_cast<uint8_t>(AggKind::kLastN)) return fail("unknown aggregation kind " + std::to_string(kind));
+      a.kind = static_cast<AggKind>(kind);
+      if (nn > 1'000'000) return fail("bad last_n size");
+      a.n = static_cast<int>(nn);
+      if (a.resolution_ms < 0 || a.max_window_ms < 0 || !TimeOk(a.resolution_ms) || !TimeOk(a.max_window_ms) ||
+          (IsWindowed(a.kind) && (a.resolution_ms == 0 || a.max_window_ms == 0)))
+        return fail("bad tile resolution");
+      if (l.Find(a.signature) >= 0) return fail("duplicate aggregation");
+      l.aggs.push_back(a);
     }
-    v->arena.push_back(x);
+    uint16_t local = (*map)[id];
+    if (local != 0 && !(LayoutAt(local) == l)) return fail("layout " + std::to_string(id) + " defined twice, differently");
+    for (const auto& [rid, rl] : read)
+      if (rid == id && !(rl == l)) return fail("layout " + std::to_string(id) + " defined twice, differently");
+    read.emplace_back(id, std::move(l));
   }
-  a.tile_len = static_cast<uint32_t>(ndoubles);
-  if (!d.U8(&parts)) return fail("");
-  if (parts & ~(kHasDistinct | kHasLast)) return fail("bad aggregation parts");
-  if ((parts & kHasDistinct) && a.spec.kind != AggKind::kCountDistinct)
-    return fail("distinct set on a non-distinct aggregation");
-  if ((parts & kHasLast) && IsWindowed(a.spec.kind)) return fail("last values on a windowed aggregation");
-  if (parts & kHasDistinct) {
-    uint64_t ne = 0, ns = 0;
-    DistinctSeries::Exact exact;
-    if (!d.Count(&ne, 16)) return fail("");
-    exact.reserve(ne);
-    for (uint64_t i = 0; i < ne; i++) {
-      int64_t tile;
-      uint64_t h;
-      if (!d.I64(&tile) || !d.U64(&h)) return fail("");
-      if (!TimeOk(tile)) return fail("bad tile");
-      if (!exact.empty() && !(exact.back() < std::make_pair(tile, h))) return fail("distinct values out of order");
-      exact.emplace_back(tile, h);
+  // Layouts equal to the newest of their view (the registry's) first, so
+  // they keep its id; older ones get new ids.
+  for (int pass = 0; pass < 2; pass++)
+    for (const auto& [id, l] : read) {
+      uint16_t& local = (*map)[id];
+      if (local != 0) continue;
+      uint16_t latest = LatestLayout(l.view_id);
+      if (pass == 0 && !(latest != 0 && LayoutAt(latest) == l)) continue;
+      try {
+        local = InternLayout(l);
+      } catch (const std::length_error& e) {
+        return fail(e.what());
+      }
     }
-    DistinctSeries::Sketches sk;
-    if (!d.Count(&ns, 8 + DistinctSeries::kRegisters)) return fail("");
-    for (uint64_t i = 0; i < ns; i++) {
-      int64_t tile;
-      std::string_view regs;
-      if (!d.I64(&tile) || !d.Str(&regs)) return fail("");
-      if (!TimeOk(tile)) return fail("bad tile");
-      if (regs.size() != DistinctSeries::kRegisters) return fail("bad sketch size");
-      if (!sk.empty() && sk.back().first >= tile) return fail("sketches out of order");
-      sk.emplace_back(tile, std::make_unique<std::vector<uint8_t>>(regs.begin(), regs.end()));
-    }
-    a.distinct = std::make_unique<DistinctSeries>();
-    a.distinct->Restore(std::move(exact), std::move(sk));
-  }
-  if (parts & kHasLast) {
-    uint64_t ni = 0;
-    if (!d.Count(&ni, 17)) return fail("");
-    std::vector<LastItem> items;
-    for (uint64_t i = 0; i < ni; i++) {
-      LastItem it;
-      std::string_view val;
-      if (!d.I64(&it.ts) || !d.U64(&it.seq) || !d.Str(&val)) return fail("");
-      if (!TimeOk(it.ts)) return fail("bad event time");
-      if (!items.empty() && !(it.ts < items.back().ts || (it.ts == items.back().ts && it.seq < items.back().seq)))
-        return fail("last values out of order");
-      it.value = val;
-      if (it.seq > *max_seq) *max_seq = it.seq;
-      items.push_back(std::move(it));
-    }
-    a.last = std::make_unique<LastList>();
-    a.last->Restore(std::move(items));
-  }
-  for (const AggState& o : v->aggs)
-    if (o.spec.signature == a.spec.signature) return fail("duplicate aggregation");
-  v->aggs.push_back(std::move(a));
+  if (!d.done()) return fail("bytes left after the layouts");
   return true;
 }
-}  // namespace
 
 void EncodeRecord(const Record& r, std::string* out) {
   Enc e(out);
@@ -392,7 +345,7 @@ void EncodeRecord(const Record& r, std::string* out) {
   }
 }
 
-bool DecodeRecord(Dec& d, DecodedRecord* out, std::string* err) {
+bool DecodeRecord(Dec& d, const LayoutMap& layouts, DecodedRecord* out, std::string* err) {
   auto fail = [&](const std::string& why) {
     *err = d.error().empty() ? why + " at byte " + std::to_string(d.offset()) : d.error();
     return false;
@@ -421,26 +374,15 @@ bool DecodeRecord(Dec& d, DecodedRecord* out, std::string* err) {
     }
     case static_cast<uint8_t>(ValueType::kFeature): {
       out->type = ValueType::kFeature;
-      uint8_t flags = 0;
-      uint64_t nviews = 0;
-      if (!d.U8(&flags) || !d.Count(&nviews, 25)) return fail("");
+      uint8_t flags = 0, nviews = 0;
+      std::string_view bytes;
+      if (!d.U8(&flags) || !d.U8(&nviews) || !d.Str(&bytes)) return fail("");
       if (flags > 1) return fail("bad entity flags");
-      out->entity = std::make_unique<EntityRecord>();
-      out->entity->ttl_override = flags & 1;
-      for (uint64_t i = 0; i < nviews; i++) {
-        ViewState v;
-        uint64_t naggs = 0;
-        if (!d.U64(&v.view_id) || !d.I64(&v.newest_ts) || !d.I64(&v.ttl_ms) || !d.Count(&naggs, 28)) return fail("");  // 28: the smallest aggregation
-        if (v.ttl_ms < 0 || !TimeOk(v.ttl_ms)) return fail("bad view TTL");
-        if (v.newest_ts != INT64_MIN && !TimeOk(v.newest_ts)) return fail("bad event time");
-        for (const ViewState& o : out->entity->views)
-          if (o.view_id == v.view_id) return fail("duplicate view");
-        for (uint64_t j = 0; j < naggs; j++)
-          if (!DecodeAgg(d, &v, &out->max_seq, err)) return false;
-        if (v.aggs.empty()) return fail("view without aggregations");
-        out->entity->views.push_back(std::move(v));
-      }
-      if (out->entity->views.empty()) return fail("entity without views");
+      if (nviews == 0) return fail("entity without views");
+      thread_local std::string block;
+      block.assign(bytes);
+      if (std::string e = ValidateEntityBytes(&block, nviews, layouts); !e.empty()) return fail(e);
+      out->entity.reset(EntityRecord::FromBytes(block, nviews, flags & 1));
       return true;
     }
     default: return fail("unknown record type " + std::to_string(type));
@@ -458,6 +400,14 @@ SectionEncoder::SectionEncoder(uint16_t section, std::function<void(std::string)
 void SectionEncoder::Add(const Record& r) {
   // The frame header and the u32 record count are filled in at Flush, so the
   // chunk becomes the frame without a copy.
+  if (r.type == ValueType::kFeature && !layouts_sent_) {
+    // Before the chunk holding this record: every layout a block of this
+    // section can name was interned before the section's cut.
+    std::string frame;
+    AppendFrame(&frame, Frame::kLayouts, section_, EncodeLayouts(AllLayouts()));
+    sink_(std::move(frame));
+    layouts_sent_ = true;
+  }
   if (chunk_.empty()) chunk_.append(kFrameHeaderSize + 4, '\0');
   EncodeRecord(r, &chunk_);
   chunk_records_++;
@@ -647,7 +597,10 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
   std::memcpy(&zero, base + 12, 4);
   if (version != kVersion)
     return where("file header", 8) + "unsupported format version " + std::to_string(version) +
-           " (this build reads version " + std::to_string(kVersion) + ")";
+           " (this build reads version " + std::to_string(kVersion) +
+           (version == 1 ? "; version 1 files were written by featurekv 0.1 before the compact entity state: "
+                           "start with --ignore-snapshot and let Kafka replay, see docs/operations.md)"
+                         : ")");
   if (zero != 0) return where("file header", 12) + "reserved word is not zero";
   size_t off = kFileHeaderSize;
   Header header;
@@ -655,6 +608,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
   std::vector<std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)>> sums;
   std::vector<uint64_t> sec_records, sec_bytes;
   std::vector<bool> ended;
+  LayoutMap layouts;
   uint64_t frames = 0, records = 0;
   for (;;) {
     if (off == size) return where("file end", off) + "truncated: no FOOTER frame";
@@ -667,10 +621,11 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
     std::memcpy(&len, base + off + 4, 4);
     std::memcpy(&sum, base + off + 8, 8);
     std::string sec = std::string(FrameName(kind)) +
-                      (kind == uint8_t(Frame::kRecords) || kind == uint8_t(Frame::kSectionEnd)
+                      (kind == uint8_t(Frame::kRecords) || kind == uint8_t(Frame::kSectionEnd) ||
+                               kind == uint8_t(Frame::kLayouts)
                            ? " of section " + std::to_string(section)
                            : "");
-    if (base[off + 1] != 0 || kind < 1 || kind > 6) return where("frame", off) + "bad frame header";
+    if (base[off + 1] != 0 || kind < 1 || kind > 7) return where("frame", off) + "bad frame header";
     if (len > size - off - kFrameHeaderSize) return where(sec, off) + "truncated: frame runs past the end of the file";
     std::string_view payload(base + off + kFrameHeaderSize, len);
     if (XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(kind, section, len)) != sum)
@@ -715,8 +670,14 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
         sec_records[section] += count;
         sec_bytes[section] += len;
         records += count;
-        if (v.records && !(err = v.records(section, payload.substr(4), count)).empty())
+        if (v.records && !(err = v.records(section, payload.substr(4), count, layouts)).empty())
           return where(sec, off) + err;
+        break;
+      }
+      case Frame::kLayouts: {
+        if (section >= header.sections || ended[section]) return where(sec, off) + "layouts outside their section";
+        if (!DecodeLayouts(payload, &layouts, &err)) return where(sec, off) + err;
+        if (v.layouts && !(err = v.layouts(layouts)).empty()) return where(sec, off) + err;
         break;
       }
       case Frame::kSectionEnd: {

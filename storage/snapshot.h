@@ -9,6 +9,8 @@
 // VIEWS, KAFKA, then the RECORDS chunks of every shard section (interleaved:
 // shards serialize concurrently) each section closed by SECTION_END (its
 // record count and the XXH3 of all its RECORDS payloads), and FOOTER last.
+// A section's first entity record is preceded by a LAYOUTS frame: the view
+// layouts (storage/entity.h) its entity blocks name by id.
 // A file without its FOOTER is truncated and refused.
 //
 // This module is pure encoding and file I/O; the server decides when.
@@ -35,12 +37,12 @@
 namespace fkv::snap {
 
 inline constexpr char kMagic[8] = {'F', 'K', 'V', 'S', 'N', 'A', 'P', '\n'};
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;  // 2: entity blocks with shared view layouts (1 is refused)
 inline constexpr size_t kFileHeaderSize = 16;  // magic, version, zero
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr size_t kChunkBytes = 256 * 1024;  // RECORDS payloads are cut near this size
 
-enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6 };
+enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7 };
 const char* FrameName(uint8_t kind);
 
 // Writes the 16-byte header of a frame carrying `payload` at h.
@@ -127,8 +129,20 @@ bool DecodeHeader(std::string_view payload, Header* h, std::string* err);
 bool DecodeViews(std::string_view payload, std::vector<ViewInfo>* views, std::string* err);
 bool DecodeKafka(std::string_view payload, std::vector<KafkaPosition>* positions, std::string* err);
 
+// View layouts by id, as a LAYOUTS frame carries them.
+std::string EncodeLayouts(const std::vector<std::pair<uint16_t, const ViewLayout*>>& layouts);
+// The file's layout ids -> this process's (0: not defined by the file).
+using LayoutMap = std::vector<uint16_t>;
+// Decodes a LAYOUTS payload into *map, interning each layout; refuses an
+// id the file already defined differently.
+bool DecodeLayouts(std::string_view payload, LayoutMap* map, std::string* err);
+
 // One record: type, key, expiry, value (see docs/architecture.md).
 void EncodeRecord(const Record& r, std::string* out);
+
+struct EntityDeleter {
+  void operator()(EntityRecord* e) const { EntityRecord::Destroy(e); }
+};
 
 // A record decoded from a RECORDS payload, ready to be stored.
 struct DecodedRecord {
@@ -137,13 +151,13 @@ struct DecodedRecord {
   int64_t expire_at = 0;  // 0 = none
   std::string_view string_value;
   std::unique_ptr<HashValue> hash;
-  std::unique_ptr<EntityRecord> entity;
-  uint64_t max_seq = 0;  // largest last/last_n arrival sequence inside
+  std::unique_ptr<EntityRecord, EntityDeleter> entity;
 };
 // Decodes the next record; false with *err on malformed input (never
 // crashes, never reads past the payload). Validates the invariants the
-// store relies on (sorted tiles, sizes, kinds).
-bool DecodeRecord(Dec& in, DecodedRecord* out, std::string* err);
+// store relies on (sorted tiles, sizes, kinds); entity blocks name their
+// layouts through `layouts`.
+bool DecodeRecord(Dec& in, const LayoutMap& layouts, DecodedRecord* out, std::string* err);
 
 // Serializes the records of one shard into RECORDS frames and closes the
 // section with SECTION_END. `sink` receives finished frames.
@@ -157,6 +171,7 @@ class SectionEncoder {
 
  private:
   void Flush();
+  bool layouts_sent_ = false;
   uint16_t section_;
   std::function<void(std::string)> sink_;
   std::string chunk_;
@@ -207,7 +222,9 @@ struct Visitor {
   std::function<std::string(const Header&)> header;
   std::function<std::string(const std::vector<ViewInfo>&)> views;
   std::function<std::string(const std::vector<KafkaPosition>&)> kafka;
-  std::function<std::string(uint16_t section, std::string_view records, uint32_t count)> records;
+  std::function<std::string(const LayoutMap&)> layouts;  // after each LAYOUTS frame
+  std::function<std::string(uint16_t section, std::string_view records, uint32_t count, const LayoutMap& layouts)>
+      records;
 };
 std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer = nullptr);
 

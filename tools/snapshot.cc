@@ -103,30 +103,29 @@ struct Summary {
     return views[it->second];
   }
   void Count(const EntityRecord& e) {
-    for (const ViewState& v : e.views) {
-      ViewCounts& c = View(v.view_id);
+    e.ForEachView([&](const EntityRecord::View& v) {
+      ViewCounts& c = View(v.layout->view_id);
       c.entities++;
-      c.aggs += v.aggs.size();
-      for (const AggState& a : v.aggs) {
-        c.tiles += a.tile_len / static_cast<uint64_t>(1 + tiles::Width(a.spec.kind));
-        if (a.distinct) {
-          const auto& ex = a.distinct->exact();
-          for (size_t i = 0; i < ex.size(); i++) c.tiles += i == 0 || ex[i].first != ex[i - 1].first;
-          c.tiles += a.distinct->sketches().size();
-          c.sketches += a.distinct->sketches().size();
-        }
-        if (a.last) c.last_values += a.last->items().size();
+      for (size_t i = 0; i < v.layout->aggs.size(); i++) {
+        std::string_view sec = e.Section(v, i);
+        if (sec.empty()) continue;
+        c.aggs++;
+        SectionCounts n = CountSection(v.layout->aggs[i].kind, sec);
+        c.tiles += n.tiles;
+        c.sketches += n.sketches;
+        if (!IsWindowed(v.layout->aggs[i].kind)) c.last_values += n.values;
       }
-    }
+    });
   }
-  std::string Records(uint16_t section, std::string_view payload, uint32_t count, int64_t now) {
+  std::string Records(uint16_t section, std::string_view payload, uint32_t count, const snap::LayoutMap& layouts,
+                      int64_t now) {
     ShardCounts& s = shards[section];
     s.bytes += payload.size() + 4;
     snap::Dec d(payload);
     for (uint32_t i = 0; i < count; i++) {
       snap::DecodedRecord rec;
       std::string err;
-      if (!snap::DecodeRecord(d, &rec, &err)) return "record " + std::to_string(i) + ": " + err;
+      if (!snap::DecodeRecord(d, layouts, &rec, &err)) return "record " + std::to_string(i) + ": " + err;
       s.records++;
       s.strings += rec.type == ValueType::kString;
       s.hashes += rec.type == ValueType::kHash;
@@ -264,8 +263,8 @@ int main(int argc, char** argv) {
     s.kafka = pos;
     return std::string();
   };
-  v.records = [&](uint16_t section, std::string_view payload, uint32_t count) {
-    return s.Records(section, payload, count, now);
+  v.records = [&](uint16_t section, std::string_view payload, uint32_t count, const snap::LayoutMap& layouts) {
+    return s.Records(section, payload, count, layouts, now);
   };
   std::string err = snap::ReadFile(path, v, &s.footer);
   if (err.empty()) {

@@ -208,7 +208,7 @@ class SummaryTest(unittest.TestCase):
         self.assertTrue(s["ok"])
         self.assertEqual(s["file"], self.snapshot)
         self.assertEqual(s["size"], os.path.getsize(self.snapshot))
-        self.assertEqual(s["format_version"], 1)
+        self.assertEqual(s["format_version"], 2)
         self.assertEqual(s["sections"], self.shards)
         self.assertEqual(s["registry_version"], self.registry_version)
         self.assertRegex(s["server_version"], r"^\d+\.\d+\.\d+")
@@ -252,7 +252,7 @@ class SummaryTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         out = p.stdout
         self.assertIn("%s: OK" % self.snapshot, out)
-        self.assertIn("format version 1", out)
+        self.assertIn("format version 2", out)
         self.assertIn("registry version: %s" % self.registry_version, out)
         self.assertIn("cut:              %s (%d ms)" % (s["cut"], s["cut_ms"]), out)
         self.assertIn("created:          %s (%d ms)" % (s["created"], s["created_ms"]), out)
@@ -340,8 +340,8 @@ class DamagedFileTest(unittest.TestCase):
 
     def test_other_version(self):
         data = bytearray(self.bytes)
-        data[8:12] = (2).to_bytes(4, "little")
-        self.refused(self.write("v2.snap", bytes(data)), "unsupported format version 2")
+        data[8:12] = (3).to_bytes(4, "little")
+        self.refused(self.write("v3.snap", bytes(data)), "unsupported format version 3")
 
     def test_garbage_after_footer(self):
         self.refused(self.write("tail.snap", self.bytes + b"garbage"), "data after the FOOTER")

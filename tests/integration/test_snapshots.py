@@ -294,8 +294,8 @@ class CorruptionTest(SnapshotCase):
         good = self.make_snapshot()
         fr = frames(good)
         kinds = {k for _, k, _, _ in fr}
-        self.assertEqual(kinds, {1, 2, 3, 4, 5, 6})
-        names = {1: "HEADER", 2: "VIEWS", 3: "KAFKA", 4: "RECORDS", 5: "SECTION_END", 6: "FOOTER"}
+        self.assertEqual(kinds, {1, 2, 3, 4, 5, 6, 7})
+        names = {1: "HEADER", 2: "VIEWS", 3: "KAFKA", 4: "RECORDS", 5: "SECTION_END", 6: "FOOTER", 7: "LAYOUTS"}
         cases = []
         for off, kind, section, length in fr:
             for pos in (off + 4, off + 16 + length // 2) if length else (off + 4,):
@@ -307,9 +307,12 @@ class CorruptionTest(SnapshotCase):
         rnd = random.Random(5)
         for cut in sorted(rnd.sample(range(17, len(good) - 1), 8)):
             cases.append(("truncated at %d" % cut, good[:cut], "truncated"))
-        v2 = bytearray(good)
-        v2[8] = 2
-        cases.append(("version 2", bytes(v2), "unsupported format version 2"))
+        v3 = bytearray(good)
+        v3[8] = 3
+        cases.append(("version 3", bytes(v3), "unsupported format version 3"))
+        v1 = bytearray(good)
+        v1[8] = 1  # the format before the compact entity state: refused, saying what to do
+        cases.append(("version 1", bytes(v1), "version 1 files were written by featurekv 0.1 before"))
         cases.append(("not a snapshot", b"hello world, not a snapshot at all", "bad magic"))
         cases.append(("garbage after the footer", good + b"x" * 20, "data after the FOOTER"))
         for what, data, expect in cases:

@@ -17,16 +17,55 @@
 
 using namespace fkv;
 
+namespace {
+// One entity with one view of one aggregation (tile width `res` ms, `maxw`
+// ms retained, no TTL), driven through the storage operations.
+struct OneAgg {
+  AggKind kind;
+  int64_t res, maxw;
+  uint16_t layout;
+  EntityRecord* e = EntityRecord::New();
+  explicit OneAgg(AggKind k, int n = 0, int64_t res_ms = 1, int64_t maxw_ms = 1'000'000)
+      : kind(k), res(res_ms), maxw(maxw_ms) {
+    static uint64_t next_view = 1'000'000;
+    ViewLayout l;
+    l.view_id = next_view++;
+    l.aggs.push_back(AggSpec{k, 1, IsWindowed(k) ? res : 0, IsWindowed(k) ? maxw : 0, n});
+    layout = InternLayout(l);
+  }
+  ~OneAgg() { EntityRecord::Destroy(e); }
+  void Add(int64_t ts, double x = 0, uint32_t hash = 0, std::string_view text = {}) {
+    AggInput in;
+    in.x = x;
+    in.hash = hash;
+    in.text = text;
+    EntityApply(&e, layout, ts, &in, 1);
+  }
+  std::string_view Sec() const {
+    EntityRecord::View v;
+    return e->FindView(LayoutAt(layout).view_id, &v) ? e->Section(v, 0) : std::string_view();
+  }
+  Accum Merge(int64_t lo, int64_t hi) const { return MergeTiles(kind, Sec(), lo, hi); }
+  uint64_t Distinct(int64_t lo, int64_t hi) const { return CountDistinct(Sec(), lo, hi); }
+  // Drops the tiles before `min_tile`; returns how many tiles went.
+  uint64_t DropBefore(int64_t min_tile) {
+    uint64_t before = CountSection(kind, Sec()).tiles;
+    EntityTrim(&e, min_tile * res - 1 + maxw);
+    return before - CountSection(kind, Sec()).tiles;
+  }
+};
+}  // namespace
+
 TEST_CASE("tile merges equal a direct computation, for every numeric kind") {
   std::mt19937 rng(1);
   std::uniform_real_distribution<double> val(-1000, 1000);
   for (AggKind k : {AggKind::kCount, AggKind::kSum, AggKind::kMin, AggKind::kMax, AggKind::kMean, AggKind::kStddev}) {
-    TileSeries ts;
+    OneAgg ts(k);
     std::vector<std::pair<int64_t, double>> raw;
     for (int i = 0; i < 2000; i++) {
       int64_t tile = static_cast<int64_t>(rng() % 100);  // out of order on purpose
       double x = val(rng);
-      ts.Add(k, tile, x);
+      ts.Add(tile, x);
       raw.emplace_back(tile, x);
     }
     for (int q = 0; q < 50; q++) {
@@ -34,7 +73,7 @@ TEST_CASE("tile merges equal a direct computation, for every numeric kind") {
       Accum want;
       for (auto& [t, x] : raw)
         if (t >= lo && t <= hi) want.Add(x);
-      Accum got = ts.Merge(k, lo, hi);
+      Accum got = ts.Merge(lo, hi);
       switch (k) {
         case AggKind::kCount: CHECK(got.n == want.n); break;
         case AggKind::kSum: CHECK(got.sum == doctest::Approx(want.sum).epsilon(1e-9)); break;
@@ -48,52 +87,86 @@ TEST_CASE("tile merges equal a direct computation, for every numeric kind") {
         default: break;
       }
     }
-    CHECK(ts.DropBefore(k, 50) > 0);
-    CHECK(ts.Merge(k, 0, 49).n == 0);
+    CHECK(ts.DropBefore(50) == 50);
+    CHECK(ts.Merge(0, 49).n == 0);
+    CHECK(ts.Merge(50, 99).n > 0);
   }
 }
 
+TEST_CASE("count tiles: integer counts, delta-encoded indexes, a few bytes a tile") {
+  OneAgg c(AggKind::kCount, 0, 1000, 3'600'000);
+  const int64_t t0 = 1'795'680'000'000;
+  for (int i = 0; i < 600; i++) c.Add(t0 + i * 6000);  // one event every 6 s: 600 tiles, in order
+  CHECK(CountSection(AggKind::kCount, c.Sec()).tiles == 600);
+  CHECK(c.Sec().size() <= 5 + 600 * 2);  // first index, then a 1-byte delta and a 1-byte count each
+  CHECK(c.Merge(FloorDiv(t0, 1000), FloorDiv(t0, 1000) + 3600).n == 600);
+  for (int i = 0; i < 600; i++) c.Add(t0 + i * 6000);  // every tile again, in order: counts of 2
+  CHECK(c.Merge(FloorDiv(t0, 1000), FloorDiv(t0, 1000) + 3600).n == 1200);
+  CHECK(c.Sec().size() <= 5 + 600 * 2);
+}
+
 TEST_CASE("stddev stays accurate with a large offset (numerically stable)") {
-  TileSeries ts;
+  OneAgg ts(AggKind::kStddev);
   Accum want;
   for (int i = 0; i < 1000; i++) {
     double x = 1e9 + (i % 10);
-    ts.Add(AggKind::kStddev, i % 7, x);
+    ts.Add(i % 7, x);
     want.Add(x);
   }
-  Accum got = ts.Merge(AggKind::kStddev, 0, 10);
+  Accum got = ts.Merge(0, 10);
   // population stddev of 0..9 repeated = sqrt(8.25)
   CHECK(std::sqrt(got.m2 / got.n) == doctest::Approx(std::sqrt(8.25)).epsilon(1e-9));
 }
 
 TEST_CASE("count_distinct is exact while small and within 5% once a sketch") {
-  DistinctSeries d;
-  for (int i = 0; i < 200; i++) d.Add(i % 10, HashKey("v" + std::to_string(i % 150)));
-  CHECK(d.Count(0, 9) == 150);
-  CHECK(d.Count(0, 0) == 15);  // tile 0 holds i = 0,10,...,190 -> values 0,10,..,140 and 150..190 % 150
-  DistinctSeries big;
-  for (int i = 0; i < 100000; i++) big.Add(i % 5, HashKey("u" + std::to_string(i)));
-  double est = static_cast<double>(big.Count(0, 4));
+  auto h = [](const std::string& s) { return DistinctHash(HashKey(s)); };
+  OneAgg d(AggKind::kCountDistinct);
+  for (int i = 0; i < 200; i++) d.Add(i % 10, 0, h("v" + std::to_string(i % 150)));
+  CHECK(d.Distinct(0, 9) == 150);
+  CHECK(d.Distinct(0, 0) == 15);  // tile 0 holds i = 0,10,...,190 -> values 0,10,..,140 and 150..190 % 150
+  OneAgg big(AggKind::kCountDistinct);
+  for (int i = 0; i < 100000; i++) big.Add(i % 5, 0, h("u" + std::to_string(i)));
+  double est = static_cast<double>(big.Distinct(0, 4));
   CHECK(std::abs(est - 100000) / 100000 < 0.05);
+  CHECK(CountSection(AggKind::kCountDistinct, big.Sec()).sketches == 5);
   CHECK(big.DropBefore(3) == 3);  // three sketched tiles
-  CHECK(static_cast<double>(big.Count(0, 4)) == doctest::Approx(40000).epsilon(0.05));
-  DistinctSeries small;
-  for (int i = 0; i < 30; i++) small.Add(i % 3, HashKey("x" + std::to_string(i)));
-  CHECK(small.DropBefore(1) == 10);  // ten values of tile 0
-  CHECK(small.Count(0, 10) == 20);
+  CHECK(static_cast<double>(big.Distinct(0, 4)) == doctest::Approx(40000).epsilon(0.05));
+  OneAgg small(AggKind::kCountDistinct);
+  for (int i = 0; i < 30; i++) small.Add(i % 3, 0, h("x" + std::to_string(i)));
+  CHECK(small.DropBefore(1) == 1);  // tile 0 and its ten values
+  CHECK(small.Distinct(0, 10) == 20);
+  // Past 64 values a tile becomes a sparse sketch (3 bytes a register), past
+  // 1,024 registers a dense one (4,096 bytes); estimates stay within 5%.
+  OneAgg mid(AggKind::kCountDistinct);
+  for (int i = 0; i < 300; i++) mid.Add(0, 0, h("m" + std::to_string(i)));
+  CHECK(mid.Sec().size() < 300 * 3 + 16);
+  CHECK(static_cast<double>(mid.Distinct(0, 0)) == doctest::Approx(300).epsilon(0.05));
+  for (int i = 300; i < 5000; i++) mid.Add(0, 0, h("m" + std::to_string(i)));
+  CHECK(mid.Sec().size() == 1 + 1 + hll::kRegisters);  // tile index, tag, registers
+  CHECK(static_cast<double>(mid.Distinct(0, 0)) == doctest::Approx(5000).epsilon(0.05));
 }
 
 TEST_CASE("last_n keeps the n newest by event time, ties in arrival order") {
-  LastList l;
-  l.Add(100, 1, "a", 3);
-  l.Add(300, 2, "c", 3);
-  l.Add(200, 3, "b", 3);
-  l.Add(300, 4, "d", 3);  // same time as c, arrived later: newer
-  l.Add(50, 5, "old", 3);
-  REQUIRE(l.items().size() == 3);
-  CHECK(l.items()[0].value == "d");
-  CHECK(l.items()[1].value == "c");
-  CHECK(l.items()[2].value == "b");
+  OneAgg l(AggKind::kLastN, 3);
+  l.Add(100, 0, 0, "a");
+  l.Add(300, 0, 0, "c");
+  l.Add(200, 0, 0, "b");
+  l.Add(300, 0, 0, "d");  // same time as c, arrived later: newer
+  l.Add(50, 0, 0, "old");
+  std::vector<std::pair<int64_t, std::string>> items;
+  ForEachLastItem(l.Sec(), [&](int64_t ts, std::string_view v) { items.emplace_back(ts, v); });
+  REQUIRE(items.size() == 3);
+  CHECK(items[0] == std::make_pair(int64_t{300}, std::string("d")));
+  CHECK(items[1] == std::make_pair(int64_t{300}, std::string("c")));
+  CHECK(items[2] == std::make_pair(int64_t{200}, std::string("b")));
+  OneAgg last(AggKind::kLast);
+  last.Add(500, 0, 0, "x");
+  last.Add(400, 0, 0, "older");
+  last.Add(500, 0, 0, "y");
+  items.clear();
+  ForEachLastItem(last.Sec(), [&](int64_t ts, std::string_view v) { items.emplace_back(ts, v); });
+  REQUIRE(items.size() == 1);
+  CHECK(items[0].second == "y");
 }
 
 TEST_CASE("where filters compile once and follow the comparison rules") {

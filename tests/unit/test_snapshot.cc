@@ -111,67 +111,33 @@ bool Same(const T& a, const T& b) {
 #define FKV_DIFF(what, x, y) \
   if (!Same(x, y)) return std::string(what) + ": " + Show(x) + " != " + Show(y)
 
-std::string DiffAgg(const ViewState& va, const AggState& a, size_t aoff, const ViewState& vb, const AggState& b,
-                    size_t boff) {
-  FKV_DIFF("kind", a.spec.kind, b.spec.kind);
-  FKV_DIFF("signature", a.spec.signature, b.spec.signature);
-  FKV_DIFF("resolution_ms", a.spec.resolution_ms, b.spec.resolution_ms);
-  FKV_DIFF("max_window_ms", a.spec.max_window_ms, b.spec.max_window_ms);
-  FKV_DIFF("n", a.spec.n, b.spec.n);
-  FKV_DIFF("tile_len", a.tile_len, b.tile_len);
-  for (size_t i = 0; i < a.tile_len; i++)
-    FKV_DIFF("tile double " + std::to_string(i), va.arena[aoff + i], vb.arena[boff + i]);
-  FKV_DIFF("has distinct", a.distinct != nullptr, b.distinct != nullptr);
-  if (a.distinct) {
-    const auto &ea = a.distinct->exact(), &eb = b.distinct->exact();
-    FKV_DIFF("exact values", ea.size(), eb.size());
-    for (size_t i = 0; i < ea.size(); i++) {
-      FKV_DIFF("exact tile " + std::to_string(i), ea[i].first, eb[i].first);
-      FKV_DIFF("exact hash " + std::to_string(i), ea[i].second, eb[i].second);
-    }
-    const auto &sa = a.distinct->sketches(), &sb = b.distinct->sketches();
-    FKV_DIFF("sketches", sa.size(), sb.size());
-    for (size_t i = 0; i < sa.size(); i++) {
-      FKV_DIFF("sketch tile " + std::to_string(i), sa[i].first, sb[i].first);
-      FKV_DIFF("sketch registers " + std::to_string(i), sa[i].second->size(), sb[i].second->size());
-      for (size_t r = 0; r < sa[i].second->size(); r++)
-        FKV_DIFF("sketch " + std::to_string(i) + " register " + std::to_string(r), (*sa[i].second)[r],
-                 (*sb[i].second)[r]);
-    }
+std::string DiffEntity(const EntityRecord& a, const EntityRecord& b) {
+  FKV_DIFF("ttl_override", a.ttl_override(), b.ttl_override());
+  FKV_DIFF("views", a.nviews(), b.nviews());
+  std::vector<EntityRecord::View> va, vb;
+  a.ForEachView([&](const EntityRecord::View& v) { va.push_back(v); });
+  b.ForEachView([&](const EntityRecord::View& v) { vb.push_back(v); });
+  for (size_t v = 0; v < va.size(); v++) {
+    std::string at = "view " + std::to_string(v) + " ";
+    FKV_DIFF(at + "view_id", va[v].layout->view_id, vb[v].layout->view_id);
+    FKV_DIFF(at + "layout", va[v].layout_id, vb[v].layout_id);
+    FKV_DIFF(at + "newest_ts", va[v].newest_ts, vb[v].newest_ts);
+    for (size_t i = 0; i < va[v].layout->aggs.size(); i++)
+      FKV_DIFF(at + "aggregation " + std::to_string(i) + " (" + AggName(va[v].layout->aggs[i].kind) + ") entries",
+               a.Section(va[v], i), b.Section(vb[v], i));
   }
-  FKV_DIFF("has last", a.last != nullptr, b.last != nullptr);
-  if (a.last) {
-    const auto &ia = a.last->items(), &ib = b.last->items();
-    FKV_DIFF("last items", ia.size(), ib.size());
-    for (size_t i = 0; i < ia.size(); i++) {
-      FKV_DIFF("last ts " + std::to_string(i), ia[i].ts, ib[i].ts);
-      FKV_DIFF("last seq " + std::to_string(i), ia[i].seq, ib[i].seq);
-      FKV_DIFF("last value " + std::to_string(i), ia[i].value, ib[i].value);
-    }
-  }
+  FKV_DIFF("bytes", a.bytes(), b.bytes());
   return "";
 }
 
-std::string DiffEntity(const EntityRecord& a, const EntityRecord& b) {
-  FKV_DIFF("ttl_override", a.ttl_override, b.ttl_override);
-  FKV_DIFF("views", a.views.size(), b.views.size());
-  for (size_t v = 0; v < a.views.size(); v++) {
-    const ViewState &va = a.views[v], &vb = b.views[v];
-    std::string at = "view " + std::to_string(v) + " ";
-    FKV_DIFF(at + "view_id", va.view_id, vb.view_id);
-    FKV_DIFF(at + "newest_ts", va.newest_ts, vb.newest_ts);
-    FKV_DIFF(at + "ttl_ms", va.ttl_ms, vb.ttl_ms);
-    FKV_DIFF(at + "aggregations", va.aggs.size(), vb.aggs.size());
-    FKV_DIFF(at + "arena size", va.arena.size(), vb.arena.size());
-    size_t aoff = 0, boff = 0;
-    for (size_t i = 0; i < va.aggs.size(); i++) {
-      std::string d = DiffAgg(va, va.aggs[i], aoff, vb, vb.aggs[i], boff);
-      if (!d.empty()) return at + "aggregation " + std::to_string(i) + " (" + AggName(va.aggs[i].spec.kind) + ") " + d;
-      aoff += va.aggs[i].tile_len;
-      boff += vb.aggs[i].tile_len;
-    }
-  }
-  return "";
+// Decodes blocks encoded by this process (layout ids are its own).
+const snap::LayoutMap& OwnLayouts() {
+  static snap::LayoutMap m = [] {
+    snap::LayoutMap x(kMaxLayouts + 1);
+    for (size_t i = 0; i < x.size(); i++) x[i] = static_cast<uint16_t>(i);
+    return x;
+  }();
+  return m;
 }
 
 std::string Diff(const RecView& a, const RecView& b) {
@@ -201,15 +167,6 @@ std::string Diff(const RecView& a, const RecView& b) {
     }
   }
   return "";
-}
-
-uint64_t MaxSeq(const EntityRecord& e) {
-  uint64_t m = 0;
-  for (const auto& v : e.views)
-    for (const auto& a : v.aggs)
-      if (a.last)
-        for (const auto& it : a.last->items()) m = std::max(m, it.seq);
-  return m;
 }
 
 struct RecordFree {
@@ -259,7 +216,7 @@ std::string DiffContent(const std::map<std::string, std::string>& want, const st
       snap::Dec da(v), db(it->second);
       snap::DecodedRecord ra, rb;
       std::string err;
-      bool ok = snap::DecodeRecord(da, &ra, &err) && snap::DecodeRecord(db, &rb, &err);
+      bool ok = snap::DecodeRecord(da, OwnLayouts(), &ra, &err) && snap::DecodeRecord(db, OwnLayouts(), &rb, &err);
       note("differs: " + (ok ? Diff(Of(ra), Of(rb)) : k + ": " + err));
     }
   }
@@ -271,16 +228,17 @@ std::string DiffContent(const std::map<std::string, std::string>& want, const st
 
 // ---- random content ----
 
-// Fills an entity with 1-3 views and, when all_kinds, every aggregation
-// kind in each (else a random non-empty subset).
-void FillEntity(EntityRecord& e, Rng& rng, int64_t now, uint64_t* seq, bool all_kinds) {
-  int nviews = 1 + static_cast<int>(rng() % 3);
-  for (int v = 0; v < nviews; v++) {
-    int64_t ttl = rng() % 3 == 0 ? 0 : 3'600'000 * static_cast<int64_t>(1 + rng() % 48);
-    ViewState& vs = e.GetView((rng() << 4) | static_cast<uint64_t>(v), ttl);
-    vs.newest_ts = now - static_cast<int64_t>(rng() % 100'000);
+// A pool of view layouts: every aggregation kind with random specs (tile
+// widths, retention, last_n sizes, TTLs); the pool's first layout has every
+// kind, the others a random non-empty subset.
+std::vector<uint16_t> LayoutPool(Rng& rng) {
+  std::vector<uint16_t> ids;
+  for (int p = 0; p < 8; p++) {
+    ViewLayout l;
+    l.view_id = rng();
+    l.ttl_ms = rng() % 3 == 0 ? 0 : 3'600'000 * static_cast<int64_t>(1 + rng() % 48);
     for (AggKind k : kAllKinds) {
-      if (!all_kinds && rng() % 2 && !(k == AggKind::kLastN && vs.aggs.empty())) continue;
+      if (p > 0 && rng() % 2 && !(k == AggKind::kLastN && l.aggs.empty())) continue;
       AggSpec spec;
       spec.kind = k;
       spec.signature = rng();
@@ -289,44 +247,63 @@ void FillEntity(EntityRecord& e, Rng& rng, int64_t now, uint64_t* seq, bool all_
         spec.max_window_ms = spec.resolution_ms * static_cast<int64_t>(1 + rng() % 100);
       }
       spec.n = k == AggKind::kLastN ? 1 + static_cast<int>(rng() % 20) : k == AggKind::kLast ? 1 : 0;
-      AggState& a = vs.Get(spec);
-      int64_t tile0 = IsWindowed(k) ? FloorDiv(now, spec.resolution_ms) : 0;
-      if (k == AggKind::kCountDistinct) {
-        if (rng() % 5 == 0) continue;  // no state yet
-        a.distinct = std::make_unique<DistinctSeries>();
-        int adds = static_cast<int>(rng() % 40);
-        for (int i = 0; i < adds; i++) {
-          int64_t tile = tile0 - static_cast<int64_t>(rng() % 10);
-          a.distinct->Add(tile, rng() % 50);
-        }
-        if (rng() % 3 == 0) {  // past kExactLimit in one tile: a HyperLogLog sketch
-          int64_t t = tile0 - static_cast<int64_t>(rng() % 10);
-          size_t n = DistinctSeries::kExactLimit + 1 + rng() % 200;
-          for (size_t i = 0; i < n; i++) a.distinct->Add(t, rng());
-        }
-      } else if (!IsWindowed(k)) {
-        a.last = std::make_unique<LastList>();
-        int adds = 1 + static_cast<int>(rng() % 15);
-        for (int i = 0; i < adds; i++) {
-          int64_t ts = now - static_cast<int64_t>(rng() % 5000);
-          a.last->Add(ts, ++*seq, RandBytes(rng, rng() % 20), static_cast<size_t>(spec.n));
-        }
-      } else {
-        int adds = static_cast<int>(rng() % 30);
-        std::normal_distribution<double> x(10, 1000);
-        for (int i = 0; i < adds; i++) {
-          int64_t tile = tile0 - static_cast<int64_t>(rng() % 50);
-          vs.AddTile(a, tile, x(rng));
+      l.aggs.push_back(spec);
+    }
+    ids.push_back(InternLayout(l));
+  }
+  return ids;
+}
+
+// Fills an entity with 1-3 views of the pool (the first, with every kind,
+// when all_kinds) through random events.
+void FillEntity(EntityRecord** e, Rng& rng, int64_t now, const std::vector<uint16_t>& pool, bool all_kinds) {
+  int nviews = 1 + static_cast<int>(rng() % 3);
+  std::vector<uint16_t> picked;
+  if (all_kinds) picked.push_back(pool[0]);
+  while (static_cast<int>(picked.size()) < nviews) {
+    uint16_t id = pool[rng() % pool.size()];
+    if (std::find(picked.begin(), picked.end(), id) == picked.end()) picked.push_back(id);
+  }
+  for (uint16_t id : picked) {
+    const ViewLayout& l = LayoutAt(id);
+    int events = 1 + static_cast<int>(rng() % 40);
+    std::normal_distribution<double> x(10, 1000);
+    std::vector<std::string> texts;
+    for (int ev = 0; ev < events; ev++) {
+      int64_t ts = now - static_cast<int64_t>(rng() % 100'000);
+      std::vector<AggInput> in;
+      texts.clear();
+      for (size_t i = 0; i < l.aggs.size(); i++) {
+        if (rng() % 3 == 0) continue;
+        AggInput a;
+        a.index = static_cast<uint16_t>(i);
+        a.x = x(rng);
+        a.hash = static_cast<uint32_t>(rng() % 50);
+        texts.push_back(RandBytes(rng, rng() % 20));
+        in.push_back(a);
+      }
+      for (size_t i = 0; i < in.size(); i++) in[i].text = texts[i];
+      EntityApply(e, id, ts, in.data(), in.size());
+    }
+    for (size_t i = 0; i < l.aggs.size(); i++)
+      if (l.aggs[i].kind == AggKind::kCountDistinct && rng() % 3 == 0) {
+        // Past 64 values in one tile: a sparse HyperLogLog, sometimes dense.
+        int64_t ts = now - static_cast<int64_t>(rng() % 10'000);
+        size_t n = 65 + (rng() % 4 == 0 ? 3000 : rng() % 200);
+        AggInput a;
+        a.index = static_cast<uint16_t>(i);
+        for (size_t k = 0; k < n; k++) {
+          a.hash = static_cast<uint32_t>(rng());
+          EntityApply(e, id, ts, &a, 1);
         }
       }
-    }
   }
 }
 
 // Adds n random records to a store at time now: strings (a third expiring,
 // some large), hashes (small and past HashValue::kMaxFlat), entities.
-void FillRandom(ShardStore& st, Rng& rng, const std::string& prefix, int n, int64_t now, uint64_t* seq,
-                size_t max_string = 300) {
+void FillRandom(ShardStore& st, Rng& rng, const std::string& prefix, int n, int64_t now,
+                const std::vector<uint16_t>& pool, size_t max_string = 300) {
   for (int i = 0; i < n; i++) {
     std::string key = prefix + std::to_string(i);
     uint64_t h = HashKey(key);
@@ -344,9 +321,11 @@ void FillRandom(ShardStore& st, Rng& rng, const std::string& prefix, int n, int6
       }
       default: {
         Record* r = st.GetOrCreateEntityRecord(key, h, now);
-        FillEntity(*r->entity(), rng, now, seq, rng() % 2 == 0);
+        EntityRecord* e = r->entity();
+        FillEntity(&e, rng, now, pool, rng() % 2 == 0);
+        r->set_object(e);
         if (rng() % 4 == 0) {  // EXPIRE / PERSIST on the key: its own expiry decides
-          r->entity()->ttl_override = true;
+          r->entity()->set_ttl_override(true);
           st.SetExpire(key, h, exp, now);
         } else {
           st.UpdateEntityExpiry(r, h, now);
@@ -416,12 +395,12 @@ uint64_t WriteFile(const TempDir& dir, const std::string& name, std::vector<Shar
 // A visitor that decodes every record as the server's load does.
 snap::Visitor DecodingVisitor() {
   snap::Visitor v;
-  v.records = [](uint16_t, std::string_view payload, uint32_t count) -> std::string {
+  v.records = [](uint16_t, std::string_view payload, uint32_t count, const snap::LayoutMap& layouts) -> std::string {
     snap::Dec d(payload);
     for (uint32_t i = 0; i < count; i++) {
       snap::DecodedRecord rec;
       std::string err;
-      if (!snap::DecodeRecord(d, &rec, &err)) return "record " + std::to_string(i) + ": " + err;
+      if (!snap::DecodeRecord(d, layouts, &rec, &err)) return "record " + std::to_string(i) + ": " + err;
     }
     return d.done() ? "" : "bytes left";
   };
@@ -460,9 +439,9 @@ TEST_CASE("snapshot round trip: random stores come back equal, field by field") 
     const uint32_t sections = 1 + seed % 3;
     const bool big = seed == 5;  // several RECORDS frames per section
     std::vector<ShardStore> stores(sections);
-    uint64_t seq = 0;
+    std::vector<uint16_t> pool = LayoutPool(rng);
     for (uint32_t i = 0; i < sections; i++)
-      FillRandom(stores[i], rng, "s" + std::to_string(i) + ":", big ? 700 : 150, now, &seq, big ? 3000 : 300);
+      FillRandom(stores[i], rng, "s" + std::to_string(i) + ":", big ? 700 : 150, now, pool, big ? 3000 : 300);
     FileParts parts = SampleParts(rng, sections, now);
     uint64_t written = WriteFile(dir, "round.snap", stores, parts, 1 + seed);
     size_t total = 0;
@@ -473,7 +452,7 @@ TEST_CASE("snapshot round trip: random stores come back equal, field by field") 
     snap::Header header;
     std::vector<snap::ViewInfo> views;
     std::vector<snap::KafkaPosition> kafka;
-    std::map<uint16_t, int> record_frames;
+    std::map<uint16_t, int> record_frames, layout_frames;
     std::set<AggKind> kinds;
     size_t sketches = 0, exact = 0, big_hashes = 0, expiring = 0;
     snap::Visitor v;
@@ -489,13 +468,14 @@ TEST_CASE("snapshot round trip: random stores come back equal, field by field") 
       kafka = x;
       return std::string();
     };
-    v.records = [&](uint16_t section, std::string_view payload, uint32_t count) -> std::string {
+    v.records = [&](uint16_t section, std::string_view payload, uint32_t count,
+                    const snap::LayoutMap& layouts) -> std::string {
       record_frames[section]++;
       snap::Dec d(payload);
       for (uint32_t i = 0; i < count; i++) {
         snap::DecodedRecord rec;
         std::string err;
-        if (!snap::DecodeRecord(d, &rec, &err)) return err;
+        if (!snap::DecodeRecord(d, layouts, &rec, &err)) return err;
         uint64_t h = HashKey(rec.key);
         ShardStore& st = loaded[section];
         if (st.Find(rec.key, h, now) != nullptr) return "duplicate key";
@@ -509,17 +489,26 @@ TEST_CASE("snapshot round trip: random stores come back equal, field by field") 
             st.AdoptObject(rec.key, h, ValueType::kHash, rec.hash.release(), rec.expire_at);
             break;
           case ValueType::kFeature:
-            CHECK(rec.max_seq == MaxSeq(*rec.entity));
-            for (const auto& vs : rec.entity->views)
-              for (const auto& a : vs.aggs) {
-                kinds.insert(a.spec.kind);
-                if (a.distinct) sketches += a.distinct->sketches().size(), exact += a.distinct->exact().size();
+            rec.entity->ForEachView([&](const EntityRecord::View& vs) {
+              for (size_t a = 0; a < vs.layout->aggs.size(); a++) {
+                AggKind k = vs.layout->aggs[a].kind;
+                if (rec.entity->Section(vs, a).empty()) continue;
+                kinds.insert(k);
+                if (k != AggKind::kCountDistinct) continue;
+                SectionCounts n = CountSection(k, rec.entity->Section(vs, a));
+                sketches += n.sketches;
+                exact += n.values;
               }
+            });
             st.AdoptObject(rec.key, h, ValueType::kFeature, rec.entity.release(), rec.expire_at);
             break;
         }
       }
       return d.done() ? "" : "bytes left";
+    };
+    v.layouts = [&](const snap::LayoutMap&) {
+      layout_frames[0]++;
+      return std::string();
     };
     snap::Footer footer;
     std::string err = snap::ReadFile(dir.File("round.snap"), v, &footer);
@@ -527,6 +516,8 @@ TEST_CASE("snapshot round trip: random stores come back equal, field by field") 
     CHECK(footer.records == total);
     uint64_t frames = 3 + sections;  // HEADER, VIEWS, KAFKA, SECTION_ENDs
     for (const auto& f : record_frames) frames += static_cast<uint64_t>(f.second);
+    CHECK(layout_frames[0] == static_cast<int>(sections));  // one LAYOUTS frame before each section's entities
+    frames += static_cast<uint64_t>(layout_frames[0]);
     CHECK(footer.frames == frames);
     if (big)
       for (uint32_t i = 0; i < sections; i++) CHECK(record_frames[static_cast<uint16_t>(i)] > 1);
@@ -610,8 +601,22 @@ struct Collector {
 
 std::string K(uint64_t i) { return "k:" + std::to_string(i); }
 
+// A fixed pool of layouts for the copy-before-write tests.
+const std::vector<uint16_t>& Pool() {
+  static std::vector<uint16_t> pool = [] {
+    Rng rng(99);
+    return LayoutPool(rng);
+  }();
+  return pool;
+}
+void FillRecord(Record* r, Rng& rng, int64_t now) {
+  EntityRecord* e = r->entity();
+  FillEntity(&e, rng, now, Pool(), false);
+  r->set_object(e);
+}
+
 // One random change of the store at time now, over keys k:0..k:(universe-1).
-void Mutate(ShardStore& st, Rng& rng, int64_t now, uint64_t universe, uint64_t* seq) {
+void Mutate(ShardStore& st, Rng& rng, int64_t now, uint64_t universe) {
   std::string key = K(rng() % universe);
   uint64_t h = HashKey(key);
   switch (rng() % 9) {
@@ -641,8 +646,8 @@ void Mutate(ShardStore& st, Rng& rng, int64_t now, uint64_t universe, uint64_t* 
     case 4:
     case 5:
       if (Record* r = st.GetOrCreateEntityRecord(key, h, now)) {
-        r->entity()->ttl_override = false;
-        FillEntity(*r->entity(), rng, now, seq, false);
+        r->entity()->set_ttl_override(false);
+        FillRecord(r, rng, now);
         st.UpdateEntityExpiry(r, h, now);
       }
       break;
@@ -660,7 +665,7 @@ void Mutate(ShardStore& st, Rng& rng, int64_t now, uint64_t universe, uint64_t* 
 
 // A store of n keys of every type at time t0; expiries fall before, at and
 // after `cut`.
-void FillForCut(ShardStore& st, Rng& rng, uint64_t n, int64_t t0, int64_t cut, uint64_t* seq) {
+void FillForCut(ShardStore& st, Rng& rng, uint64_t n, int64_t t0, int64_t cut) {
   for (uint64_t i = 0; i < n; i++) {
     std::string key = K(i);
     uint64_t h = HashKey(key);
@@ -688,8 +693,8 @@ void FillForCut(ShardStore& st, Rng& rng, uint64_t n, int64_t t0, int64_t cut, u
       }
       default: {
         Record* r = st.GetOrCreateEntityRecord(key, h, t0);
-        FillEntity(*r->entity(), rng, t0, seq, false);
-        r->entity()->ttl_override = true;
+        FillRecord(r, rng, t0);
+        r->entity()->set_ttl_override(true);
         if (exp) st.SetExpire(key, h, exp, t0);
       }
     }
@@ -702,10 +707,9 @@ TEST_CASE("snapshot copy-before-write: slices with changes between them emit exa
     CAPTURE(seed);
     Rng rng(seed);
     ShardStore st;
-    uint64_t seq = 0;
     const uint64_t n = 1500;
     int64_t now = 1'700'000'000'000;
-    FillForCut(st, rng, n, now, now + 10'000, &seq);
+    FillForCut(st, rng, n, now, now + 10'000);
     now += 10'000;
     // Three consecutive snapshots of the same store: each emits everything
     // live at its own cut (epochs), whatever happens during it.
@@ -720,7 +724,7 @@ TEST_CASE("snapshot copy-before-write: slices with changes between them emit exa
       while (!st.SnapshotStep(1 + rng() % 8)) {
         steps++;
         int changes = static_cast<int>(rng() % 4);
-        for (int i = 0; i < changes; i++) Mutate(st, rng, now, 2 * n, &seq);
+        for (int i = 0; i < changes; i++) Mutate(st, rng, now, 2 * n);
         now += static_cast<int64_t>(rng() % 40);  // keys with an expiry after the cut expire meanwhile
         if (steps % 60 == 30) {
           // Grow the table to many times its size and shrink it back, erasing
@@ -747,7 +751,7 @@ TEST_CASE("snapshot copy-before-write: slices with changes between them emit exa
       CHECK(DiffContent(want, c.got) == "");
       // Changes after the end touch nothing emitted.
       size_t emitted = c.got.size();
-      for (int i = 0; i < 200; i++) Mutate(st, rng, now, 2 * n, &seq);
+      for (int i = 0; i < 200; i++) Mutate(st, rng, now, 2 * n);
       CHECK(c.got.size() == emitted);
       now += 1000;
     }
@@ -757,20 +761,19 @@ TEST_CASE("snapshot copy-before-write: slices with changes between them emit exa
 TEST_CASE("snapshot FinishSnapshot emits the rest at once; later changes emit nothing") {
   Rng rng(21);
   ShardStore st;
-  uint64_t seq = 0;
   int64_t now = 1'000'000;
-  FillForCut(st, rng, 500, now, now + 100, &seq);
+  FillForCut(st, rng, 500, now, now + 100);
   now += 100;
   auto want = Content(st, now);
   Collector c;
   st.BeginSnapshot(c.Emit(), now);
   CHECK_FALSE(st.SnapshotStep(10));
-  for (int i = 0; i < 20; i++) Mutate(st, rng, now, 1000, &seq);
+  for (int i = 0; i < 20; i++) Mutate(st, rng, now, 1000);
   st.FinishSnapshot();
   CHECK(st.SnapshotStep(10));  // done
   CHECK(DiffContent(want, c.got) == "");
   size_t emitted = c.got.size();
-  for (int i = 0; i < 300; i++) Mutate(st, rng, now + 5, 1000, &seq);
+  for (int i = 0; i < 300; i++) Mutate(st, rng, now + 5, 1000);
   CHECK(c.got.size() == emitted);
   CHECK(c.duplicates == 0);
   st.EndSnapshot();
@@ -780,15 +783,15 @@ TEST_CASE("snapshot FinishSnapshot emits the rest at once; later changes emit no
 TEST_CASE("snapshot Clear during a snapshot emits the rest first; keys created after are not emitted") {
   Rng rng(22);
   ShardStore st;
-  uint64_t seq = 0;
+
   int64_t now = 1'000'000;
-  FillForCut(st, rng, 400, now, now + 100, &seq);
+  FillForCut(st, rng, 400, now, now + 100);
   now += 100;
   auto want = Content(st, now);
   Collector c;
   st.BeginSnapshot(c.Emit(), now);
   st.SnapshotStep(25);
-  for (int i = 0; i < 30; i++) Mutate(st, rng, now, 800, &seq);
+  for (int i = 0; i < 30; i++) Mutate(st, rng, now, 800);
   st.Clear();  // FLUSHALL
   CHECK(st.size() == 0);
   CHECK(DiffContent(want, c.got) == "");
@@ -837,22 +840,20 @@ namespace {
 // A small valid file: 2 sections of a few records (every byte gets flipped).
 std::string SmallFile(const TempDir& dir, Rng& rng) {
   std::vector<ShardStore> stores(2);
-  uint64_t seq = 0;
   stores[0].PutString("a", HashKey("a"), "alpha", 0);
   stores[0].PutString("b", HashKey("b"), "beta", 5'000'000);
   HashValue* hv = stores[1].GetOrCreateHash("h", HashKey("h"), 0);
   hv->Set("f", "v");
   hv->Set("g", "w");
   Record* r = stores[1].GetOrCreateEntityRecord("user:1", HashKey("user:1"), 0);
-  EntityRecord& e = *r->entity();
-  ViewState& vs = e.GetView(42, 0);
-  vs.newest_ts = 1000;
-  AggSpec count{AggKind::kCount, 7, 1000, 60'000, 0};
-  vs.AddTile(vs.Get(count), 1, 1);
-  AggSpec last{AggKind::kLast, 8, 0, 0, 1};
-  AggState& l = vs.Get(last);
-  l.last = std::make_unique<LastList>();
-  l.last->Add(1000, ++seq, "click", 1);
+  ViewLayout l{42, 0, {AggSpec{AggKind::kCount, 7, 1000, 60'000, 0}, AggSpec{AggKind::kLast, 8, 0, 0, 1}}};
+  uint16_t id = InternLayout(l);
+  AggInput in[2];
+  in[1].index = 1;
+  in[1].text = "click";
+  EntityRecord* e = r->entity();
+  EntityApply(&e, id, 1000, in, 2);
+  r->set_object(e);
   FileParts p = SampleParts(rng, 2, 2000);
   WriteFile(dir, "small.snap", stores, p);
   return ReadBytes(dir.File("small.snap"));
@@ -861,9 +862,8 @@ std::string SmallFile(const TempDir& dir, Rng& rng) {
 // A larger file: several RECORDS frames per section.
 std::string LargeFile(const TempDir& dir, Rng& rng) {
   std::vector<ShardStore> stores(2);
-  uint64_t seq = 0;
   for (int i = 0; i < 2; i++)
-    FillRandom(stores[static_cast<size_t>(i)], rng, "L" + std::to_string(i) + ":", 400, 5000, &seq, 4000);
+    FillRandom(stores[static_cast<size_t>(i)], rng, "L" + std::to_string(i) + ":", 400, 5000, Pool(), 4000);
   WriteFile(dir, "large.snap", stores, SampleParts(rng, 2, 5000));
   return ReadBytes(dir.File("large.snap"));
 }
@@ -916,7 +916,7 @@ TEST_CASE("snapshot reader: a byte flipped anywhere in any frame is refused, nam
       }
     }
     CHECK(refused == tried);
-    CHECK(kinds.size() == 6);  // every kind of frame was corrupted
+    CHECK(kinds.size() == 7);  // every kind of frame was corrupted
   }
 }
 
@@ -989,7 +989,7 @@ TEST_CASE("snapshot reader: another format version, bad magic and data after the
   TempDir dir;
   std::string good = SmallFile(dir, rng);
   const std::string path = dir.File("v.snap");
-  for (uint32_t version : {0u, 2u, 0xffffffffu}) {
+  for (uint32_t version : {0u, 1u, 3u, 0xffffffffu}) {
     std::string bad = good;
     std::memcpy(bad.data() + 8, &version, 4);
     std::string err = ReadError(path, bad);
@@ -1111,7 +1111,7 @@ TEST_CASE("snapshot reader: well-checksummed but ill-formed files are refused") 
   }
   // A visitor's error stops the walk and is named like the reader's own.
   snap::Visitor v;
-  v.records = [](uint16_t, std::string_view, uint32_t) { return std::string("boom"); };
+  v.records = [](uint16_t, std::string_view, uint32_t, const snap::LayoutMap&) { return std::string("boom"); };
   WriteBytes(path, build({{F::kHeader, 0, hdr}, {F::kViews, 0, views}, {F::kKafka, 0, kafka}, {F::kRecords, 0, rec}}));
   std::string err = snap::ReadFile(path, v);
   CHECK(Contains(err, path + ": RECORDS of section 0, byte "));
@@ -1125,8 +1125,7 @@ TEST_CASE("snapshot reader: well-checksummed but ill-formed files are refused") 
 TEST_CASE("snapshot DecodeRecord: 20,000 mutated records never crash; what it accepts re-encodes") {
   Rng rng(41);
   ShardStore st;
-  uint64_t seq = 0;
-  FillRandom(st, rng, "fz:", 300, 1'000'000, &seq, 60);
+  FillRandom(st, rng, "fz:", 300, 1'000'000, Pool(), 60);
   std::vector<std::string> corpus;
   for (const auto& [k, enc] : Content(st, 0)) corpus.push_back(enc);
   REQUIRE(corpus.size() > 200);
@@ -1166,21 +1165,20 @@ TEST_CASE("snapshot DecodeRecord: 20,000 mutated records never crash; what it ac
     snap::Dec d(buf.get(), s.size());
     snap::DecodedRecord rec;
     std::string err;
-    if (!snap::DecodeRecord(d, &rec, &err)) {
+    if (!snap::DecodeRecord(d, OwnLayouts(), &rec, &err)) {
       refused++;
       if (err.empty()) FAIL_CHECK("refused without a reason");
       continue;
     }
     accepted++;
     CHECK(d.offset() <= s.size());
-    if (rec.entity) CHECK(rec.max_seq == MaxSeq(*rec.entity));
     RecordPtr r = ToRecord(rec);
     std::string again;
     snap::EncodeRecord(*r, &again);
     snap::Dec d2(again);
     snap::DecodedRecord rec2;
     std::string err2;
-    if (!snap::DecodeRecord(d2, &rec2, &err2)) {
+    if (!snap::DecodeRecord(d2, OwnLayouts(), &rec2, &err2)) {
       FAIL_CHECK("accepted a record whose re-encoding is refused: " << err2);
       continue;
     }
@@ -1193,48 +1191,76 @@ TEST_CASE("snapshot DecodeRecord: 20,000 mutated records never crash; what it ac
   CHECK(refused > 1000);
 }
 
-TEST_CASE("snapshot DecodeRecord: an aggregation without state, last in its payload, decodes") {
-  // BUG (storage/snapshot.cc DecodeRecord, `d.Count(&naggs, 35)`): the
-  // smallest aggregation EncodeEntity writes is 28 bytes (kind 1, signature
-  // 8, resolution 8, max window 8, n 1, tile count 1, parts 1), not 35. An
-  // entity whose views hold aggregations without state (ViewState::Get
-  // without data yet: no tiles, no distinct set, no last values) is refused
-  // with "count past the end" when fewer than 35 bytes per aggregation
-  // follow in the RECORDS payload, i.e. when it is the last record of its
-  // chunk: the server then refuses its own snapshot.
+TEST_CASE("snapshot DecodeRecord: a view whose aggregations hold nothing yet, last in its payload, decodes") {
+  // A regression guard from the previous format, where an aggregation
+  // without state at the end of a chunk was refused: the server must read
+  // back every entity it writes, including views with only empty sections.
   ShardStore st;
   Record* r = st.GetOrCreateEntityRecord("user:1", HashKey("user:1"), 0);
-  ViewState& v = r->entity()->GetView(1, 0);
-  for (uint64_t sig = 1; sig <= 3; sig++) v.Get(AggSpec{AggKind::kCount, sig, 1000, 60'000, 0});
+  ViewLayout l{1, 0, {}};
+  for (uint64_t sig = 1; sig <= 3; sig++) l.aggs.push_back(AggSpec{AggKind::kCount, sig, 1000, 60'000, 0});
+  EntityRecord* e = r->entity();
+  EntityApply(&e, InternLayout(l), 1000, nullptr, 0);
+  r->set_object(e);
   std::string enc;
   snap::EncodeRecord(*r, &enc);
   snap::Dec d(enc);
   snap::DecodedRecord rec;
   std::string err;
-  CHECK_MESSAGE(snap::DecodeRecord(d, &rec, &err), err);
+  CHECK_MESSAGE(snap::DecodeRecord(d, OwnLayouts(), &rec, &err), err);
   CHECK(d.done());
 }
 
 TEST_CASE("snapshot DecodeRecord: times whose sums would overflow int64 are refused") {
-  // newest_ts + ttl_ms (ViewState::ExpireAt / Live) must stay inside int64:
-  // the decoder bounds times and durations to 2^61 ms.
-  for (int which = 0; which < 3; which++) {
+  // newest_ts + ttl_ms (EntityRecord::View::ExpireAt / Live) must stay
+  // inside int64: the decoders bound times and durations to 2^61 ms.
+  for (int which = 0; which < 2; which++) {
     CAPTURE(which);
     ShardStore st;
     Record* r = st.GetOrCreateEntityRecord("user:1", HashKey("user:1"), 0);
-    ViewState& v = r->entity()->GetView(1, which == 1 ? INT64_MAX - 5 : 10);
-    v.newest_ts = which == 0 ? INT64_MAX - 1 : 1000;
-    AggState& a = v.Get(AggSpec{AggKind::kLast, 1, 0, 0, 1});
-    a.last = std::make_unique<LastList>();
-    a.last->Add(which == 2 ? INT64_MIN + 1 : 1000, 1, "x", 1);
+    ViewLayout l{1, 10, {AggSpec{AggKind::kLast, 1, 0, 0, 1}}};
+    uint16_t id = InternLayout(l);
+    AggInput in;
+    in.text = "x";
+    EntityRecord* e = r->entity();
+    if (which == 0) {
+      EntityApply(&e, id, 1000, &in, 1);
+      EntityApply(&e, id, INT64_MAX - 1, nullptr, 0);  // the view's newest event time
+    } else {
+      EntityApply(&e, id, INT64_MIN + 1, &in, 1);  // an item's time
+    }
+    r->set_object(e);
     std::string enc;
     snap::EncodeRecord(*r, &enc);
     snap::Dec d(enc);
     snap::DecodedRecord rec;
     std::string err;
-    CHECK_FALSE(snap::DecodeRecord(d, &rec, &err));
+    CHECK_FALSE(snap::DecodeRecord(d, OwnLayouts(), &rec, &err));
     CHECK(err != "");
   }
+  // A view TTL past the bound, in a LAYOUTS frame.
+  ViewLayout l{2, INT64_MAX - 5, {AggSpec{AggKind::kLast, 1, 0, 0, 1}}};
+  snap::LayoutMap map;
+  std::string err;
+  CHECK_FALSE(snap::DecodeLayouts(snap::EncodeLayouts({{1, &l}}), &map, &err));
+  CHECK(Contains(err, "bad view TTL"));
+}
+
+TEST_CASE("snapshot LAYOUTS: ids map to this process's layouts; a second, different definition is refused") {
+  ViewLayout a{77, 1000, {AggSpec{AggKind::kCount, 1, 1000, 60'000, 0}}};
+  ViewLayout b{77, 2000, {AggSpec{AggKind::kCount, 1, 1000, 60'000, 0}}};
+  uint16_t current = InternLayout(a);
+  snap::LayoutMap map;
+  std::string err;
+  // The file names the current definition 5 and an older one 3.
+  REQUIRE(snap::DecodeLayouts(snap::EncodeLayouts({{3, &b}, {5, &a}}), &map, &err));
+  CHECK(map[5] == current);  // equal to the newest of its view: the same id
+  CHECK(map[3] != 0);
+  CHECK(map[3] != current);
+  CHECK(LayoutAt(map[3]) == b);
+  CHECK(snap::DecodeLayouts(snap::EncodeLayouts({{5, &a}}), &map, &err));  // the same again: fine
+  CHECK_FALSE(snap::DecodeLayouts(snap::EncodeLayouts({{5, &b}}), &map, &err));
+  CHECK(Contains(err, "defined twice"));
 }
 
 TEST_CASE("snapshot DecodeRecord: random bytes and records of the wrong shape are refused without crashing") {
@@ -1249,7 +1275,7 @@ TEST_CASE("snapshot DecodeRecord: random bytes and records of the wrong shape ar
     snap::Dec d(buf.get(), n);
     snap::DecodedRecord rec;
     std::string err;
-    refused += !snap::DecodeRecord(d, &rec, &err);
+    refused += !snap::DecodeRecord(d, OwnLayouts(), &rec, &err);
   }
   CHECK(refused > 4500);
 }
