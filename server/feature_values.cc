@@ -60,9 +60,16 @@ void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord
     return WindowValue(a, sec, lo, hi, out);
   }
   out->list.clear();
+  out->text.clear();
+  thread_local std::vector<uint32_t> ends;  // of each value in out->text
+  ends.clear();
   ForEachLastItem(sec, [&](int64_t ts, std::string_view value) {
-    if (!as_of || ts <= t) out->list.push_back(value);
+    if (as_of && ts > t) return;
+    out->text.append(value);
+    ends.push_back(static_cast<uint32_t>(out->text.size()));
   });
+  for (size_t i = 0, start = 0; i < ends.size(); start = ends[i++])
+    out->list.emplace_back(out->text.data() + start, ends[i] - start);
   if (a.kind == AggKind::kLast) {
     if (out->list.empty()) return;
     out->kind = K::kString;

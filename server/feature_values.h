@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -32,6 +33,7 @@ struct FeatureValue {
   double d = 0;                        // kDouble
   std::string_view s;                  // kString
   std::vector<std::string_view> list;  // kList, newest first
+  std::string text;                    // what s and list point into
 };
 
 // Tiles [lo, hi] covered by a window of length w at time t (docs/architecture.md,

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <mutex>
@@ -246,12 +247,20 @@ size_t RunCursor::ValueSize(AggKind k, const uint8_t* p) {
     }
     case AggKind::kLast:
     case AggKind::kLastN: {
-      uint64_t len;
-      const uint8_t* q = varint::Get(p, &len);
-      return static_cast<size_t>(q - p) + len;
+      uint64_t h;
+      const uint8_t* q = varint::Get(p, &h);
+      return static_cast<size_t>(q - p) + (h & 1 ? 0 : h >> 1);
     }
   }
   return 0;
+}
+
+std::string_view LastValueText(const uint8_t* p, char* buf) {
+  uint64_t h;
+  const uint8_t* q = varint::Get(p, &h);
+  if (!(h & 1)) return {reinterpret_cast<const char*>(q), static_cast<size_t>(h >> 1)};
+  auto r = std::to_chars(buf, buf + 21, varint::UnZigZag(h >> 1));
+  return {buf, static_cast<size_t>(r.ptr - buf)};
 }
 
 // ---- edits ----
@@ -380,6 +389,24 @@ void DistinctAdd(const uint8_t* p, uint32_t h, std::string& out) {
   PutSparse(out, pairs);
 }
 
+// A last / last_n value: a canonical decimal integer of up to 18 digits
+// ("0", "-7", "12345"; no sign on zero, no leading zeros) as a tagged
+// varint, other text as its length and bytes.
+void PutLastValue(std::string& out, std::string_view t) {
+  size_t i = !t.empty() && t[0] == '-' ? 1 : 0;
+  size_t digits = t.size() - i;
+  bool canonical = digits >= 1 && digits <= 18 && (t[i] != '0' || (digits == 1 && i == 0));
+  for (size_t j = i; canonical && j < t.size(); j++) canonical = t[j] >= '0' && t[j] <= '9';
+  if (canonical) {
+    int64_t v = 0;
+    std::from_chars(t.data(), t.data() + t.size(), v);
+    PutVarint(out, (varint::ZigZag(v) << 1) | 1);
+    return;
+  }
+  PutVarint(out, static_cast<uint64_t>(t.size()) << 1);
+  out.append(t);
+}
+
 // Folds one more value into a tile value at p (windowed kinds).
 void UpdateValue(AggKind k, const uint8_t* p, const AggInput& in, std::string& out) {
   switch (k) {
@@ -466,8 +493,7 @@ void ApplyLast(EntityRecord** pe, uint32_t view_off, size_t idx, const AggSpec& 
   }
   if (j >= cap) return;  // older than the cap newest ones
   PutVarint(buf, first ? varint::ZigZag(ts) : static_cast<uint64_t>(prev - ts));
-  PutVarint(buf, in.text.size());
-  buf.append(in.text);
+  PutLastValue(buf, in.text);
   if (before) {
     PutVarint(buf, static_cast<uint64_t>(ts - c.key()));
     EditSection(pe, s, c.key_offset(), c.value_offset(), buf);
@@ -776,7 +802,9 @@ std::string CheckValue(AggKind k, Checked& c) {
     }
     case AggKind::kLast:
     case AggKind::kLastN:
-      if (!c.Varint(&n) || !c.Skip(n)) return "truncated last value";
+      if (!c.Varint(&n)) return "truncated last value";
+      if (n & 1) return (n >> 1) < (uint64_t{1} << 61) ? "" : "bad integer value";  // |v| < 2^60
+      if (!c.Skip(n >> 1)) return "truncated last value";
       return "";
   }
   return "unknown kind";

@@ -19,7 +19,9 @@
 //   count_distinct   varint tag: 2k -> k sorted u32 value hashes (k <= 64);
 //                    2n+1 -> sparse HyperLogLog, n (u16 register, u8 rank)
 //                    pairs; 1 -> dense HyperLogLog, 4096 u8 registers
-//   last | last_n    varint length, bytes
+//   last | last_n    varint h: h even -> h/2 bytes of text follow; h odd ->
+//                    the text is the canonical decimal integer
+//                    unzigzag(h >> 1) (as a listpack stores "12345")
 //
 // Owned by a Record; touched only by the owning shard's thread. Every
 // mutation may move the block (it grows in place when it can): functions
@@ -155,7 +157,9 @@ bool EntityReconcile(EntityRecord** pe, F&& target);
 // Reads of one section.
 Accum MergeTiles(AggKind k, std::string_view section, int64_t lo, int64_t hi);
 uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi);
-// Calls f(int64_t ts, std::string_view value) for last / last_n items, newest first.
+// Calls f(int64_t ts, std::string_view value) for last / last_n items,
+// newest first; `value` is valid during the call only (integer-encoded
+// items are rendered into a local buffer).
 template <class F>
 void ForEachLastItem(std::string_view section, F&& f);
 // Counts of a section, for featurekv-snapshot and MEMORY statistics.
@@ -236,14 +240,14 @@ class RunCursor {
   bool first_ = true;
 };
 
+// A last / last_n value at p: text, or an integer rendered into buf[21].
+std::string_view LastValueText(const uint8_t* p, char* buf);
+
 template <class F>
 void ForEachLastItem(std::string_view section, F&& f) {
   RunCursor c(AggKind::kLast, section);
-  while (c.Next()) {
-    uint64_t len;
-    const uint8_t* s = varint::Get(c.value(), &len);
-    f(c.key(), std::string_view(reinterpret_cast<const char*>(s), len));
-  }
+  char buf[24];
+  while (c.Next()) f(c.key(), LastValueText(c.value(), buf));
 }
 
 // Rebuilds one view under a new layout (EntityReconcile's step).

@@ -167,6 +167,19 @@ TEST_CASE("last_n keeps the n newest by event time, ties in arrival order") {
   ForEachLastItem(last.Sec(), [&](int64_t ts, std::string_view v) { items.emplace_back(ts, v); });
   REQUIRE(items.size() == 1);
   CHECK(items[0].second == "y");
+  // Canonical integers are stored as varints (as a listpack does) and come
+  // back as the same text; anything else is kept as its bytes.
+  const std::vector<std::string> texts = {"12345", "-7", "0", "007", "-0", "1e5", "+3", "", "999999999999999999",
+                                          "9999999999999999999", "-999999999999999999", "12a", "x"};
+  OneAgg many(AggKind::kLastN, static_cast<int>(texts.size()));
+  for (size_t i = 0; i < texts.size(); i++) many.Add(static_cast<int64_t>(1000 - i), 0, 0, texts[i]);
+  items.clear();
+  ForEachLastItem(many.Sec(), [&](int64_t ts, std::string_view v) { items.emplace_back(ts, v); });
+  REQUIRE(items.size() == texts.size());
+  for (size_t i = 0; i < texts.size(); i++) CHECK(items[i].second == texts[i]);
+  OneAgg ids(AggKind::kLastN, 10);
+  for (int i = 0; i < 10; i++) ids.Add(1'795'680'000'000 + i * 1000, 0, 0, std::to_string(10000 + i));
+  CHECK(ids.Sec().size() <= 6 + 10 * 3 + 9 * 2);  // first time, 3-byte integers, 2-byte time differences
 }
 
 TEST_CASE("where filters compile once and follow the comparison rules") {
