@@ -171,6 +171,38 @@ void BM_EventDecodePlanApply(benchmark::State& state) {
 }
 BENCHMARK(BM_EventDecodePlanApply)->Arg(10000)->Arg(1000000);
 
+// The same work as the ingest thread and the shards do it: decode and plan
+// a batch of 256 events, then apply its updates in order with the table
+// slots, records and blocks prefetched a few updates ahead (PrefetchAhead).
+void BM_EventDecodePlanApplyBatched(benchmark::State& state) {
+  auto reg = DemoRegistry();
+  int64_t now_s = 1'790'000'000;
+  auto events = DemoEvents(200000, now_s, static_cast<uint64_t>(state.range(0)));
+  EventPlanner planner;
+  ShardStore store;
+  int64_t now_ms = now_s * 1000;
+  ApplyAll(*reg, events, now_ms, &planner, &store);
+  constexpr size_t kBatch = 256;
+  std::vector<ViewUpdate> ups;
+  std::vector<uint32_t> keys;
+  size_t i = 0;
+  for (auto _ : state) {
+    ups.clear();
+    for (size_t b = 0; b < kBatch; b++) planner.Plan(*reg, 0, events[i++ % events.size()], now_ms, 300000, &ups, nullptr);
+    keys.resize(ups.size());
+    for (size_t k = 0; k < ups.size(); k++) {
+      ups[k].key_hash = HashKey(ups[k].key);
+      keys[k] = static_cast<uint32_t>(k);
+    }
+    for (size_t k = 0; k < keys.size(); k++) {
+      PrefetchAhead(store, ups, keys, k);
+      ApplyViewUpdate(store, ups[keys[k]], now_ms);
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
+}
+BENCHMARK(BM_EventDecodePlanApplyBatched)->Arg(10000)->Arg(1000000);
+
 // FGET of every demo feature of one user (8 features, 6 windowed), reply
 // written RESP3: the work of the command handler, without the network.
 void BM_FGetAllDemoFeatures(benchmark::State& state) {

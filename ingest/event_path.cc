@@ -188,6 +188,15 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
   return "";
 }
 
+void PrefetchAhead(const ShardStore& store, const std::vector<ViewUpdate>& updates, std::span<const uint32_t> keys,
+                   size_t k) {
+  constexpr size_t kAhead = 16;  // keys between the slot's prefetch and the apply
+  const size_t n = keys.size();
+  if (k + kAhead < n) store.Prefetch(updates[keys[k + kAhead]].key_hash, 0);
+  if (k + kAhead / 2 < n) store.Prefetch(updates[keys[k + kAhead / 2]].key_hash, 1);
+  if (k + kAhead / 4 < n) store.Prefetch(updates[keys[k + kAhead / 4]].key_hash, 2);
+}
+
 bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms) {
   Record* rec = store.GetOrCreateEntityRecord(u.key, u.key_hash, now_ms);
   if (rec == nullptr) return false;

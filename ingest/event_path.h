@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,5 +88,10 @@ class EventPlanner {
 // Applies one view update to the shard's store. Returns false when the key
 // holds a non-entity value (the update is dropped and counted `wrongtype`).
 bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms);
+// Before applying updates[keys[k]] of a batch: prefetches the table slots,
+// records and entity blocks of the updates a few places ahead, so the
+// cache misses of a batch overlap instead of following one another.
+void PrefetchAhead(const ShardStore& store, const std::vector<ViewUpdate>& updates, std::span<const uint32_t> keys,
+                   size_t k);
 
 }  // namespace fkv

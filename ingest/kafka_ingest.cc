@@ -540,6 +540,7 @@ void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {
     while (k < keys.size()) {
       size_t stop = std::min(keys.size(), k + kCheckEvery);
       for (; k < stop; k++) {
+        PrefetchAhead(store, b->updates, keys, k);
         const ViewUpdate& u = b->updates[keys[k]];
         if (!ApplyViewUpdate(store, u, now)) stats.ViewSkip(*u.view_name, "wrongtype");
       }

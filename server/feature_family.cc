@@ -283,8 +283,9 @@ void FEvent(CommandContext& c) {
   c.FanOut(
       plan,
       [updates, now, sp, reg](ShardStore& st, std::span<const uint32_t> keys) {  // reg: the updates point into it
-        for (uint32_t i : keys) {
-          const ViewUpdate& u = (*updates)[i];
+        for (size_t k = 0; k < keys.size(); k++) {
+          PrefetchAhead(st, *updates, keys, k);
+          const ViewUpdate& u = (*updates)[keys[k]];
           if (!ApplyViewUpdate(st, u, now)) sp->ViewSkip(*u.view_name, "wrongtype");
         }
       },

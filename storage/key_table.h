@@ -16,6 +16,14 @@ namespace fkv {
 
 uint64_t HashKey(std::string_view key);  // xxHash3, 64-bit
 
+// A prefetch the compiler keeps: GCC may find a function that only
+// prefetches free of side effects and drop calls to it; the empty volatile
+// asm is a side effect it must keep.
+inline void PrefetchLine(const void* p) {
+  __builtin_prefetch(p);
+  asm volatile("" : : "r"(p));
+}
+
 class KeyTable {
  public:
   KeyTable();
@@ -78,6 +86,9 @@ class KeyTable {
   // next non-empty one after a random start), then a random record of its
   // chain. `rnd` supplies uniform 64-bit numbers.
   Record* Random(const std::function<uint64_t()>& rnd) const;
+  // Prefetch stages for a batch of lookups (storage/shard_store.h).
+  void PrefetchBucket(uint64_t hash) const { PrefetchLine(&buckets_[hash & mask_]); }
+  Record* BucketHead(uint64_t hash) const { return buckets_[hash & mask_]; }
   void MaybeShrink();
   size_t MemoryOverhead() const { return bucket_count() * sizeof(Record*); }
 

@@ -56,6 +56,17 @@ class ShardStore {
   size_t expires_count() const { return expires_; }
   ShardStats& stats() { return stats_; }
 
+  // Prefetching for a batch of lookups by hash, a few keys ahead of use:
+  // stage 0 the bucket slot, stage 1 the chain's first record (its slot
+  // must be cached by then), stage 2 an entity's block (the record too).
+  void Prefetch(uint64_t hash, int stage) const {
+    if (stage == 0) return table_.PrefetchBucket(hash);
+    Record* r = table_.BucketHead(hash);
+    if (r == nullptr) return;
+    if (stage == 1) return PrefetchLine(r);
+    if (r->type == ValueType::kFeature) PrefetchLine(r->object());
+  }
+
   // The live record for key, or nullptr (an expired one is removed here).
   Record* Find(std::string_view key, uint64_t hash, int64_t now_ms);
   // Find + hit/miss accounting, for read commands.
