@@ -129,6 +129,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     if (k.kind == ValueKind::kMissing || k.kind == ValueKind::kNull) reason = "missing_key";
     else if (k.kind != ValueKind::kString && k.kind != ValueKind::kInt) reason = "bad_key";
     ViewUpdate u;
+    u.aggs.reserve(v.aggs.size());
     uint64_t too_old = 0;
     if (reason.empty()) {
       for (size_t ai = 0; ai < v.aggs.size(); ai++) {
