@@ -63,12 +63,13 @@ void FGet(CommandContext& c) {
     const EntityRecord* e;
     if (OpStatus s = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &e); s != OpStatus::kOk) return WriteStatus(c.out, s);
     if (e == nullptr) return c.out.Map(0);
+    std::vector<FeatureRef> all;
+    for (auto& [name, f] : feats) all.push_back(f);
+    ReadEntityFeatures(*reg, e, all, t, c.now_ms, has_at, &values);
     c.out.Map(feats.size());
-    values.resize(1);
-    for (auto& [name, f] : feats) {
-      c.out.Bulk(name);
-      FeatureValueAt(*reg, f, e, t, c.now_ms, has_at, &values[0]);
-      RenderFeatureValue(c.out, values[0]);
+    for (size_t i = 0; i < feats.size(); i++) {
+      c.out.Bulk(feats[i].first);
+      RenderFeatureValue(c.out, values[i]);
     }
     return;
   }

@@ -11,29 +11,35 @@ void CoveredTiles(int64_t t, int64_t w, int64_t res, int64_t* lo, int64_t* hi) {
   *hi = FloorDiv(t, res);
 }
 
-std::string_view SectionOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now) {
+namespace {
+// The view of one entity looked up once for several features of it.
+struct ViewCache {
+  int view = -1;
+  bool usable = false;  // found and live
+  EntityRecord::View vs;
+};
+
+std::string_view SectionIn(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now, ViewCache& vc) {
   if (e == nullptr) return {};
   const ViewDef& v = reg.views()[static_cast<size_t>(f.view)];
-  EntityRecord::View vs;
-  if (!e->FindView(v.id, &vs) || (!e->ttl_override() && !vs.Live(now))) return {};
+  if (vc.view != f.view) {
+    vc.view = f.view;
+    vc.usable = e->FindView(v.id, &vc.vs) && (e->ttl_override() || vc.vs.Live(now));
+  }
+  if (!vc.usable) return {};
   int idx = f.agg;
-  if (vs.layout_id != v.layout_id) idx = vs.layout->Find(v.aggs[static_cast<size_t>(f.agg)].signature);
-  return idx < 0 ? std::string_view() : e->Section(vs, static_cast<size_t>(idx));
+  if (vc.vs.layout_id != v.layout_id) idx = vc.vs.layout->Find(v.aggs[static_cast<size_t>(f.agg)].signature);
+  return idx < 0 ? std::string_view() : e->Section(vc.vs, static_cast<size_t>(idx));
 }
 
-void WindowValue(const AggregationDef& a, std::string_view section, int64_t lo, int64_t hi, FeatureValue* out) {
+// A numeric window's value from its merged tiles.
+void AccumValue(AggKind k, const Accum& acc, FeatureValue* out) {
   using K = FeatureValue::Kind;
-  if (a.kind == AggKind::kCountDistinct) {
-    out->kind = K::kInt;
-    out->i = static_cast<int64_t>(CountDistinct(section, lo, hi));
-    return;
-  }
-  Accum acc = MergeTiles(a.kind, section, lo, hi);
   auto dbl = [&](bool present, double d) {
     out->kind = present ? K::kDouble : K::kNull;
     out->d = d;
   };
-  switch (a.kind) {
+  switch (k) {
     case AggKind::kCount:
       out->kind = K::kInt;
       out->i = static_cast<int64_t>(acc.n);
@@ -47,18 +53,10 @@ void WindowValue(const AggregationDef& a, std::string_view section, int64_t lo, 
   }
 }
 
-void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now, bool as_of,
-                    FeatureValue* out) {
+// last / last_n from their section.
+void LastValues(const AggregationDef& a, std::string_view sec, int64_t t, bool as_of, FeatureValue* out) {
   using K = FeatureValue::Kind;
   out->kind = K::kNull;
-  if (e == nullptr) return;
-  const AggregationDef& a = reg.views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
-  std::string_view sec = SectionOf(reg, f, e, now);
-  if (IsWindowed(a.kind)) {
-    int64_t lo, hi;
-    CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
-    return WindowValue(a, sec, lo, hi, out);
-  }
   out->list.clear();
   out->text.clear();
   thread_local std::vector<uint32_t> ends;  // of each value in out->text
@@ -79,6 +77,37 @@ void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord
   out->kind = K::kList;
 }
 
+const AggregationDef& AggOf(const Registry& reg, const FeatureRef& f) {
+  return reg.views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
+}
+}  // namespace
+
+std::string_view SectionOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now) {
+  ViewCache vc;
+  return SectionIn(reg, f, e, now, vc);
+}
+
+void WindowValue(const AggregationDef& a, std::string_view section, int64_t lo, int64_t hi, FeatureValue* out) {
+  if (a.kind == AggKind::kCountDistinct) {
+    out->kind = FeatureValue::Kind::kInt;
+    out->i = static_cast<int64_t>(CountDistinct(section, lo, hi));
+    return;
+  }
+  AccumValue(a.kind, MergeTiles(a.kind, section, lo, hi), out);
+}
+
+void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now, bool as_of,
+                    FeatureValue* out) {
+  out->kind = FeatureValue::Kind::kNull;
+  if (e == nullptr) return;
+  const AggregationDef& a = AggOf(reg, f);
+  std::string_view sec = SectionOf(reg, f, e, now);
+  if (!IsWindowed(a.kind)) return LastValues(a, sec, t, as_of, out);
+  int64_t lo, hi;
+  CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
+  WindowValue(a, sec, lo, hi, out);
+}
+
 OpStatus EntityAt(ShardStore& st, std::string_view key, uint64_t hash, int64_t now, const EntityRecord** e) {
   *e = nullptr;
   Record* r = st.Lookup(key, hash, now);
@@ -93,9 +122,52 @@ OpStatus ReadFeatures(ShardStore& st, const Registry& reg, std::string_view key,
                       std::vector<FeatureValue>* out) {
   const EntityRecord* e;
   if (OpStatus s = EntityAt(st, key, hash, now, &e); s != OpStatus::kOk) return s;
-  out->resize(refs.size());  // keeps the lists' capacity from the last call
-  for (size_t i = 0; i < refs.size(); i++) FeatureValueAt(reg, refs[i], e, t, now, as_of, &(*out)[i]);
+  ReadEntityFeatures(reg, e, refs, t, now, as_of, out);
   return OpStatus::kOk;
+}
+
+void ReadEntityFeatures(const Registry& reg, const EntityRecord* e, std::span<const FeatureRef> refs, int64_t t,
+                        int64_t now, bool as_of, std::vector<FeatureValue>* out) {
+  const size_t n = refs.size();
+  out->resize(n);  // keeps the lists' capacity from the last call
+  if (e == nullptr) {
+    for (auto& v : *out) v.kind = FeatureValue::Kind::kNull;
+    return;
+  }
+  // The windows of one aggregation are merged in one walk of its section,
+  // and each view is looked up once.
+  thread_local std::vector<uint8_t> done;
+  done.assign(n, 0);
+  ViewCache vc;
+  constexpr size_t kMaxGroup = 16;
+  for (size_t i = 0; i < n; i++) {
+    if (done[i]) continue;
+    const FeatureRef& f = refs[i];
+    const AggregationDef& a = AggOf(reg, f);
+    std::string_view sec = SectionIn(reg, f, e, now, vc);
+    if (!IsWindowed(a.kind)) {
+      LastValues(a, sec, t, as_of, &(*out)[i]);
+      continue;
+    }
+    if (a.kind == AggKind::kCountDistinct) {
+      int64_t lo, hi;
+      CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
+      WindowValue(a, sec, lo, hi, &(*out)[i]);
+      continue;
+    }
+    size_t group[kMaxGroup];
+    int64_t lo[kMaxGroup], hi[kMaxGroup];
+    size_t m = 0;
+    for (size_t j = i; j < n && m < kMaxGroup; j++) {
+      if (done[j] || refs[j].view != f.view || refs[j].agg != f.agg) continue;
+      CoveredTiles(t, a.windows_ms[static_cast<size_t>(refs[j].window)], a.resolution_ms, &lo[m], &hi[m]);
+      group[m++] = j;
+      done[j] = 1;
+    }
+    Accum acc[kMaxGroup];
+    MergeTilesMulti(a.kind, sec, lo, hi, m, acc);
+    for (size_t g = 0; g < m; g++) AccumValue(a.kind, acc[g], &(*out)[group[g]]);
+  }
 }
 
 void RenderFeatureValue(ReplyWriter& out, const FeatureValue& v) {

@@ -56,6 +56,10 @@ OpStatus EntityAt(ShardStore& st, std::string_view key, uint64_t hash, int64_t n
 OpStatus ReadFeatures(ShardStore& st, const Registry& reg, std::string_view key, uint64_t hash,
                       std::span<const FeatureRef> refs, int64_t t, int64_t now, bool as_of,
                       std::vector<FeatureValue>* out);
+// The same for an entity already looked up (e null: every value nil). The
+// windows of one aggregation are merged in one walk of its section.
+void ReadEntityFeatures(const Registry& reg, const EntityRecord* e, std::span<const FeatureRef> refs, int64_t t,
+                        int64_t now, bool as_of, std::vector<FeatureValue>* out);
 // The one renderer: count/count_distinct integers, sum..stddev doubles
 // (RESP3 `,`, RESP2 bulk), last a bulk string, last_n an array, nil.
 void RenderFeatureValue(ReplyWriter& out, const FeatureValue& v);

@@ -603,56 +603,74 @@ bool EntityTrim(EntityRecord** pe, int64_t now_ms) {
 
 // ---- reads ----
 
+namespace {
+// Folds the tile value at p into a.
+inline void FoldTile(AggKind k, const uint8_t* p, Accum& a) {
+  switch (k) {
+    case AggKind::kCount: {
+      uint64_t n;
+      varint::Get(p, &n);
+      a.n += static_cast<double>(n);
+      break;
+    }
+    case AggKind::kSum:
+      a.sum += GetF64(p);
+      a.n += 1;
+      break;
+    case AggKind::kMin:
+      a.min = std::min(a.min, GetF64(p));
+      a.n += 1;
+      break;
+    case AggKind::kMax:
+      a.max = std::max(a.max, GetF64(p));
+      a.n += 1;
+      break;
+    case AggKind::kMean: {
+      uint64_t n;
+      varint::Get(p + 8, &n);
+      a.sum += GetF64(p);
+      a.n += static_cast<double>(n);
+      break;
+    }
+    case AggKind::kStddev: {
+      uint64_t n;
+      const uint8_t* q = varint::Get(p, &n);
+      Accum t;
+      t.n = static_cast<double>(n);
+      t.mean = GetF64(q);
+      t.m2 = GetF64(q + 8);
+      double keep_min = a.min, keep_max = a.max;
+      a.Merge(t);
+      a.min = keep_min;
+      a.max = keep_max;
+      break;
+    }
+    default: break;
+  }
+}
+}  // namespace
+
 Accum MergeTiles(AggKind k, std::string_view section, int64_t lo, int64_t hi) {
   Accum a;
+  MergeTilesMulti(k, section, &lo, &hi, 1, &a);
+  return a;
+}
+
+void MergeTilesMulti(AggKind k, std::string_view section, const int64_t* lo, const int64_t* hi, size_t m, Accum* out) {
+  int64_t min_lo = INT64_MAX, max_hi = INT64_MIN;
+  for (size_t j = 0; j < m; j++) {
+    out[j] = Accum{};
+    min_lo = std::min(min_lo, lo[j]);
+    max_hi = std::max(max_hi, hi[j]);
+  }
   RunCursor c(k, section);
   while (c.Next()) {
-    if (c.key() > hi) continue;
-    if (c.key() < lo) break;
-    const uint8_t* p = c.value();
-    switch (k) {
-      case AggKind::kCount: {
-        uint64_t n;
-        varint::Get(p, &n);
-        a.n += static_cast<double>(n);
-        break;
-      }
-      case AggKind::kSum:
-        a.sum += GetF64(p);
-        a.n += 1;
-        break;
-      case AggKind::kMin:
-        a.min = std::min(a.min, GetF64(p));
-        a.n += 1;
-        break;
-      case AggKind::kMax:
-        a.max = std::max(a.max, GetF64(p));
-        a.n += 1;
-        break;
-      case AggKind::kMean: {
-        uint64_t n;
-        varint::Get(p + 8, &n);
-        a.sum += GetF64(p);
-        a.n += static_cast<double>(n);
-        break;
-      }
-      case AggKind::kStddev: {
-        uint64_t n;
-        const uint8_t* q = varint::Get(p, &n);
-        Accum t;
-        t.n = static_cast<double>(n);
-        t.mean = GetF64(q);
-        t.m2 = GetF64(q + 8);
-        double keep_min = a.min, keep_max = a.max;
-        a.Merge(t);
-        a.min = keep_min;
-        a.max = keep_max;
-        break;
-      }
-      default: break;
-    }
+    const int64_t key = c.key();
+    if (key > max_hi) continue;
+    if (key < min_lo) break;  // entries are newest first
+    for (size_t j = 0; j < m; j++)
+      if (key >= lo[j] && key <= hi[j]) FoldTile(k, c.value(), out[j]);
   }
-  return a;
 }
 
 uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi) {
@@ -660,10 +678,12 @@ uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi) {
   thread_local std::vector<const uint8_t*> sketches;
   all.clear();
   sketches.clear();
+  size_t tiles_seen = 0;
   RunCursor c(AggKind::kCountDistinct, section);
   while (c.Next()) {
     if (c.key() > hi) continue;
     if (c.key() < lo) break;
+    tiles_seen++;
     uint64_t tag;
     const uint8_t* q = varint::Get(c.value(), &tag);
     if (tag % 2 == 0) {
@@ -674,6 +694,7 @@ uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi) {
       sketches.push_back(c.value());
     }
   }
+  if (sketches.empty() && tiles_seen <= 1) return all.size();  // one tile's set is already unique
   if (sketches.empty()) {
     std::sort(all.begin(), all.end());
     all.erase(std::unique(all.begin(), all.end()), all.end());

@@ -156,6 +156,8 @@ bool EntityReconcile(EntityRecord** pe, F&& target);
 
 // Reads of one section.
 Accum MergeTiles(AggKind k, std::string_view section, int64_t lo, int64_t hi);
+// Several windows of one section in one walk: out[j] merges tiles lo[j]..hi[j].
+void MergeTilesMulti(AggKind k, std::string_view section, const int64_t* lo, const int64_t* hi, size_t m, Accum* out);
 uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi);
 // Calls f(int64_t ts, std::string_view value) for last / last_n items,
 // newest first; `value` is valid during the call only (integer-encoded
