@@ -674,11 +674,16 @@ void MergeTilesMulti(AggKind k, std::string_view section, const int64_t* lo, con
 }
 
 uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi) {
-  thread_local std::vector<uint32_t> all;  // reused: no allocation per read
+  // Exact while no tile is a sketch and the union holds at most 256 values:
+  // the values of the tiles gather in a small array on the stack.
+  constexpr size_t kMaxExact = kExactLimit * 4;
+  uint32_t small[kMaxExact];
+  size_t n = 0, tiles_seen = 0;
+  bool exact = true;
   thread_local std::vector<const uint8_t*> sketches;
-  all.clear();
+  thread_local std::vector<uint32_t> spill;  // values past kMaxExact (they go into the sketch)
   sketches.clear();
-  size_t tiles_seen = 0;
+  spill.clear();
   RunCursor c(AggKind::kCountDistinct, section);
   while (c.Next()) {
     if (c.key() > hi) continue;
@@ -686,22 +691,36 @@ uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi) {
     tiles_seen++;
     uint64_t tag;
     const uint8_t* q = varint::Get(c.value(), &tag);
-    if (tag % 2 == 0) {
-      size_t k = tag / 2, at = all.size();
-      all.resize(at + k);
-      std::memcpy(all.data() + at, q, 4 * k);
-    } else {
+    if (tag % 2 != 0) {
       sketches.push_back(c.value());
+      exact = false;
+      continue;
+    }
+    size_t k = tag / 2;
+    for (size_t j = 0; j < k; j++) {
+      uint32_t v;
+      std::memcpy(&v, q + 4 * j, 4);
+      if (n < kMaxExact) small[n++] = v;
+      else spill.push_back(v);
     }
   }
-  if (sketches.empty() && tiles_seen <= 1) return all.size();  // one tile's set is already unique
-  if (sketches.empty()) {
-    std::sort(all.begin(), all.end());
-    all.erase(std::unique(all.begin(), all.end()), all.end());
-    if (all.size() <= kExactLimit * 4) return all.size();
+  if (exact && spill.empty()) {
+    if (tiles_seen <= 1) return n;  // one tile's set is already unique
+    std::sort(small, small + n);
+    size_t u = static_cast<size_t>(std::unique(small, small + n) - small);
+    if (u <= kMaxExact) return u;
+  } else if (exact) {
+    // More than 256 values gathered: they may still be few distinct ones.
+    spill.insert(spill.end(), small, small + n);
+    std::sort(spill.begin(), spill.end());
+    spill.erase(std::unique(spill.begin(), spill.end()), spill.end());
+    if (spill.size() <= kMaxExact) return spill.size();
+    n = 0;
   }
   uint8_t regs[hll::kRegisters] = {};
-  for (uint32_t h : all) regs[hll::Register(h)] = std::max(regs[hll::Register(h)], hll::Rank(h));
+  auto add = [&](uint32_t h) { regs[hll::Register(h)] = std::max(regs[hll::Register(h)], hll::Rank(h)); };
+  for (size_t j = 0; j < n; j++) add(small[j]);
+  for (uint32_t h : spill) add(h);
   for (const uint8_t* p : sketches) {
     uint64_t tag;
     const uint8_t* q = varint::Get(p, &tag);

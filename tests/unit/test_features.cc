@@ -131,6 +131,10 @@ TEST_CASE("count_distinct is exact while small and within 5% once a sketch") {
   CHECK(CountSection(AggKind::kCountDistinct, big.Sec()).sketches == 5);
   CHECK(big.DropBefore(3) == 3);  // three sketched tiles
   CHECK(static_cast<double>(big.Distinct(0, 4)) == doctest::Approx(40000).epsilon(0.05));
+  // 600 values over 10 tiles but only 60 distinct: still exact.
+  OneAgg rep(AggKind::kCountDistinct);
+  for (int i = 0; i < 600; i++) rep.Add(i % 10, 0, h("r" + std::to_string(i % 60)));
+  CHECK(rep.Distinct(0, 9) == 60);
   OneAgg small(AggKind::kCountDistinct);
   for (int i = 0; i < 30; i++) small.Add(i % 3, 0, h("x" + std::to_string(i)));
   CHECK(small.DropBefore(1) == 1);  // tile 0 and its ten values
