@@ -103,15 +103,19 @@ void FMGet(CommandContext& c) {
   if (fpos == 0 || fpos + 1 >= end) return c.out.Error("ERR syntax error: FMGET key [key ...] FEATURES feature [feature ...] [AT ts]");
   struct Item {
     std::string_view key;
-    std::vector<FeatureRef> feats;
-    std::string reply;  // rendered on the key's shard
+    const std::vector<FeatureRef>* feats;  // in Request::by_entity
+    std::string reply;                      // rendered on the key's shard
   };
-  auto items = std::make_shared<std::vector<Item>>();
-  std::map<std::string, std::vector<FeatureRef>> by_entity;
+  struct Request {
+    std::map<std::string, std::vector<FeatureRef>, std::less<>> by_entity;
+    std::vector<Item> items;
+  };
+  auto req = std::make_shared<Request>();
+  req->items.reserve(fpos - 1);
   for (size_t k = 1; k < fpos; k++) {
-    std::string ent(EntityTypeOf(c.args[k]));
-    auto it = by_entity.find(ent);
-    if (it == by_entity.end()) {
+    std::string_view ent = EntityTypeOf(c.args[k]);
+    auto it = req->by_entity.find(ent);
+    if (it == req->by_entity.end()) {
       std::vector<FeatureRef> refs;
       for (size_t i = fpos + 1; i < end; i++) {
         FeatureRef f;
@@ -119,34 +123,38 @@ void FMGet(CommandContext& c) {
         if (!reg->ResolveFeature(ent, c.args[i], &f, &err)) return c.out.Error(err);
         refs.push_back(f);
       }
-      it = by_entity.emplace(ent, std::move(refs)).first;
+      it = req->by_entity.emplace(std::string(ent), std::move(refs)).first;
     }
-    items->push_back(Item{c.args[k], it->second, {}});
+    req->items.push_back(Item{c.args[k], &it->second, {}});
   }
   auto plan = std::make_shared<const ShardPlan>(
-      ShardPlan::Build(c.server->shards().size(), items->size(), [&](size_t i) { return (*items)[i].key; }));
+      ShardPlan::Build(c.server->shards().size(), req->items.size(), [&](size_t i) { return req->items[i].key; }));
   int proto = c.conn->protocol();
   int64_t now = c.now_ms;
   int64_t t = has_at ? at : now;
   c.FanOut(
       plan,
-      [items, plan, reg, proto, now, t, has_at](ShardStore& st, std::span<const uint32_t> keys) {
-        for (uint32_t i : keys) {
-          Item& it = (*items)[i];
+      [req, plan, reg, proto, now, t, has_at](ShardStore& st, std::span<const uint32_t> keys) {
+        constexpr size_t kAhead = 8;  // entities between a record's prefetch and its read
+        for (size_t k = 0; k < keys.size(); k++) {
+          if (k + kAhead < keys.size()) st.Prefetch(plan->hash(keys[k + kAhead]), 0);
+          if (k + kAhead / 2 < keys.size()) st.Prefetch(plan->hash(keys[k + kAhead / 2]), 1);
+          if (k + kAhead / 4 < keys.size()) st.Prefetch(plan->hash(keys[k + kAhead / 4]), 2);
+          Item& it = req->items[keys[k]];
           ReplyWriter w(&it.reply, proto);
           thread_local std::vector<FeatureValue> values;
-          OpStatus s = ReadFeatures(st, *reg, it.key, plan->hash(i), it.feats, t, now, has_at, &values);
+          OpStatus s = ReadFeatures(st, *reg, it.key, plan->hash(keys[k]), *it.feats, t, now, has_at, &values);
           if (s != OpStatus::kOk) {
             WriteStatus(w, s);
             continue;
           }
-          w.Array(it.feats.size());
-          for (size_t k = 0; k < it.feats.size(); k++) RenderFeatureValue(w, values[k]);
+          w.Array(it.feats->size());
+          for (size_t f = 0; f < it.feats->size(); f++) RenderFeatureValue(w, values[f]);
         }
       },
-      [items](ReplyWriter& out) {
-        out.Array(items->size());
-        for (const Item& it : *items) out.buffer()->append(it.reply);
+      [req](ReplyWriter& out) {
+        out.Array(req->items.size());
+        for (const Item& it : req->items) out.buffer()->append(it.reply);
       });
 }
 
