@@ -73,14 +73,31 @@ void FGet(CommandContext& c) {
     }
     return;
   }
-  thread_local std::vector<FeatureRef> refs;
-  refs.clear();
-  for (size_t i = 2; i < end; i++) {
-    FeatureRef f;
-    std::string err;
-    if (!reg->ResolveFeature(ent, c.args[i], &f, &err)) return c.out.Error(err);
-    refs.push_back(f);
+  // Clients repeat the same feature list: the last one resolved on this
+  // thread is kept with its registry and reused when the names match.
+  struct Resolved {
+    std::shared_ptr<const Registry> reg;
+    std::string ent;
+    std::vector<std::string> names;
+    std::vector<FeatureRef> refs;
+  };
+  thread_local Resolved last;
+  bool same = last.reg == reg && last.ent == ent && last.names.size() == end - 2;
+  for (size_t i = 2; same && i < end; i++) same = last.names[i - 2] == c.args[i];
+  if (!same) {
+    last.reg = nullptr;  // until every name resolved
+    last.refs.clear();
+    for (size_t i = 2; i < end; i++) {
+      FeatureRef f;
+      std::string err;
+      if (!reg->ResolveFeature(ent, c.args[i], &f, &err)) return c.out.Error(err);
+      last.refs.push_back(f);
+    }
+    last.names.assign(c.args.begin() + 2, c.args.begin() + static_cast<std::ptrdiff_t>(end));
+    last.ent.assign(ent);
+    last.reg = reg;
   }
+  const std::vector<FeatureRef>& refs = last.refs;
   OpStatus s = ReadFeatures(*c.store, *reg, c.args[1], c.key_hash, refs, t, c.now_ms, has_at, &values);
   if (s != OpStatus::kOk) return WriteStatus(c.out, s);
   c.out.Array(refs.size());
