@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -16,7 +17,11 @@
 namespace fkv {
 
 namespace {
-constexpr size_t kSliceRecords = 64;  // records per slice between requests (~0.1-0.3 ms)
+constexpr size_t kSliceRecords = 64;  // records per step; a slice runs steps for up to kSliceMicros
+// A shard spends at most half its time on a snapshot: a slice of up to
+// kSliceMicros of encoding, then as long a rest before the next, so reads
+// keep most of the core while the file is written (docs/architecture.md).
+constexpr int64_t kSliceMicros = 250;
 constexpr size_t kMaxQueuedBytes = 64u << 20;       // the writer may lag this much behind
 }  // namespace
 
@@ -179,8 +184,16 @@ void SnapshotManager::Slice(std::shared_ptr<Job> job, int i) {
     t->async_wait([this, job, i, t](const boost::system::error_code&) { Slice(job, i); });
     return;
   }
-  if (!s.store.SnapshotStep(kSliceRecords)) {
-    asio::post(s.io, [this, job, i] { Slice(job, i); });
+  auto t0 = std::chrono::steady_clock::now();
+  bool done = false;
+  int64_t used = 0;
+  while (!(done = s.store.SnapshotStep(kSliceRecords))) {
+    used = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+    if (used >= kSliceMicros) break;
+  }
+  if (!done) {
+    auto t = std::make_shared<asio::steady_timer>(s.io, std::chrono::microseconds(used));
+    t->async_wait([this, job, i, t](const boost::system::error_code&) { Slice(job, i); });
     return;
   }
   snap::SectionEncoder* enc = job->sections[static_cast<size_t>(i)].get();
