@@ -289,7 +289,7 @@ void FillEntity(EntityRecord** e, Rng& rng, int64_t now, const std::vector<uint1
       if (l.aggs[i].kind == AggKind::kCountDistinct && rng() % 3 == 0) {
         // Past 64 values in one tile: a sparse HyperLogLog, sometimes dense.
         int64_t ts = now - static_cast<int64_t>(rng() % 10'000);
-        size_t n = 65 + (rng() % 4 == 0 ? 3000 : rng() % 200);
+        size_t n = 65 + (rng() % 4 == 0 ? 1600 : rng() % 200);
         AggInput a;
         a.index = static_cast<uint16_t>(i);
         for (size_t k = 0; k < n; k++) {
