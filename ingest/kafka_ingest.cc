@@ -358,7 +358,7 @@ void KafkaIngest::Poll() {
 void KafkaIngest::WaitApplied() {
   // Not while stopping: Stop may run on a shard thread, and what was posted
   // is applied by the shards before they stop anyway.
-  for (int i = 0; i < 50000 && in_flight_.load() > 0 && !stop_.load(); i++) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  WaitInFlightAtMost(0, 5000);
 }
 
 void KafkaIngest::Run() {
@@ -394,8 +394,7 @@ void KafkaIngest::Run() {
     ProcessBatch(planner);
     RunCuts();  // between batches: the snapshot cut sees exactly what was handed over
     // Bounded hand-off: do not run ahead of the shards by more than a few batches.
-    for (int i = 0; i < 100000 && in_flight_.load() > 2 * sink_->ShardCount() && !stop_.load(); i++)
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    WaitInFlightAtMost(2 * sink_->ShardCount(), 10000);
   }
   ProcessBatch(planner);  // what was polled is applied, not lost
   planner_ = nullptr;
@@ -455,7 +454,19 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
   }
   if (h_->dlq) rd_kafka_poll(h_->dlq, 0);
   ApplyBatch(std::move(updates), reg, std::move(kafka_ts), applied);
+  ReleaseInFlight();
+}
+
+void KafkaIngest::ReleaseInFlight() {
   in_flight_.fetch_sub(1);
+  { std::lock_guard lk(flow_mu_); }  // a waiter between its check and its wait gets the notify
+  flow_cv_.notify_all();
+}
+
+bool KafkaIngest::WaitInFlightAtMost(int n, int64_t limit_ms) {
+  std::unique_lock lk(flow_mu_);
+  return flow_cv_.wait_for(lk, std::chrono::milliseconds(limit_ms),
+                           [&] { return in_flight_.load() <= n || stop_.load(); });
 }
 
 void KafkaIngest::DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats) {
@@ -556,7 +567,7 @@ void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {
       RecordDelays(b->kafka_ts, now);
     }
     q.pending.pop_front();
-    in_flight_.fetch_sub(1);
+    ReleaseInFlight();
   }
 }
 
@@ -593,6 +604,10 @@ void KafkaIngest::DelayPercentiles(double* p50, double* p99, double* max) const 
 
 void KafkaIngest::Stop() {
   if (stop_.exchange(true)) return;
+  {
+    std::lock_guard lk(flow_mu_);
+  }
+  flow_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (h_->consumer) {
     rd_kafka_consumer_close(h_->consumer);  // leaves the group (OnRevoked runs here)
