@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Integration tests of featurekv's feature commands (spec §2, §3, §5, §8).
+"""Integration tests of featurekv's feature commands (docs/commands.md,
+"Feature commands"; the model in docs/architecture.md, "Features").
 
 Run:  /usr/bin/python3 test_features.py [SERVER_BINARY] [unittest args]
 The binary comes from argv[1], else $FKV_SERVER, else
@@ -9,7 +10,8 @@ RESP3 shapes are checked on raw sockets (fkv_testlib.RawClient).
 
 What is here:
 - PropertyTests: a brute-force reference model (RefModel) computes every
-  aggregate from the raw accepted events by the rules of spec §8; thousands
+  aggregate from the raw accepted events by the window rule of
+  docs/architecture.md ("Tiles and the window rule"); thousands
   of seeded random events (out of order, duplicates, ties, late, too old,
   ahead of the clock, clearly future, malformed) go through FEVENT, and FGET
   (all names, AT), FMGET and FWINDOW (any window, AT, BUCKETS) are compared
@@ -364,7 +366,8 @@ def aggregate(kind_, values):
 
 class RefModel:
     """Brute force: keeps every applied (ts, seq, value) per entity key, view
-    and aggregation; answers by scanning them with the rules of spec §8."""
+    and aggregation; answers by scanning them with the window rule of
+    docs/architecture.md ("Tiles and the window rule")."""
 
     def __init__(self, spec, now, skew_ms=SKEW_MS):
         self.spec, self.now, self.skew = spec, now, skew_ms
@@ -1226,7 +1229,8 @@ class FeatureSemanticsTests:
 
     def test_fget_without_names_gives_distinct_names_to_features_two_views_share(self):
         # activity.clicks_1m and shopping.clicks_1m: a map with the same key
-        # twice loses one of them in every client (spec §3: "as a map").
+        # twice loses one of them in every client (docs/commands.md: FGET without
+        # names answers a map).
         self.assertEqual(self.fevent("clicks", self.click(self.now_s() - 5, "buy", amount=1)), 1)
         names = self.cmd("FGET", "user:" + self.uid)[0::2]
         self.assertEqual(len(names), len(set(names)), "duplicate names in the FGET map: %r" % names)
@@ -1320,8 +1324,8 @@ class FeatureSemanticsTests:
         self.assertEqual(self.cmd("FGET", "user:" + self.uid, "basket", "recent"), ["second", ["second", "first", "old"]])
 
     def test_last_and_last_n_at_return_only_retained_values_at_or_before_at(self):
-        # recent keeps n=3 values, basket (last) keeps 1: spec §8 "from what
-        # is retained", so basket AT a time before its newest value is nil.
+        # recent keeps n=3 values, basket (last) keeps 1: AT answers from what
+        # is retained (docs/architecture.md, "Tiles and the window rule"), so basket AT a time before its newest value is nil.
         t = self.now_s() - 100
         evs = [self.click(t + i, product="p%d" % i) for i in range(3)]
         self.assertEqual(self.fevent("clicks", *evs), 3)
@@ -1738,8 +1742,8 @@ class RegistryReloadTests(unittest.TestCase):
 
     def test_reload_applies_changed_view_ttl_to_existing_entities(self):
         # user:a's newest event is 10 s old; with the view's ttl cut from 1h
-        # to 30s it has about 20 s left, not an hour (spec §5: state goes
-        # once no event touched it for the TTL).
+        # to 30s it has about 20 s left, not an hour (docs/architecture.md,
+        # "Entity keys and TTL": state goes once no event touched it for the TTL).
         self.write(GOOD_REGISTRY.replace("    ttl: 1h\n", "    ttl: 30s\n"))
         self.assertEqual(self.r.execute_command("FREGISTRY", "RELOAD"), "OK")
         pttl = self.r.pttl("user:a")

@@ -9,7 +9,7 @@ python3-redis (4.3.4) is importable from /usr/bin/python3 only.
 Every test runs twice: against a server with 1 shard and with 4 shards
 (ShardedCompatTest), so the cross-shard fan-out of MGET/MSET/DEL/EXISTS/
 SCAN/KEYS/DBSIZE is exercised. Expected texts are Redis 7's (checked
-against redis-server 7.0.15) unless spec §3/§8 says otherwise.
+against redis-server 7.0.15) unless docs/commands.md says otherwise.
 """
 
 import contextlib
@@ -35,7 +35,7 @@ import redis  # noqa: E402  (python3-redis, Debian)
 DEFAULT_BINARY = os.path.normpath(os.path.join(HERE, "..", "..", "build", "server", "featurekv-server"))
 SERVER_BINARY = os.environ.get("FKV_SERVER") or DEFAULT_BINARY
 
-# Every command that spec §3 "Redis commands" lists.
+# Every Redis command docs/commands.md lists.
 SPEC_COMMANDS = [
     "ping", "echo", "hello", "auth", "select", "quit", "reset", "client", "command", "info", "config",
     "dbsize", "time", "flushdb", "flushall", "save", "bgsave", "lastsave", "shutdown", "slowlog",
@@ -813,14 +813,14 @@ class CompatTests:
         self.assertEqual(self.err("INCRBYFLOAT", "fh", "1"), ERR_WRONGTYPE)
 
     def test_large_value_round_trip(self):
-        # 1 MiB: far below the default proto-max-bulk-len (512mb, spec §8).
+        # 1 MiB: far below the default proto-max-bulk-len (512mb, docs/operations.md).
         value = "".join(random.Random(7).choice("abcdef0123456789") for _ in range(4096)) * 256
         self.assertTrue(self.r.set("big", value))
         self.assertEqual(self.r.get("big"), value)
 
     def test_command_split_across_reads_is_answered(self):
         # A request that arrives in two TCP segments must be buffered, not
-        # refused: the default client-query-buffer-limit is 1gb (spec §8).
+        # refused: the default client-query-buffer-limit is 1gb (docs/operations.md).
         c = self.raw()
         cid = c.command("CLIENT", "ID")
         c.send(b"*2\r\n$4\r\nECHO\r\n$5\r\nhel")
