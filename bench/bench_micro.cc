@@ -149,16 +149,23 @@ void ApplyAll(const Registry& reg, const std::vector<std::string>& events, int64
 // on one thread, with the demo registry, over Arg(0) users (products =
 // users / 10). The store is warmed with one pass over the events first, so
 // the figure is the steady state (entities exist), not creation.
-void BM_EventDecodePlanApply(benchmark::State& state) {
-  auto reg = DemoRegistry();
-  int64_t now_s = 1'790'000'000;
-  auto events = DemoEvents(200000, now_s, static_cast<uint64_t>(state.range(0)));
+// A store warmed with one pass over 200,000 demo events over `users` users.
+struct WarmStore {
+  std::shared_ptr<const Registry> reg = DemoRegistry();
+  int64_t now_ms = int64_t{1'790'000'000} * 1000;
+  std::vector<std::string> events;
   EventPlanner planner;
   ShardStore store;
+  explicit WarmStore(uint64_t users) : events(DemoEvents(200000, now_ms / 1000, users)) {
+    ApplyAll(*reg, events, now_ms, &planner, &store);
+  }
+};
+
+void BM_EventDecodePlanApply(benchmark::State& state) {
+  WarmStore w(static_cast<uint64_t>(state.range(0)));
+  auto& [reg, now_ms, events, planner, store] = w;
   std::vector<ViewUpdate> ups;
   size_t i = 0;
-  int64_t now_ms = now_s * 1000;
-  ApplyAll(*reg, events, now_ms, &planner, &store);
   for (auto _ : state) {
     ups.clear();
     planner.Plan(*reg, 0, events[i++ % events.size()], now_ms, 300000, &ups, nullptr);
@@ -175,13 +182,8 @@ BENCHMARK(BM_EventDecodePlanApply)->Arg(10000)->Arg(1000000);
 // a batch of 256 events, then apply its updates in order with the table
 // slots, records and blocks prefetched a few updates ahead (PrefetchAhead).
 void BM_EventDecodePlanApplyBatched(benchmark::State& state) {
-  auto reg = DemoRegistry();
-  int64_t now_s = 1'790'000'000;
-  auto events = DemoEvents(200000, now_s, static_cast<uint64_t>(state.range(0)));
-  EventPlanner planner;
-  ShardStore store;
-  int64_t now_ms = now_s * 1000;
-  ApplyAll(*reg, events, now_ms, &planner, &store);
+  WarmStore w(static_cast<uint64_t>(state.range(0)));
+  auto& [reg, now_ms, events, planner, store] = w;
   constexpr size_t kBatch = 256;
   std::vector<ViewUpdate> ups;
   std::vector<uint32_t> keys;

@@ -191,11 +191,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
 
 void PrefetchAhead(const ShardStore& store, const std::vector<ViewUpdate>& updates, std::span<const uint32_t> keys,
                    size_t k) {
-  constexpr size_t kAhead = 16;  // keys between the slot's prefetch and the apply
-  const size_t n = keys.size();
-  if (k + kAhead < n) store.Prefetch(updates[keys[k + kAhead]].key_hash, 0);
-  if (k + kAhead / 2 < n) store.Prefetch(updates[keys[k + kAhead / 2]].key_hash, 1);
-  if (k + kAhead / 4 < n) store.Prefetch(updates[keys[k + kAhead / 4]].key_hash, 2);
+  store.PrefetchAhead(k, keys.size(), [&](size_t i) { return updates[keys[i]].key_hash; });
 }
 
 bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms) {

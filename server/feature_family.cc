@@ -152,11 +152,8 @@ void FMGet(CommandContext& c) {
   c.FanOut(
       plan,
       [req, plan, reg, proto, now, t, has_at](ShardStore& st, std::span<const uint32_t> keys) {
-        constexpr size_t kAhead = 8;  // entities between a record's prefetch and its read
         for (size_t k = 0; k < keys.size(); k++) {
-          if (k + kAhead < keys.size()) st.Prefetch(plan->hash(keys[k + kAhead]), 0);
-          if (k + kAhead / 2 < keys.size()) st.Prefetch(plan->hash(keys[k + kAhead / 2]), 1);
-          if (k + kAhead / 4 < keys.size()) st.Prefetch(plan->hash(keys[k + kAhead / 4]), 2);
+          st.PrefetchAhead(k, keys.size(), [&](size_t j) { return plan->hash(keys[j]); });
           Item& it = req->items[keys[k]];
           ReplyWriter w(&it.reply, proto);
           thread_local std::vector<FeatureValue> values;

@@ -1325,7 +1325,8 @@ class FeatureSemanticsTests:
 
     def test_last_and_last_n_at_return_only_retained_values_at_or_before_at(self):
         # recent keeps n=3 values, basket (last) keeps 1: AT answers from what
-        # is retained (docs/architecture.md, "Tiles and the window rule"), so basket AT a time before its newest value is nil.
+        # is retained (docs/architecture.md, "Tiles and the window rule"), so
+        # basket AT a time before its newest value is nil.
         t = self.now_s() - 100
         evs = [self.click(t + i, product="p%d" % i) for i in range(3)]
         self.assertEqual(self.fevent("clicks", *evs), 3)
