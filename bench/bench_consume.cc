@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
   std::vector<std::pair<std::string, std::string>> all = {
       {"bootstrap.servers", brokers},   {"group.id", "fkv-bench-consume"},
       {"enable.auto.commit", "false"},  {"enable.auto.offset.store", "false"},
-      {"auto.offset.reset", "earliest"}, {"fetch.wait.max.ms", "10"},
+      {"auto.offset.reset", "earliest"}, {"fetch.wait.max.ms", "10"}, {"queued.min.messages", "1000000"},
       {"enable.partition.eof", "true"}, {"log_level", "3"}};
   all.insert(all.end(), props.begin(), props.end());
   for (auto& [k, v] : all)

@@ -59,6 +59,10 @@ struct KafkaSettings {
   size_t batch_max = 10000;   // messages per batch
   std::string dlq_topic;      // kafka-dlq-topic: rejected messages go there ("" = none)
   std::string group;          // kafka-group: "" = sidecar mode (assign every partition)
+  // kafka-ingest-nice: the nice value added to the ingest thread and
+  // librdkafka's threads, so a shard serving reads wins the CPU from them
+  // (docs/operations.md, "Reads while ingesting"). 0 = same as the shards.
+  int nice = 10;
 };
 
 // Per-partition figures for INFO ingest.
@@ -183,7 +187,8 @@ class KafkaIngest {
   bool WaitInFlightAtMost(int n, int64_t limit_ms);
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, PartitionFigures> parts_;
-  std::vector<double> delays_;  // ring of recent delays, ms
+  mutable std::mutex delay_mu_;  // the shards record delays without waiting on mu_
+  std::vector<double> delays_;  // ring of recent delays, ms (under delay_mu_)
   size_t delay_pos_ = 0;
 };
 

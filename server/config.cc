@@ -79,6 +79,7 @@ const Config::Directive kDirectives[] = {
     {"kafka-dlq-topic", Kind::kString, "", false},
     {"kafka-property", Kind::kKafkaProperty, "", false},
     {"kafka-fetch-wait-max-ms", Kind::kInt, "10", false, 0, 300000},
+    {"kafka-ingest-nice", Kind::kInt, "10", false, 0, 19},
     {"max-event-skew", Kind::kDuration, "5m", true},
     {"loglevel", Kind::kEnum, "notice", true, 0, 0, "debug verbose notice warning"},
     {"logfile", Kind::kString, "", false},

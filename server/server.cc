@@ -98,6 +98,7 @@ int Server::Start() {
     KafkaSettings ks;
     ks.brokers = brokers;
     ks.fetch_wait_max_ms = std::stoi(config_.GetString("kafka-fetch-wait-max-ms"));
+    ks.nice = std::stoi(config_.GetString("kafka-ingest-nice"));
     ks.dlq_topic = config_.GetString("kafka-dlq-topic");
     ks.group = config_.GetString("kafka-group");
     std::string props = config_.GetString("kafka-property");

@@ -394,6 +394,36 @@ class MockBrokersTest(unittest.TestCase):
         finally:
             srv.stop()  # asserts a clean exit
 
+    def test_ingest_threads_run_at_kafka_ingest_nice_and_the_shards_do_not(self):
+        def nice_by_thread(pid):
+            out = []
+            for tid in os.listdir("/proc/%d/task" % pid):
+                try:
+                    with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                        stat = f.read()
+                except FileNotFoundError:
+                    continue  # a thread that just ended
+                comm = stat[stat.index("(") + 1:stat.rindex(")")]
+                fields = stat[stat.rindex(")") + 2:].split()
+                out.append((comm, int(fields[16])))  # field 19 of stat: nice
+            return out
+
+        for nice in (7, 0):
+            srv = ServerProcess(SERVER, shards=2, directives=[("registry", REGISTRY), ("kafka-brokers", "mock"),
+                                                              ("kafka-ingest-nice", str(nice))]).start()
+            try:
+                r = srv.redis(decode_responses=True)
+                self.assertEqual(r.config_get("kafka-ingest-nice"), {"kafka-ingest-nice": str(nice)})
+                wait_for(lambda: ("fkv-ingest", nice) in nice_by_thread(srv.proc.pid), 10, "the ingest thread")
+                threads = nice_by_thread(srv.proc.pid)
+                # the consumer's librdkafka threads follow (the in-process mock cluster's do not)
+                self.assertIn(nice, [n for c, n in threads if c.startswith("rdk:broker")], threads)
+                self.assertEqual({n for c, n in threads if c == "featurekv-serve"}, {0}, threads)  # main + shards
+            finally:
+                srv.stop()
+        with self.assertRaises(Exception):
+            ServerProcess(SERVER, directives=[("kafka-ingest-nice", "20")]).start()
+
 
 if __name__ == "__main__":
     unittest.main(argv=[sys.argv[0]] + sys.argv[4:], verbosity=1)  # extra arguments pick tests
