@@ -582,14 +582,22 @@ void KafkaIngest::ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_
 }
 
 void KafkaIngest::Pump(int shard, ShardStore& store) {
+  auto t0 = std::chrono::steady_clock::now();
   ApplyQueued(shard, store, true);
   ShardQueue& q = shard_queues_[static_cast<size_t>(shard)];
   if (q.pending.empty()) {
     q.pump_posted = false;
     return;
   }
-  // The next slice goes behind whatever was queued meanwhile (reads first).
-  sink_->RunOnShard(shard, [this, shard](ShardStore& st) { Pump(shard, st); });
+  auto next = [this, shard](ShardStore& st) { Pump(shard, st); };
+  uint64_t commands = sink_->ShardCommands(shard);
+  if (commands != q.commands_seen) {  // serving too: rest as long as the slice took
+    q.commands_seen = commands;
+    auto used = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+    return sink_->RunOnShardAfter(shard, std::max<int64_t>(1, used.count()), next);
+  }
+  // Otherwise the next slice goes behind whatever was queued meanwhile.
+  sink_->RunOnShard(shard, next);
 }
 
 void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {

@@ -49,6 +49,10 @@ class IngestSink {
   virtual int64_t MaxEventSkewMs() = 0;
   // Runs `apply` on shard s's thread with that shard's store.
   virtual void RunOnShard(int s, std::function<void(ShardStore&)> apply) = 0;
+  // The same, `micros` microseconds from now (a timer on the shard's loop).
+  virtual void RunOnShardAfter(int s, int64_t micros, std::function<void(ShardStore&)> apply) = 0;
+  // Commands shard s has executed so far; read on shard s's thread.
+  virtual uint64_t ShardCommands(int s) = 0;
   virtual IngestStats& Stats() = 0;
 };
 
@@ -139,7 +143,10 @@ class KafkaIngest {
   // Hands a planned batch to the shards: on each, slices of about
   // kSliceMicros of work posted one after another, so a read queued behind
   // ingest waits for one slice, not the batch (docs/architecture.md, "Kafka
-  // ingest"). `events` (accepted events) are counted as applied once every
+  // ingest"). While the shard also executes commands, each slice is followed
+  // by a rest as long as the slice: applies take at most half of a serving
+  // shard's time and the thread keeps sleeping, so the OS wakes it at once
+  // for a read. `events` (accepted events) are counted as applied once every
   // slice of every shard has run.
   static constexpr int64_t kSliceMicros = 100;
   struct BatchInFlight;
@@ -155,6 +162,7 @@ class KafkaIngest {
   struct ShardQueue {
     std::deque<std::pair<std::shared_ptr<BatchInFlight>, size_t>> pending;
     bool pump_posted = false;
+    uint64_t commands_seen = 0;  // the shard's command count at the last slice
   };
   std::vector<ShardQueue> shard_queues_;
 

@@ -37,6 +37,14 @@ class ServerSink : public IngestSink {
     ShardSet* set = &s_->shards();
     set->Post(shard, [set, shard, apply = std::move(apply)] { apply(set->shard(shard).store); });
   }
+  void RunOnShardAfter(int shard, int64_t micros, std::function<void(ShardStore&)> apply) override {
+    Shard& sh = s_->shards().shard(shard);
+    auto t = std::make_shared<asio::steady_timer>(sh.io, std::chrono::microseconds(micros));
+    t->async_wait([t, &sh, apply = std::move(apply)](const boost::system::error_code&) { apply(sh.store); });
+  }
+  uint64_t ShardCommands(int shard) override {
+    return s_->shards().shard(shard).counters.commands.load(std::memory_order_relaxed);
+  }
   IngestStats& Stats() override { return s_->ingest_stats; }
 
  private:
