@@ -134,13 +134,13 @@ std::vector<std::string> DemoEvents(size_t n, int64_t now_s, uint64_t users = 10
 // Plans and applies events, as FEVENT does (the warm-up of the benchmarks).
 void ApplyAll(const Registry& reg, const std::vector<std::string>& events, int64_t now_ms, EventPlanner* planner,
               ShardStore* store) {
-  std::vector<ViewUpdate> ups;
+  UpdateBatch ups;
   for (const auto& e : events) {
     ups.clear();
     planner->Plan(reg, 0, e, now_ms, 300000, &ups, nullptr);
-    for (auto& u : ups) {
-      u.key_hash = HashKey(u.key);
-      ApplyViewUpdate(*store, u, now_ms);
+    for (size_t k = 0; k < ups.size(); k++) {
+      ups[k].key_hash = HashKey(ups.key(k));
+      ApplyViewUpdate(*store, ups, k, now_ms);
     }
   }
 }
@@ -164,14 +164,14 @@ struct WarmStore {
 void BM_EventDecodePlanApply(benchmark::State& state) {
   WarmStore w(static_cast<uint64_t>(state.range(0)));
   auto& [reg, now_ms, events, planner, store] = w;
-  std::vector<ViewUpdate> ups;
+  UpdateBatch ups;
   size_t i = 0;
   for (auto _ : state) {
     ups.clear();
     planner.Plan(*reg, 0, events[i++ % events.size()], now_ms, 300000, &ups, nullptr);
-    for (auto& u : ups) {
-      u.key_hash = HashKey(u.key);
-      ApplyViewUpdate(store, u, now_ms);
+    for (size_t k = 0; k < ups.size(); k++) {
+      ups[k].key_hash = HashKey(ups.key(k));
+      ApplyViewUpdate(store, ups, k, now_ms);
     }
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
@@ -185,7 +185,7 @@ void BM_EventDecodePlanApplyBatched(benchmark::State& state) {
   WarmStore w(static_cast<uint64_t>(state.range(0)));
   auto& [reg, now_ms, events, planner, store] = w;
   constexpr size_t kBatch = 256;
-  std::vector<ViewUpdate> ups;
+  UpdateBatch ups;
   std::vector<uint32_t> keys;
   size_t i = 0;
   for (auto _ : state) {
@@ -193,12 +193,12 @@ void BM_EventDecodePlanApplyBatched(benchmark::State& state) {
     for (size_t b = 0; b < kBatch; b++) planner.Plan(*reg, 0, events[i++ % events.size()], now_ms, 300000, &ups, nullptr);
     keys.resize(ups.size());
     for (size_t k = 0; k < ups.size(); k++) {
-      ups[k].key_hash = HashKey(ups[k].key);
+      ups[k].key_hash = HashKey(ups.key(k));
       keys[k] = static_cast<uint32_t>(k);
     }
     for (size_t k = 0; k < keys.size(); k++) {
       PrefetchAhead(store, ups, keys, k);
-      ApplyViewUpdate(store, ups[keys[k]], now_ms);
+      ApplyViewUpdate(store, ups, keys[k], now_ms);
     }
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
@@ -242,12 +242,12 @@ void BM_EventDecodePlan(benchmark::State& state) {
   int64_t now_s = 1'790'000'000;
   auto events = DemoEvents(100000, now_s);
   EventPlanner planner;
-  std::vector<ViewUpdate> ups;
+  UpdateBatch ups;
   size_t i = 0;
   for (auto _ : state) {
     ups.clear();
     planner.Plan(*reg, 0, events[i++ % events.size()], now_s * 1000, 300000, &ups, nullptr);
-    benchmark::DoNotOptimize(ups.data());
+    benchmark::DoNotOptimize(ups);
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }

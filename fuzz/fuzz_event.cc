@@ -26,13 +26,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int64_t now = 1'795'680'000'000;
   const fkv::Registry& reg = Reg();
   std::string_view json(reinterpret_cast<const char*>(data), size);
-  std::vector<fkv::ViewUpdate> updates;
+  fkv::UpdateBatch updates;
   fkv::IngestStats stats;
   planner.Plan(reg, 0, json, now, 60'000, &updates, &stats);
-  for (auto& u : updates) {
-    u.key_hash = fkv::HashKey(u.key);
-    fkv::ApplyViewUpdate(store, u, now);
-    if (fkv::Record* r = store.Find(u.key, u.key_hash, now); r && r->type == fkv::ValueType::kFeature) {
+  for (size_t i = 0; i < updates.size(); i++) {
+    fkv::ViewUpdate& u = updates[i];
+    u.key_hash = fkv::HashKey(updates.key(i));
+    fkv::ApplyViewUpdate(store, updates, i, now);
+    if (fkv::Record* r = store.Find(updates.key(i), u.key_hash, now); r && r->type == fkv::ValueType::kFeature) {
       const fkv::EntityRecord* e = r->entity();
       e->ForEachView([&](const fkv::EntityRecord::View& v) {
         for (size_t i = 0; i < v.layout->aggs.size(); i++)

@@ -94,7 +94,7 @@ std::map<std::string, uint64_t> IngestStats::skipped_by_view() const {
 }
 
 std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_view json, int64_t now_ms,
-                               int64_t max_skew_ms, std::vector<ViewUpdate>* out, IngestStats* stats) {
+                               int64_t max_skew_ms, UpdateBatch* out, IngestStats* stats) {
   const SourceDef& src = reg.sources()[static_cast<size_t>(src_index)];
   simdjson::dom::element root;
   if (parser_.parse(json.data(), json.size()).get(root) != simdjson::SUCCESS) return "invalid_json";
@@ -128,14 +128,14 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     std::string reason;
     if (k.kind == ValueKind::kMissing || k.kind == ValueKind::kNull) reason = "missing_key";
     else if (k.kind != ValueKind::kString && k.kind != ValueKind::kInt) reason = "bad_key";
-    ViewUpdate u;
-    u.aggs.reserve(v.aggs.size());
+    // This view's inputs go straight into the batch, taken back if it skips the event.
+    const size_t agg_mark = out->aggs_.size(), byte_mark = out->bytes_.size();
     uint64_t too_old = 0;
     if (reason.empty()) {
       for (size_t ai = 0; ai < v.aggs.size(); ai++) {
         const AggregationDef& a = v.aggs[ai];
         if (a.where && !a.where->Eval(slots_.data())) continue;
-        AggUpdate au;
+        UpdateBatch::Agg au;
         au.index = static_cast<uint16_t>(ai);
         if (a.field_slot >= 0) {
           const FieldValue& f = slots_[static_cast<size_t>(a.field_slot)];
@@ -152,20 +152,33 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
           }
           if (numeric) au.x = f.as_double();
           if (a.kind == AggKind::kCountDistinct) {
-            std::string t = f.Text();
+            std::string_view t = f.s;
+            if (f.kind != ValueKind::kString) {
+              scratch_.clear();
+              f.AppendText(&scratch_);
+              t = scratch_;
+            }
             au.hash = DistinctHash(XXH3_64bits(t.data(), t.size()));
           }
-          if (a.kind == AggKind::kLast || a.kind == AggKind::kLastN) au.text = f.Text();
+          if (a.kind == AggKind::kLast || a.kind == AggKind::kLastN) {
+            au.text_off = static_cast<uint32_t>(out->bytes_.size());
+            f.AppendText(&out->bytes_);
+            au.text_len = static_cast<uint32_t>(out->bytes_.size() - au.text_off);
+          }
         }
-        if (IsWindowed(a.kind)) {
+        if (IsWindowed(a.kind)) {  // (no text was appended: only last / last_n have one)
           int64_t tile_start = FloorDiv(ts, a.resolution_ms) * a.resolution_ms;
           if (tile_start <= now_ms - a.max_window_ms) {
             too_old++;
             continue;
           }
         }
-        u.aggs.push_back(std::move(au));
+        out->aggs_.push_back(au);
       }
+    }
+    if (!reason.empty() || out->aggs_.size() == agg_mark) {
+      out->aggs_.resize(agg_mark);
+      out->bytes_.resize(byte_mark);
     }
     if (!reason.empty()) {
       if (stats) stats->ViewSkip(v.name, reason);
@@ -174,37 +187,67 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     }
     accepted++;
     if (too_old && stats) stats->events_too_old.fetch_add(too_old, std::memory_order_relaxed);
-    if (u.aggs.empty()) continue;
-    u.key.reserve(ent->name.size() + 1 + 20);
-    u.key = ent->name;
-    u.key += ':';
-    u.key += k.Text();
-    u.key_hash = 0;
+    if (out->aggs_.size() == agg_mark) continue;
+    ViewUpdate u;
+    u.key_off = static_cast<uint32_t>(out->bytes_.size());
+    out->bytes_ += ent->name;
+    out->bytes_ += ':';
+    k.AppendText(&out->bytes_);
+    u.key_len = static_cast<uint32_t>(out->bytes_.size() - u.key_off);
+    u.agg_begin = static_cast<uint32_t>(agg_mark);
+    u.agg_count = static_cast<uint16_t>(out->aggs_.size() - agg_mark);
     u.layout = v.layout_id;
     u.ts = ts;
     u.view_name = &v.name;
-    out->push_back(std::move(u));
+    out->updates_.push_back(u);
   }
   if (accepted == 0) return first_reason;
   return "";
 }
 
-void PrefetchAhead(const ShardStore& store, const std::vector<ViewUpdate>& updates, std::span<const uint32_t> keys,
-                   size_t k) {
-  store.PrefetchAhead(k, keys.size(), [&](size_t i) { return updates[keys[i]].key_hash; });
+void UpdateBatch::clear() {
+  updates_.clear();
+  aggs_.clear();
+  bytes_.clear();
 }
 
-bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms) {
-  Record* rec = store.GetOrCreateEntityRecord(u.key, u.key_hash, now_ms);
+void UpdateBatch::AddText(std::string_view key, uint64_t key_hash, uint16_t layout, int64_t ts,
+                          const std::string* view_name, uint16_t agg_index, std::string_view text) {
+  ViewUpdate u;
+  u.key_hash = key_hash;
+  u.ts = ts;
+  u.layout = layout;
+  u.view_name = view_name;
+  u.key_off = static_cast<uint32_t>(bytes_.size());
+  u.key_len = static_cast<uint32_t>(key.size());
+  bytes_ += key;
+  Agg a;
+  a.index = agg_index;
+  a.text_off = static_cast<uint32_t>(bytes_.size());
+  a.text_len = static_cast<uint32_t>(text.size());
+  bytes_ += text;
+  u.agg_begin = static_cast<uint32_t>(aggs_.size());
+  u.agg_count = 1;
+  aggs_.push_back(a);
+  updates_.push_back(u);
+}
+
+void PrefetchAhead(const ShardStore& store, const UpdateBatch& batch, std::span<const uint32_t> keys, size_t k) {
+  store.PrefetchAhead(k, keys.size(), [&](size_t i) { return batch[keys[i]].key_hash; });
+}
+
+bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int64_t now_ms) {
+  const ViewUpdate& u = batch[i];
+  Record* rec = store.GetOrCreateEntityRecord(batch.key(i), u.key_hash, now_ms);
   if (rec == nullptr) return false;
   thread_local std::vector<AggInput> in;
-  in.resize(u.aggs.size());
-  for (size_t i = 0; i < u.aggs.size(); i++) {
-    const AggUpdate& au = u.aggs[i];
-    in[i].index = au.index;
-    in[i].x = au.x;
-    in[i].hash = au.hash;
-    in[i].text = au.text;
+  auto aggs = batch.aggs(i);
+  in.resize(aggs.size());
+  for (size_t j = 0; j < aggs.size(); j++) {
+    in[j].index = aggs[j].index;
+    in[j].x = aggs[j].x;
+    in[j].hash = aggs[j].hash;
+    in[j].text = batch.text(aggs[j]);
   }
   EntityRecord* e = rec->entity();
   EntityApply(&e, u.layout, u.ts, in.data(), in.size());

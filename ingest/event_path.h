@@ -23,23 +23,51 @@ namespace fkv {
 
 class ShardStore;
 
-// One aggregation's share of an event: `index` is the aggregation's place
-// in its view (and in the view's layout, storage/entity.h).
-struct AggUpdate {
-  uint16_t index = 0;
-  double x = 0;        // numeric value (sum, min, max, mean, stddev)
-  uint32_t hash = 0;   // value hash (count_distinct, DistinctHash)
-  std::string text;    // value text (last, last_n)
+// Everything one view does with one event, ready to apply on the key's
+// shard: a header in an UpdateBatch, whose key bytes and aggregation inputs
+// live in the batch's flat arrays.
+struct ViewUpdate {
+  uint64_t key_hash = 0;
+  int64_t ts = 0;           // event time, ms
+  uint32_t key_off = 0;     // the key ("user:42") in the batch's bytes
+  uint32_t agg_begin = 0;   // aggregation inputs [agg_begin, agg_begin + agg_count) of the batch
+  uint32_t key_len = 0;
+  uint16_t agg_count = 0;
+  uint16_t layout = 0;      // the view's layout (ViewDef::layout_id)
+  const std::string* view_name = nullptr;  // in the registry, for per-view counters
 };
 
-// Everything one view does with one event, ready to apply on the key's shard.
-struct ViewUpdate {
-  std::string key;  // "user:42"
-  uint64_t key_hash = 0;
-  uint16_t layout = 0;  // the view's layout (ViewDef::layout_id)
-  int64_t ts = 0;       // event time, ms
-  std::vector<AggUpdate> aggs;
-  const std::string* view_name = nullptr;  // in the registry, for per-view counters
+// The updates of a batch of events (one FEVENT, one Kafka batch, one FSET)
+// in three flat arrays, so planning allocates nothing per event and a batch
+// is freed in three calls.
+class UpdateBatch {
+ public:
+  size_t size() const { return updates_.size(); }
+  bool empty() const { return updates_.empty(); }
+  ViewUpdate& operator[](size_t i) { return updates_[i]; }
+  const ViewUpdate& operator[](size_t i) const { return updates_[i]; }
+  std::string_view key(size_t i) const { return Bytes(updates_[i].key_off, updates_[i].key_len); }
+  // One aggregation's share of update i.
+  struct Agg {
+    uint16_t index = 0;    // the aggregation's place in its view (and in the view's layout)
+    uint32_t hash = 0;     // count_distinct: DistinctHash of the value's text
+    double x = 0;          // sum, min, max, mean, stddev
+    uint32_t text_off = 0; // last, last_n: the value's text in the bytes
+    uint32_t text_len = 0;
+  };
+  std::span<const Agg> aggs(size_t i) const { return {aggs_.data() + updates_[i].agg_begin, updates_[i].agg_count}; }
+  std::string_view text(const Agg& a) const { return Bytes(a.text_off, a.text_len); }
+  void clear();
+  // Appends an update of one aggregation with a text value (FSET).
+  void AddText(std::string_view key, uint64_t key_hash, uint16_t layout, int64_t ts, const std::string* view_name,
+               uint16_t agg_index, std::string_view text);
+
+ private:
+  friend class EventPlanner;
+  std::string_view Bytes(uint32_t off, uint32_t n) const { return {bytes_.data() + off, n}; }
+  std::vector<ViewUpdate> updates_;
+  std::vector<Agg> aggs_;
+  std::string bytes_;
 };
 
 // One rejected event kept for FINGEST ERRORS.
@@ -78,20 +106,20 @@ class EventPlanner {
   // not_object, missing_timestamp, bad_timestamp, future, missing_key,
   // bad_key, missing_field, bad_field.
   std::string Plan(const Registry& reg, int src, std::string_view json, int64_t now_ms, int64_t max_skew_ms,
-                   std::vector<ViewUpdate>* out, IngestStats* stats);
+                   UpdateBatch* out, IngestStats* stats);
 
  private:
   simdjson::dom::parser parser_;
   std::vector<FieldValue> slots_;
+  std::string scratch_;  // the text of a non-string distinct value
 };
 
-// Applies one view update to the shard's store. Returns false when the key
-// holds a non-entity value (the update is dropped and counted `wrongtype`).
-bool ApplyViewUpdate(ShardStore& store, const ViewUpdate& u, int64_t now_ms);
-// Before applying updates[keys[k]] of a batch: prefetches the table slots,
-// records and entity blocks of the updates a few places ahead, so the
-// cache misses of a batch overlap instead of following one another.
-void PrefetchAhead(const ShardStore& store, const std::vector<ViewUpdate>& updates, std::span<const uint32_t> keys,
-                   size_t k);
+// Applies update i of the batch to the shard's store. Returns false when the
+// key holds a non-entity value (the update is dropped and counted `wrongtype`).
+bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int64_t now_ms);
+// Before applying batch[keys[k]]: prefetches the table slots, records and
+// entity blocks of the updates a few places ahead, so the cache misses of
+// a batch overlap instead of following one another.
+void PrefetchAhead(const ShardStore& store, const UpdateBatch& batch, std::span<const uint32_t> keys, size_t k);
 
 }  // namespace fkv

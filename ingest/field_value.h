@@ -24,6 +24,8 @@ struct FieldValue {
   bool is_scalar() const { return kind == ValueKind::kString || is_number() || kind == ValueKind::kBool; }
   // Canonical text: strings as they are, numbers in shortest form.
   std::string Text() const;
+  // The same text appended to *out (no temporary string).
+  void AppendText(std::string* out) const;
 };
 
 }  // namespace fkv

@@ -14,16 +14,19 @@
 namespace fkv {
 
 std::string FieldValue::Text() const {
+  std::string t;
+  AppendText(&t);
+  return t;
+}
+
+void FieldValue::AppendText(std::string* out) const {
+  char buf[64];
   switch (kind) {
-    case ValueKind::kString: return std::string(s);
-    case ValueKind::kInt: return std::to_string(i);
-    case ValueKind::kDouble: {
-      char buf[64];
-      auto r = std::to_chars(buf, buf + sizeof buf, d);
-      return std::string(buf, r.ptr);
-    }
-    case ValueKind::kBool: return b ? "true" : "false";
-    default: return "";
+    case ValueKind::kString: out->append(s); break;
+    case ValueKind::kInt: out->append(buf, std::to_chars(buf, buf + sizeof buf, i).ptr); break;
+    case ValueKind::kDouble: out->append(buf, std::to_chars(buf, buf + sizeof buf, d).ptr); break;
+    case ValueKind::kBool: out->append(b ? "true" : "false"); break;
+    default: break;
   }
 }
 

@@ -455,7 +455,7 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
   int64_t now = WallMs();
   int64_t skew = sink_->MaxEventSkewMs();
   IngestStats& stats = sink_->Stats();
-  std::vector<ViewUpdate> updates;
+  UpdateBatch updates;
   std::vector<int64_t> kafka_ts;
   uint64_t applied = 0;
   // Positions first, under one lock for the whole batch (the shards and INFO
@@ -546,18 +546,18 @@ void KafkaIngest::DeadLetter(rd_kafka_message_s* m, const std::string& reason, I
 
 struct KafkaIngest::BatchInFlight {
   std::shared_ptr<const ShardPlan> plan;
-  std::vector<ViewUpdate> updates;
+  UpdateBatch updates;
   std::shared_ptr<const Registry> reg;  // the updates point into it: it lives until they are applied
   std::vector<int64_t> kafka_ts;
   uint64_t events = 0;
   std::atomic<int> shards_left{0};
 };
 
-void KafkaIngest::ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_ptr<const Registry>& reg,
+void KafkaIngest::ApplyBatch(UpdateBatch updates, const std::shared_ptr<const Registry>& reg,
                              std::vector<int64_t> kafka_ts, uint64_t events) {
   auto b = std::make_shared<BatchInFlight>();
   b->plan = std::make_shared<const ShardPlan>(
-      ShardPlan::Build(sink_->ShardCount(), updates.size(), [&](size_t i) { return updates[i].key; }));
+      ShardPlan::Build(sink_->ShardCount(), updates.size(), [&](size_t i) { return updates.key(i); }));
   for (size_t i = 0; i < updates.size(); i++) updates[i].key_hash = b->plan->hash(i);
   b->updates = std::move(updates);
   b->reg = reg;
@@ -616,8 +616,7 @@ void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {
       size_t stop = std::min(keys.size(), k + kCheckEvery);
       for (; k < stop; k++) {
         PrefetchAhead(store, b->updates, keys, k);
-        const ViewUpdate& u = b->updates[keys[k]];
-        if (!ApplyViewUpdate(store, u, now)) stats.ViewSkip(*u.view_name, "wrongtype");
+        if (!ApplyViewUpdate(store, b->updates, keys[k], now)) stats.ViewSkip(*b->updates[keys[k]].view_name, "wrongtype");
       }
       if (sliced && Clock::now() >= deadline) {
         out_of_time = true;

@@ -150,7 +150,7 @@ class KafkaIngest {
   // slice of every shard has run.
   static constexpr int64_t kSliceMicros = 100;
   struct BatchInFlight;
-  void ApplyBatch(std::vector<ViewUpdate> updates, const std::shared_ptr<const Registry>& reg,
+  void ApplyBatch(UpdateBatch updates, const std::shared_ptr<const Registry>& reg,
                   std::vector<int64_t> kafka_ts_ms, uint64_t events);
   // On a shard's thread: applies its queue until it is empty or, when
   // `sliced`, about kSliceMicros have passed.

@@ -255,19 +255,13 @@ void FSet(CommandContext& c) {
   }
   // Each value is one view update through the event path's apply (in
   // order: a feature set twice in one FSET keeps the later value).
-  ViewUpdate u;
-  u.key.assign(c.args[1]);
-  u.key_hash = c.key_hash;
-  u.ts = ts;
-  u.aggs.resize(1);
+  UpdateBatch batch;
   for (auto& [f, value] : sets) {
     const ViewDef& v = reg->views()[static_cast<size_t>(f.view)];
-    u.layout = v.layout_id;
-    u.view_name = &v.name;
-    u.aggs[0].index = static_cast<uint16_t>(f.agg);
-    u.aggs[0].text.assign(value);
-    if (!ApplyViewUpdate(*c.store, u, c.now_ms)) return c.out.Error(kErrWrongType);  // the first: nothing changed
+    batch.AddText(c.args[1], c.key_hash, v.layout_id, ts, &v.name, static_cast<uint16_t>(f.agg), value);
   }
+  for (size_t i = 0; i < batch.size(); i++)
+    if (!ApplyViewUpdate(*c.store, batch, i, c.now_ms)) return c.out.Error(kErrWrongType);  // the first: nothing changed
   c.out.Ok();
 }
 
@@ -277,7 +271,7 @@ void FEvent(CommandContext& c) {
   int src = reg->FindSource(c.args[1]);
   if (src < 0) return c.out.Error("ERR unknown source '" + std::string(c.args[1]) + "'");
   thread_local EventPlanner planner;
-  auto updates = std::make_shared<std::vector<ViewUpdate>>();
+  auto updates = std::make_shared<UpdateBatch>();
   IngestStats& stats = c.server->ingest_stats;
   size_t n = c.args.size() - 2;
   std::vector<std::pair<size_t, std::string>> rejected;
@@ -299,7 +293,7 @@ void FEvent(CommandContext& c) {
       err += (i ? "; #" : "#") + std::to_string(rejected[i].first) + ": " + rejected[i].second;
   }
   auto plan = std::make_shared<const ShardPlan>(
-      ShardPlan::Build(c.server->shards().size(), updates->size(), [&](size_t i) { return (*updates)[i].key; }));
+      ShardPlan::Build(c.server->shards().size(), updates->size(), [&](size_t i) { return updates->key(i); }));
   for (size_t i = 0; i < updates->size(); i++) (*updates)[i].key_hash = plan->hash(i);
   int64_t now = c.now_ms;
   IngestStats* sp = &stats;
@@ -308,8 +302,7 @@ void FEvent(CommandContext& c) {
       [updates, now, sp, reg](ShardStore& st, std::span<const uint32_t> keys) {  // reg: the updates point into it
         for (size_t k = 0; k < keys.size(); k++) {
           PrefetchAhead(st, *updates, keys, k);
-          const ViewUpdate& u = (*updates)[keys[k]];
-          if (!ApplyViewUpdate(st, u, now)) sp->ViewSkip(*u.view_name, "wrongtype");
+          if (!ApplyViewUpdate(st, *updates, keys[k], now)) sp->ViewSkip(*(*updates)[keys[k]].view_name, "wrongtype");
         }
       },
       [applied, err, sp](ReplyWriter& out) {

@@ -132,13 +132,13 @@ TEST_CASE("ReadFeatures equals a brute-force model of the window rule") {
   EventPlanner planner;
   IngestStats stats;
   for (const Event& e : events) {
-    std::vector<ViewUpdate> ups;
+    UpdateBatch ups;
     std::string json = "{\"uid\": " + std::to_string(e.uid) + ", \"kind\": \"" + e.kind +
                        "\", \"amt\": " + std::to_string(e.amt) + ", \"ts\": " + std::to_string(e.ts) + "}";
     REQUIRE(planner.Plan(*reg, 0, json, now, 300000, &ups, &stats) == "");
-    for (ViewUpdate& u : ups) {
-      u.key_hash = HashKey(u.key);
-      REQUIRE(ApplyViewUpdate(st, u, now));
+    for (size_t i = 0; i < ups.size(); i++) {
+      ups[i].key_hash = HashKey(ups.key(i));
+      REQUIRE(ApplyViewUpdate(st, ups, i, now));
     }
   }
   auto feats = reg->FeaturesOf("user");

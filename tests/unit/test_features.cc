@@ -311,7 +311,7 @@ TEST_CASE("the event path plans per view and applies on the store") {
   auto r = Registry::LoadText(kGood, "reg.yaml");
   EventPlanner p;
   IngestStats stats;
-  std::vector<ViewUpdate> ups;
+  UpdateBatch ups;
   int64_t now = 1'700'000'000'000;
   CHECK(p.Plan(*r, 0, R"({"uid": 7, "kind": "c", "amt": 2.5, "ts": 1700000000000})", now, 300000, &ups, &stats) == "");
   CHECK(p.Plan(*r, 0, R"({"uid": 7, "kind": "c", "amt": "x", "ts": 1700000000000})", now, 300000, &ups, &stats) == "bad_field");
@@ -321,20 +321,20 @@ TEST_CASE("the event path plans per view and applies on the store") {
   CHECK(p.Plan(*r, 0, R"([1,2])", now, 300000, &ups, &stats) == "not_object");
   CHECK(p.Plan(*r, 0, R"({"uid": )", now, 300000, &ups, &stats) == "invalid_json");
   CHECK(p.Plan(*r, 0, R"({"uid": 7, "kind": "c", "amt": 1, "ts": 1700000400000})", now, 300000, &ups, &stats) == "future");
-  REQUIRE(ups.size() == 1);
-  CHECK(ups[0].key == "user:7");
-  CHECK(ups[0].aggs.size() == 3);
+  REQUIRE(ups.size() == 1);  // the rejected events left nothing in the batch
+  CHECK(ups.key(0) == "user:7");
+  CHECK(ups.aggs(0).size() == 3);
   ShardStore st;
-  ups[0].key_hash = HashKey(ups[0].key);
-  CHECK(ApplyViewUpdate(st, ups[0], now));
+  ups[0].key_hash = HashKey(ups.key(0));
+  CHECK(ApplyViewUpdate(st, ups, 0, now));
   Record* rec = st.Find("user:7", HashKey("user:7"), now);
   REQUIRE(rec != nullptr);
   CHECK(rec->type == ValueType::kFeature);
   CHECK(rec->expire_at() == 1'700'000'000'000 + 3'600'000);
   st.PutString("user:8", HashKey("user:8"), "plain", 0);
-  ViewUpdate u = ups[0];
-  u.key = "user:8";
-  u.key_hash = HashKey(u.key);
-  CHECK_FALSE(ApplyViewUpdate(st, u, now));  // wrongtype: the plain key is untouched
-  CHECK(st.Find("user:8", u.key_hash, now)->string_value() == "plain");
+  UpdateBatch other;
+  other.AddText("user:8", HashKey("user:8"), ups[0].layout, ups[0].ts, ups[0].view_name, 0, "");
+  CHECK(other.key(0) == "user:8");
+  CHECK_FALSE(ApplyViewUpdate(st, other, 0, now));  // wrongtype: the plain key is untouched
+  CHECK(st.Find("user:8", HashKey("user:8"), now)->string_value() == "plain");
 }
