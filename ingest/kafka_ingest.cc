@@ -458,35 +458,33 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
   UpdateBatch updates;
   std::vector<int64_t> kafka_ts;
   uint64_t applied = 0;
-  // Positions first, under one lock for the whole batch (the shards and INFO
-  // take the same lock): our own position is the truth, so a message before
-  // it is already in the store (or its partition is no longer ours) and must
-  // not count again. Dropped messages become nullptr.
-  {
+  // Positions first, one short lock per run of messages of one partition
+  // (INFO takes the same lock on a shard: it must never wait for a whole
+  // batch). Our own position is the truth: a message before it is already in
+  // the store (or its partition is no longer ours) and must not count again.
+  // Dropped messages become nullptr.
+  for (size_t i = 0; i < msgs.size();) {
+    rd_kafka_message_t* first = msgs[i];
+    if (first->err) {
+      if (first->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) spdlog::warn("kafka: {}", rd_kafka_message_errstr(first));
+      rd_kafka_message_destroy(first);
+      msgs[i++] = nullptr;
+      continue;
+    }
+    size_t j = i + 1;  // the run: the same topic and partition, no errors
+    while (j < msgs.size() && !msgs[j]->err && msgs[j]->rkt == first->rkt && msgs[j]->partition == first->partition)
+      j++;
     std::lock_guard lk(mu_);
-    PartitionFigures* f = nullptr;
-    rd_kafka_topic_t* f_rkt = nullptr;
-    int32_t f_part = -1;
-    for (rd_kafka_message_t*& m : msgs) {
-      if (m->err) {
-        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) spdlog::warn("kafka: {}", rd_kafka_message_errstr(m));
-        rd_kafka_message_destroy(m);
-        m = nullptr;
-        continue;
-      }
-      if (m->rkt != f_rkt || m->partition != f_part) {  // messages come in runs of one partition
-        auto it = parts_.find({rd_kafka_topic_name(m->rkt), m->partition});
-        f = it == parts_.end() ? nullptr : &it->second;
-        f_rkt = m->rkt;
-        f_part = m->partition;
-      }
-      if (f == nullptr || !f->assigned || m->offset < f->position) {
+    auto it = parts_.find({rd_kafka_topic_name(first->rkt), first->partition});
+    PartitionFigures* f = it == parts_.end() || !it->second.assigned ? nullptr : &it->second;
+    for (; i < j; i++) {
+      if (f == nullptr || msgs[i]->offset < f->position) {
         stale_dropped_.fetch_add(1, std::memory_order_relaxed);
-        rd_kafka_message_destroy(m);
-        m = nullptr;
+        rd_kafka_message_destroy(msgs[i]);
+        msgs[i] = nullptr;
         continue;
       }
-      f->position = m->offset + 1;
+      f->position = msgs[i]->offset + 1;
     }
   }
   for (rd_kafka_message_t* m : msgs) {

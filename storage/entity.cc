@@ -131,6 +131,10 @@ struct EntityEditor {
   // Replaces bytes [off, off + old_n) by src[0, new_n).
   static void Replace(EntityRecord** pe, size_t off, size_t old_n, const void* src, size_t new_n) {
     EntityRecord* e = *pe;
+    if (old_n == new_n) {  // the common edit (a count or a sum in place): nothing moves
+      if (new_n) std::memcpy(e->data() + off, src, new_n);
+      return;
+    }
     size_t size = e->size_ - old_n + new_n;
     if (size > UINT32_MAX / 2) throw std::length_error("entity state over 2 GB");
     if (size > e->cap_) {
