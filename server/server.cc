@@ -371,6 +371,8 @@ void Server::Cron(Shard& s) {
   // other so that requests run between them (no request waits behind more
   // than one step). Expired data is never served meanwhile (lazy check).
   int hz = config_.hz() > 0 ? config_.hz() : 10;
+  // A table resize under way moves on for 1 ms per tick even without requests.
+  s.store.Rehash(1000);
   size_t slice = std::max<size_t>(1024, s.store.bucket_count() / static_cast<size_t>(hz * 10));
   Sweep(s, slice, NowUs() + 250'000 / hz, now);
   // Idle client timeout.

@@ -1,6 +1,7 @@
 // KeyTable: see key_table.h.
 #include "storage/key_table.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <new>
 
@@ -33,8 +34,56 @@ KeyTable::~KeyTable() {
   std::free(buckets_);
 }
 
+void KeyTable::StartResize(size_t buckets) {
+  auto* nb = static_cast<Record**>(std::calloc(buckets, sizeof(Record*)));
+  if (nb == nullptr) throw std::bad_alloc();
+  buckets1_ = nb;
+  mask1_ = buckets - 1;
+  rehash_idx_ = 0;
+}
+
+void KeyTable::RehashStep(size_t n) {
+  size_t empty_visits = 10 * n;
+  while (n > 0 && rehashing()) {
+    if (rehash_idx_ > mask_) {  // every bucket moved: the new table is the table
+      std::free(buckets_);
+      buckets_ = buckets1_;
+      mask_ = mask1_;
+      buckets1_ = nullptr;
+      mask1_ = 0;
+      rehash_idx_ = 0;
+      return;
+    }
+    Record* r = buckets_[rehash_idx_];
+    if (r == nullptr) {
+      rehash_idx_++;
+      if (--empty_visits == 0) return;
+      continue;
+    }
+    while (r != nullptr) {
+      Record* next = r->next;
+      Record** b = &buckets1_[HashKey(r->key()) & mask1_];
+      r->next = *b;
+      *b = r;
+      r = next;
+    }
+    buckets_[rehash_idx_++] = nullptr;
+    n--;
+  }
+}
+
+bool KeyTable::RehashFor(int64_t micros) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+  while (rehashing()) {
+    RehashStep(100);
+    if (std::chrono::steady_clock::now() >= deadline) break;
+  }
+  return rehashing();
+}
+
 Record** KeyTable::FindLink(std::string_view key, uint64_t hash) {
-  Record** link = &buckets_[hash & mask_];
+  if (rehashing()) RehashStep(2);
+  Record** link = BucketOf(hash);
   while (*link != nullptr) {
     Record* r = *link;
     if (r->key_len == key.size() && std::memcmp(r->key().data(), key.data(), key.size()) == 0) return link;
@@ -44,10 +93,9 @@ Record** KeyTable::FindLink(std::string_view key, uint64_t hash) {
 }
 
 void KeyTable::Insert(Record* r, uint64_t hash) {
-  if (size_ + 1 > bucket_count()) {
-    Resize(bucket_count() * 2);
-  }
-  Record** b = &buckets_[hash & mask_];
+  if (rehashing()) RehashStep(2);
+  else if (size_ + 1 > mask_ + 1) StartResize(2 * (mask_ + 1));
+  Record** b = BucketOf(hash);
   r->next = *b;
   *b = r;
   size_++;
@@ -55,9 +103,12 @@ void KeyTable::Insert(Record* r, uint64_t hash) {
 
 Record* KeyTable::Random(const std::function<uint64_t()>& rnd) const {
   if (size_ == 0) return nullptr;
+  // While rehashing, a bucket index over both tables (the old one first).
+  const uint64_t n0 = mask_ + 1, n = n0 + (rehashing() ? mask1_ + 1 : 0);
+  auto bucket = [&](uint64_t i) { return i < n0 ? buckets_[i] : buckets1_[i - n0]; };
   Record* head = nullptr;
-  for (int i = 0; i < 64 && head == nullptr; i++) head = buckets_[rnd() & mask_];
-  for (uint64_t start = rnd(), i = 0; head == nullptr && i <= mask_; i++) head = buckets_[(start + i) & mask_];
+  for (int i = 0; i < 64 && head == nullptr; i++) head = bucket(rnd() % n);
+  for (uint64_t start = rnd(), i = 0; head == nullptr && i < n; i++) head = bucket((start + i) % n);
   size_t len = 0;
   for (Record* r = head; r != nullptr; r = r->next) len++;
   Record* r = head;
@@ -81,45 +132,37 @@ Record* KeyTable::RemoveAt(Record** link) {
 }
 
 void KeyTable::MaybeShrink() {
-  if (bucket_count() > kMinBuckets && size_ * 8 < bucket_count()) {
+  if (!rehashing() && mask_ + 1 > kMinBuckets && size_ * 8 < mask_ + 1) {
     size_t want = kMinBuckets;
     while (want < size_ * 2) want *= 2;
-    Resize(want);
+    StartResize(want);
   }
 }
 
 void KeyTable::Clear() {
-  for (size_t i = 0; i <= mask_; i++) {
-    Record* r = buckets_[i];
-    while (r != nullptr) {
-      Record* next = r->next;
-      Record::Free(r);
-      r = next;
+  for (Record** t : {buckets_, buckets1_}) {
+    if (t == nullptr) continue;
+    for (size_t i = 0, n = (t == buckets_ ? mask_ : mask1_) + 1; i < n; i++) {
+      Record* r = t[i];
+      while (r != nullptr) {
+        Record* next = r->next;
+        Record::Free(r);
+        r = next;
+      }
+      t[i] = nullptr;
     }
-    buckets_[i] = nullptr;
   }
+  std::free(buckets1_);
+  buckets1_ = nullptr;
+  mask1_ = 0;
+  rehash_idx_ = 0;
   size_ = 0;
-  Resize(kMinBuckets);
-}
-
-void KeyTable::Resize(size_t buckets) {
-  auto* nb = static_cast<Record**>(std::calloc(buckets, sizeof(Record*)));
-  if (nb == nullptr) throw std::bad_alloc();
-  uint64_t nmask = buckets - 1;
-  for (size_t i = 0; i <= mask_; i++) {
-    Record* r = buckets_[i];
-    while (r != nullptr) {
-      Record* next = r->next;
-      uint64_t h = HashKey(r->key());
-      Record** b = &nb[h & nmask];
-      r->next = *b;
-      *b = r;
-      r = next;
-    }
+  if (mask_ + 1 != kMinBuckets) {
+    std::free(buckets_);
+    buckets_ = static_cast<Record**>(std::calloc(kMinBuckets, sizeof(Record*)));
+    if (buckets_ == nullptr) throw std::bad_alloc();
+    mask_ = kMinBuckets - 1;
   }
-  std::free(buckets_);
-  buckets_ = nb;
-  mask_ = nmask;
 }
 
 }  // namespace fkv

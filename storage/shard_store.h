@@ -134,6 +134,9 @@ class ShardStore {
   // budget by the shard thread (see server/shard_set.cc).
   size_t SweepExpired(int64_t now_ms, size_t max_buckets);
   size_t bucket_count() const { return table_.bucket_count(); }
+  // Moves hash table buckets of a resize under way for up to `micros` (the
+  // cron, as Redis's incremental rehash); true while one is still under way.
+  bool Rehash(int64_t micros) { return table_.RehashFor(micros); }
 
   // ---- Snapshots without fork (server/snapshot.cc drives them). The cut is
   // BeginSnapshot: every record that exists then is emitted exactly once, in

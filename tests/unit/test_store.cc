@@ -57,6 +57,7 @@ TEST_CASE("many keys survive growth and shrink") {
   }
   for (int i = 0; i < n - 10; i++) REQUIRE(s.Erase(Key(i), HashKey(Key(i)), 0));
   CHECK(s.size() == 10);
+  CHECK_FALSE(s.Rehash(1'000'000));  // the incremental shrink finishes
   CHECK(s.bucket_count() < 1024);  // shrank
   for (int i = n - 10; i < n; i++) CHECK(s.Find(Key(i), HashKey(Key(i)), 0) != nullptr);
 }
@@ -178,3 +179,54 @@ TEST_CASE("SCAN skips expired keys") {
   CHECK(keys == std::set<std::string>{"b"});
 }
 
+
+TEST_CASE("an incremental resize keeps every key findable, scannable and sweepable while both tables exist") {
+  KeyTable t;
+  const int n = 40'000;
+  auto find_all = [&](int upto) {
+    int found = 0;
+    for (int i = 0; i < upto; i++) found += t.Find(Key(i), HashKey(Key(i))) != nullptr;
+    return found;
+  };
+  auto scan_all = [&]() {
+    std::set<std::string> keys;
+    uint64_t cur = 0;
+    do {
+      cur = t.Scan(cur, [&](Record* r) { keys.insert(std::string(r->key())); });
+    } while (cur != 0);
+    return keys;
+  };
+  int inserted = 0, checked_mid_rehash = 0;
+  while (inserted < n) {
+    std::string k = Key(inserted);
+    t.Insert(Record::NewString(k, "v", 0), HashKey(k));
+    inserted++;
+    if (t.rehashing() && inserted > 1000 && checked_mid_rehash < 3 && inserted % 97 == 0) {
+      // Scan and Random do not move buckets: the rehash is still half done.
+      CHECK(scan_all().size() == static_cast<size_t>(inserted));
+      std::mt19937_64 rng(inserted);
+      CHECK(t.Random([&] { return rng(); }) != nullptr);
+      CHECK(t.rehashing());
+      CHECK(find_all(inserted) == inserted);  // lookups move buckets as they go
+      checked_mid_rehash++;
+    }
+  }
+  CHECK(checked_mid_rehash == 3);
+  CHECK_FALSE(t.RehashFor(1'000'000));  // the cron finishes what is left
+  CHECK_FALSE(t.rehashing());
+  CHECK(t.bucket_count() >= static_cast<size_t>(n));
+  CHECK(find_all(n) == n);
+
+  // Shrink: remove all but 100, then the table starts a smaller one.
+  for (int i = 100; i < n; i++) Record::Free(t.RemoveAt(t.FindLink(Key(i), HashKey(Key(i)))));
+  t.MaybeShrink();
+  REQUIRE(t.rehashing());
+  CHECK(scan_all().size() == 100);
+  size_t swept = 0;
+  for (size_t b = 0; b < t.bucket_count(); b++) swept += t.SweepBucket(b, [](Record*) { return true; });
+  CHECK(swept == 100);  // the old table's buckets are swept with the new one's
+  CHECK(t.size() == 0);
+  CHECK(scan_all().empty());
+  CHECK_FALSE(t.RehashFor(1'000'000));
+  CHECK(t.bucket_count() < 1024);  // shrank
+}
