@@ -176,11 +176,9 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
         out->aggs_.push_back(au);
       }
     }
-    if (!reason.empty() || out->aggs_.size() == agg_mark) {
+    if (!reason.empty()) {
       out->aggs_.resize(agg_mark);
       out->bytes_.resize(byte_mark);
-    }
-    if (!reason.empty()) {
       if (stats) stats->ViewSkip(v.name, reason);
       if (first_reason.empty()) first_reason = reason;
       continue;
@@ -209,6 +207,12 @@ void UpdateBatch::clear() {
   updates_.clear();
   aggs_.clear();
   bytes_.clear();
+}
+
+ShardPlan UpdateBatch::PlanShards(int nshards) {
+  ShardPlan plan = ShardPlan::Build(nshards, size(), [&](size_t i) { return key(i); });
+  for (size_t i = 0; i < size(); i++) updates_[i].key_hash = plan.hash(i);
+  return plan;
 }
 
 void UpdateBatch::AddText(std::string_view key, uint64_t key_hash, uint16_t layout, int64_t ts,

@@ -18,6 +18,7 @@
 
 #include "ingest/field_value.h"
 #include "ingest/registry.h"
+#include "storage/shard_plan.h"
 
 namespace fkv {
 
@@ -58,6 +59,8 @@ class UpdateBatch {
   std::span<const Agg> aggs(size_t i) const { return {aggs_.data() + updates_[i].agg_begin, updates_[i].agg_count}; }
   std::string_view text(const Agg& a) const { return Bytes(a.text_off, a.text_len); }
   void clear();
+  // Groups the updates by shard and sets each one's key_hash from the plan.
+  ShardPlan PlanShards(int nshards);
   // Appends an update of one aggregation with a text value (FSET).
   void AddText(std::string_view key, uint64_t key_hash, uint16_t layout, int64_t ts, const std::string* view_name,
                uint16_t agg_index, std::string_view text);

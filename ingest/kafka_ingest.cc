@@ -554,9 +554,7 @@ struct KafkaIngest::BatchInFlight {
 void KafkaIngest::ApplyBatch(UpdateBatch updates, const std::shared_ptr<const Registry>& reg,
                              std::vector<int64_t> kafka_ts, uint64_t events) {
   auto b = std::make_shared<BatchInFlight>();
-  b->plan = std::make_shared<const ShardPlan>(
-      ShardPlan::Build(sink_->ShardCount(), updates.size(), [&](size_t i) { return updates.key(i); }));
-  for (size_t i = 0; i < updates.size(); i++) updates[i].key_hash = b->plan->hash(i);
+  b->plan = std::make_shared<const ShardPlan>(updates.PlanShards(sink_->ShardCount()));
   b->updates = std::move(updates);
   b->reg = reg;
   b->kafka_ts = std::move(kafka_ts);

@@ -65,7 +65,7 @@ struct KafkaSettings {
   std::string group;          // kafka-group: "" = sidecar mode (assign every partition)
   // kafka-ingest-nice: the nice value added to the ingest thread and
   // librdkafka's threads, so a shard serving reads wins the CPU from them
-  // (docs/operations.md, "Reads while ingesting"). 0 = same as the shards.
+  // (docs/operations.md, "Kafka ingest"). 0 = same as the shards.
   int nice = 10;
 };
 

@@ -292,9 +292,7 @@ void FEvent(CommandContext& c) {
     for (size_t i = 0; i < rejected.size(); i++)
       err += (i ? "; #" : "#") + std::to_string(rejected[i].first) + ": " + rejected[i].second;
   }
-  auto plan = std::make_shared<const ShardPlan>(
-      ShardPlan::Build(c.server->shards().size(), updates->size(), [&](size_t i) { return updates->key(i); }));
-  for (size_t i = 0; i < updates->size(); i++) (*updates)[i].key_hash = plan->hash(i);
+  auto plan = std::make_shared<const ShardPlan>(updates->PlanShards(c.server->shards().size()));
   int64_t now = c.now_ms;
   IngestStats* sp = &stats;
   c.FanOut(

@@ -38,9 +38,8 @@ class ServerSink : public IngestSink {
     set->Post(shard, [set, shard, apply = std::move(apply)] { apply(set->shard(shard).store); });
   }
   void RunOnShardAfter(int shard, int64_t micros, std::function<void(ShardStore&)> apply) override {
-    Shard& sh = s_->shards().shard(shard);
-    auto t = std::make_shared<asio::steady_timer>(sh.io, std::chrono::microseconds(micros));
-    t->async_wait([t, &sh, apply = std::move(apply)](const boost::system::error_code&) { apply(sh.store); });
+    ShardSet* set = &s_->shards();
+    set->PostAfter(shard, micros, [set, shard, apply = std::move(apply)] { apply(set->shard(shard).store); });
   }
   uint64_t ShardCommands(int shard) override {
     return s_->shards().shard(shard).counters.commands.load(std::memory_order_relaxed);

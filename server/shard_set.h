@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -61,6 +62,14 @@ class ShardSet {
   template <class F>
   void Post(int i, F&& f) {
     asio::post(shards_[static_cast<size_t>(i)]->io, std::forward<F>(f));
+  }
+  // Runs f() on shard i's thread `micros` microseconds from now (a timer on
+  // its loop; dropped, not run, if the loop stops first).
+  template <class F>
+  void PostAfter(int i, int64_t micros, F&& f) {
+    auto t = std::make_shared<asio::steady_timer>(shards_[static_cast<size_t>(i)]->io,
+                                                  std::chrono::microseconds(micros));
+    t->async_wait([t, f = std::forward<F>(f)](const boost::system::error_code&) mutable { f(); });
   }
   // Runs f(shard, store) on each of `shards` (distinct), in parallel on their
   // threads; then then() once, on the thread of the last one to finish.

@@ -180,8 +180,7 @@ void SnapshotManager::Slice(std::shared_ptr<Job> job, int i) {
   Shard& s = set.shard(i);
   if (job->writer.queued_bytes() > kMaxQueuedBytes) {
     // The disk is behind: wait a little rather than buffer without bound.
-    auto t = std::make_shared<asio::steady_timer>(s.io, std::chrono::milliseconds(2));
-    t->async_wait([this, job, i, t](const boost::system::error_code&) { Slice(job, i); });
+    set.PostAfter(i, 2000, [this, job, i] { Slice(job, i); });
     return;
   }
   auto t0 = std::chrono::steady_clock::now();
@@ -192,8 +191,7 @@ void SnapshotManager::Slice(std::shared_ptr<Job> job, int i) {
     if (used >= kSliceMicros) break;
   }
   if (!done) {
-    auto t = std::make_shared<asio::steady_timer>(s.io, std::chrono::microseconds(used));
-    t->async_wait([this, job, i, t](const boost::system::error_code&) { Slice(job, i); });
+    set.PostAfter(i, used, [this, job, i] { Slice(job, i); });
     return;
   }
   snap::SectionEncoder* enc = job->sections[static_cast<size_t>(i)].get();
