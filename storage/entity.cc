@@ -662,20 +662,102 @@ Accum MergeTiles(AggKind k, std::string_view section, int64_t lo, int64_t hi) {
 
 void MergeTilesMulti(AggKind k, std::string_view section, const int64_t* lo, const int64_t* hi, size_t m, Accum* out) {
   int64_t min_lo = INT64_MAX, max_hi = INT64_MIN;
+  bool same_hi = true;
   for (size_t j = 0; j < m; j++) {
     out[j] = Accum{};
     min_lo = std::min(min_lo, lo[j]);
     max_hi = std::max(max_hi, hi[j]);
+    same_hi = same_hi && hi[j] == hi[0];
   }
-  RunCursor c(k, section);
-  while (c.Next()) {
-    const int64_t key = c.key();
-    if (key > max_hi) continue;
-    if (key < min_lo) break;  // entries are newest first
-    for (size_t j = 0; j < m; j++)
-      if (key >= lo[j] && key <= hi[j]) FoldTile(k, c.value(), out[j]);
+  constexpr size_t kMaxNested = 16;
+  if (!same_hi || m > kMaxNested) {
+    RunCursor c(k, section);
+    while (c.Next()) {
+      const int64_t key = c.key();
+      if (key > max_hi) continue;
+      if (key < min_lo) break;  // entries are newest first
+      for (size_t j = 0; j < m; j++)
+        if (key >= lo[j] && key <= hi[j]) FoldTile(k, c.value(), out[j]);
+    }
+    return;
   }
+  // The windows of one aggregation at one time end at the same tile, so they
+  // nest: one running merge over the walk, copied into a window's result
+  // when the walk passes its oldest tile. Each window gets the fold of the
+  // same tiles in the same order as its own walk would, so the same bits.
+  size_t order[kMaxNested];
+  for (size_t j = 0; j < m; j++) order[j] = j;
+  std::sort(order, order + m, [&](size_t a, size_t b) { return lo[a] > lo[b]; });  // narrowest first
+  Accum acc;
+  size_t next = 0;
+  auto passed = [&](int64_t key) {
+    while (next < m && key < lo[order[next]]) out[order[next++]] = acc;
+    return next == m;
+  };
+  if (k == AggKind::kCount) {  // the common kind, walked without the generic cursor
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(section.data());
+    const uint8_t* end = p + section.size();
+    int64_t key = 0;
+    bool first = true;
+    while (p < end) {
+      uint64_t v, n;
+      p = varint::Get(p, &v);
+      key = first ? varint::UnZigZag(v) : key - static_cast<int64_t>(v);
+      first = false;
+      p = varint::Get(p, &n);
+      if (key > max_hi) continue;
+      if (passed(key)) break;
+      acc.n += static_cast<double>(n);
+    }
+  } else {
+    RunCursor c(k, section);
+    while (c.Next()) {
+      if (c.key() > max_hi) continue;
+      if (passed(c.key())) break;
+      FoldTile(k, c.value(), acc);
+    }
+  }
+  while (next < m) out[order[next++]] = acc;
 }
+
+namespace {
+// The number of distinct values among v[0..n): an open-addressing set of
+// the 32-bit hashes (already uniform, so the low bits index it), sized to
+// at least twice n. Linear in n, where sorting was n log n.
+size_t CountUnique(const uint32_t* v, size_t n) {
+  size_t cap = 64;
+  while (cap < 2 * n) cap *= 2;
+  constexpr size_t kStackSlots = 1024;
+  uint32_t stack[kStackSlots];
+  thread_local std::vector<uint32_t> heap;
+  uint32_t* slots = stack;
+  if (cap > kStackSlots) {
+    heap.assign(cap, 0);
+    slots = heap.data();
+  } else {
+    std::memset(slots, 0, cap * sizeof(uint32_t));
+  }
+  const size_t mask = cap - 1;
+  size_t unique = 0;
+  bool zero = false;  // 0 marks an empty slot, so the value 0 is counted apart
+  for (size_t j = 0; j < n; j++) {
+    uint32_t h = v[j];
+    if (h == 0) {
+      zero = true;
+      continue;
+    }
+    for (size_t s = h & mask;; s = (s + 1) & mask) {
+      if (slots[s] == h) break;
+      if (slots[s] == 0) {
+        slots[s] = h;
+        unique++;
+        break;
+      }
+    }
+  }
+  return unique + (zero ? 1 : 0);
+}
+}  // namespace
 
 uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi) {
   // Exact while no tile is a sketch and the union holds at most 256 values:
@@ -710,15 +792,12 @@ uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi) {
   }
   if (exact && spill.empty()) {
     if (tiles_seen <= 1) return n;  // one tile's set is already unique
-    std::sort(small, small + n);
-    size_t u = static_cast<size_t>(std::unique(small, small + n) - small);
-    if (u <= kMaxExact) return u;
+    return CountUnique(small, n);     // n <= 256 values: at most 256 distinct
   } else if (exact) {
     // More than 256 values gathered: they may still be few distinct ones.
     spill.insert(spill.end(), small, small + n);
-    std::sort(spill.begin(), spill.end());
-    spill.erase(std::unique(spill.begin(), spill.end()), spill.end());
-    if (spill.size() <= kMaxExact) return spill.size();
+    size_t u = CountUnique(spill.data(), spill.size());
+    if (u <= kMaxExact) return u;
     n = 0;
   }
   uint8_t regs[hll::kRegisters] = {};

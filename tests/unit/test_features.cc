@@ -150,6 +150,27 @@ TEST_CASE("count_distinct is exact while small and within 5% once a sketch") {
   CHECK(static_cast<double>(mid.Distinct(0, 0)) == doctest::Approx(5000).epsilon(0.05));
 }
 
+TEST_CASE("count_distinct unions of exact tiles equal a set of the values, the hash 0 included") {
+  std::mt19937_64 rng(11);
+  for (int round = 0; round < 200; round++) {
+    OneAgg d(AggKind::kCountDistinct);
+    std::vector<std::set<uint32_t>> tiles(12);
+    const uint32_t universe = 1 + static_cast<uint32_t>(rng() % 400);  // some rounds repeat values, some spill past 256
+    for (int i = 0; i < 600; i++) {
+      int64_t t = static_cast<int64_t>(rng() % 12);
+      if (tiles[static_cast<size_t>(t)].size() >= 60) continue;  // stay exact (<= 64 a tile)
+      uint32_t v = static_cast<uint32_t>(rng() % universe) * 0x9E3779B1u;  // 0 maps to the hash 0
+      tiles[static_cast<size_t>(t)].insert(v);
+      d.Add(t, 0, v);
+    }
+    int64_t lo = static_cast<int64_t>(rng() % 12), hi = lo + static_cast<int64_t>(rng() % 12);
+    std::set<uint32_t> all;
+    for (int64_t t = lo; t <= hi && t < 12; t++) all.insert(tiles[static_cast<size_t>(t)].begin(), tiles[static_cast<size_t>(t)].end());
+    if (all.size() > 256) continue;  // a union past 256 values is estimated (the sketch test above)
+    CHECK(d.Distinct(lo, hi) == all.size());
+  }
+}
+
 TEST_CASE("last_n keeps the n newest by event time, ties in arrival order") {
   OneAgg l(AggKind::kLastN, 3);
   l.Add(100, 0, 0, "a");
