@@ -24,6 +24,7 @@ void ReplyWriter::Simple(std::string_view s) {
 }
 
 void ReplyWriter::Error(std::string_view msg) {
+  errors_++;
   out_->push_back('-');
   // An error reply is one line: newlines would break the protocol.
   for (char c : msg) out_->push_back(c == '\r' || c == '\n' ? ' ' : c);

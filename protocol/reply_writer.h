@@ -20,6 +20,7 @@ class ReplyWriter {
   void Simple(std::string_view s);      // +s
   void Ok() { out_->append("+OK\r\n", 5); }
   void Error(std::string_view msg);     // -msg  (msg carries its code: "ERR ...")
+  uint64_t errors() const { return errors_; }  // error replies written so far (failed_calls)
   void Integer(int64_t v);              // :v
   void Bulk(std::string_view s);        // $len s
   void Null();                          // RESP3 _  | RESP2 $-1
@@ -37,6 +38,7 @@ class ReplyWriter {
   void Header(char type, uint64_t n);
   std::string* out_;
   int proto_;
+  uint64_t errors_ = 0;
 };
 
 // Formats a double the way Redis replies with one: shortest text that reads

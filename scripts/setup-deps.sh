@@ -10,6 +10,7 @@ PKGS=(
   libyaml-cpp-dev libsimdjson-dev librdkafka-dev
   redis-tools redis-server python3-redis kcat
   clang libclang-rt-14-dev
+  prometheus
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -21,5 +22,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# prometheus gives promtool and the Prometheus server the metrics tests start
+# on free ports (its packaged service is not used).
 # Debian's redis-server package starts a system instance on 6379; featurekv's
 # tests and benchmarks start their own on free ports, so leave it alone.

@@ -86,6 +86,8 @@ class CommandTable {
   void Register(const CommandSpec& spec);
   // Case-insensitive lookup; nullptr if unknown.
   const CommandSpec* Find(std::string_view name) const;
+  // The index of a spec of this table in all() (command statistics).
+  size_t IndexOf(const CommandSpec* spec) const { return static_cast<size_t>(spec - specs_.data()); }
   const std::vector<CommandSpec>& all() const { return specs_; }
   void Freeze();  // builds the lookup index; called once at start
 

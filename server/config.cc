@@ -5,6 +5,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -17,7 +18,7 @@ namespace fkv {
 
 namespace {
 
-enum class Kind { kInt, kMemory, kDuration, kString, kEnum, kList, kSave, kKafkaProperty };
+enum class Kind { kInt, kMemory, kDuration, kString, kEnum, kList, kSave, kKafkaProperty, kPercentiles };
 
 std::string Lower(std::string_view s) {
   std::string r(s);
@@ -92,6 +93,12 @@ const Config::Directive kDirectives[] = {
     {"appendonly", Kind::kEnum, "no", false, 0, 0, "no"},
     {"hash-max-listpack-entries", Kind::kInt, "512", true, 0, INT32_MAX},
     {"hash-max-listpack-value", Kind::kInt, "64", true, 0, INT32_MAX},
+    {"slowlog-log-slower-than", Kind::kInt, "10000", true, -1, INT64_MAX},
+    {"slowlog-max-len", Kind::kInt, "128", true, 0, INT32_MAX},
+    {"latency-tracking", Kind::kEnum, "yes", true, 0, 0, "yes no"},
+    {"latency-tracking-info-percentiles", Kind::kPercentiles, "50 99 99.9", true},
+    {"metrics-port", Kind::kInt, "0", false, 0, 65535},
+    {"ready-max-lag", Kind::kInt, "1000", true, 0, INT64_MAX},
 };
 
 // Old names Redis 7 still accepts, as aliases of the directive they name.
@@ -195,6 +202,24 @@ std::string Config::Set(std::string_view name, const std::vector<std::string>& v
       for (size_t i = 0; i < words.size(); i++) canonical += (i ? " " : "") + words[i];
       break;
     }
+    case Kind::kPercentiles: {
+      // Any number of percentiles in [0, 100], as Redis's directive.
+      std::vector<std::string> words;
+      for (const auto& v : values) {
+        std::istringstream in(v);
+        std::string w;
+        while (in >> w) words.push_back(w);
+      }
+      canonical.clear();
+      for (const auto& w : words) {
+        char* end = nullptr;
+        double q = std::strtod(w.c_str(), &end);
+        if (end == w.c_str() || *end != '\0' || !(q >= 0 && q <= 100))
+          return "latency-tracking-info-percentiles takes numbers between 0 and 100: '" + w + "'";
+        canonical += (canonical.empty() ? "" : " ") + w;
+      }
+      break;
+    }
     case Kind::kKafkaProperty: {
       if (values.size() != 2) return "kafka-property takes a name and a value";
       std::lock_guard lk(mu_);
@@ -225,6 +250,16 @@ void Config::SyncAtomics() {
   hash_max_listpack_entries_.store(num("hash-max-listpack-entries"));
   hash_max_listpack_value_.store(num("hash-max-listpack-value"));
   requirepass_set_.store(!values_["requirepass"].empty(), std::memory_order_release);
+  slowlog_slower_than_.store(std::stoll(values_["slowlog-log-slower-than"]));
+  slowlog_max_len_.store(num("slowlog-max-len"));
+  latency_tracking_.store(values_["latency-tracking"] == "yes");
+  {
+    std::vector<double> qs;
+    std::istringstream in(values_["latency-tracking-info-percentiles"]);
+    double q;
+    while (in >> q) qs.push_back(q);
+    percentiles_ = std::move(qs);
+  }
   int64_t skew = 0;
   if (ParseDurationMs(values_["max-event-skew"], &skew)) max_event_skew_ms_.store(skew);
 }

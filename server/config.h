@@ -57,6 +57,14 @@ class Config {
   uint64_t hash_max_listpack_entries() const { return hash_max_listpack_entries_.load(std::memory_order_relaxed); }
   uint64_t hash_max_listpack_value() const { return hash_max_listpack_value_.load(std::memory_order_relaxed); }
   bool requirepass_set() const { return requirepass_set_.load(std::memory_order_acquire); }
+  // The slow log and latency tracking (docs/operations.md, "Metrics").
+  int64_t slowlog_log_slower_than() const { return slowlog_slower_than_.load(std::memory_order_relaxed); }
+  uint64_t slowlog_max_len() const { return slowlog_max_len_.load(std::memory_order_relaxed); }
+  bool latency_tracking() const { return latency_tracking_.load(std::memory_order_relaxed); }
+  std::vector<double> latency_percentiles() const {
+    std::lock_guard lk(mu_);
+    return percentiles_;
+  }
   bool CheckPassword(std::string_view pw) const;
 
  struct Directive;  // one entry of the directive table (config.cc)
@@ -78,6 +86,10 @@ class Config {
   std::atomic<uint64_t> maxmemory_{0};
   std::atomic<uint64_t> proto_max_bulk_len_{512ull << 20};
   std::atomic<uint64_t> qbuf_limit_{1ull << 30};
+  std::atomic<int64_t> slowlog_slower_than_{10000};
+  std::atomic<uint64_t> slowlog_max_len_{128};
+  std::atomic<bool> latency_tracking_{true};
+  std::vector<double> percentiles_{50, 99, 99.9};  // under mu_
   std::atomic<bool> requirepass_set_{false};
   std::atomic<int64_t> max_event_skew_ms_{300'000};
   std::atomic<uint64_t> hash_max_listpack_entries_{512}, hash_max_listpack_value_{64};

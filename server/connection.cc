@@ -203,30 +203,53 @@ void Connection::Execute(int shard) {
   }
   last_cmd_.store(spec, std::memory_order_relaxed);
   if (spec->flags & kCmdWrite) sh.counters.Add(sh.counters.writes, 1);
+  const size_t index = CommandTable::Get().IndexOf(spec);
+  // Refused before running: Redis's rejected_calls.
+  auto reject = [&](std::string_view error) {
+    sh.command_stats->Reject(index);
+    writer_.Error(error);
+  };
   int argc = static_cast<int>(args_.size());
-  if ((spec->arity > 0 && argc != spec->arity) || (spec->arity < 0 && argc < -spec->arity)) {
-    writer_.Error(ErrWrongArgs(spec->name));
-    return;
-  }
+  if ((spec->arity > 0 && argc != spec->arity) || (spec->arity < 0 && argc < -spec->arity))
+    return reject(ErrWrongArgs(spec->name));
   if (!authenticated_ && !(spec->flags & kCmdNoAuth)) {
-    if (server_->config().requirepass_set()) {
-      writer_.Error("NOAUTH Authentication required.");
-      return;
-    }
+    if (server_->config().requirepass_set()) return reject("NOAUTH Authentication required.");
     authenticated_ = true;  // requirepass was cleared at run time
   }
   if ((spec->flags & kCmdDenyOom) && server_->config().maxmemory() > 0 &&
-      server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory()) {
-    writer_.Error("OOM command not allowed when used memory > 'maxmemory'.");
-    return;
-  }
+      server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory())
+    return reject("OOM command not allowed when used memory > 'maxmemory'.");
   PublishBuffers();  // qbuf includes the command being run, as Redis shows it
+  call_start_ns_ = MonotonicNs();
+  call_errors_ = writer_.errors();
   CommandContext ctx{server_, this, spec, args_, writer_, shard, &sh.store, key_hash_, NowMs()};
   spec->handler(ctx);
+  if (!suspended_) FinishCall(shard, spec);
+}
+
+// After a command's reply is written (at once, or when its fan-out ends):
+// its time goes into the shard's command statistics and, when slow, into
+// the shard's slow log. A fan-out's time includes the other shards' work.
+void Connection::FinishCall(int shard, const CommandSpec* spec) {
+  const uint64_t ns = MonotonicNs() - call_start_ns_;
+  Shard& sh = server_->shards().shard(shard);
+  const Config& cfg = server_->config();
+  sh.command_stats->Call(CommandTable::Get().IndexOf(spec), ns, writer_.errors() != call_errors_, cfg.latency_tracking());
+  const int64_t slower_than = cfg.slowlog_log_slower_than();
+  if (slower_than < 0 || static_cast<int64_t>(ns / 1000) < slower_than) return;
+  SlowLogEntry e;
+  e.id = SlowLog::NextId();
+  e.time_s = NowMs() / 1000;
+  e.duration_us = ns / 1000;
+  e.args = SlowLog::CutArgs(args_);
+  e.peer = peer_;
+  e.name = name();
+  sh.slowlog.Add(std::move(e), cfg.slowlog_max_len());
 }
 
 void Connection::Resume(int shard) {
   suspended_ = false;
+  if (const CommandSpec* spec = last_cmd_.load(std::memory_order_relaxed)) FinishCall(shard, spec);
   Process(shard);
 }
 

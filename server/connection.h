@@ -56,6 +56,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   void Process(int shard);   // the parse/dispatch loop, on `shard`'s thread
   void Execute(int shard);   // runs the parsed command on this shard
+  void FinishCall(int shard, const CommandSpec* spec);  // statistics and slow log of the command just run
   void FlushAndRead();       // home thread
   void DoRead();             // home thread
   void Close();              // home thread
@@ -78,6 +79,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const CommandSpec* spec_ = nullptr;
   int target_ = -1;               // shard that must run it
   uint64_t key_hash_ = 0;
+  uint64_t call_start_ns_ = 0;    // MonotonicNs() when the running command started
+  uint64_t call_errors_ = 0;      // writer_.errors() then
 
   std::string wbuf_;
   ReplyWriter writer_;

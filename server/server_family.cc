@@ -245,11 +245,97 @@ void BgSave(CommandContext& c) {
 
 void LastSave(CommandContext& c) { c.out.Integer(c.server->snapshots().figures().last_save_ms / 1000); }
 
+// SLOWLOG: every shard keeps the newest slow commands it ran; a read merges
+// them by id (process-wide, so newest first overall) and shows at most
+// slowlog-max-len (docs/commands.md).
 void Slowlog(CommandContext& c) {
   std::string_view sub = c.args[1];
-  if (EqualsNoCase(sub, "GET")) return c.out.Array(0);
-  if (EqualsNoCase(sub, "LEN")) return c.out.Integer(0);
-  if (EqualsNoCase(sub, "RESET")) return c.out.Ok();
+  Server* server = c.server;
+  const size_t max_len = server->config().slowlog_max_len();
+  // Redis 7.0: HELP, LEN and RESET take no argument (the command table's
+  // arity check); GET takes at most one (its own check).
+  auto wrong_args = [&](const char* name) {
+    if (std::string_view(name) != "get")
+      return c.out.Error(std::string("ERR wrong number of arguments for 'slowlog|") + name + "' command");
+    c.out.Error("ERR unknown subcommand or wrong number of arguments for '" + std::string(sub.substr(0, 128)) +
+                "'. Try SLOWLOG HELP.");
+  };
+  if (EqualsNoCase(sub, "HELP")) {
+    if (c.args.size() != 2) return wrong_args("help");
+    static const char* kHelp[] = {
+        "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "GET [<count>]",
+        "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+        "    Entries are made of:",
+        "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+        "    client name",
+        "LEN",
+        "    Return the length of the slowlog.",
+        "RESET",
+        "    Reset the slowlog.",
+        "HELP",
+        "    Prints this help."};
+    c.out.Array(std::size(kHelp));
+    for (const char* l : kHelp) c.out.Simple(l);
+    return;
+  }
+  if (EqualsNoCase(sub, "RESET")) {
+    if (c.args.size() != 2) return wrong_args("reset");
+    c.FanOut(
+        server->shards().All(), [server](int shard, ShardStore&) { server->shards().shard(shard).slowlog.Reset(); },
+        [](ReplyWriter& out) { out.Ok(); });
+    return;
+  }
+  if (EqualsNoCase(sub, "LEN")) {
+    if (c.args.size() != 2) return wrong_args("len");
+    auto lens = std::make_shared<std::vector<size_t>>(static_cast<size_t>(server->shards().size()), 0);
+    c.FanOut(
+        server->shards().All(),
+        [server, lens](int shard, ShardStore&) {
+          (*lens)[static_cast<size_t>(shard)] = server->shards().shard(shard).slowlog.entries().size();
+        },
+        [lens, max_len](ReplyWriter& out) {
+          size_t n = 0;
+          for (size_t l : *lens) n += l;
+          out.Integer(static_cast<int64_t>(std::min(n, max_len)));
+        });
+    return;
+  }
+  if (EqualsNoCase(sub, "GET")) {
+    if (c.args.size() > 3) return wrong_args("get");
+    int64_t count = 10;
+    if (c.args.size() == 3) {
+      if (!ParseI64(c.args[2], &count) || count < -1)  // one message for both, as Redis
+        return c.out.Error("ERR count should be greater than or equal to -1");
+    }
+    size_t want = std::min(count == -1 ? SIZE_MAX : static_cast<size_t>(count), max_len);
+    auto got = std::make_shared<std::vector<std::vector<SlowLogEntry>>>(static_cast<size_t>(server->shards().size()));
+    c.FanOut(
+        server->shards().All(),
+        [server, got, want](int shard, ShardStore&) {
+          const auto& log = server->shards().shard(shard).slowlog.entries();
+          auto& mine = (*got)[static_cast<size_t>(shard)];
+          for (size_t i = 0; i < log.size() && i < want; i++) mine.push_back(log[i]);
+        },
+        [got, want](ReplyWriter& out) {
+          std::vector<SlowLogEntry> all;
+          for (auto& v : *got) all.insert(all.end(), std::make_move_iterator(v.begin()), std::make_move_iterator(v.end()));
+          std::sort(all.begin(), all.end(), [](const SlowLogEntry& a, const SlowLogEntry& b) { return a.id > b.id; });
+          if (all.size() > want) all.resize(want);
+          out.Array(all.size());
+          for (const auto& e : all) {
+            out.Array(6);
+            out.Integer(static_cast<int64_t>(e.id));
+            out.Integer(e.time_s);
+            out.Integer(static_cast<int64_t>(e.duration_us));
+            out.Array(e.args.size());
+            for (const auto& a : e.args) out.Bulk(a);
+            out.Bulk(e.peer);
+            out.Bulk(e.name);
+          }
+        });
+    return;
+  }
   c.out.Error("ERR unknown subcommand '" + std::string(sub) + "'. Try SLOWLOG HELP.");
 }
 
@@ -291,6 +377,7 @@ void ConfigCmd(CommandContext& c) {
         server->shards().All(),
         [server](int shard, ShardStore& st) {
           st.stats() = ShardStats{};
+          server->shards().shard(shard).command_stats->Reset();
           auto& k = server->shards().shard(shard).counters;
           k.commands = 0;
           k.net_input = 0;
@@ -495,6 +582,45 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     num("entities", tot.entities);
     s += "\r\n";
   }
+  // Not in the default INFO, as Redis: only by name, `all` or `everything`.
+  auto named = [&](const char* sec) { return want.count(sec) || want.count("all") || want.count("everything"); };
+  if (named("commandstats") || named("latencystats")) {
+    const auto& specs = CommandTable::Get().all();
+    std::vector<double> qs = config_.latency_percentiles();
+    std::string cs = "# Commandstats\r\n", ls = "# Latencystats\r\n";
+    for (size_t i = 0; i < specs.size(); i++) {
+      uint64_t calls = 0, nanos = 0, failed = 0, rejected = 0;
+      HistogramSnapshot h;
+      bool seen = false;
+      for (int sh = 0; sh < shards_->size(); sh++) {
+        const CommandCounters* c = shards_->shard(sh).command_stats->Find(i);
+        if (c == nullptr) continue;
+        seen = true;
+        calls += c->calls.load(std::memory_order_relaxed);
+        nanos += c->nanos.load(std::memory_order_relaxed);
+        failed += c->failed.load(std::memory_order_relaxed);
+        rejected += c->rejected.load(std::memory_order_relaxed);
+        h.Add(c->latency);
+      }
+      if (!seen || (calls == 0 && rejected == 0 && failed == 0)) continue;
+      char buf[256];
+      uint64_t usec = nanos / 1000;
+      std::snprintf(buf, sizeof buf, "calls=%llu,usec=%llu,usec_per_call=%.2f,rejected_calls=%llu,failed_calls=%llu",
+                    static_cast<unsigned long long>(calls), static_cast<unsigned long long>(usec),
+                    calls ? static_cast<double>(usec) / static_cast<double>(calls) : 0.0,
+                    static_cast<unsigned long long>(rejected), static_cast<unsigned long long>(failed));
+      cs += "cmdstat_" + std::string(specs[i].name) + ":" + buf + "\r\n";
+      if (h.total == 0 || qs.empty()) continue;
+      std::string row;
+      for (double q : qs) {
+        std::snprintf(buf, sizeof buf, "%sp%g=%.3f", row.empty() ? "" : ",", q, static_cast<double>(h.Percentile(q)) / 1000.0);
+        row += buf;
+      }
+      ls += "latency_percentiles_usec_" + std::string(specs[i].name) + ":" + row + "\r\n";
+    }
+    if (named("commandstats")) s += cs + "\r\n";
+    if (named("latencystats")) s += ls + "\r\n";
+  }
   if (on("keyspace")) {
     s += "# Keyspace\r\n";
     if (tot.keys > 0) line("db0", "keys=" + std::to_string(tot.keys) + ",expires=" + std::to_string(tot.expires) + ",avg_ttl=0");
@@ -519,7 +645,7 @@ void RegisterServerFamily(CommandTable& t) {
   t.Register({"bgsave", -1, A, 0, 0, 0, BgSave, "server", "Starts a snapshot in the background."});
   t.Register({"lastsave", 1, L, 0, 0, 0, LastSave, "server", "Returns the Unix timestamp of the last successful save."});
   t.Register({"shutdown", -1, A | L, 0, 0, 0, Shutdown, "server", "Synchronously saves the database(s) to disk and shuts down the server."});
-  t.Register({"slowlog", -2, A, 0, 0, 0, Slowlog, "server", "A container for slow log commands (the log is not recorded yet)."});
+  t.Register({"slowlog", -2, A, 0, 0, 0, Slowlog, "server", "A container for slow log commands."});
 }
 
 }  // namespace fkv

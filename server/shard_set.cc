@@ -3,6 +3,8 @@
 
 #include <unistd.h>
 
+#include "server/command.h"
+
 namespace fkv {
 
 namespace {
@@ -13,6 +15,7 @@ ShardSet::ShardSet(int n) {
   for (int i = 0; i < n; i++) {
     auto s = std::make_unique<Shard>();
     s->id = i;
+    s->command_stats = std::make_unique<CommandStats>(CommandTable::Get().all().size());
     guards_.push_back(asio::make_work_guard(s->io));
     shards_.push_back(std::move(s));
   }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "server/asio.h"
+#include "server/command_stats.h"
 #include "ingest/registry.h"
 #include "storage/shard_plan.h"
 #include "storage/shard_store.h"
@@ -38,6 +39,8 @@ struct Shard {
   std::shared_ptr<const Registry> registry;  // this thread's view of the current registry
   std::unordered_set<Connection*> clients;  // connections whose home is here
   ThreadCounters counters;
+  std::unique_ptr<CommandStats> command_stats;  // by CommandTable index
+  SlowLog slowlog;
   std::unique_ptr<asio::steady_timer> cron;  // active expiry, client timeouts
   std::thread thread;
   std::atomic<bool> finished{false};

@@ -431,6 +431,95 @@ class ParityTests:
                 return dict(kv.split("=", 1) for kv in line.strip().split(" "))["qbuf"] == str(len(partial))
             wait_until(qbuf, timeout=5, what="qbuf=%d for a half-sent command" % len(partial))
 
+    # -- SLOWLOG, INFO commandstats / latencystats ---------------------------
+
+    def test_slowlog_matches_redis(self):
+        for c in (self.rc, self.fc):
+            self.addCleanup(c.command, "CONFIG", "SET", "slowlog-log-slower-than", "10000")
+            self.assertEqual(c.command("CLIENT", "SETNAME", "slowpoke"), "OK")
+        self.same("CONFIG", "SET", "slowlog-log-slower-than", "0")  # every command is slow
+        self.same("SLOWLOG", "RESET")
+        keys = self.keys_on_many_shards("sl", 40)
+        script = [["SET", "k", "v" * 300], ["GET", "k"], ["DEL"] + keys, ["AUTH", "secret-password"],
+                  ["HSET", "k", "f", "v"], ["MGET", "k", "k2"], ["GET"]]  # the last one is refused: never logged
+        for cmd in script:
+            self.both(*cmd)
+        r, f = self.both("SLOWLOG", "GET", "-1")
+        self.assertEqual([e[3] for e in f], [e[3] for e in r])
+        # What Redis cuts: 32 arguments at most, 128 bytes each; passwords redacted.
+        args = {e[3][0].lower(): e[3] for e in f}
+        self.assertEqual(len(args["del"]), 32)
+        self.assertEqual(args["del"][-1], "... (10 more arguments)")  # 41 arguments: 31 kept
+        self.assertEqual(args["set"][2], "v" * 128 + "... (172 more bytes)")
+        self.assertEqual(args["auth"], ["AUTH", "(redacted)"])
+        now = time.time()
+        for e in f:
+            self.assertEqual(len(e), 6)
+            self.assertTrue(isinstance(e[0], int) and isinstance(e[2], int) and e[2] >= 0)
+            self.assertLessEqual(abs(e[1] - now), 60)
+            self.assertRegex(e[4], r"^127\.0\.0\.1:\d+$")
+            self.assertEqual(e[5], "slowpoke")
+        self.assertEqual([e[0] for e in f], sorted((e[0] for e in f), reverse=True))  # newest first
+        r2, f2 = self.both("SLOWLOG", "GET", "2")
+        self.assertEqual([e[3] for e in f2], [e[3] for e in r2])
+        self.assertEqual(len(f2), 2)
+        self.same("SLOWLOG", "LEN")
+        self.same("CONFIG", "SET", "slowlog-max-len", "3")
+        self.addCleanup(self.fc.command, "CONFIG", "SET", "slowlog-max-len", "128")
+        self.addCleanup(self.rc.command, "CONFIG", "SET", "slowlog-max-len", "128")
+        self.both("PING")
+        self.same("SLOWLOG", "LEN")
+        r3, f3 = self.both("SLOWLOG", "GET", "-1")
+        self.assertEqual([e[3] for e in f3], [e[3] for e in r3])
+        self.same_all([["SLOWLOG", "GET", "-2"], ["SLOWLOG", "GET", "x"], ["SLOWLOG", "GET", "1", "2"],
+                       ["SLOWLOG", "LEN", "x"], ["SLOWLOG", "RESET", "x"], ["SLOWLOG", "NOPE"], ["SLOWLOG", "HELP"]])
+        self.same("CONFIG", "SET", "slowlog-log-slower-than", "-1")  # off
+        self.same("SLOWLOG", "RESET")
+        self.both("GET", "k")
+        self.same("SLOWLOG", "LEN")
+        self.assertEqual(self.fc.command("SLOWLOG", "LEN"), 0)
+
+    def test_commandstats_and_latencystats_match_redis(self):
+        def stats(c, section):
+            text = c.command("INFO", section)
+            out = {}
+            for line in text.splitlines():
+                if ":" in line and not line.startswith("#"):
+                    name, rest = line.split(":", 1)
+                    out[name] = dict(kv.split("=", 1) for kv in rest.split(","))
+            return out
+        self.same("CONFIG", "RESETSTAT")
+        for cmd in (["SET", "a", "1"], ["GET", "a"], ["GET", "a"], ["GET"], ["HSET", "a", "f", "v"], ["INCR", "a"]):
+            self.same(*cmd)
+        r, f = stats(self.rc, "commandstats"), stats(self.fc, "commandstats")
+        for name in ("cmdstat_set", "cmdstat_get", "cmdstat_hset", "cmdstat_incr"):
+            self.assertEqual(sorted(f[name]), sorted(r[name]), name)  # the same fields
+            for k in ("calls", "rejected_calls", "failed_calls"):
+                self.assertEqual(f[name][k], r[name][k], "%s %s" % (name, k))
+            self.assertRegex(f[name]["usec"], r"^\d+$")
+            self.assertRegex(f[name]["usec_per_call"], r"^\d+\.\d\d$")
+        self.assertEqual(f["cmdstat_get"]["rejected_calls"], "1")
+        self.assertEqual(f["cmdstat_hset"]["failed_calls"], "1")
+        r, f = stats(self.rc, "latencystats"), stats(self.fc, "latencystats")
+        for name in ("latency_percentiles_usec_set", "latency_percentiles_usec_get"):
+            self.assertEqual(list(f[name]), list(r[name]), name)  # p50, p99, p99.9 in this order
+            for v in f[name].values():
+                self.assertRegex(v, r"^\d+\.\d{3}$")
+            self.assertLessEqual(float(f[name]["p50"]), float(f[name]["p99.9"]))
+        self.same("CONFIG", "SET", "latency-tracking-info-percentiles", "50 90")
+        self.addCleanup(self.fc.command, "CONFIG", "SET", "latency-tracking-info-percentiles", "50 99 99.9")
+        self.addCleanup(self.rc.command, "CONFIG", "SET", "latency-tracking-info-percentiles", "50 99 99.9")
+        self.assertEqual(list(stats(self.fc, "latencystats")["latency_percentiles_usec_get"]), ["p50", "p90"])
+        self.same("CONFIG", "GET", "latency-tracking-info-percentiles")
+        # Neither section is in the default INFO; both are in INFO everything.
+        for c in (self.rc, self.fc):
+            self.assertNotIn("# Commandstats", c.command("INFO"))
+            everything = c.command("INFO", "everything")
+            self.assertIn("# Commandstats", everything)
+            self.assertIn("# Latencystats", everything)
+        self.same("CONFIG", "RESETSTAT")
+        self.assertNotIn("cmdstat_get", stats(self.fc, "commandstats"))
+
     # -- the same through redis-py's methods and redis-cli ---------------------
 
     def test_redis_py_methods_agree(self):

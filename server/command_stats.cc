@@ -1,0 +1,158 @@
+// Command statistics and the slow log: see command_stats.h.
+#include "server/command_stats.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+
+namespace fkv {
+
+size_t LatencyHistogram::BucketOf(uint64_t ns) {
+  constexpr uint64_t kLinear = 1u << kSubBits;
+  if (ns < kLinear) return static_cast<size_t>(ns);
+  int e = 63 - __builtin_clzll(ns);
+  if (e > kMaxExp) return kBuckets - 1;
+  uint64_t m = (ns >> (e - kSubBits)) & (kLinear - 1);
+  return static_cast<size_t>(kLinear + static_cast<uint64_t>(e - kSubBits) * kLinear + m);
+}
+
+uint64_t LatencyHistogram::LowerBound(size_t b) {
+  constexpr uint64_t kLinear = 1u << kSubBits;
+  if (b < kLinear) return b;
+  uint64_t e = (b - kLinear) / kLinear + kSubBits, m = (b - kLinear) % kLinear;
+  return (kLinear + m) << (e - kSubBits);
+}
+
+uint64_t LatencyHistogram::UpperBound(size_t b) {
+  constexpr uint64_t kLinear = 1u << kSubBits;
+  if (b < kLinear) return b + 1;
+  uint64_t e = (b - kLinear) / kLinear + kSubBits, m = (b - kLinear) % kLinear;
+  return (kLinear + m + 1) << (e - kSubBits);
+}
+
+void HistogramSnapshot::Add(const LatencyHistogram& h) {
+  for (size_t b = 0; b < counts.size(); b++) {
+    uint64_t n = h.count(b);
+    counts[b] += n;
+    total += n;
+  }
+}
+
+uint64_t HistogramSnapshot::Percentile(double q) const {
+  if (total == 0) return 0;
+  uint64_t rank = static_cast<uint64_t>(std::ceil(q / 100.0 * static_cast<double>(total)));
+  rank = std::clamp<uint64_t>(rank, 1, total);
+  uint64_t seen = 0;
+  for (size_t b = 0; b < counts.size(); b++) {
+    seen += counts[b];
+    if (seen >= rank) return LatencyHistogram::UpperBound(b) - 1;
+  }
+  return LatencyHistogram::UpperBound(counts.size() - 1) - 1;
+}
+
+uint64_t HistogramSnapshot::CountBelow(uint64_t ns) const {
+  size_t end = LatencyHistogram::BucketOf(ns);
+  uint64_t n = 0;
+  for (size_t b = 0; b < end; b++) n += counts[b];
+  return n;
+}
+
+CommandStats::CommandStats(size_t ncommands)
+    : slots_(std::make_unique<std::atomic<CommandCounters*>[]>(ncommands)), n_(ncommands) {
+  for (size_t i = 0; i < n_; i++) slots_[i].store(nullptr, std::memory_order_relaxed);
+}
+
+CommandCounters& CommandStats::At(size_t cmd) {
+  CommandCounters* c = slots_[cmd].load(std::memory_order_relaxed);
+  if (c == nullptr) {  // first call of this command on this shard
+    owned_.push_back(std::make_unique<CommandCounters>());
+    c = owned_.back().get();
+    slots_[cmd].store(c, std::memory_order_release);
+  }
+  return *c;
+}
+
+void CommandStats::Call(size_t cmd, uint64_t ns, bool failed, bool track_latency) {
+  CommandCounters& c = At(cmd);
+  LatencyHistogram::Bump(c.calls, 1);
+  LatencyHistogram::Bump(c.nanos, ns);
+  if (failed) LatencyHistogram::Bump(c.failed, 1);
+  if (track_latency) c.latency.Add(ns);
+}
+
+void CommandStats::Reject(size_t cmd) { LatencyHistogram::Bump(At(cmd).rejected, 1); }
+
+void CommandStats::Reset() {
+  for (auto& c : owned_) {
+    c->calls.store(0, std::memory_order_relaxed);
+    c->nanos.store(0, std::memory_order_relaxed);
+    c->failed.store(0, std::memory_order_relaxed);
+    c->rejected.store(0, std::memory_order_relaxed);
+    c->latency.Reset();
+  }
+}
+
+std::vector<std::string> SlowLog::CutArgs(const ArgList& args) {
+  // As Redis's slowlogCreateEntry: at most 32 arguments (the last one saying
+  // how many more there were), each cut to 128 bytes.
+  constexpr size_t kMaxArgc = 32, kMaxString = 128;
+  std::vector<std::string> out;
+  size_t n = std::min(args.size(), kMaxArgc);
+  for (size_t i = 0; i < n; i++) {
+    if (n != args.size() && i == n - 1) {
+      out.push_back("... (" + std::to_string(args.size() - kMaxArgc + 1) + " more arguments)");
+      break;
+    }
+    std::string_view a = args[i];
+    if (a.size() > kMaxString) {
+      out.push_back(std::string(a.substr(0, kMaxString)) + "... (" + std::to_string(a.size() - kMaxString) + " more bytes)");
+    } else {
+      out.emplace_back(a);
+    }
+  }
+  // Passwords never reach the log (Redis 7 shows "(redacted)" in their place).
+  auto is = [&](size_t i, std::string_view w) {
+    if (i >= out.size() || out[i].size() != w.size()) return false;
+    for (size_t k = 0; k < w.size(); k++)
+      if (std::tolower(static_cast<unsigned char>(out[i][k])) != w[k]) return false;
+    return true;
+  };
+  if (is(0, "auth")) {
+    for (size_t i = 1; i < out.size(); i++) out[i] = "(redacted)";
+  } else if (is(0, "hello")) {
+    for (size_t i = 2; i < out.size(); i++)
+      if (is(i, "auth")) {
+        for (size_t k = i + 1; k <= i + 2 && k < out.size(); k++) out[k] = "(redacted)";
+        i += 2;
+      }
+  } else if (is(0, "config") && is(1, "set")) {
+    for (size_t i = 2; i + 1 < out.size(); i += 2)
+      if (is(i, "requirepass") || is(i, "masterauth")) out[i + 1] = "(redacted)";
+  }
+  return out;
+}
+
+void SlowLog::Add(SlowLogEntry e, size_t max_len) {
+  entries_.push_front(std::move(e));
+  Trim(max_len);
+}
+
+void SlowLog::Trim(size_t max_len) {
+  while (entries_.size() > max_len) entries_.pop_back();
+}
+
+namespace {
+std::atomic<uint64_t> g_next_slowlog_id{0};
+}
+
+uint64_t SlowLog::NextId() { return g_next_slowlog_id.fetch_add(1, std::memory_order_relaxed); }
+
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace fkv
