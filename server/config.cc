@@ -133,6 +133,19 @@ Config::Config() {
   values_["shards"] = std::to_string(shards_);
 }
 
+namespace {
+// The whitespace-separated words of a directive's values ("3600 1" "300 10").
+std::vector<std::string> Words(const std::vector<std::string>& values) {
+  std::vector<std::string> words;
+  for (const auto& v : values) {
+    std::istringstream in(v);
+    std::string w;
+    while (in >> w) words.push_back(w);
+  }
+  return words;
+}
+}  // namespace
+
 std::string Config::Set(std::string_view name, const std::vector<std::string>& values, bool live) {
   const Directive* d = Find(name);
   if (d == nullptr) return "unknown directive '" + std::string(name) + "'";
@@ -187,12 +200,7 @@ std::string Config::Set(std::string_view name, const std::vector<std::string>& v
       break;
     case Kind::kSave: {
       // "" disables; else pairs of <seconds> <changes>
-      std::vector<std::string> words;
-      for (const auto& v : values) {
-        std::istringstream in(v);
-        std::string w;
-        while (in >> w) words.push_back(w);
-      }
+      std::vector<std::string> words = Words(values);
       if (words.size() % 2 != 0) return "save takes pairs of <seconds> <changes>";
       for (const auto& w : words) {
         int64_t v;
@@ -204,12 +212,7 @@ std::string Config::Set(std::string_view name, const std::vector<std::string>& v
     }
     case Kind::kPercentiles: {
       // Any number of percentiles in [0, 100], as Redis's directive.
-      std::vector<std::string> words;
-      for (const auto& v : values) {
-        std::istringstream in(v);
-        std::string w;
-        while (in >> w) words.push_back(w);
-      }
+      std::vector<std::string> words = Words(values);
       canonical.clear();
       for (const auto& w : words) {
         char* end = nullptr;
