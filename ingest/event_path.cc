@@ -5,6 +5,7 @@
 // further ahead than max-event-skew is rejected as `future`.
 #include "ingest/event_path.h"
 
+#include <algorithm>
 #include <cmath>
 
 #define XXH_INLINE_ALL
@@ -60,10 +61,16 @@ void Extract(simdjson::dom::element root, const std::string& path, FieldValue* o
 }
 }  // namespace
 
-void IngestStats::Reject(const std::string& reason) {
+void IngestStats::Reject(const std::string& source, const std::string& reason) {
   events_rejected.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lk(mu_);
   reasons_[reason]++;
+  by_source_[{source, reason}]++;
+}
+
+std::map<std::pair<std::string, std::string>, uint64_t> IngestStats::rejected_by_source() const {
+  std::lock_guard lk(mu_);
+  return by_source_;
 }
 
 void IngestStats::ViewSkip(const std::string& view, const std::string& reason) {
@@ -86,6 +93,35 @@ std::vector<RejectSample> IngestStats::samples() const {
 std::map<std::string, uint64_t> IngestStats::rejected_by_reason() const {
   std::lock_guard lk(mu_);
   return reasons_;
+}
+
+void IngestStats::ViewsApplied(const std::vector<ViewCount>& counts) {
+  if (counts.empty()) return;
+  std::lock_guard lk(mu_);
+  for (const ViewCount& c : counts) {
+    ViewFigures& f = applied_[*c.view];
+    f.applied += c.updates;
+    f.newest_ts_ms = std::max(f.newest_ts_ms, c.newest_ts_ms);
+  }
+}
+
+std::map<std::string, IngestStats::ViewFigures> IngestStats::applied_by_view() const {
+  std::lock_guard lk(mu_);
+  return applied_;
+}
+
+std::vector<IngestStatsViewCount> UpdateBatch::CountByView() const {
+  std::vector<IngestStatsViewCount> out;  // a handful of views: a linear search beats a map
+  for (const ViewUpdate& u : updates_) {
+    auto it = std::find_if(out.begin(), out.end(), [&](const IngestStatsViewCount& c) { return c.view == u.view_name; });
+    if (it == out.end()) {
+      out.push_back({u.view_name, 0, u.ts});
+      it = out.end() - 1;
+    }
+    it->updates++;
+    it->newest_ts_ms = std::max(it->newest_ts_ms, u.ts);
+  }
+  return out;
 }
 
 std::map<std::string, uint64_t> IngestStats::skipped_by_view() const {

@@ -24,6 +24,13 @@ namespace fkv {
 
 class ShardStore;
 
+// How many updates of a batch went to one view, and their newest event time.
+struct IngestStatsViewCount {
+  const std::string* view = nullptr;
+  uint64_t updates = 0;
+  int64_t newest_ts_ms = 0;
+};
+
 // Everything one view does with one event, ready to apply on the key's
 // shard: a header in an UpdateBatch, whose key bytes and aggregation inputs
 // live in the batch's flat arrays.
@@ -61,6 +68,8 @@ class UpdateBatch {
   void clear();
   // Groups the updates by shard and sets each one's key_hash from the plan.
   ShardPlan PlanShards(int nshards);
+  // The updates by view (in order of first appearance), for IngestStats::ViewsApplied.
+  std::vector<IngestStatsViewCount> CountByView() const;
   // Appends an update of one aggregation with a text value (FSET).
   void AddText(std::string_view key, uint64_t key_hash, uint16_t layout, int64_t ts, const std::string* view_name,
                uint16_t agg_index, std::string_view text);
@@ -90,7 +99,19 @@ class IngestStats {
   std::atomic<uint64_t> events_rejected{0};
   std::atomic<uint64_t> events_too_old{0};   // (event, aggregation) pairs dropped as too old
   std::atomic<uint64_t> events_future{0};
-  void Reject(const std::string& reason);          // whole event
+  // Applied view updates by view: how many, and the newest event time
+  // (the /metrics families events_applied_total{view} and view freshness).
+  using ViewCount = IngestStatsViewCount;
+  struct ViewFigures {
+    uint64_t applied = 0;
+    int64_t newest_ts_ms = 0;
+  };
+  void ViewsApplied(const std::vector<ViewCount>& counts);
+  std::map<std::string, ViewFigures> applied_by_view() const;
+  // A whole event rejected; `source` is the registry source (or, for a
+  // message of a topic no source reads, the topic).
+  void Reject(const std::string& source, const std::string& reason);
+  std::map<std::pair<std::string, std::string>, uint64_t> rejected_by_source() const;  // (source, reason)
   void ViewSkip(const std::string& view, const std::string& reason);  // one view skipped the event
   std::map<std::string, uint64_t> rejected_by_reason() const;
   std::map<std::string, uint64_t> skipped_by_view() const;
@@ -98,6 +119,8 @@ class IngestStats {
  private:
   mutable std::mutex mu_;
   std::map<std::string, uint64_t> reasons_, view_skips_;
+  std::map<std::string, ViewFigures> applied_;
+  std::map<std::pair<std::string, std::string>, uint64_t> by_source_;
   std::vector<RejectSample> samples_;
 };
 

@@ -486,6 +486,13 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
       }
       f->position = msgs[i]->offset + 1;
     }
+    // The fetch just brought the partition's watermark into librdkafka's
+    // cache: lag (INFO, /metrics, /readyz) is known from the first batch on,
+    // not only at the once-a-second refresh.
+    int64_t lo = 0, hi = 0;
+    if (f != nullptr && rd_kafka_get_watermark_offsets(h_->consumer, f->topic.c_str(), f->partition, &lo, &hi) ==
+                            RD_KAFKA_RESP_ERR_NO_ERROR)
+      f->high = std::max(hi, f->position);
   }
   for (rd_kafka_message_t* m : msgs) {
     if (m == nullptr) continue;
@@ -498,9 +505,9 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
       planned = true;
       std::string why = planner.Plan(*reg, static_cast<int>(si), json, now, skew, &updates, &stats);
       if (why.empty()) applied++;
-      else DeadLetter(m, why, &stats);
+      else DeadLetter(m, reg->sources()[si].name, why, &stats);
     }
-    if (!planned) DeadLetter(m, "no_source", &stats);
+    if (!planned) DeadLetter(m, topic, "no_source", &stats);
     rd_kafka_timestamp_type_t tt;
     int64_t ts = rd_kafka_message_timestamp(m, &tt);
     if (ts > 0) kafka_ts.push_back(ts);
@@ -523,8 +530,9 @@ bool KafkaIngest::WaitInFlightAtMost(int n, int64_t limit_ms) {
                            [&] { return in_flight_.load() <= n || stop_.load(); });
 }
 
-void KafkaIngest::DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats) {
-  stats->Reject(reason);
+void KafkaIngest::DeadLetter(rd_kafka_message_s* m, const std::string& source, const std::string& reason,
+                             IngestStats* stats) {
+  stats->Reject(source, reason);
   const char* topic = rd_kafka_topic_name(m->rkt);
   std::string origin = std::string(topic) + "/" + std::to_string(m->partition) + "@" + std::to_string(m->offset);
   stats->Sample(RejectSample{reason, origin, WallMs(),
@@ -548,6 +556,7 @@ struct KafkaIngest::BatchInFlight {
   std::shared_ptr<const Registry> reg;  // the updates point into it: it lives until they are applied
   std::vector<int64_t> kafka_ts;
   uint64_t events = 0;
+  std::vector<IngestStatsViewCount> by_view;  // counted when the batch is servable
   std::atomic<int> shards_left{0};
 };
 
@@ -559,6 +568,7 @@ void KafkaIngest::ApplyBatch(UpdateBatch updates, const std::shared_ptr<const Re
   b->reg = reg;
   b->kafka_ts = std::move(kafka_ts);
   b->events = events;
+  b->by_view = b->updates.CountByView();
   b->shards_left = static_cast<int>(b->plan->shards().size());
   if (b->plan->shards().empty()) {
     sink_->Stats().events_applied.fetch_add(events, std::memory_order_relaxed);
@@ -623,6 +633,7 @@ void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {
     if (k < keys.size()) break;
     if (b->shards_left.fetch_sub(1) == 1) {  // the whole batch is servable now
       stats.events_applied.fetch_add(b->events, std::memory_order_relaxed);
+      stats.ViewsApplied(b->by_view);
       RecordDelays(b->kafka_ts, now);
     }
     q.pending.pop_front();
@@ -634,6 +645,8 @@ void KafkaIngest::RecordDelays(const std::vector<int64_t>& kafka_ts_ms, int64_t 
   std::lock_guard lk(delay_mu_);
   for (int64_t t : kafka_ts_ms) {
     double d = static_cast<double>(servable_ms - t);
+    delay_hist_.Add(static_cast<uint64_t>(std::max<int64_t>(0, servable_ms - t)) * 1'000'000);  // ms -> ns
+    delay_sum_ms_ += std::max<int64_t>(0, servable_ms - t);
     if (delays_.size() < kDelayRing) delays_.push_back(d);
     else delays_[delay_pos_++ % kDelayRing] = d;
   }
@@ -645,6 +658,12 @@ std::vector<PartitionFigures> KafkaIngest::Partitions() const {
   for (auto& [k, f] : parts_)
     if (f.assigned) v.push_back(f);
   return v;
+}
+
+void KafkaIngest::DelayHistogram(HistogramSnapshot* h, double* sum_seconds) const {
+  std::lock_guard lk(delay_mu_);
+  *h = delay_hist_;
+  *sum_seconds = static_cast<double>(delay_sum_ms_) / 1000.0;
 }
 
 void KafkaIngest::DelayPercentiles(double* p50, double* p99, double* max) const {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "ingest/event_path.h"
+#include "storage/histogram.h"
 #include "ingest/registry.h"
 #include "storage/snapshot.h"
 
@@ -118,6 +119,9 @@ class KafkaIngest {
   int batches_in_flight() const { return in_flight_.load(std::memory_order_acquire); }
   // Event-to-servable delay percentiles (ms) over the last 10,000 events.
   void DelayPercentiles(double* p50, double* p99, double* max) const;
+  // Every event-to-servable delay since start (the /metrics histogram; the
+  // percentiles above cover the last ones only).
+  void DelayHistogram(HistogramSnapshot* h, double* sum_seconds) const;
   // On shard `shard`'s thread: applies at once every update handed to that
   // shard and not applied yet. The snapshot cut calls it before the shard's
   // section begins, so the section holds every batch the cut's positions
@@ -138,7 +142,7 @@ class KafkaIngest {
   void OnAssigned(rd_kafka_topic_partition_list_s* parts);
   void OnRevoked(rd_kafka_topic_partition_list_s* parts);
   // Counts a rejected message, keeps a sample, sends it to the DLQ topic.
-  void DeadLetter(rd_kafka_message_s* m, const std::string& reason, IngestStats* stats);
+  void DeadLetter(rd_kafka_message_s* m, const std::string& source, const std::string& reason, IngestStats* stats);
   void RecordDelays(const std::vector<int64_t>& kafka_ts_ms, int64_t servable_ms);
   // Hands a planned batch to the shards: on each, slices of about
   // kSliceMicros of work posted one after another, so a read queued behind
@@ -196,6 +200,8 @@ class KafkaIngest {
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, PartitionFigures> parts_;
   mutable std::mutex delay_mu_;  // the shards record delays without waiting on mu_
+  HistogramSnapshot delay_hist_;  // under delay_mu_
+  int64_t delay_sum_ms_ = 0;      // under delay_mu_
   std::vector<double> delays_;  // ring of recent delays, ms (under delay_mu_)
   size_t delay_pos_ = 0;
 };

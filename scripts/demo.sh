@@ -13,7 +13,9 @@ PORT=6380
 # demo keeps its snapshots in a fresh directory too (try SAVE, then look at
 # it with build/tools/featurekv-snapshot $DATA/featurekv.snap).
 DATA=$(mktemp -d /tmp/featurekv-demo-XXXXXX)
-./build/server/featurekv-server conf/featurekv.conf --port $PORT --kafka-brokers mock --dir "$DATA" &
+METRICS_PORT=9121
+./build/server/featurekv-server conf/featurekv.conf --port $PORT --kafka-brokers mock --dir "$DATA" \
+  --metrics-port $METRICS_PORT &
 server=$!
 producer=""
 cleanup() {
@@ -38,6 +40,8 @@ In another terminal, try:
   redis-cli -p $PORT FGET user:42
   redis-cli -p $PORT FGET user:42 clicks_5m last_action recent_products
   redis-cli -p $PORT FWINDOW product:7 views 5m BUCKETS 1m
+  curl -s 127.0.0.1:$METRICS_PORT/metrics | grep featurekv_events_applied_total
+  curl -s 127.0.0.1:$METRICS_PORT/readyz
   redis-cli -p $PORT FMGET user:1 user:2 user:3 FEATURES clicks_1h purchases_24h
   redis-cli -p $PORT INFO ingest
   redis-cli -p $PORT SAVE; build/tools/featurekv-snapshot $DATA/featurekv.snap

@@ -98,6 +98,7 @@ const Config::Directive kDirectives[] = {
     {"latency-tracking", Kind::kEnum, "yes", true, 0, 0, "yes no"},
     {"latency-tracking-info-percentiles", Kind::kPercentiles, "50 99 99.9", true},
     {"metrics-port", Kind::kInt, "0", false, 0, 65535},
+    {"metrics-bind", Kind::kString, "", false},
     {"ready-max-lag", Kind::kInt, "1000", true, 0, INT64_MAX},
 };
 

@@ -279,7 +279,7 @@ void FEvent(CommandContext& c) {
   for (size_t i = 0; i < n; i++) {
     std::string why = planner.Plan(*reg, src, c.args[i + 2], c.now_ms, skew, updates.get(), &stats);
     if (!why.empty()) {
-      stats.Reject(why);
+      stats.Reject(std::string(c.args[1]), why);
       stats.Sample(RejectSample{why, "FEVENT " + std::string(c.args[1]) + " #" + std::to_string(i + 1), c.now_ms,
                                 std::string(c.args[i + 2])});
       rejected.emplace_back(i + 1, why);
@@ -295,6 +295,7 @@ void FEvent(CommandContext& c) {
   auto plan = std::make_shared<const ShardPlan>(updates->PlanShards(c.server->shards().size()));
   int64_t now = c.now_ms;
   IngestStats* sp = &stats;
+  auto by_view = updates->CountByView();
   c.FanOut(
       plan,
       [updates, now, sp, reg](ShardStore& st, std::span<const uint32_t> keys) {  // reg: the updates point into it
@@ -303,8 +304,9 @@ void FEvent(CommandContext& c) {
           if (!ApplyViewUpdate(st, *updates, keys[k], now)) sp->ViewSkip(*(*updates)[keys[k]].view_name, "wrongtype");
         }
       },
-      [applied, err, sp](ReplyWriter& out) {
+      [applied, err, sp, by_view = std::move(by_view), reg](ReplyWriter& out) {  // reg: by_view names its views
         sp->events_applied.fetch_add(applied, std::memory_order_relaxed);
+        sp->ViewsApplied(by_view);
         if (!err.empty()) return out.Error(err);
         out.Integer(static_cast<int64_t>(applied));
       });

@@ -56,6 +56,7 @@ Server::Server(Config& config) : config_(config), snapshots_(std::make_unique<Sn
 Server::~Server() {
   Shutdown("destructor");
   Wait();
+  metrics_.reset();  // it reads the shards, the ingest and the snapshots: it goes first
   StopShutdownWatchdog();
   control_io_.stop();
   if (control_thread_.joinable()) control_thread_.join();
@@ -85,6 +86,15 @@ int Server::Start() {
     acceptors_.push_back(std::move(acc));
   }
   port_ = port;
+  // The metrics endpoint comes up before the snapshot loads, so /healthz and
+  // /readyz (503 "loading the snapshot") answer during a long load.
+  if (int mport = std::stoi(config_.GetString("metrics-port")); mport > 0) {
+    std::string maddr = config_.GetString("metrics-bind");
+    if (maddr.empty()) maddr = config_.bind().front();
+    metrics_ = std::make_unique<MetricsServer>(this);
+    metrics_port_ = metrics_->Start(maddr, mport);
+    spdlog::info("metrics on http://{}:{}/metrics", maddr, metrics_port_);
+  }
   signals_ = std::make_unique<asio::signal_set>(control_io_, SIGTERM, SIGINT, SIGHUP);
   WaitSignal();
   control_thread_ = std::thread([this] { control_io_.run(); });
@@ -117,6 +127,7 @@ int Server::Start() {
     std::string err = kafka_->Start();
     if (!err.empty()) throw std::runtime_error("kafka: " + err);
   }
+  serving_.store(true, std::memory_order_release);
   return port_;
 }
 
@@ -372,6 +383,9 @@ void Server::Cron(Shard& s) {
   int hz = config_.hz() > 0 ? config_.hz() : 10;
   // A table resize under way moves on for 1 ms per tick even without requests.
   s.store.Rehash(1000);
+  s.pub_keys.store(s.store.size(), std::memory_order_relaxed);
+  s.pub_entities.store(s.store.entities(), std::memory_order_relaxed);
+  s.pub_expired.store(s.store.stats().expired_keys, std::memory_order_relaxed);
   size_t slice = std::max<size_t>(1024, s.store.bucket_count() / static_cast<size_t>(hz * 10));
   Sweep(s, slice, NowUs() + 250'000 / hz, now);
   // Idle client timeout.

@@ -18,6 +18,7 @@
 #include "ingest/registry.h"
 #include "server/asio.h"
 #include "server/config.h"
+#include "server/metrics.h"
 #include "server/shard_set.h"
 #include "server/snapshot.h"
 
@@ -49,6 +50,10 @@ class Server {
   Config& config() { return config_; }
   ShardSet& shards() { return *shards_; }
   int port() const { return port_; }
+  int metrics_port() const { return metrics_port_; }  // 0: no metrics endpoint
+  // Serving: the snapshot is loaded and the shards run; stopping: a shutdown began.
+  bool serving() const { return serving_.load(std::memory_order_acquire) && !stopping(); }
+  bool stopping() const { return stopping_.load(std::memory_order_acquire); }
   int64_t start_ms() const { return start_ms_; }
 
   // The registry: loaded at start (throws RegistryError), swapped by
@@ -120,6 +125,9 @@ class Server {
   std::atomic<uint64_t> next_client_id_{1};
   std::atomic<size_t> next_home_{0};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> serving_{false};
+  std::unique_ptr<MetricsServer> metrics_;
+  int metrics_port_ = 0;
   std::unique_ptr<IngestSink> sink_;
   std::unique_ptr<KafkaIngest> kafka_;
   std::unique_ptr<SnapshotManager> snapshots_;

@@ -588,35 +588,24 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     const auto& specs = CommandTable::Get().all();
     std::vector<double> qs = config_.latency_percentiles();
     std::string cs = "# Commandstats\r\n", ls = "# Latencystats\r\n";
-    for (size_t i = 0; i < specs.size(); i++) {
-      uint64_t calls = 0, nanos = 0, failed = 0, rejected = 0;
-      HistogramSnapshot h;
-      bool seen = false;
-      for (int sh = 0; sh < shards_->size(); sh++) {
-        const CommandCounters* c = shards_->shard(sh).command_stats->Find(i);
-        if (c == nullptr) continue;
-        seen = true;
-        calls += c->calls.load(std::memory_order_relaxed);
-        nanos += c->nanos.load(std::memory_order_relaxed);
-        failed += c->failed.load(std::memory_order_relaxed);
-        rejected += c->rejected.load(std::memory_order_relaxed);
-        h.Add(c->latency);
-      }
-      if (!seen || (calls == 0 && rejected == 0 && failed == 0)) continue;
+    for (const CommandTotals& t : SumCommandStats(shards_->AllCommandStats(), specs.size())) {
+      const uint64_t calls = t.calls, failed = t.failed, rejected = t.rejected;
+      const HistogramSnapshot& h = t.latency;
+      if (calls == 0 && rejected == 0 && failed == 0) continue;
       char buf[256];
-      uint64_t usec = nanos / 1000;
+      uint64_t usec = t.nanos / 1000;
       std::snprintf(buf, sizeof buf, "calls=%llu,usec=%llu,usec_per_call=%.2f,rejected_calls=%llu,failed_calls=%llu",
                     static_cast<unsigned long long>(calls), static_cast<unsigned long long>(usec),
                     calls ? static_cast<double>(usec) / static_cast<double>(calls) : 0.0,
                     static_cast<unsigned long long>(rejected), static_cast<unsigned long long>(failed));
-      cs += "cmdstat_" + std::string(specs[i].name) + ":" + buf + "\r\n";
+      cs += "cmdstat_" + std::string(specs[t.index].name) + ":" + buf + "\r\n";
       if (h.total == 0 || qs.empty()) continue;
       std::string row;
       for (double q : qs) {
         std::snprintf(buf, sizeof buf, "%sp%g=%.3f", row.empty() ? "" : ",", q, static_cast<double>(h.Percentile(q)) / 1000.0);
         row += buf;
       }
-      ls += "latency_percentiles_usec_" + std::string(specs[i].name) + ":" + row + "\r\n";
+      ls += "latency_percentiles_usec_" + std::string(specs[t.index].name) + ":" + row + "\r\n";
     }
     if (named("commandstats")) s += cs + "\r\n";
     if (named("latencystats")) s += ls + "\r\n";

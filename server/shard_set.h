@@ -41,6 +41,9 @@ struct Shard {
   ThreadCounters counters;
   std::unique_ptr<CommandStats> command_stats;  // by CommandTable index
   SlowLog slowlog;
+  // The store's figures, published by the shard's cron (hz times a second)
+  // for readers on other threads (the /metrics endpoint).
+  std::atomic<uint64_t> pub_keys{0}, pub_entities{0}, pub_expired{0};
   std::unique_ptr<asio::steady_timer> cron;  // active expiry, client timeouts
   std::thread thread;
   std::atomic<bool> finished{false};
@@ -83,6 +86,12 @@ class ShardSet {
   void Start(const std::function<void(Shard&)>& on_start);
   void Stop();  // stops every io_context (any thread)
   void Join();
+  // Every shard's command statistics (for SumCommandStats; any thread).
+  std::vector<const CommandStats*> AllCommandStats() const {
+    std::vector<const CommandStats*> v;
+    for (const auto& s : shards_) v.push_back(s->command_stats.get());
+    return v;
+  }
   // The shard whose thread is calling, or -1 for other threads.
   static int CurrentShard();
 
