@@ -237,15 +237,17 @@ std::string Config::Set(std::string_view name, const std::vector<std::string>& v
   std::lock_guard lk(mu_);
   values_[d->name] = canonical;
   if (d->kind == Kind::kList) bind_ = values;
-  SyncAtomics();
+  SyncAtomics(live);
   return "";
 }
 
-void Config::SyncAtomics() {
+void Config::SyncAtomics(bool live) {
   auto num = [&](const char* n) { return std::stoull(values_[n]); };
-  port_ = static_cast<int>(num("port"));
-  int64_t sh = static_cast<int64_t>(num("shards"));
-  if (sh > 0) shards_ = static_cast<int>(sh);
+  if (!live) {  // start-up values: other threads read them unlocked once the server runs
+    port_ = static_cast<int>(num("port"));
+    int64_t sh = static_cast<int64_t>(num("shards"));
+    if (sh > 0) shards_ = static_cast<int>(sh);
+  }
   hz_.store(static_cast<int>(num("hz")));
   maxclients_.store(num("maxclients"));
   maxmemory_.store(num("maxmemory"));
@@ -313,7 +315,7 @@ void Config::LoadFile(const std::string& path) {
     if (!err.empty()) throw ConfigError(path + ":" + std::to_string(lineno) + ": " + err);
   }
   std::lock_guard lk(mu_);
-  SyncAtomics();
+  SyncAtomics(false);
 }
 
 void Config::ApplyArgs(const std::vector<std::string>& args) {
@@ -328,7 +330,7 @@ void Config::ApplyArgs(const std::vector<std::string>& args) {
     if (!err.empty()) throw ConfigError("--" + name + ": " + err);
   }
   std::lock_guard lk(mu_);
-  SyncAtomics();
+  SyncAtomics(false);
 }
 
 }  // namespace fkv

@@ -71,7 +71,7 @@ class Config {
 
  private:
   const Directive* Find(std::string_view name) const;
-  void SyncAtomics();
+  void SyncAtomics(bool live);
 
   mutable std::mutex mu_;
   std::map<std::string, std::string> values_;  // canonical text of each directive
