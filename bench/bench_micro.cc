@@ -11,6 +11,7 @@
 #include "ingest/event_path.h"
 #include "ingest/registry.h"
 #include "protocol/reply_writer.h"
+#include "server/command_stats.h"
 #include "server/feature_values.h"
 #include "protocol/resp_parser.h"
 #include "storage/key_table.h"
@@ -264,6 +265,31 @@ void BM_EventDecodePlan(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
 BENCHMARK(BM_EventDecodePlan);
+
+// What command statistics add to every command (Connection::Execute and
+// FinishCall): two clock reads, the counters and the latency histogram.
+void BM_CommandStatsPerCommand(benchmark::State& state) {
+  CommandStats stats(200);
+  uint64_t i = 0;
+  for (auto _ : state) {
+    uint64_t t0 = MonotonicNs();
+    benchmark::DoNotOptimize(t0);
+    stats.Call(i++ % 8, MonotonicNs() - t0, false, true);
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_CommandStatsPerCommand);
+// The clock alone: two reads per command.
+void BM_CommandClockPair(benchmark::State& state) {
+  for (auto _ : state) {
+    uint64_t t0 = MonotonicNs();
+    benchmark::DoNotOptimize(t0);
+    uint64_t t1 = MonotonicNs();
+    benchmark::DoNotOptimize(t1);
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_CommandClockPair);
 
 }  // namespace
 

@@ -2,6 +2,8 @@
 // log's argument cutting, against brute force.
 #include <doctest/doctest.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -87,4 +89,23 @@ TEST_CASE("the slow log keeps arguments as Redis does") {
   REQUIRE(log.entries().size() == 3);
   CHECK(log.entries().front().id == 4);  // newest first
   CHECK(log.entries().back().id == 2);
+}
+
+TEST_CASE("the command clock runs at the rate of CLOCK_MONOTONIC and never goes back") {
+  auto mono = [] {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  };
+  MonotonicNs();  // the first call measures the TSC's rate (2 ms)
+  int64_t m0 = mono();
+  uint64_t c0 = MonotonicNs(), prev = c0;
+  while (mono() - m0 < 50'000'000) {  // 50 ms of reads
+    uint64_t c = MonotonicNs();
+    REQUIRE(c >= prev);
+    prev = c;
+  }
+  int64_t dm = mono() - m0;
+  int64_t dc = static_cast<int64_t>(MonotonicNs() - c0);
+  CHECK(std::abs(static_cast<double>(dc - dm)) < 0.02 * static_cast<double>(dm) + 100'000);
 }
