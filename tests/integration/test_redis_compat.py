@@ -435,9 +435,22 @@ class CompatTests:
         self.assertEqual(self.r.info("persistence")["rdb_last_bgsave_status"], "ok")
 
     def test_slowlog_get_len_reset(self):
+        # Through redis-py's methods (the shapes against redis-server are in test_redis_parity.py).
+        self.addCleanup(self.r.config_set, "slowlog-log-slower-than", "10000")
+        self.r.config_set("slowlog-log-slower-than", "-1")  # off: nothing is logged, however slow the build
+        self.assertTrue(self.r.slowlog_reset())
+        self.r.set("slow", "1")
         self.assertEqual(self.r.slowlog_get(), [])
         self.assertEqual(self.r.slowlog_len(), 0)
+        self.r.config_set("slowlog-log-slower-than", "0")  # every command
+        self.r.set("slow", "2")
+        entries = self.r.slowlog_get(10)
+        commands = [e["command"].decode() if isinstance(e["command"], bytes) else e["command"] for e in entries]
+        self.assertIn("SET slow 2", commands)
+        self.assertGreaterEqual(self.r.slowlog_len(), 1)
+        self.r.config_set("slowlog-log-slower-than", "-1")
         self.assertTrue(self.r.slowlog_reset())
+        self.assertEqual(self.r.slowlog_len(), 0)
         self.assertEqual(self.err("SLOWLOG", "foo"), "ERR unknown subcommand 'foo'. Try SLOWLOG HELP.")
 
     def test_shutdown_stops_the_server_with_exit_code_0(self):
