@@ -3,10 +3,12 @@
 topic of P partitions (librdkafka's mock cluster, featurekv-mock-kafka),
 some events applied and commands run; then N scrapes back to back (time
 per scrape, body size), and FGET p99 (redis-benchmark, 20 clients) idle
-against while a client scrapes /metrics in a loop.
+against while a client scrapes /metrics every --interval seconds (0: back
+to back). The server and every thread of it are pinned to one CPU,
+redis-benchmark and the scraper to the other.
 
 usage: bench/metrics_scrape.py [--views 100] [--partitions 256] [--scrapes 200]
-       [--server build/server/featurekv-server]
+       [--interval 0.1] [--server build/server/featurekv-server]
 """
 import argparse
 import http.client
@@ -59,6 +61,7 @@ def main():
     ap.add_argument("--partitions", type=int, default=256)
     ap.add_argument("--scrapes", type=int, default=200)
     ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--interval", type=float, default=0.1)
     ap.add_argument("--server", default=os.path.join(ROOT, "build/server/featurekv-server"))
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="fkv-scrape-")
@@ -102,6 +105,8 @@ def main():
             while not stop.is_set():
                 scrape(mport)
                 count[0] += 1
+                if a.interval > 0:
+                    stop.wait(a.interval)
         t = threading.Thread(target=loop)
         t.start()
         try:
@@ -109,8 +114,8 @@ def main():
         finally:
             stop.set()
             t.join()
-        print("FGET p99 ms (20 clients, %d requests): idle %.3f, while scraping back to back %.3f (%d scrapes): %.2fx"
-              % (a.requests, idle, busy, count[0], busy / idle if idle else 0))
+        print("FGET p99 ms (20 clients, %d requests): idle %.3f, while scraping every %.3f s %.3f (%d scrapes): %.2fx"
+              % (a.requests, idle, a.interval, busy, count[0], busy / idle if idle else 0))
     finally:
         srv.terminate()
         srv.wait(30)

@@ -29,16 +29,14 @@ int64_t WallMs() {
 constexpr size_t kDelayRing = 10000;
 }  // namespace
 
-// Lowers the calling thread's CPU priority by `nice` (Linux: a thread's own
-// nice value). Failure only costs read latency under load: logged, not fatal.
-static void LowerThreadPriority(int nice) {
+void LowerThreadPriority(int nice) {
   if (nice <= 0) return;
   pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
   errno = 0;
   int cur = ::getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
   if (errno != 0) cur = 0;
   if (::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), std::min(19, cur + nice)) != 0)
-    spdlog::debug("kafka: cannot lower a thread's priority: {}", std::strerror(errno));
+    spdlog::debug("cannot lower a thread's priority: {}", std::strerror(errno));
 }
 
 // librdkafka's interceptors: every thread it starts for a handle runs at the

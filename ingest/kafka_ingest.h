@@ -71,6 +71,12 @@ struct KafkaSettings {
 };
 
 // Per-partition figures for INFO ingest.
+// Lowers the calling thread's CPU priority by `nice` (Linux: a thread's own
+// nice value), for the threads that must not take a CPU from the shards
+// (ingest, librdkafka's, the metrics endpoint's). Failure only costs read
+// latency under load: logged, not fatal.
+void LowerThreadPriority(int nice);
+
 struct PartitionFigures {
   std::string topic;
   int partition = 0;

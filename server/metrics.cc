@@ -345,6 +345,7 @@ int MetricsServer::Start(const std::string& address, int port) {
   Accept();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "fkv-metrics");
+    LowerThreadPriority(kNice);  // a scrape never takes a CPU from a shard serving reads
     io_.run();
   });
   return bound;

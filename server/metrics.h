@@ -35,6 +35,8 @@ class MetricsServer {
   // (more are closed as soon as they are accepted).
   static constexpr size_t kMaxHeaderBytes = 8192;
   static constexpr int kMaxSessions = 256;
+  // The thread's nice value: below the shards, as the ingest threads.
+  static constexpr int kNice = 10;
 
  private:
   friend class HttpSession;
