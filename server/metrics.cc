@@ -210,7 +210,9 @@ std::string MetricsText(Server& server) {
   x.Family("featurekv_events_too_old_total", "counter",
            "(event, aggregation) pairs dropped because the tile can no longer be in any window.");
   x.Sample("featurekv_events_too_old_total", static_cast<double>(st.events_too_old.load()));
-  if (KafkaIngest* k = server.kafka()) {
+  // The consumer is created during start: read it only once serving (the
+  // flag is set, with release, after it exists).
+  if (KafkaIngest* k = server.serving() ? server.kafka() : nullptr) {
     x.Family("featurekv_kafka_messages_total", "counter", "Kafka messages consumed.");
     x.Sample("featurekv_kafka_messages_total", static_cast<double>(k->messages()));
     x.Family("featurekv_kafka_dead_lettered_total", "counter", "Rejected messages written to the dead-letter topic.");
