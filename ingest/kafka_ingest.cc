@@ -74,6 +74,8 @@ struct KafkaIngest::Handles {
 KafkaIngest::KafkaIngest(KafkaSettings settings, IngestSink* sink)
     : settings_(std::move(settings)), sink_(sink), h_(std::make_unique<Handles>()) {
   shard_queues_.resize(static_cast<size_t>(sink_->ShardCount()));
+  shard_depth_ = std::make_unique<std::atomic<int>[]>(shard_queues_.size());
+  for (size_t i = 0; i < shard_queues_.size(); i++) shard_depth_[i].store(0, std::memory_order_relaxed);
 }
 
 KafkaIngest::~KafkaIngest() { Stop(); }
@@ -574,6 +576,7 @@ void KafkaIngest::ApplyBatch(UpdateBatch updates, const std::shared_ptr<const Re
   }
   for (int s : b->plan->shards()) {
     in_flight_.fetch_add(1);
+    shard_depth_[static_cast<size_t>(s)].fetch_add(1, std::memory_order_relaxed);
     sink_->RunOnShard(s, [this, b, s](ShardStore& store) {
       ShardQueue& q = shard_queues_[static_cast<size_t>(s)];
       q.pending.emplace_back(b, 0);
@@ -635,6 +638,7 @@ void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {
       RecordDelays(b->kafka_ts, now);
     }
     q.pending.pop_front();
+    shard_depth_[static_cast<size_t>(shard)].fetch_sub(1, std::memory_order_relaxed);
     ReleaseInFlight();
   }
 }

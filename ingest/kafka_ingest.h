@@ -123,6 +123,8 @@ class KafkaIngest {
   // while a batch is planned, then one per shard it went to. Read after the
   // positions, 0 means every position read before is servable.
   int batches_in_flight() const { return in_flight_.load(std::memory_order_acquire); }
+  // Batches handed to `shard` and not yet wholly applied by it (any thread).
+  int shard_batches(int shard) const { return shard_depth_[static_cast<size_t>(shard)].load(std::memory_order_relaxed); }
   // Event-to-servable delay percentiles (ms) over the last 10,000 events.
   void DelayPercentiles(double* p50, double* p99, double* max) const;
   // Every event-to-servable delay since start (the /metrics histogram; the
@@ -175,6 +177,7 @@ class KafkaIngest {
     uint64_t commands_seen = 0;  // the shard's command count at the last slice
   };
   std::vector<ShardQueue> shard_queues_;
+  std::unique_ptr<std::atomic<int>[]> shard_depth_;  // per shard: handed over, not yet applied there
 
   KafkaSettings settings_;
   IngestSink* sink_;

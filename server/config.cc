@@ -100,6 +100,8 @@ const Config::Directive kDirectives[] = {
     {"metrics-port", Kind::kInt, "0", false, 0, 65535},
     {"metrics-bind", Kind::kString, "", false},
     {"ready-max-lag", Kind::kInt, "1000", true, 0, INT64_MAX},
+    {"drift-interval", Kind::kInt, "60", true, 0, INT32_MAX},
+    {"key-load-delay", Kind::kInt, "0", true, 0, 1000000},
 };
 
 // Old names Redis 7 still accepts, as aliases of the directive they name.

@@ -403,6 +403,36 @@ void FIngest(CommandContext& c) {
   }
 }
 
+// FDRIFT BASELINE view | FDRIFT view (docs/commands.md): both walk the
+// view's entities in slices on every shard; the client waits, the shards
+// serve meanwhile.
+void FDrift(CommandContext& c) {
+  DriftManager& drift = c.server->drift();
+  if (c.args.size() == 3 && EqualsNoCase(c.args[1], "BASELINE")) {
+    auto reply = c.Defer();
+    drift.Baseline(std::string(c.args[2]), [reply](const std::string& err, size_t) {
+      reply([err](ReplyWriter& out) { err.empty() ? out.Ok() : out.Error(err); });
+    });
+    return;
+  }
+  if (c.args.size() != 2) return c.out.Error("ERR syntax error: FDRIFT view | FDRIFT BASELINE view");
+  auto reply = c.Defer();
+  drift.Compute(std::string(c.args[1]), [reply](const std::string& err, const std::vector<DriftManager::Row>& rows) {
+    reply([err, rows](ReplyWriter& out) {
+      if (!err.empty()) return out.Error(err);
+      out.Array(rows.size());
+      for (const auto& r : rows) {
+        out.Array(4);
+        out.Bulk(r.feature);
+        if (std::isnan(r.psi)) out.Null();
+        else out.Double(r.psi);
+        out.Integer(static_cast<int64_t>(r.baseline_n));
+        out.Integer(static_cast<int64_t>(r.current_n));
+      }
+    });
+  });
+}
+
 }  // namespace
 
 void RegisterFeatureFamily(CommandTable& t) {
@@ -415,6 +445,7 @@ void RegisterFeatureFamily(CommandTable& t) {
   t.Register({"fevent", -3, W | M, 0, 0, 0, FEvent, "feature", "Feeds raw JSON events through the ingest path."});
   t.Register({"fviews", 1, R, 0, 0, 0, FViews, "feature", "Lists the views of the registry."});
   t.Register({"finfo", 2, R, 0, 0, 0, FInfo, "feature", "Describes one view and its aggregations."});
+  t.Register({"fdrift", -2, R, 0, 0, 0, FDrift, "feature", "FDRIFT BASELINE view | FDRIFT view: feature drift (PSI) against a baseline."});
   t.Register({"fregistry", 2, kCmdAdmin, 0, 0, 0, FRegistry, "feature", "FREGISTRY VERSION | RELOAD."});
 }
 

@@ -188,6 +188,11 @@ std::string MetricsText(Server& server) {
   x.Sample("featurekv_keys", static_cast<double>(keys));
   x.Family("featurekv_entities", "gauge", "Entity keys (feature state).");
   x.Sample("featurekv_entities", static_cast<double>(entities));
+  x.Family("featurekv_shard_loop_lag_seconds", "gauge",
+           "How late the shard's last cron tick ran: how long work queued on its loop kept it waiting.");
+  for (int i = 0; i < server.shards().size(); i++)
+    x.Sample("featurekv_shard_loop_lag_seconds", {{"shard", std::to_string(i)}},
+             static_cast<double>(server.shards().shard(i).pub_loop_lag_us.load(std::memory_order_relaxed)) / 1e6);
   x.Family("featurekv_expired_keys_total", "counter", "Keys removed by expiry.");
   x.Sample("featurekv_expired_keys_total", static_cast<double>(expired));
 
@@ -224,6 +229,11 @@ std::string MetricsText(Server& server) {
     x.Sample("featurekv_kafka_rebalances_total", static_cast<double>(k->rebalances()));
     x.Family("featurekv_kafka_batches_in_flight", "gauge", "Batches consumed but not yet wholly applied.");
     x.Sample("featurekv_kafka_batches_in_flight", static_cast<double>(k->batches_in_flight()));
+    x.Family("featurekv_kafka_shard_queue_batches", "gauge",
+             "Kafka batches handed to the shard and not yet wholly applied by it.");
+    for (int i = 0; i < server.shards().size(); i++)
+      x.Sample("featurekv_kafka_shard_queue_batches", {{"shard", std::to_string(i)}},
+               static_cast<double>(k->shard_batches(i)));
     x.Family("featurekv_kafka_lag_messages", "gauge",
              "High watermark minus position, by assigned partition (absent while the watermark is unknown).");
     for (const auto& p : k->Partitions())
@@ -251,6 +261,19 @@ std::string MetricsText(Server& server) {
   x.Sample("featurekv_snapshot_failures_total", static_cast<double>(p.saves_failed));
   x.Family("featurekv_snapshot_in_progress", "gauge", "1 while a snapshot is written.");
   x.Sample("featurekv_snapshot_in_progress", p.in_progress ? 1 : 0);
+
+  auto drift = server.drift().latest();
+  x.Family("featurekv_feature_drift_psi", "gauge",
+           "PSI of a feature's distribution across the view's entities against its FDRIFT baseline.");
+  for (const auto& [view, rows] : drift)
+    for (const auto& r : rows)
+      if (!std::isnan(r.psi)) x.Sample("featurekv_feature_drift_psi", {{"view", view}, {"feature", r.feature}}, r.psi);
+  x.Family("featurekv_feature_drift_entities", "gauge",
+           "Entities with a value of the feature in the last drift computation.");
+  for (const auto& [view, rows] : drift)
+    for (const auto& r : rows)
+      x.Sample("featurekv_feature_drift_entities", {{"view", view}, {"feature", r.feature}},
+               static_cast<double>(r.current_n));
   return std::move(x.text());
 }
 

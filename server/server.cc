@@ -51,7 +51,8 @@ class ServerSink : public IngestSink {
 };
 }  // namespace
 
-Server::Server(Config& config) : config_(config), snapshots_(std::make_unique<SnapshotManager>(this)) {}
+Server::Server(Config& config)
+    : config_(config), snapshots_(std::make_unique<SnapshotManager>(this)), drift_(std::make_unique<DriftManager>(this)) {}
 
 Server::~Server() {
   Shutdown("destructor");
@@ -356,9 +357,14 @@ void Server::Accept(size_t li) {
 
 void Server::ScheduleCron(Shard& s) {
   int hz = config_.hz();
-  s.cron->expires_after(std::chrono::milliseconds(1000 / (hz > 0 ? hz : 10)));
+  auto period = std::chrono::milliseconds(1000 / (hz > 0 ? hz : 10));
+  s.cron_due = std::chrono::steady_clock::now() + period;
+  s.cron->expires_after(period);
   s.cron->async_wait([this, &s](const boost::system::error_code& ec) {
     if (ec) return;
+    auto late = std::chrono::steady_clock::now() - s.cron_due;
+    s.pub_loop_lag_us.store(std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(late).count()),
+                            std::memory_order_relaxed);
     Cron(s);
     ScheduleCron(s);
   });
@@ -411,6 +417,7 @@ void Server::Cron(Shard& s) {
       last_autosave_check_ms_ = now;
       snapshots_->MaybeAutoSave(now);
     }
+    if (!stopping_.load()) drift_->Cron(now);
     last_cmd_total_ = total;
     last_messages_total_ = messages;
     last_applied_total_ = applied;

@@ -18,6 +18,7 @@
 #include "ingest/registry.h"
 #include "server/asio.h"
 #include "server/config.h"
+#include "server/drift.h"
 #include "server/metrics.h"
 #include "server/shard_set.h"
 #include "server/snapshot.h"
@@ -45,6 +46,7 @@ class Server {
   enum class SaveMode { kDefault, kSave, kNoSave };
   void ShutdownWithSave(const std::string& reason, SaveMode save, std::function<void(const std::string&)> failed);
   SnapshotManager& snapshots() { return *snapshots_; }
+  DriftManager& drift() { return *drift_; }
   void set_ignore_snapshot(bool v) { ignore_snapshot_ = v; }
 
   Config& config() { return config_; }
@@ -131,6 +133,7 @@ class Server {
   std::unique_ptr<IngestSink> sink_;
   std::unique_ptr<KafkaIngest> kafka_;
   std::unique_ptr<SnapshotManager> snapshots_;
+  std::unique_ptr<DriftManager> drift_;
   bool ignore_snapshot_ = false;
   std::atomic<bool> shutdown_saving_{false};
   int64_t last_autosave_check_ms_ = 0;

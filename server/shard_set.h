@@ -44,6 +44,10 @@ struct Shard {
   // The store's figures, published by the shard's cron (hz times a second)
   // for readers on other threads (the /metrics endpoint).
   std::atomic<uint64_t> pub_keys{0}, pub_entities{0}, pub_expired{0};
+  // How late the last cron tick ran (microseconds): the time work queued
+  // ahead of it on this shard's loop kept it waiting.
+  std::atomic<int64_t> pub_loop_lag_us{0};
+  std::chrono::steady_clock::time_point cron_due;
   std::unique_ptr<asio::steady_timer> cron;  // active expiry, client timeouts
   std::thread thread;
   std::atomic<bool> finished{false};

@@ -161,7 +161,12 @@ void SnapshotManager::Cut(std::shared_ptr<Job> job, std::vector<snap::KafkaPosit
   snap::AppendFrame(&frames, snap::Frame::kHeader, 0, snap::EncodeHeader(h));
   snap::AppendFrame(&frames, snap::Frame::kViews, 0, snap::EncodeViews(views));
   snap::AppendFrame(&frames, snap::Frame::kKafka, 0, snap::EncodeKafka(job->positions));
-  job->writer.Put(std::move(frames), 3);
+  uint64_t nframes = 3;
+  if (auto base = server_->drift().baselines(); !base.empty()) {
+    snap::AppendFrame(&frames, snap::Frame::kDrift, 0, drift::EncodeBaselines(base));
+    nframes++;
+  }
+  job->writer.Put(std::move(frames), nframes);
   ShardSet& set = server_->shards();
   for (int i = 0; i < set.size(); i++) {
     set.Post(i, [this, job, i, &set] {
@@ -344,6 +349,11 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     *positions = pos;
     return std::string();
   };
+  std::vector<drift::ViewBaseline> baselines;
+  v.drift = [&](const std::vector<drift::ViewBaseline>& b) {
+    baselines = b;
+    return std::string();
+  };
   v.layouts = [&](const snap::LayoutMap& map) {
     std::set<uint16_t> current;
     for (const ViewDef& d : reg->views()) current.insert(d.layout_id);
@@ -351,9 +361,13 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
       if (id != 0 && !current.count(id)) foreign_layouts = true;
     return std::string();
   };
+  // As Redis's key-load-delay: microseconds to sleep per record loaded, so
+  // tests can watch a slow load (docs/operations.md, "Persistence").
+  const int64_t load_delay_us = std::stoll(server_->config().GetString("key-load-delay"));
   v.records = [&](uint16_t, std::string_view payload, uint32_t count, const snap::LayoutMap& layouts) -> std::string {
     snap::Dec d(payload);
     for (uint32_t i = 0; i < count; i++) {
+      if (load_delay_us > 0) ::usleep(static_cast<useconds_t>(load_delay_us));
       snap::DecodedRecord rec;
       std::string err;
       if (!snap::DecodeRecord(d, layouts, &rec, &err)) return "record " + std::to_string(i) + ": " + err;
@@ -387,6 +401,7 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
   // nothing to do when every block is under a layout the registry uses.
   if (foreign_layouts || header.registry_version != reg->version())
     for (int i = 0; i < set.size(); i++) server_->InstallRegistry(set.shard(i), reg);
+  server_->drift().Restore(std::move(baselines));
   int64_t ms = NowMs() - t0;
   spdlog::info("snapshot loaded: {} ({} records, {} expired since the save, {} Kafka position(s), cut at {}, "
                "registry {} then, {} now) in {} ms",

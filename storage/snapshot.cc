@@ -33,6 +33,7 @@ const char* FrameName(uint8_t kind) {
     case Frame::kSectionEnd: return "SECTION_END";
     case Frame::kFooter: return "FOOTER";
     case Frame::kLayouts: return "LAYOUTS";
+    case Frame::kDrift: return "DRIFT";
   }
   return "unknown";
 }
@@ -604,7 +605,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
   if (zero != 0) return where("file header", 12) + "reserved word is not zero";
   size_t off = kFileHeaderSize;
   Header header;
-  bool have_header = false, have_views = false, have_kafka = false;
+  bool have_header = false, have_views = false, have_kafka = false, have_drift = false;
   std::vector<std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)>> sums;
   std::vector<uint64_t> sec_records, sec_bytes;
   std::vector<bool> ended;
@@ -625,7 +626,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
                                kind == uint8_t(Frame::kLayouts)
                            ? " of section " + std::to_string(section)
                            : "");
-    if (base[off + 1] != 0 || kind < 1 || kind > 7) return where("frame", off) + "bad frame header";
+    if (base[off + 1] != 0 || kind < 1 || kind > 8) return where("frame", off) + "bad frame header";
     if (len > size - off - kFrameHeaderSize) return where(sec, off) + "truncated: frame runs past the end of the file";
     std::string_view payload(base + off + kFrameHeaderSize, len);
     if (XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(kind, section, len)) != sum)
@@ -678,6 +679,14 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
         if (section >= header.sections || ended[section]) return where(sec, off) + "layouts outside their section";
         if (!DecodeLayouts(payload, &layouts, &err)) return where(sec, off) + err;
         if (v.layouts && !(err = v.layouts(layouts)).empty()) return where(sec, off) + err;
+        break;
+      }
+      case Frame::kDrift: {
+        std::vector<drift::ViewBaseline> base;
+        if (have_drift) return where(sec, off) + "second DRIFT";
+        if (!drift::DecodeBaselines(payload, &base, &err)) return where(sec, off) + err;
+        have_drift = true;
+        if (v.drift && !(err = v.drift(base)).empty()) return where(sec, off) + err;
         break;
       }
       case Frame::kSectionEnd: {

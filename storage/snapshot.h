@@ -10,7 +10,8 @@
 // shards serialize concurrently) each section closed by SECTION_END (its
 // record count and the XXH3 of all its RECORDS payloads), and FOOTER last.
 // A section's first entity record is preceded by a LAYOUTS frame: the view
-// layouts (storage/entity.h) its entity blocks name by id.
+// layouts (storage/entity.h) its entity blocks name by id. An optional DRIFT
+// frame after KAFKA holds the drift baselines (storage/drift.h).
 // A file without its FOOTER is truncated and refused.
 //
 // This module is pure encoding and file I/O; the server decides when.
@@ -30,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "storage/drift.h"
 #include "storage/entity.h"
 #include "storage/hash_value.h"
 #include "storage/record.h"
@@ -42,7 +44,7 @@ inline constexpr size_t kFileHeaderSize = 16;  // magic, version, zero
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr size_t kChunkBytes = 256 * 1024;  // RECORDS payloads are cut near this size
 
-enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7 };
+enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7, kDrift = 8 };
 const char* FrameName(uint8_t kind);
 
 // Writes the 16-byte header of a frame carrying `payload` at h.
@@ -223,6 +225,7 @@ struct Visitor {
   std::function<std::string(const std::vector<ViewInfo>&)> views;
   std::function<std::string(const std::vector<KafkaPosition>&)> kafka;
   std::function<std::string(const LayoutMap&)> layouts;  // after each LAYOUTS frame
+  std::function<std::string(const std::vector<drift::ViewBaseline>&)> drift;
   std::function<std::string(uint16_t section, std::string_view records, uint32_t count, const LayoutMap& layouts)>
       records;
 };

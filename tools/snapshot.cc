@@ -1,10 +1,10 @@
-// featurekv-snapshot FILE: checks a snapshot (docs/architecture.md, "File format (version 1)") and prints its
+// featurekv-snapshot FILE: checks a snapshot (docs/architecture.md, "File format (version 2)") and prints its
 // summary. snap::ReadFile verifies the checksum of every frame and section
 // and the FOOTER counts; every record is decoded as the server's load
 // decodes it (snap::DecodeRecord), and keys must be unique. Prints the
 // header, the registry's views, counts per shard (section) and record type,
 // the entities of each view with their aggregation states and tiles, and
-// the stored Kafka positions; --json prints the same as one JSON object
+// the stored Kafka positions and FDRIFT baselines; --json prints the same as one JSON object
 // (view ids as hex strings: 64-bit hashes do not fit a JSON double).
 // Exit 0 when the file verifies, 1 with the reason (file, section, byte
 // offset) on standard error when not, 2 on usage errors.
@@ -95,6 +95,7 @@ struct Summary {
   std::vector<ViewCounts> views;  // the VIEWS frame's order, then unknown ids
   std::map<uint64_t, size_t> view_index;
   std::vector<snap::KafkaPosition> kafka;
+  std::vector<drift::ViewBaseline> drift;  // FDRIFT baselines
   std::vector<XXH128_hash_t> keys;  // for the duplicate check
 
   ViewCounts& View(uint64_t id) {
@@ -171,6 +172,12 @@ void PrintText(const std::string& path, const Summary& s) {
   if (s.views.empty()) std::printf("  (no views)\n");
   std::printf("\n  kafka positions:  %s\n", s.kafka.empty() ? "none" : "(topic partition: next offset)");
   for (const auto& p : s.kafka) std::printf("    %s %d: %" PRId64 "\n", p.topic.c_str(), p.partition, p.offset);
+  std::printf("\n  drift baselines:  %s\n", s.drift.empty() ? "none" : "(view: feature entities bins)");
+  for (const auto& b : s.drift) {
+    std::printf("    %s (taken %s):", b.view.c_str(), Iso(b.created_ms).c_str());
+    for (const auto& f : b.features) std::printf(" %s %llu %zu", f.feature.c_str(), ull(f.n), f.fractions.size());
+    std::printf("\n");
+  }
 }
 
 // One JSON object, built field by field.
@@ -217,7 +224,14 @@ void PrintJson(const std::string& path, const Summary& s) {
   auto position = [](size_t, const snap::KafkaPosition& p) {
     return Obj().Str("topic", p.topic).Num("partition", p.partition).Num("offset", p.offset);
   };
+  auto feature = [](size_t, const drift::FeatureBaseline& f) {
+    return Obj().Str("feature", f.feature).Num("entities", f.n).Num("bins", f.fractions.size());
+  };
+  auto baseline = [&](size_t, const drift::ViewBaseline& b) {
+    return Obj().Str("view", b.view).Num("created_ms", b.created_ms).Raw("features", Array(b.features, feature));
+  };
   o.Raw("shards", Array(s.shards, shard)).Raw("views", Array(s.views, view)).Raw("kafka", Array(s.kafka, position));
+  o.Raw("drift", Array(s.drift, baseline));
   std::printf("%s\n", o.End().c_str());
 }
 }  // namespace
@@ -261,6 +275,10 @@ int main(int argc, char** argv) {
   };
   v.kafka = [&](const std::vector<snap::KafkaPosition>& pos) {
     s.kafka = pos;
+    return std::string();
+  };
+  v.drift = [&](const std::vector<drift::ViewBaseline>& b) {
+    s.drift = b;
     return std::string();
   };
   v.records = [&](uint16_t section, std::string_view payload, uint32_t count, const snap::LayoutMap& layouts) {

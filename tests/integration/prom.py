@@ -5,6 +5,8 @@
   with its TSDB in a fresh temp dir, waits for /-/ready, and offers
   query(expr) and wait_for(expr, predicate, timeout). Stops on stop() or at
   the end of a `with` block.
+- http_get(port, path) and parse_exposition(text): one request to the
+  metrics endpoint, and its samples as {(name, frozenset(labels)): value}.
 - dashboard_exprs(path): every target `expr` of a Grafana dashboard JSON,
   with the Grafana variables replaced so Prometheus can evaluate them.
 
@@ -17,6 +19,7 @@ Usage:
 Everything talks to 127.0.0.1 only; every loop is bounded in time.
 """
 
+import http.client
 import json
 import os
 import re
@@ -31,6 +34,38 @@ import urllib.request
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 HOST = "127.0.0.1"
+
+
+def http_get(port, path, method="GET", timeout=10):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path)
+        r = c.getresponse()
+        return r.status, r.read().decode(), dict(r.getheaders())
+    finally:
+        c.close()
+
+
+def parse_exposition(text):
+    """{(name, frozenset(labels)): value} of every sample line."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        labels = frozenset()
+        if "{" in head:
+            name, rest = head.split("{", 1)
+            pairs = []
+            for part in rest.rstrip("}").split('",'):
+                k, v = part.split("=", 1)
+                pairs.append((k, v.strip('"')))
+            labels = frozenset(pairs)
+        else:
+            name = head
+        out[(name, labels)] = float(value)
+    return out
+
 
 
 class PrometheusError(Exception):

@@ -12,13 +12,15 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from fkv_testlib import ServerProcess, wait_until  # noqa: E402
-from prom import Prometheus, dashboard_targets, free_port, sample_values  # noqa: E402
+from prom import Prometheus, dashboard_targets, free_port, http_get, parse_exposition, sample_values  # noqa: E402
 from test_kafka_tools import MockCluster  # noqa: E402
 import test_kafka_tools  # noqa: E402
 
@@ -30,37 +32,6 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 REGISTRY = os.path.join(ROOT, "conf", "features.yaml")
 DASHBOARD = os.path.join(ROOT, "conf", "grafana", "featurekv.json")
 ALERTS = os.path.join(ROOT, "conf", "alerts.yml")
-
-
-def http_get(port, path, method="GET", timeout=10):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request(method, path)
-        r = c.getresponse()
-        return r.status, r.read().decode(), dict(r.getheaders())
-    finally:
-        c.close()
-
-
-def parse_exposition(text):
-    """{(name, frozenset(labels)): value} of every sample line."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        head, value = line.rsplit(" ", 1)
-        labels = frozenset()
-        if "{" in head:
-            name, rest = head.split("{", 1)
-            pairs = []
-            for part in rest.rstrip("}").split('",'):
-                k, v = part.split("=", 1)
-                pairs.append((k, v.strip('"')))
-            labels = frozenset(pairs)
-        else:
-            name = head
-        out[(name, labels)] = float(value)
-    return out
 
 
 def event(user, product, action, ts):
@@ -108,6 +79,8 @@ class MetricsEndpointTest(unittest.TestCase):
         self.assertGreaterEqual(m[("featurekv_command_rejected_total", get)], 1)
         self.assertGreaterEqual(m[("featurekv_command_errors_total", frozenset({("command", "hset")}))], 1)
         self.assertEqual(m[("featurekv_command_duration_seconds_count", get)], m[("featurekv_commands_total", get)])
+        for shard in ("0", "1"):
+            self.assertGreaterEqual(m[("featurekv_shard_loop_lag_seconds", frozenset({("shard", shard)}))], 0)
         self.assertEqual(m[("featurekv_command_duration_seconds_bucket", get | {("le", "+Inf")})],
                          m[("featurekv_commands_total", get)])
         self.assertGreaterEqual(m[("featurekv_events_applied_total", frozenset({("view", "user_activity")}))], 2)
@@ -210,6 +183,45 @@ class ConfFilesTest(unittest.TestCase):
             self.assertEqual(p.returncode, 0, " ".join(args) + "\n" + p.stdout + p.stderr)
 
 
+class LoadingReadinessTest(unittest.TestCase):
+    """While a snapshot loads, /healthz is 200 and /readyz 503 "loading the snapshot"; then 200."""
+
+    def test_readyz_waits_for_the_snapshot_load(self):
+        data = tempfile.mkdtemp(prefix="fkv-load-")
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", data], check=False))
+        srv = ServerProcess(SERVER, shards=2, data_dir=data, directives=[("registry", REGISTRY), ("save", "")]).start()
+        r = srv.redis(decode_responses=True)
+        for i in range(0, 400, 100):
+            r.mset({"k%d" % j: "v" for j in range(i, i + 100)})
+        self.assertTrue(r.save())
+        srv.stop()
+        mport = free_port()
+        # key-load-delay (as Redis's): 5 ms per record makes the load last about 2 s.
+        srv = ServerProcess(SERVER, shards=2, data_dir=data, start_timeout=60, directives=[
+            ("registry", REGISTRY), ("save", ""), ("metrics-port", str(mport)), ("key-load-delay", "5000")])
+        started = threading.Thread(target=srv.start)
+        started.start()
+        self.addCleanup(srv.stop)
+
+        def answer(path):
+            if not started.is_alive() and srv.port is None:
+                raise AssertionError("the server did not start:\n" + srv.diagnostics())
+            try:
+                return http_get(mport, path, timeout=5)
+            except OSError:  # not listening yet
+                return None
+
+        seen = wait_until(lambda: (lambda a: a if a and a[0] == 503 else None)(answer("/readyz")), timeout=30,
+                          what="/readyz to answer 503 during the load")
+        self.assertEqual(seen[1].strip(), "loading the snapshot")
+        self.assertEqual(answer("/healthz")[0], 200)  # alive while loading
+        started.join(60)
+        self.assertFalse(started.is_alive())
+        self.assertIsNotNone(srv.port, "the server never became ready")
+        wait_until(lambda: (answer("/readyz") or (0,))[0] == 200, timeout=30, what="/readyz 200 after the load")
+        self.assertEqual(int(srv.redis().dbsize()), 400)
+
+
 @unittest.skipIf(os.environ.get("FKV_NO_KAFKA_MOCK"), "librdkafka's mock cluster crashes under ThreadSanitizer")
 class ReadinessTest(unittest.TestCase):
     """/readyz is 503 while a Kafka backlog is consumed and 200 once caught up."""
@@ -251,6 +263,8 @@ class ReadinessTest(unittest.TestCase):
         lags = [v for (name, labels), v in m.items() if name == "featurekv_kafka_lag_messages"]
         self.assertEqual(len(lags), 4)
         self.assertEqual(m[("featurekv_kafka_messages_total", frozenset())], 60000)
+        for shard in ("0", "1"):  # every batch applied: nothing queued on a shard
+            self.assertEqual(m[("featurekv_kafka_shard_queue_batches", frozenset({("shard", shard)}))], 0)
         self.assertEqual(m[("featurekv_event_to_servable_seconds_count", frozenset())], 60000)
         # A shutdown turns /healthz to 503 before the port closes (or the port closes).
         srv.stop()
