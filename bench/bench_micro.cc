@@ -279,6 +279,18 @@ void BM_CommandStatsPerCommand(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
 BENCHMARK(BM_CommandStatsPerCommand);
+// In a pipeline: one read per command, the previous command's end as the start.
+void BM_CommandStatsChained(benchmark::State& state) {
+  CommandStats stats(200);
+  uint64_t i = 0, last = MonotonicNs();
+  for (auto _ : state) {
+    uint64_t end = MonotonicNs();
+    stats.Call(i++ % 8, end - last, false, true);
+    last = end;
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_CommandStatsChained);
 // The clock alone: two reads per command.
 void BM_CommandClockPair(benchmark::State& state) {
   for (auto _ : state) {

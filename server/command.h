@@ -46,6 +46,7 @@ struct CommandSpec {
   CommandHandler handler;
   const char* group;
   const char* summary;
+  size_t index = 0;  // in CommandTable::all(), set by Register (command statistics)
 };
 
 // Everything a handler needs. For a single-key command `store` is the
@@ -86,8 +87,6 @@ class CommandTable {
   void Register(const CommandSpec& spec);
   // Case-insensitive lookup; nullptr if unknown.
   const CommandSpec* Find(std::string_view name) const;
-  // The index of a spec of this table in all() (command statistics).
-  size_t IndexOf(const CommandSpec* spec) const { return static_cast<size_t>(spec - specs_.data()); }
   const std::vector<CommandSpec>& all() const { return specs_; }
   void Freeze();  // builds the lookup index; called once at start
 

@@ -24,7 +24,10 @@ CommandTable& CommandTable::Get() {
   return *t;
 }
 
-void CommandTable::Register(const CommandSpec& spec) { specs_.push_back(spec); }
+void CommandTable::Register(const CommandSpec& spec) {
+  specs_.push_back(spec);
+  specs_.back().index = specs_.size() - 1;
+}
 
 void CommandTable::Freeze() {
   index_.clear();

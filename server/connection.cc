@@ -137,6 +137,7 @@ void Connection::DoRead() {
 
 void Connection::Process(int shard) {
   more_input_ = false;
+  clock_chained_ = false;  // what ran before waited for I/O or another thread
   for (;;) {
     if (killed_.load(std::memory_order_relaxed)) break;
     if (!have_cmd_) {
@@ -185,6 +186,11 @@ void Connection::Process(int shard) {
 }
 
 void Connection::Execute(int shard) {
+  // In a pipeline a command's time starts where the previous one's ended
+  // (one clock read per command; docs/operations.md, "Metrics"). A
+  // refused or unknown command breaks the chain.
+  const bool chained = clock_chained_;
+  clock_chained_ = false;
   Shard& sh = server_->shards().shard(shard);
   sh.counters.Add(sh.counters.commands, 1);
   const CommandSpec* spec = spec_;
@@ -203,7 +209,7 @@ void Connection::Execute(int shard) {
   }
   last_cmd_.store(spec, std::memory_order_relaxed);
   if (spec->flags & kCmdWrite) sh.counters.Add(sh.counters.writes, 1);
-  const size_t index = CommandTable::Get().IndexOf(spec);
+  const size_t index = spec->index;
   // Refused before running: Redis's rejected_calls.
   auto reject = [&](std::string_view error) {
     sh.command_stats->Reject(index);
@@ -220,7 +226,7 @@ void Connection::Execute(int shard) {
       server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory())
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
   PublishBuffers();  // qbuf includes the command being run, as Redis shows it
-  call_start_ns_ = MonotonicNs();
+  call_start_ns_ = chained ? clock_ns_ : MonotonicNs();
   call_errors_ = writer_.errors();
   CommandContext ctx{server_, this, spec, args_, writer_, shard, &sh.store, key_hash_, NowMs()};
   spec->handler(ctx);
@@ -231,10 +237,13 @@ void Connection::Execute(int shard) {
 // its time goes into the shard's command statistics and, when slow, into
 // the shard's slow log. A fan-out's time includes the other shards' work.
 void Connection::FinishCall(int shard, const CommandSpec* spec) {
-  const uint64_t ns = MonotonicNs() - call_start_ns_;
+  const uint64_t end = MonotonicNs();
+  const uint64_t ns = end - call_start_ns_;
+  clock_ns_ = end;
+  clock_chained_ = true;
   Shard& sh = server_->shards().shard(shard);
   const Config& cfg = server_->config();
-  sh.command_stats->Call(CommandTable::Get().IndexOf(spec), ns, writer_.errors() != call_errors_, cfg.latency_tracking());
+  sh.command_stats->Call(spec->index, ns, writer_.errors() != call_errors_, cfg.latency_tracking());
   const int64_t slower_than = cfg.slowlog_log_slower_than();
   if (slower_than < 0 || static_cast<int64_t>(ns / 1000) < slower_than) return;
   SlowLogEntry e;

@@ -81,6 +81,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t key_hash_ = 0;
   uint64_t call_start_ns_ = 0;    // MonotonicNs() when the running command started
   uint64_t call_errors_ = 0;      // writer_.errors() then
+  uint64_t clock_ns_ = 0;         // when the last command ended
+  bool clock_chained_ = false;    // the next command of this Process loop starts at clock_ns_
 
   std::string wbuf_;
   ReplyWriter writer_;

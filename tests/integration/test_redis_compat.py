@@ -453,6 +453,23 @@ class CompatTests:
         self.assertEqual(self.r.slowlog_len(), 0)
         self.assertEqual(self.err("SLOWLOG", "foo"), "ERR unknown subcommand 'foo'. Try SLOWLOG HELP.")
 
+    def test_command_time_never_includes_waiting_for_the_client(self):
+        # In a pipeline a command's time starts where the previous one's
+        # ended; an idle client between two commands must not count.
+        self.addCleanup(self.r.config_set, "slowlog-log-slower-than", "10000")
+        self.r.config_set("slowlog-log-slower-than", "200000")  # 200 ms
+        self.assertTrue(self.r.slowlog_reset())
+        with self.server.raw() as c:
+            self.assertEqual(c.command("SET", "idle", "1"), "OK")
+            time.sleep(0.3)  # the idle gap under test (no condition to wait for)
+            self.assertEqual(c.command("GET", "idle"), "1")
+            c.send(b"*1\r\n$4\r\nPING\r\n" * 50)  # a pipeline: chained clock reads
+            for _ in range(50):
+                self.assertEqual(c.read_reply(), "PONG")
+        self.assertEqual(self.r.slowlog_get(), [])
+        stats = self.r.info("commandstats")["cmdstat_get"]
+        self.assertLess(float(stats["usec_per_call"]), 200000)
+
     def test_shutdown_stops_the_server_with_exit_code_0(self):
         with self.own_server() as srv:
             r = srv.redis()
