@@ -76,6 +76,11 @@ class Exposition {
     out_ += '\n';
   }
   void Sample(std::string_view name, double v) { Sample(name, {}, v); }
+  // A family of one unlabelled sample.
+  void Single(const char* name, const char* type, const char* help, double v) {
+    Family(name, type, help);
+    Sample(name, v);
+  }
   // A histogram of nanosecond values, exposed in seconds with `le` at the
   // powers of two 2^exps[i] ns (bucket boundaries of LatencyHistogram, so the
   // cumulative counts are exact).
@@ -145,11 +150,11 @@ std::string MetricsText(Server& server) {
   const int64_t now_ms = NowMs();
   x.Family("featurekv_build_info", "gauge", "Always 1; the version is a label.");
   x.Sample("featurekv_build_info", {{"version", FKV_VERSION}}, 1);
-  x.Family("featurekv_uptime_seconds", "gauge", "Seconds since the server started.");
-  x.Sample("featurekv_uptime_seconds", static_cast<double>(now_ms - server.start_ms()) / 1000.0);
+  x.Single("featurekv_uptime_seconds", "gauge", "Seconds since the server started.",
+           static_cast<double>(now_ms - server.start_ms()) / 1000.0);
   std::string why;
-  x.Family("featurekv_ready", "gauge", "1 when /readyz answers 200.");
-  x.Sample("featurekv_ready", Ready(server, &why) ? 1 : 0);
+  x.Single("featurekv_ready", "gauge", "1 when /readyz answers 200.",
+           Ready(server, &why) ? 1 : 0);
 
   // Commands, from every shard's counters.
   ShardSet& shards = server.shards();
@@ -169,32 +174,32 @@ std::string MetricsText(Server& server) {
     x.Histogram("featurekv_command_duration_seconds", cmd(r), r.latency, static_cast<double>(r.nanos) / 1e9,
                 kCommandExps);
 
-  x.Family("featurekv_connected_clients", "gauge", "Client connections open now.");
-  x.Sample("featurekv_connected_clients", static_cast<double>(server.connected_clients.load()));
-  x.Family("featurekv_connections_received_total", "counter", "Client connections accepted.");
-  x.Sample("featurekv_connections_received_total", static_cast<double>(server.total_connections.load()));
+  x.Single("featurekv_connected_clients", "gauge", "Client connections open now.",
+           static_cast<double>(server.connected_clients.load()));
+  x.Single("featurekv_connections_received_total", "counter", "Client connections accepted.",
+           static_cast<double>(server.total_connections.load()));
   AllocatorStats mem = ReadAllocatorStats();
-  x.Family("featurekv_memory_used_bytes", "gauge", "Bytes allocated (INFO used_memory).");
-  x.Sample("featurekv_memory_used_bytes", static_cast<double>(server.used_memory.load()));
-  x.Family("featurekv_memory_resident_bytes", "gauge", "Resident set size of the process.");
-  x.Sample("featurekv_memory_resident_bytes", static_cast<double>(mem.resident));
+  x.Single("featurekv_memory_used_bytes", "gauge", "Bytes allocated (INFO used_memory).",
+           static_cast<double>(server.used_memory.load()));
+  x.Single("featurekv_memory_resident_bytes", "gauge", "Resident set size of the process.",
+           static_cast<double>(mem.resident));
   uint64_t keys = 0, entities = 0, expired = 0;
   for (int s = 0; s < shards.size(); s++) {
     keys += shards.shard(s).pub_keys.load(std::memory_order_relaxed);
     entities += shards.shard(s).pub_entities.load(std::memory_order_relaxed);
     expired += shards.shard(s).pub_expired.load(std::memory_order_relaxed);
   }
-  x.Family("featurekv_keys", "gauge", "Keys of every type (as of the shards' last cron tick).");
-  x.Sample("featurekv_keys", static_cast<double>(keys));
-  x.Family("featurekv_entities", "gauge", "Entity keys (feature state).");
-  x.Sample("featurekv_entities", static_cast<double>(entities));
+  x.Single("featurekv_keys", "gauge", "Keys of every type (as of the shards' last cron tick).",
+           static_cast<double>(keys));
+  x.Single("featurekv_entities", "gauge", "Entity keys (feature state).",
+           static_cast<double>(entities));
   x.Family("featurekv_shard_loop_lag_seconds", "gauge",
            "How late the shard's last cron tick ran: how long work queued on its loop kept it waiting.");
   for (int i = 0; i < server.shards().size(); i++)
     x.Sample("featurekv_shard_loop_lag_seconds", {{"shard", std::to_string(i)}},
              static_cast<double>(server.shards().shard(i).pub_loop_lag_us.load(std::memory_order_relaxed)) / 1e6);
-  x.Family("featurekv_expired_keys_total", "counter", "Keys removed by expiry.");
-  x.Sample("featurekv_expired_keys_total", static_cast<double>(expired));
+  x.Single("featurekv_expired_keys_total", "counter", "Keys removed by expiry.",
+           static_cast<double>(expired));
 
   // The feature pipeline.
   IngestStats& st = server.ingest_stats;
@@ -212,23 +217,21 @@ std::string MetricsText(Server& server) {
   x.Family("featurekv_events_rejected_total", "counter", "Events rejected whole, by source and reason.");
   for (const auto& [sr, n] : st.rejected_by_source())
     x.Sample("featurekv_events_rejected_total", {{"source", sr.first}, {"reason", sr.second}}, static_cast<double>(n));
-  x.Family("featurekv_events_too_old_total", "counter",
-           "(event, aggregation) pairs dropped because the tile can no longer be in any window.");
-  x.Sample("featurekv_events_too_old_total", static_cast<double>(st.events_too_old.load()));
+  x.Single("featurekv_events_too_old_total", "counter", "(event, aggregation) pairs dropped because the tile can no longer be in any window.",
+           static_cast<double>(st.events_too_old.load()));
   // The consumer is created during start: read it only once serving (the
   // flag is set, with release, after it exists).
   if (KafkaIngest* k = server.serving() ? server.kafka() : nullptr) {
-    x.Family("featurekv_kafka_messages_total", "counter", "Kafka messages consumed.");
-    x.Sample("featurekv_kafka_messages_total", static_cast<double>(k->messages()));
-    x.Family("featurekv_kafka_dead_lettered_total", "counter", "Rejected messages written to the dead-letter topic.");
-    x.Sample("featurekv_kafka_dead_lettered_total", static_cast<double>(k->dead_lettered()));
-    x.Family("featurekv_kafka_stale_dropped_total", "counter",
-             "Messages below this process's position (or of a revoked partition), dropped.");
-    x.Sample("featurekv_kafka_stale_dropped_total", static_cast<double>(k->stale_dropped()));
-    x.Family("featurekv_kafka_rebalances_total", "counter", "Consumer group rebalances.");
-    x.Sample("featurekv_kafka_rebalances_total", static_cast<double>(k->rebalances()));
-    x.Family("featurekv_kafka_batches_in_flight", "gauge", "Batches consumed but not yet wholly applied.");
-    x.Sample("featurekv_kafka_batches_in_flight", static_cast<double>(k->batches_in_flight()));
+    x.Single("featurekv_kafka_messages_total", "counter", "Kafka messages consumed.",
+             static_cast<double>(k->messages()));
+    x.Single("featurekv_kafka_dead_lettered_total", "counter", "Rejected messages written to the dead-letter topic.",
+             static_cast<double>(k->dead_lettered()));
+    x.Single("featurekv_kafka_stale_dropped_total", "counter", "Messages below this process's position (or of a revoked partition), dropped.",
+             static_cast<double>(k->stale_dropped()));
+    x.Single("featurekv_kafka_rebalances_total", "counter", "Consumer group rebalances.",
+             static_cast<double>(k->rebalances()));
+    x.Single("featurekv_kafka_batches_in_flight", "gauge", "Batches consumed but not yet wholly applied.",
+             static_cast<double>(k->batches_in_flight()));
     x.Family("featurekv_kafka_shard_queue_batches", "gauge",
              "Kafka batches handed to the shard and not yet wholly applied by it.");
     for (int i = 0; i < server.shards().size(); i++)
@@ -249,18 +252,16 @@ std::string MetricsText(Server& server) {
   }
 
   PersistenceFigures p = server.snapshots().figures();
-  x.Family("featurekv_snapshot_last_success_timestamp_seconds", "gauge",
-           "Unix time of the last successful snapshot's cut (0: none since start).");
-  x.Sample("featurekv_snapshot_last_success_timestamp_seconds", p.saves_ok > 0 ? static_cast<double>(p.last_save_ms) / 1000.0 : 0);
-  x.Family("featurekv_snapshot_last_duration_seconds", "gauge", "Duration of the last snapshot (-1: none yet).");
-  x.Sample("featurekv_snapshot_last_duration_seconds",
+  x.Single("featurekv_snapshot_last_success_timestamp_seconds", "gauge", "Unix time of the last successful snapshot's cut (0: none since start).",
+           p.saves_ok > 0 ? static_cast<double>(p.last_save_ms) / 1000.0 : 0);
+  x.Single("featurekv_snapshot_last_duration_seconds", "gauge", "Duration of the last snapshot (-1: none yet).",
            p.last_duration_ms < 0 ? -1.0 : static_cast<double>(p.last_duration_ms) / 1000.0);
-  x.Family("featurekv_snapshot_last_size_bytes", "gauge", "Size of the last snapshot file.");
-  x.Sample("featurekv_snapshot_last_size_bytes", static_cast<double>(p.last_bytes));
-  x.Family("featurekv_snapshot_failures_total", "counter", "Snapshots that failed.");
-  x.Sample("featurekv_snapshot_failures_total", static_cast<double>(p.saves_failed));
-  x.Family("featurekv_snapshot_in_progress", "gauge", "1 while a snapshot is written.");
-  x.Sample("featurekv_snapshot_in_progress", p.in_progress ? 1 : 0);
+  x.Single("featurekv_snapshot_last_size_bytes", "gauge", "Size of the last snapshot file.",
+           static_cast<double>(p.last_bytes));
+  x.Single("featurekv_snapshot_failures_total", "counter", "Snapshots that failed.",
+           static_cast<double>(p.saves_failed));
+  x.Single("featurekv_snapshot_in_progress", "gauge", "1 while a snapshot is written.",
+           p.in_progress ? 1 : 0);
 
   auto drift = server.drift().latest();
   x.Family("featurekv_feature_drift_psi", "gauge",
