@@ -1,5 +1,10 @@
 """Helpers shared by the Python benchmarks (run with /usr/bin/python3)."""
+import csv
+import os
+import io
+import random
 import socket
+import subprocess
 import sys
 import time
 
@@ -44,3 +49,41 @@ def materialize(f, r):
             p_r.hset(k, mapping=m)
         p_r.execute()
     return keys
+
+
+def write_demo_events(path, users, events, products, seed=7):
+    """Demo-registry events as JSON lines for featurekv-load: every user at
+    least once, then random ones, in the last 50 minutes. User ids are
+    zero-padded to 12 digits so that redis-benchmark's __rand_int__ names
+    real entities."""
+    rng = random.Random(seed)
+    now = int(time.time())
+    actions = ["click", "view", "view", "click", "add_to_cart", "purchase"]
+    with open(path, "w") as out:
+        for i in range(events):
+            u = i if i < users else rng.randrange(users)
+            out.write('{"user_id":"%012d","product_id":%d,"action":"%s","timestamp":%d}\n' % (
+                u, rng.randrange(products), rng.choice(actions), now - rng.randrange(3000)))
+
+
+def p99_of(port, cmd, users, n, clients=20):
+    """redis-benchmark running `cmd` (with __rand_int__ below `users`) n
+    times from `clients` clients: (p99 latency ms, requests/s)."""
+    out = subprocess.run(["redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(n), "-r", str(users),
+                          "--csv", *cmd], capture_output=True, text=True, timeout=600).stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    head, row = rows[0], rows[1]
+    return float(row[head.index("p99_latency_ms")]), float(row[head.index("rps")])
+
+
+def demo_arguments(ap, root):
+    """The options of the benchmarks that load demo-registry users: --users,
+    --events, --products, --shards, --build and --quick (the caller applies
+    --quick: 100k users, 300k events)."""
+    ap.add_argument("--users", type=int, default=1000000)
+    ap.add_argument("--events", type=int, default=3000000)
+    ap.add_argument("--products", type=int, default=10000)
+    ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--build", default=os.path.join(root, "build"))
+    ap.add_argument("--quick", action="store_true", help="100k users, 300k events")
+    return ap

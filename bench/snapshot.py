@@ -17,10 +17,7 @@ usage: bench/snapshot.py [--users 1000000] [--events 3000000] [--products 10000]
        [--shards 2] [--build build] [--quick]
 """
 import argparse
-import csv
-import io
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -31,28 +28,14 @@ import time
 import redis  # Debian's python3-redis (/usr/bin/python3)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, materialize, wait_ping  # noqa: E402
+from benchlib import demo_arguments, free_port, materialize, p99_of, wait_ping, write_demo_events  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURES = ["clicks_1h", "purchases_24h", "products_1h"]
 
 
-def p99_of(port, cmd, users, n, clients=20):
-    out = subprocess.run(["redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(n), "-r", str(users),
-                          "--csv", *cmd], capture_output=True, text=True, timeout=600).stdout
-    rows = list(csv.reader(io.StringIO(out)))
-    head, row = rows[0], rows[1]
-    return float(row[head.index("p99_latency_ms")]), float(row[head.index("rps")])
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--users", type=int, default=1000000)
-    ap.add_argument("--events", type=int, default=3000000)
-    ap.add_argument("--products", type=int, default=10000)
-    ap.add_argument("--shards", type=int, default=2)
-    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--quick", action="store_true", help="100k users, 300k events")
+    ap = demo_arguments(argparse.ArgumentParser(), ROOT)
     a = ap.parse_args()
     if a.quick:
         a.users, a.events = 100000, 300000
@@ -70,16 +53,8 @@ def main():
         wait_ping(fport)
         wait_ping(rport)
         f, r = redis.Redis(port=fport), redis.Redis(port=rport)
-        # Events: every user at least once, then random ones.
-        rng = random.Random(7)
-        now = int(time.time())
-        actions = ["click", "view", "view", "click", "add_to_cart", "purchase"]
         path = os.path.join(work, "events.jsonl")
-        with open(path, "w") as out:
-            for i in range(a.events):
-                u = i if i < a.users else rng.randrange(a.users)
-                out.write('{"user_id":"%012d","product_id":%d,"action":"%s","timestamp":%d}\n' % (
-                    u, rng.randrange(a.products), rng.choice(actions), now - rng.randrange(3000)))
+        write_demo_events(path, a.users, a.events, a.products)
         t0 = time.time()
         subprocess.run([loader, "--port", str(fport), path], check=True, stderr=subprocess.DEVNULL)
         print(f"loaded {a.events:,} events in {time.time() - t0:.1f} s")

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -298,6 +299,16 @@ std::string Config::GetString(std::string_view name) const {
   return it == values_.end() ? "" : it->second;
 }
 
+namespace {
+bool IsPathDirective(std::string_view name) {
+  for (std::string_view d : {"registry", "dir", "logfile"})
+    if (name.size() == d.size() && std::equal(d.begin(), d.end(), name.begin(),
+                                              [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
+      return true;
+  return false;
+}
+}  // namespace
+
 void Config::LoadFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw ConfigError("cannot open config file '" + path + "'");
@@ -313,6 +324,12 @@ void Config::LoadFile(const std::string& path) {
       throw ConfigError(path + ":" + std::to_string(lineno) + ": unbalanced quotes");
     if (words.empty()) continue;
     std::vector<std::string> vals(words.begin() + 1, words.end());
+    // A relative path in a conf file names a file beside it, wherever the
+    // server was started from (docs/operations.md, "Running").
+    if (vals.size() == 1 && !vals[0].empty() && vals[0][0] != '/' && IsPathDirective(words[0])) {
+      std::filesystem::path dir = std::filesystem::path(path).parent_path();
+      if (!dir.empty()) vals[0] = (dir / vals[0]).lexically_normal().string();
+    }
     std::string err = Set(words[0], vals, false);
     if (!err.empty()) throw ConfigError(path + ":" + std::to_string(lineno) + ": " + err);
   }

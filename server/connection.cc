@@ -43,8 +43,18 @@ void Connection::set_name(std::string n) {
   name_ = std::move(n);
 }
 
+void Connection::set_lib(bool version, std::string v) {
+  std::lock_guard lk(name_mu_);
+  (version ? lib_ver_ : lib_name_) = std::move(v);
+}
+
 std::string Connection::Describe(int64_t now_ms) const {
   const CommandSpec* last = last_cmd_.load(std::memory_order_relaxed);
+  std::string lib;
+  {
+    std::lock_guard lk(name_mu_);
+    lib = " lib-name=" + lib_name_ + " lib-ver=" + lib_ver_;
+  }
   std::string s = "id=" + std::to_string(id_) + " addr=" + peer_ + " laddr=" + local_ + " fd=" +
                   std::to_string(fd_) + " name=" + name() +
                   " age=" + std::to_string((now_ms - created_ms_) / 1000) +
@@ -56,7 +66,7 @@ std::string Connection::Describe(int64_t now_ms) const {
                   std::to_string(rbs_.load(std::memory_order_relaxed) + wbuf_cap_.load(std::memory_order_relaxed) +
                                  sizeof(*this)) +
                   " events=r cmd=" + (last ? last->name : "NULL") + " user=default redir=-1 resp=" +
-                  std::to_string(resp_.load(std::memory_order_relaxed)) + " shard=" + std::to_string(home_);
+                  std::to_string(resp_.load(std::memory_order_relaxed)) + lib + " shard=" + std::to_string(home_);
   return s;
 }
 

@@ -33,6 +33,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   int home() const { return home_; }
   std::string name() const;
   void set_name(std::string n);
+  // CLIENT SETINFO: the client library's name and version (CLIENT LIST).
+  void set_lib(bool version, std::string v);
   int protocol() const { return writer_.protocol(); }
   void set_protocol(int p) {
     writer_.set_protocol(p);
@@ -108,7 +110,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<size_t> qbuf_{0}, qbuf_free_{0}, rbs_{0}, rbp_{0}, wbuf_cap_{0};
   std::atomic<int> resp_{2};
   mutable std::mutex name_mu_;
-  std::string name_;
+  std::string name_, lib_name_, lib_ver_;  // under name_mu_
 };
 
 }  // namespace fkv

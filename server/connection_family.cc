@@ -218,7 +218,16 @@ void Client(CommandContext& c) {
     c.conn->set_name(std::string(c.args[2]));
     return c.out.Ok();
   }
-  if (EqualsNoCase(sub, "SETINFO") && n == 4) return c.out.Ok();  // lib-name / lib-ver: accepted
+  if (EqualsNoCase(sub, "SETINFO") && n == 4) {  // as Redis 7.2
+    std::string_view attr = c.args[2];
+    bool version = EqualsNoCase(attr, "LIB-VER");
+    if (!version && !EqualsNoCase(attr, "LIB-NAME"))
+      return c.out.Error("ERR Unrecognized option '" + std::string(attr) + "'");
+    if (!ValidClientName(c.args[3]))
+      return c.out.Error("ERR " + std::string(attr) + " cannot contain spaces, newlines or special characters.");
+    c.conn->set_lib(version, std::string(c.args[3]));
+    return c.out.Ok();
+  }
   if (EqualsNoCase(sub, "INFO") && n == 2) return c.out.Verbatim(c.conn->Describe(c.now_ms) + "\n");
   if (EqualsNoCase(sub, "LIST")) {
     std::vector<uint64_t> ids;
@@ -246,7 +255,7 @@ void Client(CommandContext& c) {
   if (EqualsNoCase(sub, "KILL") && n >= 3) return ClientKill(c);
   if (EqualsNoCase(sub, "HELP") && n == 2) {
     static const char* kHelp[] = {"CLIENT <subcommand> [<arg> ...]. Subcommands are:", "ID", "GETNAME", "SETNAME <name>",
-                                  "INFO", "LIST [TYPE normal] [ID id ...]", "KILL <ip:port> | KILL [ID id] [ADDR ip:port] [LADDR ip:port] [SKIPME yes|no]"};
+                                  "INFO", "SETINFO <LIB-NAME|LIB-VER> <value>", "LIST [TYPE normal] [ID id ...]", "KILL <ip:port> | KILL [ID id] [ADDR ip:port] [LADDR ip:port] [SKIPME yes|no]"};
     c.out.Array(std::size(kHelp));
     for (const char* h : kHelp) c.out.Simple(h);
     return;

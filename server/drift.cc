@@ -13,9 +13,11 @@
 namespace fkv {
 
 namespace {
-// A slice of a walk takes at most this long, then rests as long (a shard
-// gives a walk at most half its time).
-constexpr int64_t kSliceMicros = 250;
+// A slice of a walk takes at most this long. If the shard ran commands
+// since the walk's last slice it then rests kRestFactor times as long (the
+// walk takes at most a fifth of a busy shard); an idle shard goes on at once.
+constexpr int64_t kSliceMicros = 100;
+constexpr int64_t kRestFactor = 4;
 
 bool Numeric(const FeatureValue& v, double* x) {
   if (v.kind == FeatureValue::Kind::kInt) *x = static_cast<double>(v.i);
@@ -35,6 +37,7 @@ struct DriftManager::Walk {
   std::vector<std::vector<double>> edges;  // compute walks: each feature's baseline edges
   // Per shard (touched by its thread only until the walk ends), per feature.
   std::vector<uint64_t> cursor;
+  std::vector<uint64_t> commands_seen;  // the shard's command count at the last slice
   std::vector<std::vector<drift::Reservoir>> samples;     // baseline walks
   std::vector<std::vector<std::vector<uint64_t>>> counts;  // compute walks: by bin
   std::vector<std::vector<uint64_t>> n;
@@ -66,6 +69,7 @@ void DriftManager::Start(std::shared_ptr<Walk> w) {
   ShardSet& set = server_->shards();
   size_t shards = static_cast<size_t>(set.size()), feats = w->refs.size();
   w->cursor.assign(shards, 0);
+  w->commands_seen.assign(shards, 0);
   w->n.assign(shards, std::vector<uint64_t>(feats, 0));
   if (w->baseline) {
     w->samples.resize(shards);
@@ -107,11 +111,18 @@ void DriftManager::Step(std::shared_ptr<Walk> w, int i) {
       }
     });
     if (cur == 0) break;
-    if (b % 16 == 0) {
+    if (b % 8 == 0) {
       int64_t used =
           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
       if (used >= kSliceMicros) {
-        set.PostAfter(i, used, [this, w, i] { Step(w, i); });
+        uint64_t commands = set.shard(i).counters.commands.load(std::memory_order_relaxed);
+        uint64_t& seen = w->commands_seen[static_cast<size_t>(i)];
+        if (commands != seen) {
+          seen = commands;
+          set.PostAfter(i, used * kRestFactor, [this, w, i] { Step(w, i); });
+        } else {
+          set.Post(i, [this, w, i] { Step(w, i); });
+        }
         return;
       }
     }

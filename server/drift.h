@@ -1,8 +1,9 @@
 // DriftManager: FDRIFT's baselines and current figures (docs/operations.md,
 // "Feature drift"). A baseline or a current distribution is gathered by a
-// walk of the view's entities on every shard, in slices of at most 250 us
-// with as long a rest after each (as a snapshot), so reads never wait
-// behind more than one slice. The arithmetic is storage/drift.h.
+// walk of the view's entities on every shard, in slices of at most 100 us,
+// each followed by a rest four times as long when the shard is serving,
+// so reads never wait behind more than one slice and keep four fifths of
+// a busy shard. The arithmetic is storage/drift.h.
 #pragma once
 
 #include <cstdint>

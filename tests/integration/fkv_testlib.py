@@ -55,10 +55,12 @@ class ServerProcess:
     """
 
     def __init__(self, binary, shards=1, directives=None, start_timeout=10.0, data_dir=None, extra_args=(),
-                 preexec_fn=None):
+                 preexec_fn=None, conf=None):
         """data_dir: the snapshot directory (`--dir`), kept across restarts;
-        by default the process's own temporary directory."""
+        by default the process's own temporary directory. conf: a config
+        file, passed first (the directives override it)."""
         self.binary = os.path.abspath(binary)
+        self.conf = conf
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         self.preexec_fn = preexec_fn  # e.g. a file size limit for the disk-full tests
@@ -79,7 +81,8 @@ class ServerProcess:
     # -- life cycle ---------------------------------------------------------
 
     def argv(self):
-        args = [self.binary, "--port", "0", "--logfile", self.logfile, "--shards", str(self.shards)]
+        args = [self.binary] + ([self.conf] if self.conf else [])
+        args += ["--port", "0", "--logfile", self.logfile, "--shards", str(self.shards)]
         if self.data_dir is not None:
             args += ["--dir", self.data_dir]
         args += self.extra_args

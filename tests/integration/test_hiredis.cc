@@ -131,6 +131,25 @@ TEST_CASE("unknown command and wrong arity use Redis's error texts") {
   CHECK(Str(cl.Cmd({"PING"})) == "PONG");  // the connection stays usable
 }
 
+TEST_CASE("CLIENT SETINFO names the library in CLIENT INFO and CLIENT LIST, as Redis 7.2") {
+  ServerProcess srv({"--shards", "2"});
+  Client cl(srv.port());
+  Client other(srv.port());
+  CHECK(Str(cl.Cmd({"CLIENT", "SETINFO", "LIB-NAME", "hiredis"})) == "OK");
+  CHECK(Str(cl.Cmd({"CLIENT", "SETINFO", "lib-ver", "1.1.0"})) == "OK");
+  std::string info = Str(cl.Cmd({"CLIENT", "INFO"}));
+  CHECK(info.find(" lib-name=hiredis lib-ver=1.1.0 ") != std::string::npos);
+  std::string list = Str(other.Cmd({"CLIENT", "LIST"}));
+  CHECK(list.find("lib-name=hiredis lib-ver=1.1.0") != std::string::npos);
+  CHECK(list.find("lib-name= lib-ver= ") != std::string::npos);  // the other client set nothing
+  CHECK(Str(cl.Cmd({"CLIENT", "SETINFO", "lib-color", "x"})) == "ERR Unrecognized option 'lib-color'");
+  CHECK(Str(cl.Cmd({"CLIENT", "SETINFO", "lib-name", "a b"})) ==
+        "ERR lib-name cannot contain spaces, newlines or special characters.");
+  CHECK(Str(cl.Cmd({"CLIENT", "SETINFO", "LIB-NAME", ""})) == "OK");  // empty clears it
+  CHECK(Str(cl.Cmd({"CLIENT", "INFO"})).find(" lib-name= lib-ver=1.1.0 ") != std::string::npos);
+  CHECK(srv.Stop() == 0);
+}
+
 TEST_CASE("a pipeline of 10,000 commands answers every one, in order") {
   ServerProcess srv({"--shards", "4"});
   Client cl(srv.port());

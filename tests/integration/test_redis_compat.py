@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -469,6 +470,39 @@ class CompatTests:
         self.assertEqual(self.r.slowlog_get(), [])
         stats = self.r.info("commandstats")["cmdstat_get"]
         self.assertLess(float(stats["usec_per_call"]), 200000)
+
+    def test_client_setinfo_shows_in_client_list(self):
+        # redis-py 4.3 (Debian 12) does not send CLIENT SETINFO itself (5.0+
+        # does, on connect): send it as 5.0 would.
+        r = self.server.redis()
+        self.assertTrue(r.execute_command("CLIENT", "SETINFO", "LIB-NAME", "redis-py"))
+        self.assertTrue(r.execute_command("CLIENT", "SETINFO", "LIB-VER", redis.__version__))
+        me = r.client_id()
+        mine = [c for c in self.r.client_list() if int(c["id"]) == me]
+        self.assertEqual(len(mine), 1)
+        self.assertEqual((mine[0]["lib-name"], mine[0]["lib-ver"]), ("redis-py", redis.__version__))
+        self.assertIn("lib-name=redis-py", r.execute_command("CLIENT", "INFO"))
+        with self.assertRaises(redis.ResponseError) as cm:
+            r.execute_command("CLIENT", "SETINFO", "LIB-NAME", "bad\nname")
+        self.assertIn("cannot contain spaces, newlines or special characters", str(cm.exception))
+
+    def test_a_relative_registry_path_in_a_conf_file_resolves_beside_it(self):
+        # The server runs in its own temporary directory; the conf file and
+        # the registry are in another one.
+        here = os.path.dirname(os.path.abspath(__file__))
+        confdir = tempfile.mkdtemp(prefix="fkv-confdir-")
+        self.addCleanup(shutil.rmtree, confdir, True)
+        shutil.copy(os.path.join(here, "..", "..", "conf", "features.yaml"), os.path.join(confdir, "views.yaml"))
+        with open(os.path.join(confdir, "featurekv.conf"), "w") as f:
+            f.write("registry views.yaml\nsave \"\"\n")
+        srv = ServerProcess(SERVER_BINARY, shards=self.SHARDS, conf=os.path.join(confdir, "featurekv.conf")).start()
+        try:
+            r = srv.redis()
+            self.assertEqual(r.config_get("registry")["registry"], os.path.join(confdir, "views.yaml"))
+            self.assertEqual(sorted(v[1] if isinstance(v, list) else v["name"] for v in r.execute_command("FVIEWS")),
+                             ["product_popularity", "user_activity"])
+        finally:
+            srv.stop()
 
     def test_shutdown_stops_the_server_with_exit_code_0(self):
         with self.own_server() as srv:

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "server/config.h"
@@ -95,4 +96,25 @@ TEST_CASE("CONFIG SET refuses immutable directives and bad values") {
   CHECK_FALSE(c.requirepass_set());
   auto all = c.Get("max*");
   CHECK(all.size() >= 3);  // maxclients, maxmemory, max-event-skew
+}
+
+TEST_CASE("relative paths in a conf file resolve against the file's directory") {
+  char tmpl[] = "/tmp/fkv-conf-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  std::string dir = tmpl;
+  {
+    std::ofstream f(dir + "/featurekv.conf");
+    f << "registry features.yaml\ndir data/../snaps\nlogfile /var/log/fkv.log\ndbfilename x.snap\n";
+  }
+  Config c;
+  c.LoadFile(dir + "/featurekv.conf");
+  CHECK(c.GetString("registry") == dir + "/features.yaml");
+  CHECK(c.GetString("dir") == dir + "/snaps");
+  CHECK(c.GetString("logfile") == "/var/log/fkv.log");  // absolute: kept
+  CHECK(c.GetString("dbfilename") == "x.snap");          // a name inside dir, not a path
+  // On the command line a relative path stays relative to the working directory.
+  c.ApplyArgs({"--registry", "other.yaml"});
+  CHECK(c.GetString("registry") == "other.yaml");
+  std::remove((dir + "/featurekv.conf").c_str());
+  std::remove(dir.c_str());
 }
