@@ -33,6 +33,8 @@ enum CommandFlag : uint32_t {
   kCmdMultiShard = 1 << 6, // handler routes itself (FanOut); not sent to a key's shard
   kCmdLoading = 1 << 7,
   kCmdStale = 1 << 8,
+  kCmdTxControl = 1 << 9,  // runs at once inside MULTI (MULTI EXEC DISCARD WATCH QUIT RESET)
+  kCmdNoMulti = 1 << 10,   // refused inside MULTI (it waits for other work: SAVE, FREGISTRY, ...)
 };
 
 struct CommandContext;
@@ -77,7 +79,8 @@ struct CommandContext {
   // plan is args[first + i * step]).
   std::shared_ptr<const ShardPlan> PlanArgs(size_t first, size_t step) const;
   // Suspends the connection until the returned function is called (once,
-  // from any thread) with what writes the reply; then it goes on.
+  // from any thread) with what writes the reply; then it goes on. Inside
+  // EXEC (ShardSet::InlinePosts) FanOut and Defer run inline instead.
   std::function<void(std::function<void(ReplyWriter&)>)> Defer();
 };
 
@@ -102,6 +105,7 @@ void RegisterGenericFamily(CommandTable& t);
 void RegisterStringFamily(CommandTable& t);
 void RegisterHashFamily(CommandTable& t);
 void RegisterFeatureFamily(CommandTable& t);
+void RegisterTransactionFamily(CommandTable& t);
 
 // Standard error texts (Redis 7).
 inline constexpr std::string_view kErrWrongType = "WRONGTYPE Operation against a key holding the wrong kind of value";

@@ -18,6 +18,7 @@ CommandTable& CommandTable::Get() {
     RegisterStringFamily(*t);
     RegisterHashFamily(*t);
     RegisterFeatureFamily(*t);
+    RegisterTransactionFamily(*t);
     t->Freeze();
     return t;
   }();

@@ -171,7 +171,8 @@ void Connection::Process(int shard) {
       have_cmd_ = true;
       spec_ = CommandTable::Get().Find(args_[0]);
       target_ = shard;
-      if (spec_ != nullptr && spec_->first_key > 0 && !(spec_->flags & kCmdMultiShard) &&
+      const bool queue = tx_.active && spec_ != nullptr && !(spec_->flags & kCmdTxControl);
+      if (spec_ != nullptr && !queue && spec_->first_key > 0 && !(spec_->flags & kCmdMultiShard) &&
           static_cast<int>(args_.size()) > spec_->first_key) {
         key_hash_ = HashKey(args_[static_cast<size_t>(spec_->first_key)]);
         target_ = server_->shards().ShardOf(key_hash_);
@@ -212,17 +213,24 @@ void Connection::Execute(int shard) {
       std::string_view part = args_[i].substr(0, 128 - list.size());
       list.append("'").append(part).append("' ");
     }
+    if (tx_.active) tx_.dirty = true;  // EXEC will abort
     std::string msg = "ERR unknown command '";
     msg.append(args_[0].substr(0, 128)).append("', with args beginning with: ").append(list);
     writer_.Error(msg);
     return;
   }
   last_cmd_.store(spec, std::memory_order_relaxed);
-  if (spec->flags & kCmdWrite) sh.counters.Add(sh.counters.writes, 1);
   const size_t index = spec->index;
   // Refused before running: Redis's rejected_calls.
   auto reject = [&](std::string_view error) {
     sh.command_stats->Reject(index);
+    if (tx_.active && std::string_view(spec->name) == "exec") {
+      // As Redis: a refused EXEC ends the transaction, saying why.
+      tx_.Clear();
+      std::string_view why = error.substr(error.rfind("ERR ", 0) == 0 ? 4 : 0);
+      return writer_.Error("EXECABORT Transaction discarded because of: " + std::string(why));
+    }
+    if (tx_.active) tx_.dirty = true;  // EXEC will abort
     writer_.Error(error);
   };
   int argc = static_cast<int>(args_.size());
@@ -235,6 +243,12 @@ void Connection::Execute(int shard) {
   if ((spec->flags & kCmdDenyOom) && server_->config().maxmemory() > 0 &&
       server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory())
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
+  if (tx_.active && !(spec->flags & kCmdTxControl)) {  // MULTI: queued for EXEC
+    if (spec->flags & kCmdNoMulti) return reject("ERR Command not allowed inside a transaction");
+    tx_.queued.push_back({spec, std::vector<std::string>(args_.begin(), args_.end())});
+    return writer_.Simple("QUEUED");
+  }
+  if (spec->flags & kCmdWrite) sh.counters.Add(sh.counters.writes, 1);
   PublishBuffers();  // qbuf includes the command being run, as Redis shows it
   call_start_ns_ = chained ? clock_ns_ : MonotonicNs();
   call_errors_ = writer_.errors();
@@ -308,6 +322,11 @@ void Connection::FlushAndRead() {
 void CommandContext::FanOut(const std::vector<int>& shards, std::function<void(int, ShardStore&)> per_shard,
                             std::function<void(ReplyWriter&)> finish) {
   ShardSet& set = server->shards();
+  if (ShardSet::inline_posts()) {  // inside EXEC: every shard is ours
+    for (int s : shards) per_shard(s, set.shard(s).store);
+    finish(out);
+    return;
+  }
   if (shards.empty() || (shards.size() == 1 && shards[0] == shard)) {
     if (!shards.empty()) per_shard(shard, *store);
     finish(out);
@@ -356,6 +375,10 @@ std::shared_ptr<const ShardPlan> CommandContext::PlanArgs(size_t first, size_t s
 }
 
 std::function<void(std::function<void(ReplyWriter&)>)> CommandContext::Defer() {
+  if (ShardSet::inline_posts()) {  // inside EXEC: the reply is written at once
+    ReplyWriter* w = &out;
+    return [w](std::function<void(ReplyWriter&)> reply) { reply(*w); };
+  }
   ShardSet* set = &server->shards();
   std::shared_ptr<Connection> self = conn->self();
   int origin = shard;

@@ -15,6 +15,7 @@
 #include "protocol/resp_parser.h"
 #include "server/asio.h"
 #include "server/command.h"
+#include "server/transaction.h"
 
 namespace fkv {
 
@@ -53,6 +54,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Suspend() { suspended_ = true; }
   void Resume(int shard);  // on the thread of `shard`
   ReplyWriter& writer() { return writer_; }
+  // MULTI state (touched by whichever thread runs this connection's commands).
+  Transaction& tx() { return tx_; }
   std::shared_ptr<Connection> self() { return shared_from_this(); }
 
  private:
@@ -111,6 +114,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<int> resp_{2};
   mutable std::mutex name_mu_;
   std::string name_, lib_name_, lib_ver_;  // under name_mu_
+  Transaction tx_;
 };
 
 }  // namespace fkv

@@ -114,6 +114,7 @@ void Quit(CommandContext& c) {
 }
 
 void Reset(CommandContext& c) {
+  c.conn->tx().Clear();  // as Redis: discards MULTI, forgets WATCH
   c.conn->set_protocol(2);
   c.conn->set_name("");
   c.conn->set_authenticated(!c.server->config().requirepass_set());
@@ -277,8 +278,8 @@ void RegisterConnectionFamily(CommandTable& t) {
   t.Register({"hello", -1, F | N, 0, 0, 0, Hello, "connection", "Handshakes with the server (RESP2 or RESP3)."});
   t.Register({"auth", -2, F | N, 0, 0, 0, Auth, "connection", "Authenticates the connection."});
   t.Register({"select", 2, F | kCmdLoading, 0, 0, 0, Select, "connection", "Changes the selected database (only 0 exists)."});
-  t.Register({"quit", -1, F | N, 0, 0, 0, Quit, "connection", "Closes the connection."});
-  t.Register({"reset", 1, F | N, 0, 0, 0, Reset, "connection", "Resets the connection."});
+  t.Register({"quit", -1, F | N | kCmdTxControl, 0, 0, 0, Quit, "connection", "Closes the connection."});
+  t.Register({"reset", 1, F | N | kCmdTxControl, 0, 0, 0, Reset, "connection", "Resets the connection."});
   t.Register({"client", -2, kCmdAdmin, 0, 0, 0, Client, "connection", "A container for client connection commands."});
 }
 

@@ -445,8 +445,8 @@ void RegisterFeatureFamily(CommandTable& t) {
   t.Register({"fevent", -3, W | M, 0, 0, 0, FEvent, "feature", "Feeds raw JSON events through the ingest path."});
   t.Register({"fviews", 1, R, 0, 0, 0, FViews, "feature", "Lists the views of the registry."});
   t.Register({"finfo", 2, R, 0, 0, 0, FInfo, "feature", "Describes one view and its aggregations."});
-  t.Register({"fdrift", -2, R, 0, 0, 0, FDrift, "feature", "FDRIFT BASELINE view | FDRIFT view: feature drift (PSI) against a baseline."});
-  t.Register({"fregistry", 2, kCmdAdmin, 0, 0, 0, FRegistry, "feature", "FREGISTRY VERSION | RELOAD."});
+  t.Register({"fdrift", -2, R | kCmdNoMulti, 0, 0, 0, FDrift, "feature", "FDRIFT BASELINE view | FDRIFT view: feature drift (PSI) against a baseline."});
+  t.Register({"fregistry", 2, kCmdAdmin | kCmdNoMulti, 0, 0, 0, FRegistry, "feature", "FREGISTRY VERSION | RELOAD."});
 }
 
 }  // namespace fkv

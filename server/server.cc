@@ -58,6 +58,7 @@ Server::~Server() {
   Shutdown("destructor");
   Wait();
   metrics_.reset();  // it reads the shards, the ingest and the snapshots: it goes first
+  exclusive_.reset();  // it parks the shards: before they go
   StopShutdownWatchdog();
   control_io_.stop();
   if (control_thread_.joinable()) control_thread_.join();
@@ -70,6 +71,7 @@ int Server::Start() {
   stat_reset_ms = static_cast<uint64_t>(start_ms_);
   CommandTable::Get().Freeze();
   shards_ = std::make_unique<ShardSet>(config_.shards());
+  exclusive_ = std::make_unique<ExclusiveRunner>(*shards_, [this] { return stopping(); });
   asio::io_context& io0 = shards_->shard(0).io;
   int port = config_.port();
   for (const std::string& addr : config_.bind()) {

@@ -22,6 +22,7 @@
 #include "server/metrics.h"
 #include "server/shard_set.h"
 #include "server/snapshot.h"
+#include "server/transaction.h"
 
 namespace fkv {
 
@@ -47,6 +48,8 @@ class Server {
   void ShutdownWithSave(const std::string& reason, SaveMode save, std::function<void(const std::string&)> failed);
   SnapshotManager& snapshots() { return *snapshots_; }
   DriftManager& drift() { return *drift_; }
+  // Runs cross-shard EXECs with every shard parked (server/transaction.h).
+  ExclusiveRunner& exclusive() { return *exclusive_; }
   void set_ignore_snapshot(bool v) { ignore_snapshot_ = v; }
 
   Config& config() { return config_; }
@@ -134,6 +137,7 @@ class Server {
   std::unique_ptr<KafkaIngest> kafka_;
   std::unique_ptr<SnapshotManager> snapshots_;
   std::unique_ptr<DriftManager> drift_;
+  std::unique_ptr<ExclusiveRunner> exclusive_;  // after shards_: destroyed first
   bool ignore_snapshot_ = false;
   std::atomic<bool> shutdown_saving_{false};
   int64_t last_autosave_check_ms_ = 0;

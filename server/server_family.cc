@@ -630,10 +630,10 @@ void RegisterServerFamily(CommandTable& t) {
   t.Register({"time", 1, kCmdFast | L, 0, 0, 0, Time, "server", "Returns the server time."});
   t.Register({"flushdb", -1, kCmdWrite | M, 0, 0, 0, Flush, "server", "Removes all keys from the current database."});
   t.Register({"flushall", -1, kCmdWrite | M, 0, 0, 0, Flush, "server", "Removes all keys from all databases."});
-  t.Register({"save", 1, A, 0, 0, 0, Save, "server", "Saves a snapshot and replies when it is durable (serving goes on)."});
+  t.Register({"save", 1, A | kCmdNoMulti, 0, 0, 0, Save, "server", "Saves a snapshot and replies when it is durable (serving goes on)."});
   t.Register({"bgsave", -1, A, 0, 0, 0, BgSave, "server", "Starts a snapshot in the background."});
   t.Register({"lastsave", 1, L, 0, 0, 0, LastSave, "server", "Returns the Unix timestamp of the last successful save."});
-  t.Register({"shutdown", -1, A | L, 0, 0, 0, Shutdown, "server", "Synchronously saves the database(s) to disk and shuts down the server."});
+  t.Register({"shutdown", -1, A | L | kCmdNoMulti, 0, 0, 0, Shutdown, "server", "Synchronously saves the database(s) to disk and shuts down the server."});
   t.Register({"slowlog", -2, A, 0, 0, 0, Slowlog, "server", "A container for slow log commands."});
 }
 

@@ -70,4 +70,6 @@ void ShardSet::Join() {
 
 int ShardSet::CurrentShard() { return tl_shard; }
 
+thread_local bool ShardSet::tl_inline_posts_ = false;
+
 }  // namespace fkv

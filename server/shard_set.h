@@ -71,8 +71,20 @@ class ShardSet {
   }
   template <class F>
   void Post(int i, F&& f) {
+    if (tl_inline_posts_) return f();  // inside EXEC: the caller holds every shard it touches
     asio::post(shards_[static_cast<size_t>(i)]->io, std::forward<F>(f));
   }
+  // While one lives on a thread, Post (and so RunOn, FanOut and Defer) runs
+  // its work at once on that thread: EXEC runs a transaction's commands so,
+  // holding every shard they touch (server/transaction.h).
+  struct InlinePosts {
+    InlinePosts() : was_(tl_inline_posts_) { tl_inline_posts_ = true; }
+    ~InlinePosts() { tl_inline_posts_ = was_; }
+    InlinePosts(const InlinePosts&) = delete;
+    InlinePosts& operator=(const InlinePosts&) = delete;
+    bool was_;
+  };
+  static bool inline_posts() { return tl_inline_posts_; }
   // Runs f() on shard i's thread `micros` microseconds from now (a timer on
   // its loop; dropped, not run, if the loop stops first).
   template <class F>
@@ -100,6 +112,7 @@ class ShardSet {
   static int CurrentShard();
 
  private:
+  static thread_local bool tl_inline_posts_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
 };

@@ -150,6 +150,29 @@ TEST_CASE("CLIENT SETINFO names the library in CLIENT INFO and CLIENT LIST, as R
   CHECK(srv.Stop() == 0);
 }
 
+TEST_CASE("MULTI/EXEC through hiredis: queued replies, one array from EXEC, WATCH") {
+  ServerProcess srv({"--shards", "4"});
+  Client cl(srv.port());
+  Client other(srv.port());
+  CHECK(Str(cl.Cmd({"MULTI"})) == "OK");
+  CHECK(Str(cl.Cmd({"SET", "x", "1"})) == "QUEUED");
+  CHECK(Str(cl.Cmd({"MSET", "k1", "a", "k2", "b", "k3", "c"})) == "QUEUED");
+  CHECK(Str(cl.Cmd({"MGET", "x", "k1", "k2", "k3"})) == "QUEUED");
+  auto ex = cl.Cmd({"EXEC"});
+  REQUIRE(ex->type == REDIS_REPLY_ARRAY);
+  REQUIRE(ex->elements == 3);
+  CHECK(std::string(ex->element[0]->str) == "OK");
+  REQUIRE(ex->element[2]->elements == 4);
+  CHECK(std::string(ex->element[2]->element[3]->str) == "c");
+  CHECK(Str(cl.Cmd({"WATCH", "x", "k2"})) == "OK");
+  CHECK(Str(other.Cmd({"SET", "k2", "changed"})) == "OK");
+  CHECK(Str(cl.Cmd({"MULTI"})) == "OK");
+  CHECK(Str(cl.Cmd({"SET", "x", "2"})) == "QUEUED");
+  CHECK(cl.Cmd({"EXEC"})->type == REDIS_REPLY_NIL);  // aborted: RESP2 *-1
+  CHECK(Str(cl.Cmd({"GET", "x"})) == "1");
+  CHECK(srv.Stop() == 0);
+}
+
 TEST_CASE("a pipeline of 10,000 commands answers every one, in order") {
   ServerProcess srv({"--shards", "4"});
   Client cl(srv.port());

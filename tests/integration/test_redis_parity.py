@@ -162,6 +162,28 @@ class ParityTests:
             ("GETSET", "k"), ("GETSET", "k", "a", "b"),
         ])
 
+    # -- MULTI / EXEC ----------------------------------------------------------
+
+    def test_transactions_match_redis(self):
+        keys = self.keys_on_many_shards("t", 8)
+        mset = ["MSET"]
+        for k in keys:
+            mset += [k, k.upper()]
+        self.same_all([
+            ("EXEC",), ("DISCARD",), ("MULTI",), ("MULTI",), ("SET", "a", "1"), ("INCR", "a"), tuple(mset),
+            ("MGET", *keys), ("DEL", "a", keys[1]), ("GET", "a"), ("EXEC",),
+            ("MULTI",), ("SET", "x", "1"), ("GET",), ("NOSUCHCMD", "q"), ("EXEC",), ("GET", "x"),
+            ("MULTI",), ("SET", "y", "1"), ("DISCARD",), ("GET", "y"),
+            ("MULTI",), ("HSET", "h", "f", "v"), ("GET", "h"), ("HGET", "h", "f"), ("EXEC",),
+            ("WATCH", "w"), ("MULTI",), ("WATCH", "w"), ("SET", "w", "1"), ("EXEC",), ("GET", "w"),
+            ("WATCH", "w", keys[2], keys[3]), ("SET", "w", "2"), ("MULTI",), ("GET", "w"), ("EXEC",),
+            ("WATCH", keys[4]), ("UNWATCH",), ("SET", keys[4], "changed"), ("MULTI",), ("GET", keys[4]), ("EXEC",),
+            ("MULTI",), ("SAVE",), ("EXEC",),
+            ("MULTI",), ("EXEC", "extra"), ("EXEC",),
+            ("MULTI",), ("RENAME", keys[5], keys[6]), ("EXISTS", keys[5], keys[6]), ("EXEC",),
+            ("MULTI",), ("EXEC",),
+        ])
+
     # -- MSETNX ---------------------------------------------------------------
 
     def test_msetnx_matches_redis(self):
