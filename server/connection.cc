@@ -172,6 +172,9 @@ void Connection::Process(int shard) {
       spec_ = CommandTable::Get().Find(args_[0]);
       target_ = shard;
       const bool queue = tx_.active && spec_ != nullptr && !(spec_->flags & kCmdTxControl);
+      // EXEC of a transaction on one shard: the baton goes there and it runs inline.
+      if (tx_.active && !tx_.dirty && tx_.shard >= 0 && spec_ != nullptr && std::string_view(spec_->name) == "exec")
+        target_ = tx_.shard;
       if (spec_ != nullptr && !queue && spec_->first_key > 0 && !(spec_->flags & kCmdMultiShard) &&
           static_cast<int>(args_.size()) > spec_->first_key) {
         key_hash_ = HashKey(args_[static_cast<size_t>(spec_->first_key)]);
@@ -245,7 +248,7 @@ void Connection::Execute(int shard) {
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
   if (tx_.active && !(spec->flags & kCmdTxControl)) {  // MULTI: queued for EXEC
     if (spec->flags & kCmdNoMulti) return reject("ERR Command not allowed inside a transaction");
-    tx_.queued.push_back({spec, std::vector<std::string>(args_.begin(), args_.end())});
+    Enqueue(server_->shards(), tx_, spec, args_);
     return writer_.Simple("QUEUED");
   }
   if (spec->flags & kCmdWrite) sh.counters.Add(sh.counters.writes, 1);

@@ -39,16 +39,25 @@ struct Transaction {
     std::string key;
     uint64_t digest;  // KeyDigest at WATCH
   };
+  static constexpr int kNoShard = -2, kManyShards = -1;
   bool active = false;  // between MULTI and EXEC / DISCARD
   bool dirty = false;   // a command was refused while queueing: EXEC aborts
   std::vector<Queued> queued;
   std::vector<Watch> watched;
+  // The one shard every key so far (queued and watched) is on; kNoShard
+  // before any; kManyShards once two differ or a command may touch any.
+  int shard = kNoShard;
+  void Touch(int s) { shard = shard == kNoShard || shard == s ? s : kManyShards; }
   void Clear() {
     active = dirty = false;
     queued.clear();
     watched.clear();
+    shard = kNoShard;
   }
 };
+
+// Queues a command (MULTI) and notes the shards of its keys.
+void Enqueue(ShardSet& set, Transaction& tx, const CommandSpec* spec, const ArgList& args);
 
 // A digest of the live record at key (type, value and expiry), 0 when the
 // key does not exist. On the key's shard.

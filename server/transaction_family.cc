@@ -102,26 +102,22 @@ bool StoreFree(const CommandSpec* spec) {
   return false;
 }
 
-// The shards a transaction touches, sorted; every shard when a command may
-// touch any.
-std::vector<int> ShardsOf(ShardSet& set, const Transaction& tx) {
-  std::vector<int> out;
-  for (const auto& w : tx.watched) out.push_back(set.ShardOf(HashKey(w.key)));
-  for (const auto& q : tx.queued) {
-    const CommandSpec* spec = q.spec;
-    if (spec->first_key <= 0) {
-      if (StoreFree(spec)) continue;
-      return set.All();
-    }
-    int argc = static_cast<int>(q.args.size());
-    int last = spec->last_key < 0 ? argc + spec->last_key : std::min(spec->last_key, argc - 1);
-    for (int i = spec->first_key; i <= last && i < argc; i += std::max(1, spec->step))
-      out.push_back(set.ShardOf(HashKey(q.args[static_cast<size_t>(i)])));
+}  // namespace
+
+void Enqueue(ShardSet& set, Transaction& tx, const CommandSpec* spec, const ArgList& args) {
+  tx.queued.push_back({spec, std::vector<std::string>(args.begin(), args.end())});
+  if (spec->first_key <= 0) {
+    if (!StoreFree(spec)) tx.shard = Transaction::kManyShards;
+    return;
   }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
+  int argc = static_cast<int>(args.size());
+  int last = spec->last_key < 0 ? argc + spec->last_key : std::min(spec->last_key, argc - 1);
+  for (int i = spec->first_key; i <= last && i < argc && tx.shard != Transaction::kManyShards;
+       i += std::max(1, spec->step))
+    tx.Touch(set.ShardOf(HashKey(args[static_cast<size_t>(i)])));
 }
+
+namespace {
 
 // Runs a transaction's commands with nothing interleaved (the caller holds
 // the exclusion): the watches first, then each command as the connection
@@ -175,12 +171,15 @@ void Exec(CommandContext& c) {
     tx.Clear();
     return c.out.Error("EXECABORT Transaction discarded because of previous errors.");
   }
+  // One shard: the connection has come to it (Connection::Process routes
+  // EXEC to the transaction's shard), so the transaction runs here, now.
+  if (tx.shard == Transaction::kNoShard || tx.shard == c.shard) {
+    RunQueued(c.server, c.conn, tx, c.out, c.shard);
+    return tx.Clear();
+  }
   auto job = std::make_shared<const Transaction>(std::move(tx));
   tx.Clear();
   Server* server = c.server;
-  std::vector<int> shards = ShardsOf(server->shards(), *job);
-  if (shards.empty() || (shards.size() == 1 && shards[0] == c.shard))
-    return RunQueued(server, c.conn, *job, c.out, c.shard);  // here, now
   auto reply = c.Defer();
   auto conn = c.conn->self();
   int proto = c.conn->protocol();
@@ -190,7 +189,7 @@ void Exec(CommandContext& c) {
     RunQueued(server, conn.get(), *job, w, shard);
     reply([buf](ReplyWriter& out) { out.buffer()->append(*buf); });
   };
-  if (shards.size() == 1) return server->shards().Post(shards[0], [run, s = shards[0]] { run(s); });
+  if (job->shard >= 0) return server->shards().Post(job->shard, [run, s = job->shard] { run(s); });
   server->exclusive().Run([run, reply, home = conn->home()](bool ok) {
     if (!ok) return reply([](ReplyWriter& out) { out.Error("ERR the server is shutting down"); });
     run(home);
@@ -211,9 +210,10 @@ void Watch(CommandContext& c) {
       [plan, digests, keys, now](ShardStore& st, std::span<const uint32_t> idx) {
         for (uint32_t i : idx) (*digests)[i] = KeyDigest(st, (*keys)[i], plan->hash(i), now);
       },
-      [conn, digests, keys](ReplyWriter& out) {
+      [conn, digests, keys, plan, set = &c.server->shards()](ReplyWriter& out) {
         Transaction& t = conn->tx();
         for (size_t i = 0; i < keys->size(); i++) t.watched.push_back({(*keys)[i], (*digests)[i]});
+        for (size_t i = 0; i < keys->size(); i++) t.Touch(set->ShardOf(plan->hash(i)));
         out.Ok();
       });
 }
