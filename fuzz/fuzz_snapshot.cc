@@ -21,11 +21,7 @@ namespace {
 void Store(fkv::ShardStore& st, fkv::snap::DecodedRecord& rec) {
   uint64_t h = fkv::HashKey(rec.key);
   if (st.Find(rec.key, h, 0) != nullptr) return;
-  switch (rec.type) {
-    case fkv::ValueType::kString: st.AdoptString(rec.key, h, rec.string_value, rec.expire_at); break;
-    case fkv::ValueType::kHash: st.AdoptObject(rec.key, h, rec.type, rec.hash.release(), rec.expire_at); break;
-    case fkv::ValueType::kFeature: st.AdoptObject(rec.key, h, rec.type, rec.entity.release(), rec.expire_at); break;
-  }
+  fkv::snap::Adopt(st, rec, h);
   fkv::Record* r = st.Find(rec.key, h, 0);
   std::string again;
   fkv::snap::EncodeRecord(*r, &again);

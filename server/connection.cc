@@ -257,6 +257,14 @@ void Connection::Execute(int shard) {
   call_errors_ = writer_.errors();
   CommandContext ctx{server_, this, spec, args_, writer_, shard, &sh.store, key_hash_, NowMs()};
   spec->handler(ctx);
+  if (spec->flags & kCmdWrite) {
+    // A single-key write that succeeded goes to its shard's append-only
+    // file (multi-shard ones log their parts where they apply them), and
+    // under appendfsync always the replies wait for it (FlushAndRead).
+    if (!(spec->flags & kCmdMultiShard) && !suspended_ && writer_.errors() == call_errors_)
+      aof::LogWrite(sh.store, aof::Kind::kCommand, ctx.now_ms, args_);
+    aof_wait_ = true;
+  }
   if (!suspended_) FinishCall(shard, spec);
 }
 
@@ -292,6 +300,15 @@ void Connection::Resume(int shard) {
 void Connection::FlushAndRead() {
   if (closed_) return;
   if (killed_) return Close();
+  if (aof_wait_) {
+    aof_wait_ = false;
+    AofManager& aof = server_->aof();
+    if (aof.replies_wait()) {  // appendfsync always: reply once the writes are fsynced
+      return aof.WhenDurable([self = shared_from_this()] {
+        self->server_->shards().Post(self->home_, [self] { self->FlushAndRead(); });
+      });
+    }
+  }
   if (wbuf_.empty()) {
     if (close_after_write_) return Close();
     return DoRead();

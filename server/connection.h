@@ -56,6 +56,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ReplyWriter& writer() { return writer_; }
   // MULTI state (touched by whichever thread runs this connection's commands).
   Transaction& tx() { return tx_; }
+  // This batch wrote (EXEC): under appendfsync always its replies wait for the fsync.
+  void NoteWrite() { aof_wait_ = true; }
   std::shared_ptr<Connection> self() { return shared_from_this(); }
 
  private:
@@ -94,6 +96,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool suspended_ = false;
   bool close_after_write_ = false;
   bool more_input_ = false;       // stopped to flush with requests pending
+  bool aof_wait_ = false;         // wrote since the last flush: under appendfsync always, wait first
   bool closed_ = false;
   bool authenticated_ = false;
   std::atomic<bool> killed_{false};

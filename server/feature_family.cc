@@ -298,11 +298,14 @@ void FEvent(CommandContext& c) {
   auto by_view = updates->CountByView();
   c.FanOut(
       plan,
-      [updates, now, sp, reg](ShardStore& st, std::span<const uint32_t> keys) {  // reg: the updates point into it
+      [updates, now, sp, reg, &args = c.args](ShardStore& st, std::span<const uint32_t> keys) {  // reg: the updates point into it
         for (size_t k = 0; k < keys.size(); k++) {
           PrefetchAhead(st, *updates, keys, k);
           if (!ApplyViewUpdate(st, *updates, keys[k], now)) sp->ViewSkip(*(*updates)[keys[k]].view_name, "wrongtype");
         }
+        // The events again in this shard's append-only file: a replay plans
+        // them and applies this shard's updates only.
+        aof::LogWrite(st, aof::Kind::kEvents, now, args);
       },
       [applied, err, sp, by_view = std::move(by_view), reg](ReplyWriter& out) {  // reg: by_view names its views
         sp->events_applied.fetch_add(applied, std::memory_order_relaxed);
@@ -434,6 +437,28 @@ void FDrift(CommandContext& c) {
 }
 
 }  // namespace
+
+// Replays an EVENTS record of an append-only file (server/aof.h): the
+// updates of these events that went to shard `shard` of `nshards` when
+// they were logged, at the time they were logged.
+void ReplayEvents(Server& server, std::span<const std::string_view> args, int64_t now_ms, uint32_t shard,
+                  uint32_t nshards) {
+  auto reg = server.registry();
+  int src = reg->FindSource(args[1]);
+  if (src < 0) return;  // the source left the registry: its events have no view to feed
+  EventPlanner planner;
+  UpdateBatch updates;
+  IngestStats scratch;  // the events were counted when they arrived
+  int64_t skew = server.config().max_event_skew_ms();
+  for (size_t i = 2; i < args.size(); i++) planner.Plan(*reg, src, args[i], now_ms, skew, &updates, &scratch);
+  ShardSet& set = server.shards();
+  updates.PlanShards(set.size());  // sets each update's key hash
+  for (size_t k = 0; k < updates.size(); k++) {
+    uint64_t h = updates[k].key_hash;
+    if (ShardOfHash(h, static_cast<int>(nshards)) != static_cast<int>(shard)) continue;
+    ApplyViewUpdate(set.shard(set.ShardOf(h)).store, updates, k, now_ms);
+  }
+}
 
 void RegisterFeatureFamily(CommandTable& t) {
   t.Register({"fingest", 2, kCmdReadonly, 0, 0, 0, FIngest, "feature", "FINGEST ERRORS: the first rejected events kept."});

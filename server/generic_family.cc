@@ -42,6 +42,7 @@ void CountKeys(CommandContext& c, bool erase) {
           if (erase) n += st.Erase(args[1 + i], plan->hash(i), now) ? 1 : 0;
           else n += st.Find(args[1 + i], plan->hash(i), now) != nullptr ? 1 : 0;
         }
+        if (erase && n > 0) aof::LogKeysPart(st, now, "DEL", args, 1, 1, keys);
         total->fetch_add(n, std::memory_order_relaxed);
       },
       [total](ReplyWriter& out) { out.Integer(total->load(std::memory_order_relaxed)); });
@@ -289,6 +290,12 @@ struct KeyPair {
   }
 };
 
+// The source key of RENAME, gone from its shard: a DEL in its append-only file.
+void LogDel(ShardStore& st, int64_t now, std::string_view key) {
+  std::string_view args[] = {"DEL", key};
+  aof::LogWrite(st, aof::Kind::kCommand, now, args);
+}
+
 // RENAME / RENAMENX. The value leaves the source's shard and is stored at
 // the destination's (moved whole: objects are handed over, not copied).
 // Across shards another client may, for an instant, see neither key.
@@ -313,6 +320,8 @@ void RenameGeneric(CommandContext& c, bool nx) {
     if (ss == sd) {
       if (nx && st.Find(*dst, hd, now) != nullptr) return ReplyInt(reply, 0);
       st.Put(*dst, hd, st.Take(*src, hs, now));
+      LogDel(st, now, *src);
+      aof::LogPut(st, now, *dst, hd);
       return done();
     }
     // Across shards: take, then store at the destination. RENAMENX checks the
@@ -322,16 +331,21 @@ void RenameGeneric(CommandContext& c, bool nx) {
       set->Post(ss, [=] {
         auto v = std::make_shared<DetachedValue>(set->shard(ss).store.Take(*src, hs, now));
         if (v->empty()) return ReplyError(reply, "ERR no such key");
+        LogDel(set->shard(ss).store, now, *src);
         set->Post(sd, [=] {
           ShardStore& dt = set->shard(sd).store;
           if (nx && dt.Find(*dst, hd, now) != nullptr) {
             return set->Post(ss, [=] {
               ShardStore& back = set->shard(ss).store;
-              if (back.Find(*src, hs, now) == nullptr) back.Put(*src, hs, std::move(*v));
+              if (back.Find(*src, hs, now) == nullptr) {
+                back.Put(*src, hs, std::move(*v));
+                aof::LogPut(back, now, *src, hs);
+              }
               ReplyInt(reply, 0);
             });
           }
           dt.Put(*dst, hd, std::move(*v));
+          aof::LogPut(dt, now, *dst, hd);
           done();
         });
       });
@@ -375,6 +389,7 @@ void Copy(CommandContext& c) {
       ShardStore& dt = set->shard(sd).store;
       if (!replace && dt.Find(*dst, hd, now) != nullptr) return ReplyInt(reply, 0);
       dt.Put(*dst, hd, std::move(*v));
+      aof::LogPut(dt, now, *dst, hd);
       ReplyInt(reply, 1);
     });
   });

@@ -52,13 +52,17 @@ class ServerSink : public IngestSink {
 }  // namespace
 
 Server::Server(Config& config)
-    : config_(config), snapshots_(std::make_unique<SnapshotManager>(this)), drift_(std::make_unique<DriftManager>(this)) {}
+    : config_(config),
+      snapshots_(std::make_unique<SnapshotManager>(this)),
+      drift_(std::make_unique<DriftManager>(this)),
+      aof_(std::make_unique<AofManager>(this)) {}
 
 Server::~Server() {
   Shutdown("destructor");
   Wait();
   metrics_.reset();  // it reads the shards, the ingest and the snapshots: it goes first
   exclusive_.reset();  // it parks the shards: before they go
+  aof_.reset();        // the shards are stopped: it writes and fsyncs what they logged
   StopShutdownWatchdog();
   control_io_.stop();
   if (control_thread_.joinable()) control_thread_.join();
@@ -108,6 +112,13 @@ int Server::Start() {
     spdlog::warn("--ignore-snapshot: starting empty, whatever the snapshot directory holds");
   } else if (std::string err = snapshots_->Load(&positions); !err.empty()) {
     throw std::runtime_error(err + " (start with --ignore-snapshot to start empty)");
+  }
+  if (aof_->enabled()) {
+    // The direct writes after the snapshot's cut (docs/operations.md, "Durability").
+    uint64_t base = snapshots_->loaded_aof_generation();
+    if (ignore_snapshot_) base = UINT64_MAX;  // starting empty: the old files are not replayed
+    if (std::string err = aof_->Replay(base); !err.empty()) throw std::runtime_error(err);
+    if (std::string err = aof_->Start(); !err.empty()) throw std::runtime_error("append-only file: " + err);
   }
   shards_->Start([this](Shard& s) {
     s.cron = std::make_unique<asio::steady_timer>(s.io);

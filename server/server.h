@@ -17,6 +17,7 @@
 #include "ingest/kafka_ingest.h"
 #include "ingest/registry.h"
 #include "server/asio.h"
+#include "server/aof.h"
 #include "server/config.h"
 #include "server/drift.h"
 #include "server/metrics.h"
@@ -48,6 +49,7 @@ class Server {
   void ShutdownWithSave(const std::string& reason, SaveMode save, std::function<void(const std::string&)> failed);
   SnapshotManager& snapshots() { return *snapshots_; }
   DriftManager& drift() { return *drift_; }
+  AofManager& aof() { return *aof_; }
   // Runs cross-shard EXECs with every shard parked (server/transaction.h).
   ExclusiveRunner& exclusive() { return *exclusive_; }
   void set_ignore_snapshot(bool v) { ignore_snapshot_ = v; }
@@ -137,6 +139,7 @@ class Server {
   std::unique_ptr<KafkaIngest> kafka_;
   std::unique_ptr<SnapshotManager> snapshots_;
   std::unique_ptr<DriftManager> drift_;
+  std::unique_ptr<AofManager> aof_;
   std::unique_ptr<ExclusiveRunner> exclusive_;  // after shards_: destroyed first
   bool ignore_snapshot_ = false;
   std::atomic<bool> shutdown_saving_{false};

@@ -185,7 +185,14 @@ void Flush(CommandContext& c) {
   if (c.args.size() > 2) return c.out.Error(kErrSyntax);
   if (c.args.size() == 2 && !EqualsNoCase(c.args[1], "ASYNC") && !EqualsNoCase(c.args[1], "SYNC"))
     return c.out.Error(kErrSyntax);
-  c.FanOut(c.server->shards().All(), [](int, ShardStore& st) { st.Clear(); }, [](ReplyWriter& out) { out.Ok(); });
+  int64_t now = c.now_ms;
+  c.FanOut(
+      c.server->shards().All(),
+      [now](int, ShardStore& st) {
+        st.Clear();
+        aof::LogWrite(st, aof::Kind::kFlush, now, {});
+      },
+      [](ReplyWriter& out) { out.Ok(); });
 }
 
 void Time(CommandContext& c) {
@@ -515,6 +522,20 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     line("snapshot_loaded_from", p.loaded_from);
     num("snapshot_loaded_records", p.loaded_records);
     num("snapshot_load_ms", static_cast<uint64_t>(p.load_duration_ms));
+    AofFigures a = aof_->figures();
+    num("aof_enabled", a.enabled ? 1 : 0);
+    num("aof_rewrite_in_progress", 0);
+    line("aof_last_write_status", a.last_write_ok ? "ok" : "err");
+    if (a.enabled) {
+      line("aof_fsync", a.fsync);
+      num("aof_current_generation", a.generation);
+      num("aof_appended_bytes", a.appended_bytes);
+      num("aof_buffer_length", a.appended_bytes - std::min(a.appended_bytes, a.written_bytes));
+      num("aof_pending_fsync_bytes", a.appended_bytes - std::min(a.appended_bytes, a.synced_bytes));
+      line("aof_last_fsync_ms", std::to_string(a.last_fsync_ms));
+      line("aof_last_error", a.last_error);
+      num("aof_replayed_records", a.replayed_records);
+    }
     s += "\r\n";
   }
   if (on("stats")) {

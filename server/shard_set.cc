@@ -70,6 +70,4 @@ void ShardSet::Join() {
 
 int ShardSet::CurrentShard() { return tl_shard; }
 
-thread_local bool ShardSet::tl_inline_posts_ = false;
-
 }  // namespace fkv

@@ -112,7 +112,9 @@ class ShardSet {
   static int CurrentShard();
 
  private:
-  static thread_local bool tl_inline_posts_;
+  // Defined here (constant-initialized, visible to every user) so access
+  // needs no TLS wrapper call across translation units.
+  static inline thread_local bool tl_inline_posts_ = false;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
 };

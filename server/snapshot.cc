@@ -33,6 +33,7 @@ struct SnapshotManager::Job {
   std::vector<snap::KafkaPosition> positions;
   int64_t start_ms = 0, cut_ms = 0;
   uint64_t changes_at_cut = 0;
+  uint64_t aof_gen = 0;  // the append-only generation its cut starts (0: appendonly off)
   std::atomic<uint64_t> records{0};
 };
 
@@ -162,6 +163,13 @@ void SnapshotManager::Cut(std::shared_ptr<Job> job, std::vector<snap::KafkaPosit
   snap::AppendFrame(&frames, snap::Frame::kViews, 0, snap::EncodeViews(views));
   snap::AppendFrame(&frames, snap::Frame::kKafka, 0, snap::EncodeKafka(job->positions));
   uint64_t nframes = 3;
+  if (AofManager& aof = server_->aof(); aof.enabled()) {
+    job->aof_gen = aof.NextGeneration();
+    std::string p;
+    snap::Enc(&p).U64(job->aof_gen);
+    snap::AppendFrame(&frames, snap::Frame::kAof, 0, p);
+    nframes++;
+  }
   if (auto base = server_->drift().baselines(); !base.empty()) {
     snap::AppendFrame(&frames, snap::Frame::kDrift, 0, drift::EncodeBaselines(base));
     nframes++;
@@ -175,6 +183,8 @@ void SnapshotManager::Cut(std::shared_ptr<Job> job, std::vector<snap::KafkaPosit
       if (KafkaIngest* k = server_->kafka()) k->ApplyPending(i, set.shard(i).store);
       snap::SectionEncoder* enc = job->sections[static_cast<size_t>(i)].get();
       set.shard(i).store.BeginSnapshot([enc](const Record& r) { enc->Add(r); }, job->cut_ms);
+      // Direct writes after this point go to the next append-only generation.
+      if (job->aof_gen != 0) server_->aof().Rotate(i, job->aof_gen);
       Slice(job, i);
     });
   }
@@ -210,6 +220,13 @@ void SnapshotManager::Finish(std::shared_ptr<Job> job) {
   std::string err = job->writer.Finish(job->records.load());
   if (err.empty()) {
     if (KafkaIngest* k = server_->kafka()) k->CommitOffsets(job->positions);
+    // Append-only files older than the previous snapshot's cut are in both
+    // snapshot files now (the previous one is kept as .prev, with what came
+    // after its cut, for a fallback to it).
+    if (job->aof_gen != 0) {
+      if (last_good_aof_gen_ != 0) server_->aof().DropBefore(last_good_aof_gen_);
+      last_good_aof_gen_ = job->aof_gen;
+    }
     spdlog::info("snapshot saved: {} ({} records, {} bytes, {} ms; {} Kafka position(s))", job->writer.path(),
                  job->records.load(), job->writer.bytes_written(), NowMs() - job->start_ms, job->positions.size());
   }
@@ -350,6 +367,11 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     return std::string();
   };
   std::vector<drift::ViewBaseline> baselines;
+  uint64_t aof_gen = UINT64_MAX;  // no AOF frame: saved with appendonly off
+  v.aof = [&](uint64_t gen) {
+    aof_gen = gen;
+    return std::string();
+  };
   v.drift = [&](const std::vector<drift::ViewBaseline>& b) {
     baselines = b;
     return std::string();
@@ -378,13 +400,7 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
       uint64_t h = HashKey(rec.key);
       ShardStore& st = set.shard(set.ShardOf(h)).store;
       if (st.Find(rec.key, h, now) != nullptr) return "duplicate key '" + std::string(rec.key.substr(0, 64)) + "'";
-      switch (rec.type) {
-        case ValueType::kString: st.AdoptString(rec.key, h, rec.string_value, rec.expire_at); break;
-        case ValueType::kHash: st.AdoptObject(rec.key, h, ValueType::kHash, rec.hash.release(), rec.expire_at); break;
-        case ValueType::kFeature:
-          st.AdoptObject(rec.key, h, ValueType::kFeature, rec.entity.release(), rec.expire_at);
-          break;
-      }
+      snap::Adopt(st, rec, h);
       loaded++;
     }
     if (!d.done()) return "bytes left after " + std::to_string(count) + " records";
@@ -402,6 +418,8 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
   if (foreign_layouts || header.registry_version != reg->version())
     for (int i = 0; i < set.size(); i++) server_->InstallRegistry(set.shard(i), reg);
   server_->drift().Restore(std::move(baselines));
+  loaded_aof_gen_ = aof_gen;
+  if (aof_gen != UINT64_MAX) last_good_aof_gen_ = aof_gen;
   int64_t ms = NowMs() - t0;
   spdlog::info("snapshot loaded: {} ({} records, {} expired since the save, {} Kafka position(s), cut at {}, "
                "registry {} then, {} now) in {} ms",

@@ -65,6 +65,10 @@ class SnapshotManager {
   // error when a snapshot exists but none can be loaded (the caller refuses
   // to start unless told to ignore snapshots).
   std::string Load(std::vector<snap::KafkaPosition>* positions);
+  // After Load: the append-only generation to replay from (0: no snapshot
+  // was loaded, replay every file; UINT64_MAX: the snapshot was saved with
+  // appendonly off, so older files are not after its cut).
+  uint64_t loaded_aof_generation() const { return loaded_aof_gen_; }
 
  private:
   struct Job;
@@ -82,6 +86,8 @@ class SnapshotManager {
   std::shared_ptr<Job> running_;
   std::vector<std::function<void(const std::string&)>> next_waiters_;  // for the next save
   uint64_t changes_at_last_save_ = 0;
+  uint64_t loaded_aof_gen_ = 0;
+  uint64_t last_good_aof_gen_ = 0;  // the last durable snapshot's (the worker thread's after start)
   int64_t last_attempt_ms_ = 0;
   std::condition_variable idle_cv_;
   struct Worker;

@@ -294,8 +294,9 @@ void MSet(CommandContext& c) {
   const ArgList& args = c.args;
   c.FanOut(
       plan,
-      [plan, &args](ShardStore& st, std::span<const uint32_t> keys) {
+      [plan, &args, now = c.now_ms](ShardStore& st, std::span<const uint32_t> keys) {
         for (uint32_t i : keys) st.PutString(args[1 + 2 * i], plan->hash(i), args[2 + 2 * i], 0);
+        aof::LogKeysPart(st, now, "MSET", args, 1, 2, keys);
       },
       [](ReplyWriter& out) { out.Ok(); });
 }
@@ -316,6 +317,7 @@ void MSetNx(CommandContext& c) {
           for (uint32_t i : keys)
             if (st.Find(args[1 + 2 * i], plan->hash(i), now) != nullptr) return;
           for (uint32_t i : keys) st.PutString(args[1 + 2 * i], plan->hash(i), args[2 + 2 * i], 0);
+          aof::LogKeysPart(st, now, "MSET", args, 1, 2, keys);
           *done = true;
         },
         [done](ReplyWriter& out) { out.Integer(*done ? 1 : 0); });
@@ -332,12 +334,14 @@ void MSetNx(CommandContext& c) {
         for (uint32_t i : plan->indexes(shard))
           if (st.Find((*kv)[1 + 2 * i], plan->hash(i), now) != nullptr) exists->store(true);
       },
-      [set, plan, kv, exists, reply] {
+      [set, plan, kv, exists, reply, now] {
         if (exists->load()) return reply([](ReplyWriter& out) { out.Integer(0); });
         set->RunOn(
             plan->shards(),
-            [plan, kv](int shard, ShardStore& st) {
+            [plan, kv, now](int shard, ShardStore& st) {
               for (uint32_t i : plan->indexes(shard)) st.PutString((*kv)[1 + 2 * i], plan->hash(i), (*kv)[2 + 2 * i], 0);
+              std::vector<std::string_view> views((*kv).begin(), (*kv).end());
+              aof::LogKeysPart(st, now, "MSET", views, 1, 2, plan->indexes(shard));
             },
             [reply] { reply([](ReplyWriter& out) { out.Integer(1); }); });
       });

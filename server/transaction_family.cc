@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "server/aof.h"
 #include "server/connection.h"
 #include "server/server.h"
 #include "storage/key_table.h"
@@ -146,6 +147,8 @@ void RunQueued(Server* server, Connection* conn, const Transaction& tx, ReplyWri
     CommandContext ctx{server, conn, spec, args, w, s, &sh.store, h, now};
     const uint64_t errors = w.errors(), t0 = MonotonicNs();
     spec->handler(ctx);
+    if ((spec->flags & kCmdWrite) && !(spec->flags & kCmdMultiShard) && w.errors() == errors)
+      aof::LogWrite(sh.store, aof::Kind::kCommand, now, args);
     sh.command_stats->Call(spec->index, MonotonicNs() - t0, w.errors() != errors, tracking);
   }
 }
@@ -167,6 +170,7 @@ void Discard(CommandContext& c) {
 void Exec(CommandContext& c) {
   Transaction& tx = c.conn->tx();
   if (!tx.active) return c.out.Error("ERR EXEC without MULTI");
+  c.conn->NoteWrite();
   if (tx.dirty) {
     tx.Clear();
     return c.out.Error("EXECABORT Transaction discarded because of previous errors.");

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -48,9 +49,23 @@ struct ShardStats {
   uint64_t keyspace_misses = 0;
 };
 
+// Where a shard logs the direct writes applied to it (the append-only
+// file, server/aof.h). Kinds are aof::Kind. Appended by the thread that
+// owns the store (or by whoever holds every shard, inside EXEC).
+class WriteLog {
+ public:
+  virtual ~WriteLog() = default;
+  virtual void Append(uint8_t kind, int64_t now_ms, std::span<const std::string_view> args) = 0;
+};
+
 class ShardStore {
  public:
   ShardStore() = default;
+
+  // The log of this shard's direct writes; null when appendonly is off (and
+  // while the log is replayed at start).
+  WriteLog* write_log() const { return write_log_; }
+  void set_write_log(WriteLog* l) { write_log_ = l; }
 
   size_t size() const { return table_.size(); }
   size_t expires_count() const { return expires_; }
@@ -168,6 +183,7 @@ class ShardStore {
   }
   void Unlink(Record** link);
   KeyTable table_;
+  WriteLog* write_log_ = nullptr;
   size_t expires_ = 0;   // live records with an expiry
   size_t entities_ = 0;  // records of type kFeature
   size_t sweep_cursor_ = 0;

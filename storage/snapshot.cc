@@ -34,6 +34,7 @@ const char* FrameName(uint8_t kind) {
     case Frame::kFooter: return "FOOTER";
     case Frame::kLayouts: return "LAYOUTS";
     case Frame::kDrift: return "DRIFT";
+    case Frame::kAof: return "AOF";
   }
   return "unknown";
 }
@@ -346,6 +347,15 @@ void EncodeRecord(const Record& r, std::string* out) {
   }
 }
 
+void Adopt(ShardStore& st, DecodedRecord& rec, uint64_t hash) {
+  switch (rec.type) {
+    case ValueType::kString: return st.AdoptString(rec.key, hash, rec.string_value, rec.expire_at);
+    case ValueType::kHash: return st.AdoptObject(rec.key, hash, ValueType::kHash, rec.hash.release(), rec.expire_at);
+    case ValueType::kFeature:
+      return st.AdoptObject(rec.key, hash, ValueType::kFeature, rec.entity.release(), rec.expire_at);
+  }
+}
+
 bool DecodeRecord(Dec& d, const LayoutMap& layouts, DecodedRecord* out, std::string* err) {
   auto fail = [&](const std::string& why) {
     *err = d.error().empty() ? why + " at byte " + std::to_string(d.offset()) : d.error();
@@ -605,7 +615,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
   if (zero != 0) return where("file header", 12) + "reserved word is not zero";
   size_t off = kFileHeaderSize;
   Header header;
-  bool have_header = false, have_views = false, have_kafka = false, have_drift = false;
+  bool have_header = false, have_views = false, have_kafka = false, have_drift = false, have_aof = false;
   std::vector<std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)>> sums;
   std::vector<uint64_t> sec_records, sec_bytes;
   std::vector<bool> ended;
@@ -626,7 +636,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
                                kind == uint8_t(Frame::kLayouts)
                            ? " of section " + std::to_string(section)
                            : "");
-    if (base[off + 1] != 0 || kind < 1 || kind > 8) return where("frame", off) + "bad frame header";
+    if (base[off + 1] != 0 || kind < 1 || kind > 9) return where("frame", off) + "bad frame header";
     if (len > size - off - kFrameHeaderSize) return where(sec, off) + "truncated: frame runs past the end of the file";
     std::string_view payload(base + off + kFrameHeaderSize, len);
     if (XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(kind, section, len)) != sum)
@@ -687,6 +697,15 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
         if (!drift::DecodeBaselines(payload, &base, &err)) return where(sec, off) + err;
         have_drift = true;
         if (v.drift && !(err = v.drift(base)).empty()) return where(sec, off) + err;
+        break;
+      }
+      case Frame::kAof: {
+        Dec d(payload);
+        uint64_t gen = 0;
+        if (have_aof) return where(sec, off) + "second AOF";
+        if (!d.U64(&gen) || !d.done()) return where(sec, off) + "bad AOF frame";
+        have_aof = true;
+        if (v.aof && !(err = v.aof(gen)).empty()) return where(sec, off) + err;
         break;
       }
       case Frame::kSectionEnd: {

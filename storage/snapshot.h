@@ -11,7 +11,9 @@
 // record count and the XXH3 of all its RECORDS payloads), and FOOTER last.
 // A section's first entity record is preceded by a LAYOUTS frame: the view
 // layouts (storage/entity.h) its entity blocks name by id. An optional DRIFT
-// frame after KAFKA holds the drift baselines (storage/drift.h).
+// frame after KAFKA holds the drift baselines (storage/drift.h), and an
+// optional AOF frame (u64) the generation of append-only files that starts
+// at this snapshot's cut (server/aof.h).
 // A file without its FOOTER is truncated and refused.
 //
 // This module is pure encoding and file I/O; the server decides when.
@@ -35,6 +37,7 @@
 #include "storage/entity.h"
 #include "storage/hash_value.h"
 #include "storage/record.h"
+#include "storage/shard_store.h"
 
 namespace fkv::snap {
 
@@ -44,7 +47,7 @@ inline constexpr size_t kFileHeaderSize = 16;  // magic, version, zero
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr size_t kChunkBytes = 256 * 1024;  // RECORDS payloads are cut near this size
 
-enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7, kDrift = 8 };
+enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7, kDrift = 8, kAof = 9 };
 const char* FrameName(uint8_t kind);
 
 // Writes the 16-byte header of a frame carrying `payload` at h.
@@ -160,6 +163,9 @@ struct DecodedRecord {
 // store relies on (sorted tiles, sizes, kinds); entity blocks name their
 // layouts through `layouts`.
 bool DecodeRecord(Dec& in, const LayoutMap& layouts, DecodedRecord* out, std::string* err);
+// Stores a decoded record at its key of `st` (which must be absent), taking
+// its value over.
+void Adopt(ShardStore& st, DecodedRecord& rec, uint64_t hash);
 
 // Serializes the records of one shard into RECORDS frames and closes the
 // section with SECTION_END. `sink` receives finished frames.
@@ -226,6 +232,7 @@ struct Visitor {
   std::function<std::string(const std::vector<KafkaPosition>&)> kafka;
   std::function<std::string(const LayoutMap&)> layouts;  // after each LAYOUTS frame
   std::function<std::string(const std::vector<drift::ViewBaseline>&)> drift;
+  std::function<std::string(uint64_t)> aof;  // the AOF frame's generation
   std::function<std::string(uint16_t section, std::string_view records, uint32_t count, const LayoutMap& layouts)>
       records;
 };
