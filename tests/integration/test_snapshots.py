@@ -137,7 +137,8 @@ class SnapshotCase(unittest.TestCase):
 
 
 class CrashLoopTest(SnapshotCase):
-    """kill -9 at 10 seeded moments during the ingest of 200,000 events."""
+    """kill -9 at 10 seeded moments during the ingest of 200,000 events, with
+    direct writes (FEVENT, INCR) kept by the append-only file between them."""
 
     EVENTS = 200000
     PARTS = 8
@@ -148,7 +149,21 @@ class CrashLoopTest(SnapshotCase):
         dump = os.path.join(self.data, "events.txt")
         procs = []
         try:
-            kafka = [("kafka-brokers", mock.bootstrap), ("save", ("1", "1"))]
+            # Direct writes too, kept by the append-only file: every one
+            # acknowledged must survive every crash, counted once.
+            kafka = [("kafka-brokers", mock.bootstrap), ("save", ("1", "1")), ("appendonly", "yes"),
+                     ("appendfsync", "always")]
+            direct_clicks, acked = {}, [0]
+
+            def write_direct(r, n):
+                now_s = int(time.time())
+                for _ in range(n):
+                    u = 100000 + rnd.randrange(20)  # users Kafka never sends; clicks feed no product view
+                    r.execute_command("FEVENT", "user_events", json.dumps(
+                        {"user_id": u, "product_id": 100000, "action": "click", "timestamp": now_s}))
+                    direct_clicks[u] = direct_clicks.get(u, 0) + 1
+                    r.incr("direct:counter")
+                    acked[0] += 1
             srv, r = self.start(shards=2, directives=kafka)
             # Plain data written before the first save must survive every crash.
             pipe = r.pipeline(transaction=False)
@@ -171,6 +186,7 @@ class CrashLoopTest(SnapshotCase):
             kills = 0
             while kills < 10:
                 time.sleep(rnd.uniform(0.5, 2.0))
+                write_direct(r, 30)
                 if kills % 2 == 1:
                     r.bgsave(schedule=True)  # the kill lands during this snapshot (or the one save 1 1 runs)
                     time.sleep(rnd.uniform(0.0, 0.03))
@@ -179,6 +195,7 @@ class CrashLoopTest(SnapshotCase):
                 srv, r = self.start(shards=2, directives=kafka)
                 self.assertEqual(r.dbsize() >= 50000, True)
                 self.assertEqual(r.get("plain:49999"), "v" * 100)
+                self.assertEqual(int(r.get("direct:counter")), acked[0])
             _, err = producer.communicate(timeout=180)
             self.assertEqual(producer.returncode, 0, err)
             self.assertEqual(reader.wait(timeout=120), 0)
@@ -212,6 +229,9 @@ class CrashLoopTest(SnapshotCase):
             got = r.execute_command("FMGET", *["product:%d" % p for p in products], "FEATURES", "purchases_1h",
                                     "AT", at)
             self.assertEqual([g[0] for g in got], [purchases[p] for p in products])
+            direct_users = sorted(direct_clicks)
+            got = r.execute_command("FMGET", *["user:%d" % u for u in direct_users], "FEATURES", "clicks_1h", "AT", at)
+            self.assertEqual([g[0] for g in got], [direct_clicks[u] for u in direct_users])
             ref.stop()
             shutil.rmtree(ref_dir, ignore_errors=True)
         finally:
