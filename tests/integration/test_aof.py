@@ -144,13 +144,17 @@ class AofTest(unittest.TestCase):
         self.assertTrue(files, self.logs())
         return os.path.join(self.data, "appendonlydir", files[-1])
 
-    def test_truncated_tail_loads_with_a_warning_or_is_refused(self):
+    def ten_keys_then_stop(self, value):
+        """Ten SETs logged on one shard, a clean stop; returns the log file."""
         r = self.start("always", shards=1)
         for i in range(10):
-            r.set("k%d" % i, "v%d" % i)
+            r.set("k%d" % i, value % i)
         self.srv.stop()
         self.srv = None
-        path = self.last_log()
+        return self.last_log()
+
+    def test_truncated_tail_loads_with_a_warning_or_is_refused(self):
+        path = self.ten_keys_then_stop("v%d")
         size = os.path.getsize(path)
         with open(path, "r+b") as f:
             f.truncate(size - 3)  # the last record cut short, as by a crash mid-write
@@ -171,12 +175,7 @@ class AofTest(unittest.TestCase):
         self.assertEqual(r.dbsize(), 10)
 
     def test_a_corrupt_record_refuses_the_start_naming_file_and_offset(self):
-        r = self.start("always", shards=1)
-        for i in range(10):
-            r.set("k%d" % i, "value-%d" % i)
-        self.srv.stop()
-        self.srv = None
-        path = self.last_log()
+        path = self.ten_keys_then_stop("value-%d")
         with open(path, "r+b") as f:
             data = bytearray(f.read())
             pos = data.index(b"value-4")
