@@ -353,7 +353,7 @@ void AofManager::DropBefore(uint64_t gen) {
 }
 
 bool AofManager::replies_wait() const {
-  return enabled_ && !logs_.empty() && server_->config().GetString("appendfsync") == "always";
+  return enabled_ && !logs_.empty() && server_->config().appendfsync() == Config::Fsync::kAlways;
 }
 
 void AofManager::WhenDurable(std::function<void()> done) {
@@ -467,14 +467,15 @@ void AofManager::Loop() {
       }
     }
     const int64_t now = NowMs();
-    const std::string policy = server_->config().GetString("appendfsync");
-    const bool sync = stopping || waiting || policy == "always" || (policy == "everysec" && now - last_fsync >= 1000);
+    const Config::Fsync policy = server_->config().appendfsync();
+    const bool sync = stopping || waiting || policy == Config::Fsync::kAlways ||
+                      (policy == Config::Fsync::kEverySec && now - last_fsync >= 1000);
     for (auto& l : logs_) {
       if (sync && l->unsynced && l->fd >= 0) {
         if (::fdatasync(l->fd) != 0 && err.empty()) err = Errno("cannot fsync " + Path(l->fd_gen, l->shard));
         l->unsynced = false;
       }
-      if (sync || policy == "no") l->synced.store(l->written, std::memory_order_release);
+      if (sync || policy == Config::Fsync::kNo) l->synced.store(l->written, std::memory_order_release);
     }
     if (sync) last_fsync = now;
     for (uint64_t gen : drops)

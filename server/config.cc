@@ -266,6 +266,8 @@ void Config::SyncAtomics(bool live) {
   slowlog_slower_than_.store(std::stoll(values_["slowlog-log-slower-than"]));
   slowlog_max_len_.store(num("slowlog-max-len"));
   latency_tracking_.store(values_["latency-tracking"] == "yes");
+  const std::string& fs = values_["appendfsync"];
+  appendfsync_.store(fs == "always" ? Fsync::kAlways : fs == "no" ? Fsync::kNo : Fsync::kEverySec);
   {
     std::vector<double> qs;
     std::istringstream in(values_["latency-tracking-info-percentiles"]);

@@ -61,6 +61,9 @@ class Config {
   int64_t slowlog_log_slower_than() const { return slowlog_slower_than_.load(std::memory_order_relaxed); }
   uint64_t slowlog_max_len() const { return slowlog_max_len_.load(std::memory_order_relaxed); }
   bool latency_tracking() const { return latency_tracking_.load(std::memory_order_relaxed); }
+  // appendfsync: 0 always, 1 everysec, 2 no.
+  enum class Fsync : uint8_t { kAlways, kEverySec, kNo };
+  Fsync appendfsync() const { return appendfsync_.load(std::memory_order_relaxed); }
   std::vector<double> latency_percentiles() const {
     std::lock_guard lk(mu_);
     return percentiles_;
@@ -89,6 +92,7 @@ class Config {
   std::atomic<int64_t> slowlog_slower_than_{10000};
   std::atomic<uint64_t> slowlog_max_len_{128};
   std::atomic<bool> latency_tracking_{true};
+  std::atomic<Fsync> appendfsync_{Fsync::kEverySec};
   std::vector<double> percentiles_{50, 99, 99.9};  // under mu_
   std::atomic<bool> requirepass_set_{false};
   std::atomic<int64_t> max_event_skew_ms_{300'000};
