@@ -448,17 +448,72 @@ void UpdateValue(AggKind k, const uint8_t* p, const AggInput& in, std::string& o
   }
 }
 
-void ApplyWindowed(EntityRecord** pe, uint32_t view_off, size_t idx, const AggSpec& spec, int64_t ts,
-                   const AggInput& in) {
+// Writes a varint in place when its encoded size is unchanged.
+bool PutVarintInPlace(uint8_t* p, uint64_t v) {
+  uint8_t tmp[10];
+  size_t k = varint::Put(tmp, v);
+  if (k != VarintSize(p)) return false;
+  std::memcpy(p, tmp, k);
+  return true;
+}
+
+// Folds a value into a tile in place when the tile keeps its size (the
+// common edit: a count, a sum, a min/max); false leaves it unchanged.
+bool UpdateInPlace(AggKind k, uint8_t* p, const AggInput& in) {
+  switch (k) {
+    case AggKind::kCount: {
+      uint64_t n;
+      varint::Get(p, &n);
+      return PutVarintInPlace(p, n + 1);
+    }
+    case AggKind::kSum: {
+      double v = GetF64(p) + in.x;
+      std::memcpy(p, &v, 8);
+      return true;
+    }
+    case AggKind::kMin:
+    case AggKind::kMax: {
+      double v = k == AggKind::kMin ? std::min(GetF64(p), in.x) : std::max(GetF64(p), in.x);
+      std::memcpy(p, &v, 8);
+      return true;
+    }
+    case AggKind::kMean: {
+      uint64_t n;
+      varint::Get(p + 8, &n);
+      if (!PutVarintInPlace(p + 8, n + 1)) return false;
+      double v = GetF64(p) + in.x;
+      std::memcpy(p, &v, 8);
+      return true;
+    }
+    case AggKind::kStddev: {
+      uint64_t n;
+      uint8_t* q = p + VarintSize(p);
+      varint::Get(p, &n);
+      if (!PutVarintInPlace(p, n + 1)) return false;
+      double mean = GetF64(q), m2 = GetF64(q + 8);
+      double d = in.x - mean;
+      mean += d / static_cast<double>(n + 1);
+      m2 += d * (in.x - mean);
+      std::memcpy(q, &mean, 8);
+      std::memcpy(q + 8, &m2, 8);
+      return true;
+    }
+    default: return false;  // count_distinct goes through UpdateValue
+  }
+}
+
+// `s` is the section's position, current on entry (EntityApply computes
+// every position once and edits sections from the last one back).
+void ApplyWindowed(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, int64_t ts, const AggInput& in) {
   thread_local std::string buf;
   buf.clear();
   const int64_t tile = FloorDiv(ts, spec.resolution_ms);
-  SectionPos s = SectionOf(*pe, view_off, idx);
   RunCursor c(spec.kind, SectionView(*pe, s));
   bool first = true;
   int64_t prev = 0;
   while (c.Next()) {
     if (c.key() == tile) {
+      if (UpdateInPlace(spec.kind, (*pe)->data() + s.data_off + c.value_offset(), in)) return;
       UpdateValue(spec.kind, c.value(), in, buf);
       return EditSection(pe, s, c.value_offset(), c.end_offset(), buf);
     }
@@ -476,40 +531,39 @@ void ApplyWindowed(EntityRecord** pe, uint32_t view_off, size_t idx, const AggSp
   EditSection(pe, s, s.len, s.len, buf);
 }
 
-void ApplyLast(EntityRecord** pe, uint32_t view_off, size_t idx, const AggSpec& spec, int64_t ts,
-               const AggInput& in) {
+// Inserts the item in time order and keeps the cap newest, in one edit:
+// with o_j the first item not newer than the new one, [key of o_j, end)
+// becomes new item | o_j re-keyed | o_j+1 .. (raw bytes up to the cap).
+void ApplyLast(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, int64_t ts, const AggInput& in) {
   thread_local std::string buf;
   buf.clear();
   const size_t cap = spec.kind == AggKind::kLast ? 1 : static_cast<size_t>(std::max(1, spec.n));
-  SectionPos s = SectionOf(*pe, view_off, idx);
   RunCursor c(AggKind::kLast, SectionView(*pe, s));
-  bool first = true, before = false;
+  bool first = true, found = false;
   int64_t prev = 0;
   size_t j = 0;
   while (c.Next()) {
     if (c.key() <= ts) {  // newer than this one (ties: the later applied is newer)
-      before = true;
+      found = true;
       break;
     }
     prev = c.key();
     first = false;
-    j++;
+    if (++j >= cap) return;  // older than the cap newest ones
   }
-  if (j >= cap) return;  // older than the cap newest ones
   PutVarint(buf, first ? varint::ZigZag(ts) : static_cast<uint64_t>(prev - ts));
   PutLastValue(buf, in.text);
-  if (before) {
+  if (!found) return EditSection(pe, s, s.len, s.len, buf);  // the oldest, under the cap
+  // o_j is at the cursor: it stays (re-keyed) when j + 1 < cap, with the
+  // items after it up to the cap; the rest is dropped.
+  const size_t from = c.key_offset();
+  if (j + 1 < cap) {
     PutVarint(buf, static_cast<uint64_t>(ts - c.key()));
-    EditSection(pe, s, c.key_offset(), c.value_offset(), buf);
-  } else {
-    EditSection(pe, s, s.len, s.len, buf);
+    size_t kept_from = c.value_offset(), kept_to = c.end_offset();
+    for (size_t i = j + 1; i + 1 < cap && c.Next(); i++) kept_to = c.end_offset();  // o_i, i <= cap - 2
+    buf.append(SectionView(*pe, s).substr(kept_from, kept_to - kept_from));
   }
-  // Keep the cap newest.
-  s = SectionOf(*pe, view_off, idx);
-  RunCursor k(AggKind::kLast, SectionView(*pe, s));
-  for (size_t i = 0; i < cap; i++)
-    if (!k.Next()) return;
-  if (k.end_offset() < s.len) EditSection(pe, s, k.end_offset(), s.len, {});
+  EditSection(pe, s, from, s.len, buf);
 }
 }  // namespace
 
@@ -532,13 +586,36 @@ void EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInp
   if (ts > v.newest_ts) std::memcpy((*pe)->data() + v.offset + 2, &ts, 8);
   const ViewLayout& VL = *v.layout;
   const bool stale = v.layout_id != layout_id;
+  // (section index, input) pairs, applied from the last section back so
+  // that one walk of the section lengths serves every edit: an edit moves
+  // only the bytes after its own section.
+  thread_local std::vector<std::pair<size_t, size_t>> order;
+  thread_local std::vector<SectionPos> pos;
+  order.clear();
   for (size_t i = 0; i < n; i++) {
     int idx = in[i].index;
     if (stale) idx = VL.Find(L.aggs[in[i].index].signature);
-    if (idx < 0) continue;
-    const AggSpec& spec = VL.aggs[static_cast<size_t>(idx)];
-    if (IsWindowed(spec.kind)) ApplyWindowed(pe, v.offset, static_cast<size_t>(idx), spec, ts, in[i]);
-    else ApplyLast(pe, v.offset, static_cast<size_t>(idx), spec, ts, in[i]);
+    if (idx >= 0) order.emplace_back(static_cast<size_t>(idx), i);
+  }
+  if (order.empty()) return;
+  for (size_t a = 1; a < order.size(); a++)  // insertion sort, stable: a few inputs
+    for (size_t b = a; b > 0 && order[b - 1].first < order[b].first; b--) std::swap(order[b - 1], order[b]);
+  pos.clear();
+  const uint8_t* base = (*pe)->data();
+  const uint8_t* p = base + v.offset + kViewHeader;
+  for (size_t i = 0; i <= order.front().first; i++) {
+    uint64_t len;
+    const uint8_t* q = varint::Get(p, &len);
+    pos.push_back({static_cast<size_t>(p - base), static_cast<size_t>(q - base), static_cast<size_t>(len)});
+    p = q + len;
+  }
+  for (size_t k = 0; k < order.size(); k++) {
+    auto [idx, i] = order[k];
+    // Two inputs of one section (not planned today): the first edit moved it.
+    SectionPos s = k > 0 && order[k - 1].first == idx ? SectionOf(*pe, v.offset, idx) : pos[idx];
+    const AggSpec& spec = VL.aggs[idx];
+    if (IsWindowed(spec.kind)) ApplyWindowed(pe, s, spec, ts, in[i]);
+    else ApplyLast(pe, s, spec, ts, in[i]);
   }
 }
 
