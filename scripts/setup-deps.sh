@@ -7,7 +7,7 @@ PKGS=(
   libboost-dev libboost-system-dev
   libxxhash-dev libjemalloc-dev libmimalloc-dev
   doctest-dev libbenchmark-dev libhiredis-dev libspdlog-dev libfmt-dev
-  libyaml-cpp-dev libsimdjson-dev librdkafka-dev
+  libyaml-cpp-dev libsimdjson-dev librdkafka-dev libssl-dev openssl
   redis-tools redis-server python3-redis kcat
   clang libclang-rt-14-dev
   prometheus

@@ -19,6 +19,7 @@ CommandTable& CommandTable::Get() {
     RegisterHashFamily(*t);
     RegisterFeatureFamily(*t);
     RegisterTransactionFamily(*t);
+    RegisterAclFamily(*t);
     t->Freeze();
     return t;
   }();

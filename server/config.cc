@@ -19,7 +19,7 @@ namespace fkv {
 
 namespace {
 
-enum class Kind { kInt, kMemory, kDuration, kString, kEnum, kList, kSave, kKafkaProperty, kPercentiles };
+enum class Kind { kInt, kMemory, kDuration, kString, kEnum, kList, kSave, kKafkaProperty, kPercentiles, kUser };
 
 std::string Lower(std::string_view s) {
   std::string r(s);
@@ -69,6 +69,9 @@ const Config::Directive kDirectives[] = {
     {"port", Kind::kInt, "6380", false, 0, 65535},
     {"bind", Kind::kList, "127.0.0.1", false},
     {"requirepass", Kind::kString, "", true},
+    {"user", Kind::kUser, "", false},
+    {"aclfile", Kind::kString, "", false},
+    {"acllog-max-len", Kind::kInt, "128", true, 0, INT32_MAX},
     {"dir", Kind::kString, ".", true},
     {"dbfilename", Kind::kString, "featurekv.snap", true},
     {"save", Kind::kSave, "3600 1 300 100 60 10000", true},
@@ -126,10 +129,11 @@ const Config::Directive* Config::Find(std::string_view name) const {
 }
 
 Config::Config() {
-  for (const auto& d : kDirectives) values_[d.name] = d.def;
+  for (const auto& d : kDirectives)
+    if (d.kind != Kind::kUser) values_[d.name] = d.def;  // `user` lines are not a CONFIG GET value
   // Canonicalize the defaults (e.g. "512mb" -> bytes) through the same checks.
   for (const auto& d : kDirectives) {
-    if (d.kind == Kind::kKafkaProperty || d.def[0] == '\0') continue;
+    if (d.kind == Kind::kKafkaProperty || d.kind == Kind::kUser || d.def[0] == '\0') continue;
     std::vector<std::string> words;
     std::istringstream in(d.def);
     for (std::string w; in >> w;) words.push_back(w);
@@ -231,6 +235,13 @@ std::string Config::Set(std::string_view name, const std::vector<std::string>& v
       }
       break;
     }
+    case Kind::kUser: {
+      // Checked when the server starts (the ACL rules need the command table).
+      if (values.empty()) return "user takes a name and rules";
+      std::lock_guard lk(mu_);
+      user_lines_.push_back("user " + joined);
+      return "";
+    }
     case Kind::kKafkaProperty: {
       if (values.size() != 2) return "kafka-property takes a name and a value";
       std::lock_guard lk(mu_);
@@ -262,7 +273,6 @@ void Config::SyncAtomics(bool live) {
   qbuf_limit_.store(num("client-query-buffer-limit"));
   hash_max_listpack_entries_.store(num("hash-max-listpack-entries"));
   hash_max_listpack_value_.store(num("hash-max-listpack-value"));
-  requirepass_set_.store(!values_["requirepass"].empty(), std::memory_order_release);
   slowlog_slower_than_.store(std::stoll(values_["slowlog-log-slower-than"]));
   slowlog_max_len_.store(num("slowlog-max-len"));
   latency_tracking_.store(values_["latency-tracking"] == "yes");
@@ -277,16 +287,6 @@ void Config::SyncAtomics(bool live) {
   }
   int64_t skew = 0;
   if (ParseDurationMs(values_["max-event-skew"], &skew)) max_event_skew_ms_.store(skew);
-}
-
-bool Config::CheckPassword(std::string_view pw) const {
-  std::lock_guard lk(mu_);
-  const std::string& want = values_.at("requirepass");
-  // Constant-time compare, as Redis's time_independent_strcmp.
-  if (want.size() != pw.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < want.size(); i++) diff |= static_cast<unsigned char>(want[i] ^ pw[i]);
-  return diff == 0;
 }
 
 std::vector<std::pair<std::string, std::string>> Config::Get(std::string_view pattern) const {
@@ -307,7 +307,7 @@ std::string Config::GetString(std::string_view name) const {
 
 namespace {
 bool IsPathDirective(std::string_view name) {
-  for (std::string_view d : {"registry", "dir", "logfile"})
+  for (std::string_view d : {"registry", "dir", "logfile", "aclfile"})
     if (name.size() == d.size() && std::equal(d.begin(), d.end(), name.begin(),
                                               [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
       return true;

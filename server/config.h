@@ -56,7 +56,6 @@ class Config {
   // OBJECT ENCODING names a hash `listpack` within these bounds (as Redis).
   uint64_t hash_max_listpack_entries() const { return hash_max_listpack_entries_.load(std::memory_order_relaxed); }
   uint64_t hash_max_listpack_value() const { return hash_max_listpack_value_.load(std::memory_order_relaxed); }
-  bool requirepass_set() const { return requirepass_set_.load(std::memory_order_acquire); }
   // The slow log and latency tracking (docs/operations.md, "Metrics").
   int64_t slowlog_log_slower_than() const { return slowlog_slower_than_.load(std::memory_order_relaxed); }
   uint64_t slowlog_max_len() const { return slowlog_max_len_.load(std::memory_order_relaxed); }
@@ -68,7 +67,11 @@ class Config {
     std::lock_guard lk(mu_);
     return percentiles_;
   }
-  bool CheckPassword(std::string_view pw) const;
+  // The conf file's `user` directives, in order ("user <name> <rules...>").
+  std::vector<std::string> user_lines() const {
+    std::lock_guard lk(mu_);
+    return user_lines_;
+  }
 
  struct Directive;  // one entry of the directive table (config.cc)
 
@@ -79,6 +82,7 @@ class Config {
   mutable std::mutex mu_;
   std::map<std::string, std::string> values_;  // canonical text of each directive
   std::vector<std::string> kafka_properties_;  // "k v" pairs, repeatable
+  std::vector<std::string> user_lines_;        // "user <name> <rules...>", repeatable
   std::string config_file_;
 
   int port_ = 6380;
@@ -94,7 +98,6 @@ class Config {
   std::atomic<bool> latency_tracking_{true};
   std::atomic<Fsync> appendfsync_{Fsync::kEverySec};
   std::vector<double> percentiles_{50, 99, 99.9};  // under mu_
-  std::atomic<bool> requirepass_set_{false};
   std::atomic<int64_t> max_event_skew_ms_{300'000};
   std::atomic<uint64_t> hash_max_listpack_entries_{512}, hash_max_listpack_value_{64};
 };

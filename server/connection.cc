@@ -30,7 +30,77 @@ Connection::Connection(Server* server, int home, asio::ip::tcp::socket socket, u
   socket_.non_blocking(true, ec);  // FlushAndRead writes directly first
   created_ms_ = NowMs();
   last_interaction_ms_ = created_ms_;
-  authenticated_ = !server_->config().requirepass_set();
+  user_ = server_->acl().Find("default");
+  acl_epoch_ = server_->acl().epoch();
+  if (server_->acl().default_open()) LogIn(user_);
+}
+
+void Connection::LogIn(std::shared_ptr<const AclUser> u) {
+  user_ = std::move(u);
+  authenticated_ = true;
+  std::lock_guard lk(name_mu_);
+  user_name_ = user_->name;
+}
+
+void Connection::LogOut() {
+  if (auto d = server_->acl().Find("default")) user_ = std::move(d);
+  authenticated_ = false;
+  std::lock_guard lk(name_mu_);
+  user_name_.clear();
+}
+
+std::string Connection::user_name() const {
+  std::lock_guard lk(name_mu_);
+  return user_name_;
+}
+
+void Connection::LogDenied(std::string_view reason, std::string_view object) {
+  int64_t now = NowMs();
+  server_->acl().Log(reason, object, user_->name, Describe(now), now);
+}
+
+// Redis's order: authentication, then the command's bit, then its keys.
+std::string Connection::CheckAcl(const CommandSpec* spec) {
+  Acl& acl = server_->acl();
+  if (acl_epoch_ != acl.epoch()) {  // users changed: look ours up again
+    acl_epoch_ = acl.epoch();
+    auto u = acl.Find(user_->name);
+    if (authenticated_ && (u == nullptr || !u->on)) {
+      // Deleted or disabled: the connection ends (as Redis closes it).
+      close_after_write_ = true;
+      return "\n";
+    }
+    if (u != nullptr) user_ = std::move(u);
+  }
+  if (!authenticated_ && !(spec->flags & kCmdNoAuth)) {
+    if (!acl.default_open()) return "NOAUTH Authentication required.";
+    LogIn(acl.Find("default"));  // the default user lost its password at run time
+  }
+  if (!authenticated_ || (spec->flags & kCmdNoAuth)) return "";
+  const AclUser& u = *user_;
+  if (!u.all) {  // +@all (never narrowed since) allows everything
+    size_t id = AclCommands::Get().IdOf(*spec, args_);
+    if (!u.Allowed(id)) {
+      const std::string& full = AclCommands::Get().at(id).fullname;
+      LogDenied("command", full);
+      return "NOPERM this user has no permissions to run the '" + full + "' command";
+    }
+  }
+  if (!u.allkeys) {
+    std::string_view denied;
+    bool bad = false;
+    ForEachKeyArg(*spec, args_, [&](std::string_view k) {
+      if (!bad && !u.KeyAllowed(k)) {
+        bad = true;
+        denied = k;
+      }
+    });
+    if (bad) {
+      LogDenied("key", denied);
+      return "NOPERM this user has no permissions to access one of the keys used as arguments";
+    }
+  }
+  return "";
 }
 
 std::string Connection::name() const {
@@ -50,10 +120,11 @@ void Connection::set_lib(bool version, std::string v) {
 
 std::string Connection::Describe(int64_t now_ms) const {
   const CommandSpec* last = last_cmd_.load(std::memory_order_relaxed);
-  std::string lib;
+  std::string lib, user;
   {
     std::lock_guard lk(name_mu_);
     lib = " lib-name=" + lib_name_ + " lib-ver=" + lib_ver_;
+    user = user_name_.empty() ? "default" : user_name_;
   }
   std::string s = "id=" + std::to_string(id_) + " addr=" + peer_ + " laddr=" + local_ + " fd=" +
                   std::to_string(fd_) + " name=" + name() +
@@ -65,7 +136,7 @@ std::string Connection::Describe(int64_t now_ms) const {
                   " rbp=" + std::to_string(rbp_.load(std::memory_order_relaxed)) + " obl=0 oll=0 omem=0 tot-mem=" +
                   std::to_string(rbs_.load(std::memory_order_relaxed) + wbuf_cap_.load(std::memory_order_relaxed) +
                                  sizeof(*this)) +
-                  " events=r cmd=" + (last ? last->name : "NULL") + " user=default redir=-1 resp=" +
+                  " events=r cmd=" + (last ? last->name : "NULL") + " user=" + user + " redir=-1 resp=" +
                   std::to_string(resp_.load(std::memory_order_relaxed)) + lib + " shard=" + std::to_string(home_);
   return s;
 }
@@ -239,9 +310,9 @@ void Connection::Execute(int shard) {
   int argc = static_cast<int>(args_.size());
   if ((spec->arity > 0 && argc != spec->arity) || (spec->arity < 0 && argc < -spec->arity))
     return reject(ErrWrongArgs(spec->name));
-  if (!authenticated_ && !(spec->flags & kCmdNoAuth)) {
-    if (server_->config().requirepass_set()) return reject("NOAUTH Authentication required.");
-    authenticated_ = true;  // requirepass was cleared at run time
+  if (std::string denied = CheckAcl(spec); !denied.empty()) {
+    if (close_after_write_) return;  // the user is gone: no reply, the connection closes
+    return reject(denied);
   }
   if ((spec->flags & kCmdDenyOom) && server_->config().maxmemory() > 0 &&
       server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory())

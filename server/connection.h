@@ -13,6 +13,7 @@
 
 #include "protocol/reply_writer.h"
 #include "protocol/resp_parser.h"
+#include "server/acl.h"
 #include "server/asio.h"
 #include "server/command.h"
 #include "server/transaction.h"
@@ -42,7 +43,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     resp_.store(p, std::memory_order_relaxed);  // for Describe() on other threads
   }
   bool authenticated() const { return authenticated_; }
-  void set_authenticated(bool a) { authenticated_ = a; }
+  // The ACL user (touched by whichever thread holds the baton). LogIn
+  // authenticates as `u`; LogOut goes back to an unauthenticated default.
+  const AclUser& user() const { return *user_; }
+  void LogIn(std::shared_ptr<const AclUser> u);
+  void LogOut();
+  // The name of the authenticated user, "" before AUTH (any thread).
+  std::string user_name() const;
+  // The ACL LOG entry of a refusal on this connection (its CLIENT INFO line).
+  void LogDenied(std::string_view reason, std::string_view object);
   void CloseAfterReply() { close_after_write_ = true; }
   const std::string& peer() const { return peer_; }
   const std::string& local() const { return local_; }
@@ -99,6 +108,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool aof_wait_ = false;         // wrote since the last flush: under appendfsync always, wait first
   bool closed_ = false;
   bool authenticated_ = false;
+  std::shared_ptr<const AclUser> user_;
+  uint64_t acl_epoch_ = 0;         // Acl::epoch() when user_ was last looked up
+  // The permission checks before running a command: "" or the refusal.
+  std::string CheckAcl(const CommandSpec* spec);
   std::atomic<bool> killed_{false};
   std::atomic<bool> kill_requested_{false};
   std::atomic<int64_t> last_interaction_ms_{0};
@@ -116,7 +129,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<size_t> qbuf_{0}, qbuf_free_{0}, rbs_{0}, rbp_{0}, wbuf_cap_{0};
   std::atomic<int> resp_{2};
   mutable std::mutex name_mu_;
-  std::string name_, lib_name_, lib_ver_;  // under name_mu_
+  std::string name_, lib_name_, lib_ver_, user_name_;  // under name_mu_
   Transaction tx_;
 };
 

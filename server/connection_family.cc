@@ -42,23 +42,25 @@ bool ValidClientName(std::string_view n) {
   return std::all_of(n.begin(), n.end(), [](char ch) { return ch > ' ' && ch <= '~'; });
 }
 
-// Checks a password for the default user; writes the error when it fails.
+// AUTH [user] pass (and HELLO's AUTH): logs the connection in, or writes
+// Redis's error and logs the failure in the ACL LOG.
 bool TryAuth(CommandContext& c, std::string_view user, std::string_view pass) {
-  Config& cfg = c.server->config();
-  if (!cfg.requirepass_set()) {
-    if (user.empty()) {
+  Acl& acl = c.server->acl();
+  if (user.empty()) {
+    if (acl.default_open()) {
       c.out.Error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
       return false;
     }
-    if (user == "default") return true;  // "nopass" default user accepts anything
+    user = "default";
+  }
+  auto u = acl.Find(user);
+  if (u == nullptr || !u->on || !u->CheckPassword(pass)) {
+    int64_t now = NowMs();
+    acl.Log("auth", "AUTH", user, c.conn->Describe(now), now);
     c.out.Error("WRONGPASS invalid username-password pair or user is disabled.");
     return false;
   }
-  if ((!user.empty() && user != "default") || !cfg.CheckPassword(pass)) {
-    c.out.Error("WRONGPASS invalid username-password pair or user is disabled.");
-    return false;
-  }
-  c.conn->set_authenticated(true);
+  c.conn->LogIn(std::move(u));
   return true;
 }
 
@@ -94,7 +96,7 @@ void Hello(CommandContext& c) {
       return c.out.Error("ERR Syntax error in HELLO option '" + std::string(c.args[i]) + "'");
     }
   }
-  if (!c.conn->authenticated() && c.server->config().requirepass_set())
+  if (!c.conn->authenticated() && !c.server->acl().default_open())
     return c.out.Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
   if (have_name) c.conn->set_name(std::string(setname));
   c.conn->set_protocol(proto);
@@ -117,7 +119,9 @@ void Reset(CommandContext& c) {
   c.conn->tx().Clear();  // as Redis: discards MULTI, forgets WATCH
   c.conn->set_protocol(2);
   c.conn->set_name("");
-  c.conn->set_authenticated(!c.server->config().requirepass_set());
+  // As Redis: back to the default user, authenticated only when it needs no password.
+  c.conn->LogOut();
+  if (c.server->acl().default_open()) c.conn->LogIn(c.server->acl().Find("default"));
   c.out.Simple("RESET");
 }
 
@@ -146,7 +150,7 @@ void ClientList(CommandContext& c, std::vector<uint64_t> ids) {
 void ClientKill(CommandContext& c) {
   struct Filter {
     uint64_t id = 0;
-    std::string addr, laddr;
+    std::string addr, laddr, user;
     bool skipme = true;
     bool old_style = false;
   };
@@ -171,8 +175,11 @@ void ClientKill(CommandContext& c) {
         if (EqualsNoCase(v, "yes")) f.skipme = true;
         else if (EqualsNoCase(v, "no")) f.skipme = false;
         else return c.out.Error(kErrSyntax);
-      } else if (EqualsNoCase(k, "USER") || EqualsNoCase(k, "TYPE")) {
-        // single user "default", single type "normal": accepted, match all
+      } else if (EqualsNoCase(k, "USER")) {
+        if (c.server->acl().Find(v) == nullptr) return c.out.Error("ERR No such user '" + std::string(v) + "'");
+        f.user = std::string(v);
+      } else if (EqualsNoCase(k, "TYPE")) {
+        // a single type, "normal": accepted, matches all
       } else {
         return c.out.Error(kErrSyntax);
       }
@@ -189,6 +196,7 @@ void ClientKill(CommandContext& c) {
           if (f.id != 0 && conn->id() != f.id) continue;
           if (!f.addr.empty() && conn->peer() != f.addr) continue;
           if (!f.laddr.empty() && conn->local() != f.laddr) continue;
+          if (!f.user.empty() && conn->user_name() != f.user) continue;
           if (f.skipme && conn->id() == me) continue;
           if (conn->Kill()) (*killed)[static_cast<size_t>(shard)]++;
         }

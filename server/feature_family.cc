@@ -292,6 +292,15 @@ void FEvent(CommandContext& c) {
     for (size_t i = 0; i < rejected.size(); i++)
       err += (i ? "; #" : "#") + std::to_string(rejected[i].first) + ": " + rejected[i].second;
   }
+  // Key patterns of the user apply to the entities the events write: one
+  // outside them refuses the whole command (docs/commands.md, "ACL").
+  if (const AclUser& u = c.conn->user(); !u.allkeys) {
+    for (size_t i = 0; i < updates->size(); i++) {
+      if (u.KeyAllowed(updates->key(i))) continue;
+      c.conn->LogDenied("key", updates->key(i));
+      return c.out.Error("NOPERM this user has no permissions to access one of the keys used as arguments");
+    }
+  }
   auto plan = std::make_shared<const ShardPlan>(updates->PlanShards(c.server->shards().size()));
   int64_t now = c.now_ms;
   IngestStats* sp = &stats;

@@ -70,10 +70,24 @@ Server::~Server() {
   kafka_.reset();      // after the shards: no batch of it can still run
 }
 
+void Server::LoadAcl() {
+  std::vector<std::string> lines = config_.user_lines();
+  std::string aclfile = config_.GetString("aclfile");
+  if (!lines.empty() && !aclfile.empty())
+    throw std::runtime_error("configuring users in the config file and an aclfile at the same time is not valid: use one");
+  std::string err = aclfile.empty() ? acl_.LoadLines(lines, config_.config_file().empty() ? "config" : config_.config_file())
+                                    : acl_.LoadFile(aclfile);
+  if (!err.empty()) throw std::runtime_error("bad ACL: " + err);
+  std::string pass = config_.GetString("requirepass");
+  if (!pass.empty()) acl_.SetRequirePass(pass);
+  acl_.set_log_max(static_cast<size_t>(std::stoull(config_.GetString("acllog-max-len"))));
+}
+
 int Server::Start() {
   start_ms_ = NowMs();
   stat_reset_ms = static_cast<uint64_t>(start_ms_);
   CommandTable::Get().Freeze();
+  LoadAcl();
   shards_ = std::make_unique<ShardSet>(config_.shards());
   exclusive_ = std::make_unique<ExclusiveRunner>(*shards_, [this] { return stopping(); });
   asio::io_context& io0 = shards_->shard(0).io;

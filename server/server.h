@@ -16,6 +16,7 @@
 #include "ingest/event_path.h"
 #include "ingest/kafka_ingest.h"
 #include "ingest/registry.h"
+#include "server/acl.h"
 #include "server/asio.h"
 #include "server/aof.h"
 #include "server/config.h"
@@ -55,6 +56,10 @@ class Server {
   void set_ignore_snapshot(bool v) { ignore_snapshot_ = v; }
 
   Config& config() { return config_; }
+  Acl& acl() { return acl_; }
+  // The ACL users from the conf's `user` lines or the aclfile, then
+  // requirepass (Start calls it; throws std::runtime_error on a bad rule).
+  void LoadAcl();
   ShardSet& shards() { return *shards_; }
   int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }  // 0: no metrics endpoint
@@ -118,6 +123,7 @@ class Server {
   void ScheduleCron(Shard& s);
 
   Config& config_;
+  Acl acl_;
   std::unique_ptr<ShardSet> shards_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   // Signals are handled on a control thread of their own, so a busy shard

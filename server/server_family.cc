@@ -372,7 +372,13 @@ void ConfigCmd(CommandContext& c) {
       if (!err.empty())
         return c.out.Error("ERR CONFIG SET failed (possibly related to argument '" + std::string(c.args[i]) + "') - " + err);
     }
-    for (size_t i = 2; i < c.args.size(); i += 2) cfg.Set(c.args[i], {std::string(c.args[i + 1])}, true);
+    for (size_t i = 2; i < c.args.size(); i += 2) {
+      cfg.Set(c.args[i], {std::string(c.args[i + 1])}, true);
+      // Directives the ACL keeps: requirepass is the default user's password.
+      if (EqualsNoCase(c.args[i], "requirepass")) c.server->acl().SetRequirePass(c.args[i + 1]);
+      if (EqualsNoCase(c.args[i], "acllog-max-len"))
+        c.server->acl().set_log_max(static_cast<size_t>(std::stoull(std::string(c.args[i + 1]))));
+    }
     return c.out.Ok();
   }
   if (EqualsNoCase(sub, "RESETSTAT") && c.args.size() == 2) {

@@ -28,52 +28,13 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from fkv_testlib import RawClient, RespError, ServerProcess, encode_command, wait_until  # noqa: E402
+from fkv_testlib import RawClient, RedisServer, RespError, ServerProcess, encode_command, wait_until  # noqa: E402
 
 SERVER_BINARY = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 and not sys.argv[1].startswith("-")
                                 else os.path.join(HERE, "..", "..", "build", "server", "featurekv-server"))
 REGISTRY = os.path.normpath(os.path.join(HERE, "..", "..", "conf", "features.yaml"))
 
 REDIS = None  # the module's redis-server
-
-
-class RedisServer:
-    """redis-server 7 on a free loopback port, no persistence."""
-
-    def __init__(self):
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is not installed (scripts/setup-deps.sh installs it)")
-        self.dir = tempfile.mkdtemp(prefix="fkv-parity-redis-")
-        for _ in range(20):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-            s.close()
-            self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                          "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                wait_until(self._ping, timeout=10, what="redis-server to answer PING")
-                return
-            except AssertionError:
-                self.proc.kill()
-                self.proc.wait(10)
-        raise RuntimeError("could not start redis-server")
-
-    def _ping(self):
-        if self.proc.poll() is not None:
-            raise AssertionError("redis-server exited (port taken?)")
-        try:
-            with RawClient(self.port, timeout=1) as c:
-                return c.command("PING") == "PONG"
-        except OSError:
-            return False
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def setUpModule():

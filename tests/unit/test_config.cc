@@ -48,16 +48,18 @@ TEST_CASE("a config file with comments, quotes and overrides") {
   std::string path = "/tmp/fkv_test_config_" + std::to_string(::getpid()) + ".conf";
   {
     std::ofstream f(path);
-    f << "# comment\n\nport 7000\nrequirepass \"se cret\"\nmaxmemory 1gb\nsave 900 1 300 10\nshards 3\n";
+    f << "# comment\n\nport 7000\nrequirepass \"se cret\"\nmaxmemory 1gb\nsave 900 1 300 10\nshards 3\n"
+      << "user model on >pw ~user:* +@read\nuser ingest on nopass +fevent\n";
   }
   Config c;
   c.LoadFile(path);
   CHECK(c.port() == 7000);
   CHECK(c.shards() == 3);
   CHECK(c.maxmemory() == 1ull << 30);
-  CHECK(c.requirepass_set());
-  CHECK(c.CheckPassword("se cret"));
-  CHECK_FALSE(c.CheckPassword("secret"));
+  CHECK(c.GetString("requirepass") == "se cret");
+  // `user` lines are kept in order for the ACL (checked when the server starts).
+  CHECK(c.user_lines() == std::vector<std::string>{"user model on >pw ~user:* +@read", "user ingest on nopass +fevent"});
+  CHECK(c.Get("user").empty());
   CHECK(c.GetString("save") == "900 1 300 10");
   c.ApplyArgs({"--port", "7001", "--save", ""});
   CHECK(c.port() == 7001);
@@ -91,9 +93,8 @@ TEST_CASE("CONFIG SET refuses immutable directives and bad values") {
   CHECK(c.Set("maxclients", {"50"}, true).empty());
   CHECK(c.maxclients() == 50);
   CHECK(c.Set("requirepass", {"pw"}, true).empty());
-  CHECK(c.requirepass_set());
-  CHECK(c.Set("requirepass", {""}, true).empty());
-  CHECK_FALSE(c.requirepass_set());
+  CHECK(c.GetString("requirepass") == "pw");
+  CHECK(c.Set("user", {"bob", "on"}, true) == "can't set immutable config");
   auto all = c.Get("max*");
   CHECK(all.size() >= 3);  // maxclients, maxmemory, max-event-skew
 }
