@@ -32,7 +32,7 @@ export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/s
 # suites here skip what needs it (the Kafka suites run in the other builds).
 export FKV_NO_KAFKA_MOCK=1
 (cd build-tsan && ctest --output-on-failure --timeout 900 -j2 \
-  -R '^(unit|integration_hiredis|integration_python|integration_redis_parity|integration_features|integration_metrics|integration_drift|integration_transactions|integration_aof)$')
+  -R '^(unit|integration_hiredis|integration_python|integration_redis_parity|integration_features|integration_metrics|integration_drift|integration_transactions|integration_aof|integration_acl)$')
 # (The Kafka suites are left out here: librdkafka, not built with TSan,
 # crashes inside the mock cluster under the TSan runtime.)
 phase "fuzzing (libFuzzer, clang)"

@@ -72,6 +72,7 @@ const Config::Directive kDirectives[] = {
     {"user", Kind::kUser, "", false},
     {"aclfile", Kind::kString, "", false},
     {"acllog-max-len", Kind::kInt, "128", true, 0, INT32_MAX},
+    {"protected-mode", Kind::kEnum, "yes", true, 0, 0, "yes no"},
     {"dir", Kind::kString, ".", true},
     {"dbfilename", Kind::kString, "featurekv.snap", true},
     {"save", Kind::kSave, "3600 1 300 100 60 10000", true},

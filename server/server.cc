@@ -372,6 +372,14 @@ void Server::Accept(size_t li) {
       sock.close(wec);
       return Accept(li);
     }
+    if (Denied(sock)) {  // protected mode (docs/operations.md, "Securing featurekv")
+      rejected_connections.fetch_add(1, std::memory_order_relaxed);
+      boost::system::error_code wec;
+      sock.non_blocking(true, wec);
+      asio::write(sock, asio::buffer(kProtectedModeDenied), wec);
+      sock.close(wec);
+      return Accept(li);
+    }
     connected_clients.fetch_add(1, std::memory_order_relaxed);
     uint64_t id = next_client_id_.fetch_add(1);
     int h = static_cast<int>(home);
@@ -380,6 +388,20 @@ void Server::Accept(size_t li) {
     shards_->Post(h, [conn] { conn->Start(); });
     Accept(li);
   });
+}
+
+bool ProtectedModeRefuses(bool protected_mode, bool default_open, const asio::ip::address& peer) {
+  if (!protected_mode || !default_open) return false;
+  if (peer.is_v6() && peer.to_v6().is_v4_mapped())
+    return !asio::ip::make_address_v4(asio::ip::v4_mapped, peer.to_v6()).is_loopback();
+  return !peer.is_loopback();
+}
+
+bool Server::Denied(const asio::ip::tcp::socket& sock) {
+  boost::system::error_code ec;
+  auto peer = sock.remote_endpoint(ec);
+  if (ec) return false;  // gone already: the connection's first read ends it
+  return ProtectedModeRefuses(config_.GetString("protected-mode") == "yes", acl_.default_open(), peer.address());
 }
 
 void Server::ScheduleCron(Shard& s) {

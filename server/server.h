@@ -31,6 +31,22 @@ namespace fkv {
 int64_t NowMs();  // Unix time, milliseconds
 int64_t NowUs();
 
+// Redis's protected mode: with it on and the default user open (no
+// password), only loopback clients are served; the rest get this reply.
+inline constexpr std::string_view kProtectedModeDenied =
+    "-DENIED Redis is running in protected mode because protected mode is enabled, no bind address was specified, "
+    "no authentication password is requested to clients. In this mode connections are only accepted from the "
+    "loopback interface. If you want to connect from external computers to Redis you may adopt one of the "
+    "following solutions: 1) Just disable protected mode sending the command 'CONFIG SET protected-mode no' from "
+    "the loopback interface by connecting to Redis from the same host the server is running, however MAKE SURE "
+    "Redis is not publicly accessible from internet if you do so. Use CONFIG REWRITE to make this change "
+    "permanent. 2) Alternatively you can just disable the protected mode by editing the Redis configuration file, "
+    "and setting the protected mode option to 'no', and then restarting the server. 3) If you started the server "
+    "manually just for testing, restart it with the '--protected-mode no' option. 4) Setup a bind address or an "
+    "authentication password. NOTE: You only need to do one of the above things in order for the server to start "
+    "accepting connections from the outside.\r\n";
+bool ProtectedModeRefuses(bool protected_mode, bool default_open, const asio::ip::address& peer);
+
 class Server {
  public:
   explicit Server(Config& config);
@@ -121,6 +137,9 @@ class Server {
   // One step of the active expiry; posts the next until the slice or the time is used up.
   void Sweep(Shard& s, size_t buckets_left, int64_t deadline_us, int64_t now_ms);
   void ScheduleCron(Shard& s);
+
+  // Protected mode refuses this client (accept-time check).
+  bool Denied(const asio::ip::tcp::socket& sock);
 
   Config& config_;
   Acl acl_;

@@ -85,6 +85,8 @@ class AclTests(unittest.TestCase):
         with login(self.fkv.port, "ingest", "ingest-pw") as c:
             self.assertEqual(c.command("ACL", "WHOAMI"), RespError(NOPERM_CMD % "acl|whoami"))
             self.assertEqual(c.command("PING"), "PONG")
+        # Protected mode is on by default; loopback clients (all of these) are served.
+        self.assertEqual(self.admin.command("CONFIG", "GET", "protected-mode"), ["protected-mode", "yes"])
 
     def test_read_only_model_user(self):
         with login(self.fkv.port, "ingest", "ingest-pw") as ing:

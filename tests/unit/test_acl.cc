@@ -6,6 +6,7 @@
 
 #include "server/acl.h"
 #include "server/command.h"
+#include "server/server.h"
 
 using namespace fkv;
 
@@ -172,4 +173,19 @@ TEST_CASE("the ACL LOG groups the same refusal and keeps the newest first, up to
   CHECK(acl.LogEntries(10).size() == 1);
   acl.ResetLog();
   CHECK(acl.LogEntries(10).empty());
+}
+
+TEST_CASE("protected mode refuses non-loopback clients only while the default user has no password") {
+  auto ip = [](const char* a) { return asio::ip::make_address(a); };
+  CHECK_FALSE(ProtectedModeRefuses(true, true, ip("127.0.0.1")));
+  CHECK_FALSE(ProtectedModeRefuses(true, true, ip("127.0.0.2")));
+  CHECK_FALSE(ProtectedModeRefuses(true, true, ip("::1")));
+  CHECK_FALSE(ProtectedModeRefuses(true, true, ip("::ffff:127.0.0.1")));
+  CHECK(ProtectedModeRefuses(true, true, ip("10.1.2.3")));
+  CHECK(ProtectedModeRefuses(true, true, ip("::ffff:10.1.2.3")));
+  CHECK(ProtectedModeRefuses(true, true, ip("2001:db8::1")));
+  CHECK_FALSE(ProtectedModeRefuses(false, true, ip("10.1.2.3")));  // protected-mode no
+  CHECK_FALSE(ProtectedModeRefuses(true, false, ip("10.1.2.3")));  // a password on the default user
+  CHECK(kProtectedModeDenied.substr(0, 8) == "-DENIED ");
+  CHECK(kProtectedModeDenied.substr(kProtectedModeDenied.size() - 2) == "\r\n");
 }
