@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "server/allocator_stats.h"
+#include "server/acl.h"
 #include "server/command.h"
 #include "server/connection.h"
 #include "server/server.h"
@@ -88,8 +89,11 @@ void WriteCommandInfo(ReplyWriter& out, const CommandSpec& s) {
   out.Integer(s.first_key);
   out.Integer(s.last_key);
   out.Integer(s.step);
-  out.Set(1);
-  out.Simple(std::string("@") + s.group);
+  // ACL categories, in Redis's order (server/acl.h).
+  const uint32_t cats = AclCommands::Get().at(s.index).categories;
+  out.Set(static_cast<size_t>(__builtin_popcount(cats)));
+  for (size_t i = 0; i < kAclCategories; i++)
+    if (cats & (uint32_t{1} << i)) out.Simple(std::string("@") + kAclCategoryNames[i]);
   out.Array(0);  // tips
   out.Array(0);  // key specs
   out.Array(0);  // subcommands

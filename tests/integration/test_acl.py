@@ -390,6 +390,14 @@ class AclParityTests(unittest.TestCase):
         self.assertEqual(len(self.fc.command("ACL", "GENPASS")), 64)
         self.assertEqual(len(self.fc.command("ACL", "GENPASS", "10")), 3)
 
+    def test_command_info_carries_the_acl_categories(self):
+        for name in ("get", "set", "hgetall", "del", "flushall", "ping", "multi", "config", "client", "keys"):
+            want = self.rc.command("COMMAND", "INFO", name)[0][6]
+            self.assertEqual(self.fc.command("COMMAND", "INFO", name)[0][6], want, name)
+        self.assertEqual(self.fc.command("COMMAND", "INFO", "fget")[0][6], ["@read", "@fast", "@feature"])
+        self.assertEqual(self.fc.command("COMMAND", "INFO", "fregistry")[0][6], ["@admin", "@slow", "@dangerous",
+                                                                                  "@feature"])
+
     def test_denials_reply_as_redis(self):
         for c in (self.rc, self.fc):
             self.assertEqual(c.command("ACL", "SETUSER", "q", "on", ">pw", "~k:*", "+@read", "+@connection",
