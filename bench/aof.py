@@ -8,8 +8,6 @@ and the ratio; then featurekv with appendonly off as the baseline.
 usage: bench/aof.py [--requests 200000] [--fsync "everysec always"] [--build build]
 """
 import argparse
-import csv
-import io
 import os
 import shutil
 import subprocess
@@ -18,22 +16,14 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, wait_ping  # noqa: E402
+from benchlib import free_port, redis_benchmark, wait_ping  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVENT = '{"user_id":"__rand_int__","product_id":7,"action":"click","timestamp":%d}'
 
 
-def bench(port, cmd, n, pipeline, clients=50):
-    out = subprocess.run(["taskset", "-c", "0", "redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(n),
-                          "-r", "100000", "-P", str(pipeline), "--csv", *cmd],
-                         capture_output=True, text=True, timeout=900).stdout
-    rows = list(csv.reader(io.StringIO(out)))
-    head, row = rows[0], rows[1]
-    # Counted from the end: a command with commas (JSON) spreads its name
-    # over several columns.
-    back = len(head) - len(row)
-    return float(row[head.index("rps") - back]), float(row[head.index("p99_latency_ms") - back])
+def bench(port, cmd, n, pipeline):
+    return redis_benchmark(port, cmd, n, pipeline)
 
 
 def main():

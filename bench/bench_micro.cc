@@ -11,6 +11,7 @@
 #include "ingest/event_path.h"
 #include "ingest/registry.h"
 #include "protocol/reply_writer.h"
+#include "server/acl.h"
 #include "server/command_stats.h"
 #include "server/feature_values.h"
 #include "protocol/resp_parser.h"
@@ -265,6 +266,30 @@ void BM_EventDecodePlan(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
 BENCHMARK(BM_EventDecodePlan);
+
+// The ACL check of one GET, as Connection::CheckAcl runs it after the
+// epoch compare: Arg(0) the default user (+@all: nothing more), Arg(1) a
+// user with a narrowed command set and key patterns ~key:* ~user:* (one
+// bit test, one prefix compare per key argument).
+void BM_AclCheckGet(benchmark::State& state) {
+  AclUser u("u");
+  for (const char* r : {"+@all", "~*"}) u.Apply(r);
+  if (state.range(0) == 1)
+    for (const char* r : {"resetkeys", "~key:*", "~user:*", "-flushall"}) u.Apply(r);
+  const CommandSpec* spec = CommandTable::Get().Find("get");
+  ArgList args = {"get", "user:000000012345"};
+  const AclCommands& cmds = AclCommands::Get();
+  int64_t allowed = 0;
+  for (auto _ : state) {
+    bool ok = true;
+    if (!u.all) ok = u.Allowed(cmds.IdOf(*spec, args));
+    if (ok && !u.allkeys) ForEachKeyArg(*spec, args, [&](std::string_view k) { ok = ok && u.KeyAllowed(k); });
+    allowed += ok;
+    benchmark::DoNotOptimize(allowed);
+  }
+  if (allowed != static_cast<int64_t>(state.iterations())) state.SkipWithError("refused");
+}
+BENCHMARK(BM_AclCheckGet)->Arg(0)->Arg(1);
 
 // What command statistics add to every command (Connection::Execute and
 // FinishCall): two clock reads, the counters and the latency histogram.

@@ -76,6 +76,20 @@ def p99_of(port, cmd, users, n, clients=20):
     return float(row[head.index("p99_latency_ms")]), float(row[head.index("rps")])
 
 
+def redis_benchmark(port, cmd, n, pipeline, clients=50, keyspace=100000, cpu="0", auth=()):
+    """redis-benchmark (pinned to `cpu`) running `cmd` n times at pipeline
+    depth `pipeline`: (requests/s, p99 ms). auth: ("--user", u, "-a", p)."""
+    out = subprocess.run(["taskset", "-c", cpu, "redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(n),
+                          "-r", str(keyspace), "-P", str(pipeline), *auth, "--csv", *cmd],
+                         capture_output=True, text=True, timeout=900).stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    head, row = rows[0], rows[1]
+    # Counted from the end: a command with commas (JSON) spreads its name
+    # over several columns.
+    back = len(head) - len(row)
+    return float(row[head.index("rps") - back]), float(row[head.index("p99_latency_ms") - back])
+
+
 def demo_arguments(ap, root):
     """The options of the benchmarks that load demo-registry users: --users,
     --events, --products, --shards, --build and --quick (the caller applies

@@ -191,8 +191,8 @@ AclUser::AclUser(std::string n) : name(std::move(n)), allowed((AclCommands::Get(
 
 bool AclUser::KeyAllowed(std::string_view key) const {
   if (allkeys) return true;
-  for (const auto& p : keys)
-    if (GlobMatch(p, key)) return true;
+  for (const auto& m : key_matchers)
+    if (m.Match(key)) return true;
   return false;
 }
 
@@ -243,9 +243,11 @@ std::string AclUser::Apply(std::string_view rule) {
   } else if (l == "allkeys" || rule == "~*") {
     allkeys = true;
     keys.clear();
+    key_matchers.clear();
   } else if (l == "resetkeys") {
     allkeys = false;
     keys.clear();
+    key_matchers.clear();
   } else if (l == "allchannels" || rule == "&*") {
     allchannels = true;
     channels.clear();
@@ -281,7 +283,12 @@ std::string AclUser::Apply(std::string_view rule) {
     if (allkeys)
       return "Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns";
     std::string p(rule.substr(1));
-    if (std::find(keys.begin(), keys.end(), p) == keys.end()) keys.push_back(p);
+    if (std::find(keys.begin(), keys.end(), p) == keys.end()) {
+      keys.push_back(p);
+      std::string_view body = std::string_view(p).substr(0, p.empty() ? 0 : p.size() - 1);
+      bool prefix_only = !p.empty() && p.back() == '*' && body.find_first_of("*?[\\") == std::string_view::npos;
+      key_matchers.push_back({std::string(body), prefix_only, GlobPattern(p)});
+    }
   } else if (rule[0] == '&') {
     if (allchannels)
       return "Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels";

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "protocol/resp_parser.h"
+#include "storage/glob.h"
 
 namespace fkv {
 
@@ -81,6 +82,17 @@ struct AclUser {
   int sanitize = 0;     // 1 sanitize-payload, 2 skip-sanitize-payload: kept and shown, as Redis (no effect here)
   std::vector<std::string> passwords;  // SHA-256, lower-case hex, in the order added
   std::vector<std::string> keys;       // glob patterns (without "~")
+  // The patterns compiled: "prefix*" (the usual form, "user:*") as a
+  // prefix compare, the rest as globs.
+  struct KeyMatcher {
+    std::string prefix;
+    bool prefix_only = false;
+    GlobPattern glob;
+    bool Match(std::string_view key) const {
+      return prefix_only ? key.substr(0, prefix.size()) == prefix : glob.Match(key);
+    }
+  };
+  std::vector<KeyMatcher> key_matchers;
   std::vector<std::string> channels;   // kept for Redis's syntax; featurekv has no pub/sub
   std::vector<uint64_t> allowed;       // one bit per AclCommands id
 

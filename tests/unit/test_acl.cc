@@ -72,7 +72,20 @@ TEST_CASE("rules build the bitmap; +cmd covers subcommands; -anything ends the a
   CHECK(u.Apply("resetkeys") == "");
   CHECK(u.Apply("~user:*") == "");
   CHECK(u.KeyAllowed("user:1"));
+  CHECK(u.KeyAllowed("user:"));
   CHECK_FALSE(u.KeyAllowed("product:1"));
+  CHECK_FALSE(u.KeyAllowed("user"));
+  // Globs that are not a plain prefix, and a literal key.
+  AclUser g("g");
+  for (const char* r : {"~p?:*", "~a[bc]*z", "~exact", "~esc\\*"}) REQUIRE(g.Apply(r) == "");
+  CHECK(g.KeyAllowed("p1:x"));
+  CHECK_FALSE(g.KeyAllowed("p12:x"));
+  CHECK(g.KeyAllowed("abxxz"));
+  CHECK_FALSE(g.KeyAllowed("adz"));
+  CHECK(g.KeyAllowed("exact"));
+  CHECK_FALSE(g.KeyAllowed("exactly"));
+  CHECK(g.KeyAllowed("esc*"));
+  CHECK_FALSE(g.KeyAllowed("escX"));
 }
 
 TEST_CASE("passwords are kept as SHA-256 and checked in full") {
