@@ -165,6 +165,9 @@ void AclCmd(CommandContext& c) {
     std::vector<std::string_view> rules(c.args.begin() + 3, c.args.end());
     std::string err = acl.SetUser(name, rules);
     if (!err.empty()) return c.out.Error(err);
+    std::string shown;
+    for (auto r : rules) shown += (shown.empty() ? "" : " ") + RedactRule(r);
+    c.conn->Audit("acl_change", {{"command", "SETUSER"}, {"target", std::string(name)}, {"rules", shown}});
     return CloseStaleThenReply(c, [](ReplyWriter& out) { out.Ok(); });
   }
   if (EqualsNoCase(sub, "GETUSER") && n == 3) {
@@ -177,6 +180,9 @@ void AclCmd(CommandContext& c) {
     for (auto name : names)
       if (name == "default") return c.out.Error("ERR The 'default' user cannot be removed");
     int64_t gone = acl.DelUsers(names);
+    std::string shown;
+    for (auto nm : names) shown += (shown.empty() ? "" : " ") + std::string(nm);
+    c.conn->Audit("acl_change", {{"command", "DELUSER"}, {"target", shown}, {"deleted", std::to_string(gone)}});
     return CloseStaleThenReply(c, [gone](ReplyWriter& out) { out.Integer(gone); });
   }
   if ((EqualsNoCase(sub, "LIST") || EqualsNoCase(sub, "USERS")) && n == 2) {
@@ -199,6 +205,7 @@ void AclCmd(CommandContext& c) {
       return err.empty() ? c.out.Ok() : c.out.Error("ERR " + err);
     }
     std::string err = acl.LoadFile(path);
+    c.conn->Audit("acl_change", {{"command", "LOAD"}, {"result", err.empty() ? "ok" : "error"}, {"error", err}});
     if (!err.empty()) return c.out.Error("ERR " + err);
     std::string pass = c.server->config().GetString("requirepass");
     if (!pass.empty()) acl.SetRequirePass(pass);

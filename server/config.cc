@@ -73,6 +73,7 @@ const Config::Directive kDirectives[] = {
     {"aclfile", Kind::kString, "", false},
     {"acllog-max-len", Kind::kInt, "128", true, 0, INT32_MAX},
     {"protected-mode", Kind::kEnum, "yes", true, 0, 0, "yes no"},
+    {"audit-log", Kind::kString, "", false},
     {"dir", Kind::kString, ".", true},
     {"dbfilename", Kind::kString, "featurekv.snap", true},
     {"save", Kind::kSave, "3600 1 300 100 60 10000", true},
@@ -308,7 +309,7 @@ std::string Config::GetString(std::string_view name) const {
 
 namespace {
 bool IsPathDirective(std::string_view name) {
-  for (std::string_view d : {"registry", "dir", "logfile", "aclfile"})
+  for (std::string_view d : {"registry", "dir", "logfile", "aclfile", "audit-log"})
     if (name.size() == d.size() && std::equal(d.begin(), d.end(), name.begin(),
                                               [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
       return true;

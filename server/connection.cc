@@ -57,6 +57,15 @@ std::string Connection::user_name() const {
 void Connection::LogDenied(std::string_view reason, std::string_view object) {
   int64_t now = NowMs();
   server_->acl().Log(reason, object, user_->name, Describe(now), now);
+  Audit("denied", {{"reason", std::string(reason)}, {"object", std::string(object)}});
+}
+
+void Connection::Audit(std::string_view event, std::vector<std::pair<std::string, std::string>> details,
+                       std::string_view user) {
+  AuditLog& log = server_->audit();
+  if (!log.on()) return;
+  details.insert(details.begin(), {"client_id", std::to_string(id_)});
+  log.Record(event, peer_, user.empty() ? std::string_view(user_->name) : user, details);
 }
 
 // Redis's order: authentication, then the command's bit, then its keys.

@@ -50,8 +50,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void LogOut();
   // The name of the authenticated user, "" before AUTH (any thread).
   std::string user_name() const;
-  // The ACL LOG entry of a refusal on this connection (its CLIENT INFO line).
+  // The ACL LOG entry of a refusal on this connection (its CLIENT INFO
+  // line), and the audit log's `denied` line.
   void LogDenied(std::string_view reason, std::string_view object);
+  // One audit log line about this connection (client address, id, user).
+  void Audit(std::string_view event, std::vector<std::pair<std::string, std::string>> details = {},
+             std::string_view user = {});
   void CloseAfterReply() { close_after_write_ = true; }
   const std::string& peer() const { return peer_; }
   const std::string& local() const { return local_; }

@@ -57,6 +57,7 @@ bool TryAuth(CommandContext& c, std::string_view user, std::string_view pass) {
   if (u == nullptr || !u->on || !u->CheckPassword(pass)) {
     int64_t now = NowMs();
     acl.Log("auth", "AUTH", user, c.conn->Describe(now), now);
+    c.conn->Audit("auth_failure", {}, user);
     c.out.Error("WRONGPASS invalid username-password pair or user is disabled.");
     return false;
   }

@@ -388,6 +388,8 @@ void FRegistry(CommandContext& c) {
   if (EqualsNoCase(c.args[1], "RELOAD") && c.args.size() == 2) {
     std::shared_ptr<const Registry> reg;
     std::string err = c.server->ReloadRegistryFile(&reg);
+    c.conn->Audit("registry_reload", err.empty() ? std::vector<std::pair<std::string, std::string>>{{"result", "ok"}, {"version", reg->version()}}
+                                                 : std::vector<std::pair<std::string, std::string>>{{"result", "error"}, {"error", err}});
     if (!err.empty()) return c.out.Error(err);
     auto reply = c.Defer();
     c.server->InstallEverywhere(reg, [reply] { reply([](ReplyWriter& out) { out.Ok(); }); });

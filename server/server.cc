@@ -88,6 +88,7 @@ int Server::Start() {
   stat_reset_ms = static_cast<uint64_t>(start_ms_);
   CommandTable::Get().Freeze();
   LoadAcl();
+  if (std::string err = audit_.Open(config_.GetString("audit-log")); !err.empty()) throw std::runtime_error(err);
   shards_ = std::make_unique<ShardSet>(config_.shards());
   exclusive_ = std::make_unique<ExclusiveRunner>(*shards_, [this] { return stopping(); });
   asio::io_context& io0 = shards_->shard(0).io;
@@ -163,10 +164,12 @@ void Server::WaitSignal() {
   signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
+      audit_.Reopen();  // log rotation
       ReloadOnSignal();
       return WaitSignal();
     }
     std::string name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+    audit_.Record("shutdown", "signal", "", {{"signal", name}});
     WaitSignal();  // a second signal during the save exits at once
     ShutdownWithSave(name, SaveMode::kDefault, [name](const std::string& err) {
       spdlog::error("{}: the snapshot failed ({}): not exiting (SHUTDOWN NOSAVE or a second {} exits without one)",
@@ -262,7 +265,11 @@ void Server::InstallEverywhere(std::shared_ptr<const Registry> reg, std::functio
 
 void Server::ReloadOnSignal() {
   std::shared_ptr<const Registry> reg;
-  if (!ReloadRegistryFile(&reg).empty()) return;
+  if (std::string err = ReloadRegistryFile(&reg); !err.empty()) {
+    audit_.Record("registry_reload", "signal", "", {{"signal", "SIGHUP"}, {"result", "error"}, {"error", err}});
+    return;
+  }
+  audit_.Record("registry_reload", "signal", "", {{"signal", "SIGHUP"}, {"result", "ok"}, {"version", reg->version()}});
   InstallEverywhere(reg, [reg] { spdlog::info("registry reloaded on SIGHUP: version {}", reg->version()); });
 }
 

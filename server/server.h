@@ -18,6 +18,7 @@
 #include "ingest/registry.h"
 #include "server/acl.h"
 #include "server/asio.h"
+#include "server/audit.h"
 #include "server/aof.h"
 #include "server/config.h"
 #include "server/drift.h"
@@ -73,6 +74,7 @@ class Server {
 
   Config& config() { return config_; }
   Acl& acl() { return acl_; }
+  AuditLog& audit() { return audit_; }
   // The ACL users from the conf's `user` lines or the aclfile, then
   // requirepass (Start calls it; throws std::runtime_error on a bad rule).
   void LoadAcl();
@@ -143,6 +145,7 @@ class Server {
 
   Config& config_;
   Acl acl_;
+  AuditLog audit_;
   std::unique_ptr<ShardSet> shards_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   // Signals are handled on a control thread of their own, so a busy shard

@@ -190,6 +190,9 @@ void Flush(CommandContext& c) {
   if (c.args.size() == 2 && !EqualsNoCase(c.args[1], "ASYNC") && !EqualsNoCase(c.args[1], "SYNC"))
     return c.out.Error(kErrSyntax);
   int64_t now = c.now_ms;
+  std::string cmd(c.args[0]);
+  for (char& ch : cmd) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  c.conn->Audit("flushall", {{"command", cmd}});
   c.FanOut(
       c.server->shards().All(),
       [now](int, ShardStore& st) {
@@ -218,6 +221,9 @@ void Shutdown(CommandContext& c) {
     else if (!EqualsNoCase(a, "NOW")) return c.out.Error(kErrSyntax);
   }
   std::string reason = "SHUTDOWN command from client id=" + std::to_string(c.conn->id());
+  std::string args;
+  for (size_t i = 1; i < c.args.size(); i++) args += (i > 1 ? " " : "") + std::string(c.args[i]);
+  c.conn->Audit("shutdown", {{"arguments", args}});
   Server* server = c.server;
   auto reply = c.Defer();  // no reply on success: the connection just closes
   server->ShutdownWithSave(reason, mode, [server, reason, force, reply](const std::string& err) {
@@ -378,6 +384,7 @@ void ConfigCmd(CommandContext& c) {
     }
     for (size_t i = 2; i < c.args.size(); i += 2) {
       cfg.Set(c.args[i], {std::string(c.args[i + 1])}, true);
+      c.conn->Audit("config_set", {{"name", std::string(c.args[i])}, {"value", RedactConfig(c.args[i], c.args[i + 1])}});
       // Directives the ACL keeps: requirepass is the default user's password.
       if (EqualsNoCase(c.args[i], "requirepass")) c.server->acl().SetRequirePass(c.args[i + 1]);
       if (EqualsNoCase(c.args[i], "acllog-max-len"))

@@ -14,6 +14,7 @@ with redis-server's, error texts included.
 import hashlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -330,6 +331,71 @@ class AclFileTests(unittest.TestCase):
                 self.assertEqual(c.command("GET", "k"), None)
         finally:
             fkv.stop()
+
+
+class AuditLogTests(unittest.TestCase):
+    """audit-log: the events, no password in the file, rotation by SIGHUP."""
+
+    def read_events(self, path):
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def wait_event(self, path, pred, what):
+        return wait_until(lambda: next((e for e in self.read_events(path) if pred(e)), None), timeout=10, what=what)
+
+    def test_events_no_passwords_and_rotation(self):
+        tmp = tempfile.mkdtemp(prefix="fkv-audit-")
+        path = os.path.join(tmp, "audit.log")
+        fkv = ServerProcess(SERVER_BINARY, directives=[
+            ("registry", REGISTRY), ("save", ""), ("audit-log", path), ("requirepass", "default-secret"),
+            ("user", ["ro", "on", ">ro-secret", "~user:*", "+@read"])]).start()
+        self.addCleanup(fkv.stop)
+        with RawClient(fkv.port) as c:
+            self.assertEqual(c.command("AUTH", "ro", "wrong-secret"), RespError(WRONGPASS))
+            self.assertEqual(c.command("AUTH", "ro", "ro-secret"), "OK")
+            self.assertEqual(c.command("SET", "user:1", "x"), RespError(NOPERM_CMD % "set"))
+            self.assertEqual(c.command("AUTH", "default-secret"), "OK")
+            self.assertEqual(c.command("ACL", "SETUSER", "bob", "on", ">bob-secret", "+get"), "OK")
+            self.assertEqual(c.command("ACL", "DELUSER", "bob"), 1)
+            self.assertEqual(c.command("CONFIG", "SET", "maxclients", "500"), "OK")
+            self.assertEqual(c.command("CONFIG", "SET", "requirepass", "new-secret"), "OK")
+            self.assertEqual(c.command("FREGISTRY", "RELOAD"), "OK")
+            self.assertEqual(c.command("FLUSHALL"), "OK")
+        last = self.wait_event(path, lambda e: e["event"] == "flushall", "the flushall line")
+        events = self.read_events(path)
+        kinds = [e["event"] for e in events]
+        self.assertEqual(kinds, ["auth_failure", "denied", "acl_change", "acl_change", "config_set", "config_set",
+                                 "registry_reload", "flushall"])
+        for e in events:
+            self.assertEqual(set(e) >= {"ts", "event", "client", "user", "client_id"}, True, e)
+            self.assertTrue(e["client"].startswith("127.0.0.1:"), e)
+            self.assertRegex(e["ts"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertEqual((events[0]["user"], events[1]["user"], events[1]["reason"], events[1]["object"]),
+                         ("ro", "ro", "command", "set"))
+        self.assertEqual((events[2]["command"], events[2]["target"], events[2]["rules"]),
+                         ("SETUSER", "bob", "on >(redacted) +get"))
+        self.assertEqual((events[4]["name"], events[4]["value"]), ("maxclients", "500"))
+        self.assertEqual((events[5]["name"], events[5]["value"]), ("requirepass", "(redacted)"))
+        self.assertEqual(events[6]["result"], "ok")
+        self.assertEqual((last["command"], last["user"]), ("FLUSHALL", "default"))
+        with open(path) as f:
+            text = f.read()
+        for secret in ("wrong-secret", "ro-secret", "default-secret", "bob-secret", "new-secret"):
+            self.assertNotIn(secret, text)
+        # Rotation: the file is moved away, SIGHUP reopens it by name.
+        os.rename(path, path + ".1")
+        fkv.proc.send_signal(signal.SIGHUP)
+        self.wait_event(path, lambda e: e["event"] == "registry_reload" and e["client"] == "signal", "the SIGHUP line")
+        self.assertEqual(len(self.read_events(path + ".1")), len(events))
+        with RawClient(fkv.port) as c:
+            self.assertEqual(c.command("AUTH", "new-secret"), "OK")
+            self.assertEqual(c.command("FLUSHDB"), "OK")
+        self.wait_event(path, lambda e: e["event"] == "flushall" and e["command"] == "FLUSHDB", "FLUSHDB in the new file")
+        fkv.stop()
+        self.assertEqual(self.read_events(path)[-1]["event"], "shutdown")
+        self.assertEqual(self.read_events(path)[-1]["signal"], "SIGTERM")
 
 
 class AclParityTests(unittest.TestCase):
