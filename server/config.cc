@@ -74,6 +74,14 @@ const Config::Directive kDirectives[] = {
     {"acllog-max-len", Kind::kInt, "128", true, 0, INT32_MAX},
     {"protected-mode", Kind::kEnum, "yes", true, 0, 0, "yes no"},
     {"audit-log", Kind::kString, "", false},
+    {"tls-port", Kind::kInt, "0", false, 0, 65535},
+    {"tls-cert-file", Kind::kString, "", true},
+    {"tls-key-file", Kind::kString, "", true},
+    {"tls-ca-cert-file", Kind::kString, "", true},
+    {"tls-auth-clients", Kind::kEnum, "yes", true, 0, 0, "yes no optional"},
+    {"tls-protocols", Kind::kString, "", true},
+    {"tls-ciphers", Kind::kString, "", true},
+    {"tls-ciphersuites", Kind::kString, "", true},
     {"dir", Kind::kString, ".", true},
     {"dbfilename", Kind::kString, "featurekv.snap", true},
     {"save", Kind::kSave, "3600 1 300 100 60 10000", true},
@@ -309,7 +317,8 @@ std::string Config::GetString(std::string_view name) const {
 
 namespace {
 bool IsPathDirective(std::string_view name) {
-  for (std::string_view d : {"registry", "dir", "logfile", "aclfile", "audit-log"})
+  for (std::string_view d : {"registry", "dir", "logfile", "aclfile", "audit-log", "tls-cert-file", "tls-key-file",
+                             "tls-ca-cert-file"})
     if (name.size() == d.size() && std::equal(d.begin(), d.end(), name.begin(),
                                               [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
       return true;

@@ -19,8 +19,11 @@ std::string Endpoint(const asio::ip::tcp::endpoint& ep) {
 }
 }  // namespace
 
-Connection::Connection(Server* server, int home, asio::ip::tcp::socket socket, uint64_t id)
-    : server_(server), home_(home), socket_(std::move(socket)), id_(id), fd_(static_cast<int>(socket_.native_handle())), writer_(&wbuf_, 2) {
+Connection::Connection(Server* server, int home, asio::ip::tcp::socket socket, uint64_t id,
+                       std::shared_ptr<asio::ssl::context> tls)
+    : server_(server), home_(home), socket_(std::move(socket)), id_(id), fd_(static_cast<int>(socket_.native_handle())),
+      tls_ctx_(std::move(tls)), writer_(&wbuf_, 2) {
+  if (tls_ctx_) tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket&>>(socket_, *tls_ctx_);
   boost::system::error_code ec;
   auto rp = socket_.remote_endpoint(ec);
   if (!ec) peer_ = Endpoint(rp);
@@ -152,7 +155,25 @@ std::string Connection::Describe(int64_t now_ms) const {
 
 void Connection::Start() {
   server_->shards().shard(home_).clients.insert(this);
-  DoRead();
+  if (!tls_) return DoRead();
+  // TLS: the handshake first, within kHandshakeTimeout, so a client that
+  // stalls or sends garbage holds only its own socket (docs/operations.md, "TLS").
+  constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+  handshake_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor(), kHandshakeTimeout);
+  handshake_timer_->async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (ec) return;  // cancelled: the handshake ended first
+    spdlog::info("closing client id={} addr={}: no TLS handshake within 10 s", self->id_, self->peer_);
+    boost::system::error_code cec;
+    self->socket_.close(cec);  // the handshake's completion (aborted) closes the connection
+  });
+  tls_->async_handshake(asio::ssl::stream_base::server, [self = shared_from_this()](const boost::system::error_code& ec) {
+    self->handshake_timer_->cancel();
+    if (ec) {
+      spdlog::info("TLS handshake with client id={} addr={} failed: {}", self->id_, self->peer_, ec.message());
+      return self->Close();
+    }
+    self->DoRead();
+  });
 }
 
 bool Connection::Kill() {
@@ -207,8 +228,7 @@ void Connection::DoRead() {
     rcap_ = kReadChunk;
   }
   PublishBuffers();
-  socket_.async_read_some(asio::buffer(rbuf_.get() + rend_, rcap_ - rend_),
-                          [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+  auto on_read = [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
                             if (ec) return self->Close();
                             self->rend_ += n;
                             // As Redis: check the query buffer after every read, before running anything.
@@ -222,7 +242,10 @@ void Connection::DoRead() {
                             self->last_interaction_ms_.store(NowMs(), std::memory_order_relaxed);
                             self->PublishBuffers();
                             self->Process(self->home_);
-                          });
+  };
+  asio::mutable_buffer buf(rbuf_.get() + rend_, rcap_ - rend_);
+  if (tls_) tls_->async_read_some(buf, std::move(on_read));
+  else socket_.async_read_some(buf, std::move(on_read));
 }
 
 void Connection::Process(int shard) {
@@ -394,6 +417,8 @@ void Connection::FlushAndRead() {
     return DoRead();
   }
   server_->shards().shard(home_).counters.Add(server_->shards().shard(home_).counters.net_output, wbuf_.size());
+  auto done = [self = shared_from_this()](const boost::system::error_code& ec, size_t) { self->Written(ec); };
+  if (tls_) return asio::async_write(*tls_, asio::buffer(wbuf_), std::move(done));  // records: the stream's job
   // Try to send everything now (the common case): no completion to queue.
   boost::system::error_code wec;
   size_t sent = socket_.write_some(asio::buffer(wbuf_), wec);
@@ -406,17 +431,19 @@ void Connection::FlushAndRead() {
   if (wec && wec != asio::error::would_block && wec != asio::error::try_again) return Close();
   if (wec) sent = 0;
   wbuf_.erase(0, sent);
-  asio::async_write(socket_, asio::buffer(wbuf_), [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
-    if (ec) return self->Close();
-    if (self->wbuf_.capacity() > 4 * kFlushThreshold) {
-      std::string().swap(self->wbuf_);
-    } else {
-      self->wbuf_.clear();
-    }
-    if (self->close_after_write_) return self->Close();
-    if (self->more_input_) return self->Process(self->home_);
-    self->DoRead();
-  });
+  asio::async_write(socket_, asio::buffer(wbuf_), std::move(done));
+}
+
+void Connection::Written(const boost::system::error_code& ec) {
+  if (ec) return Close();
+  if (wbuf_.capacity() > 4 * kFlushThreshold) {
+    std::string().swap(wbuf_);
+  } else {
+    wbuf_.clear();
+  }
+  if (close_after_write_) return Close();
+  if (more_input_) return Process(home_);
+  DoRead();
 }
 
 void CommandContext::FanOut(const std::vector<int>& shards, std::function<void(int, ShardStore&)> per_shard,

@@ -15,6 +15,7 @@
 #include "protocol/resp_parser.h"
 #include "server/acl.h"
 #include "server/asio.h"
+#include "server/tls.h"
 #include "server/command.h"
 #include "server/transaction.h"
 
@@ -24,7 +25,9 @@ class Server;
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Server* server, int home, asio::ip::tcp::socket socket, uint64_t id);
+  // tls: the context of a TLS listener's connection (nullptr: plain TCP).
+  Connection(Server* server, int home, asio::ip::tcp::socket socket, uint64_t id,
+             std::shared_ptr<asio::ssl::context> tls = nullptr);
 
   void Start();  // on the home thread
   // Any thread: close as soon as possible (CLIENT KILL, timeout). True for
@@ -78,6 +81,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Execute(int shard);   // runs the parsed command on this shard
   void FinishCall(int shard, const CommandSpec* spec);  // statistics and slow log of the command just run
   void FlushAndRead();       // home thread
+  void Written(const boost::system::error_code& ec);  // after an async write of wbuf_, home thread
   void DoRead();             // home thread
   void Close();              // home thread
 
@@ -86,6 +90,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::ip::tcp::socket socket_;
   const uint64_t id_;
   const int fd_;  // for CLIENT LIST (the socket itself is touched by its thread only)
+  // TLS: the stream over socket_ and the context it uses (kept alive here:
+  // CONFIG SET tls-* builds a new one for new connections).
+  std::shared_ptr<asio::ssl::context> tls_ctx_;
+  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
+  std::unique_ptr<asio::steady_timer> handshake_timer_;
   std::string peer_, local_;
   int64_t created_ms_;
 

@@ -88,7 +88,8 @@ int main(int argc, char** argv) {
                loaded.empty() ? "none" : loaded, brokers.empty() ? "none" : brokers);
   std::string binds;
   for (const auto& b : config.bind()) binds += (binds.empty() ? "" : ",") + b;
-  spdlog::info("Ready to accept connections tcp {} port {}", binds, port);
+  if (port > 0) spdlog::info("Ready to accept connections tcp {} port {}", binds, port);
+  if (server.tls_port() > 0) spdlog::info("Ready to accept connections tls {} port {}", binds, server.tls_port());
   server.Wait();
   spdlog::info("featurekv is now ready to exit, bye bye...");
   spdlog::shutdown();

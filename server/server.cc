@@ -92,21 +92,33 @@ int Server::Start() {
   shards_ = std::make_unique<ShardSet>(config_.shards());
   exclusive_ = std::make_unique<ExclusiveRunner>(*shards_, [this] { return stopping(); });
   asio::io_context& io0 = shards_->shard(0).io;
-  int port = config_.port();
-  for (const std::string& addr : config_.bind()) {
-    boost::system::error_code ec;
-    auto ip = asio::ip::make_address(addr == "*" ? "0.0.0.0" : addr, ec);
-    if (ec) throw std::runtime_error("bad bind address '" + addr + "'");
-    asio::ip::tcp::endpoint ep(ip, static_cast<unsigned short>(port));
-    auto acc = std::make_unique<asio::ip::tcp::acceptor>(io0);
-    acc->open(ep.protocol(), ec);
-    if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) acc->bind(ep, ec);
-    if (!ec) acc->listen(511, ec);
-    if (ec) throw std::runtime_error("cannot listen on " + addr + ":" + std::to_string(port) + ": " + ec.message());
-    port = acc->local_endpoint().port();  // port 0 picks a free one; the others bind the same
-    acceptors_.push_back(std::move(acc));
+  // Listeners: plain TCP on `port` (0 = a free one, or none when tls-port
+  // is set), TLS on `tls-port`; every bind address gets each.
+  auto listen = [&](int want, bool tls) {
+    int port = want;
+    for (const std::string& addr : config_.bind()) {
+      boost::system::error_code ec;
+      auto ip = asio::ip::make_address(addr == "*" ? "0.0.0.0" : addr, ec);
+      if (ec) throw std::runtime_error("bad bind address '" + addr + "'");
+      asio::ip::tcp::endpoint ep(ip, static_cast<unsigned short>(port));
+      auto acc = std::make_unique<asio::ip::tcp::acceptor>(io0);
+      acc->open(ep.protocol(), ec);
+      if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+      if (!ec) acc->bind(ep, ec);
+      if (!ec) acc->listen(511, ec);
+      if (ec) throw std::runtime_error("cannot listen on " + addr + ":" + std::to_string(port) + ": " + ec.message());
+      port = acc->local_endpoint().port();  // port 0 picks a free one; the others bind the same
+      acceptors_.push_back(std::move(acc));
+      acceptor_tls_.push_back(tls);
+    }
+    return port;
+  };
+  const int tls_want = std::stoi(config_.GetString("tls-port"));
+  if (tls_want > 0) {
+    if (std::string err = ReloadTls(); !err.empty()) throw std::runtime_error("TLS: " + err);
+    tls_port_ = listen(tls_want, true);
   }
+  int port = tls_want > 0 && config_.port() == 0 ? 0 : listen(config_.port(), false);
   port_ = port;
   // The metrics endpoint comes up before the snapshot loads, so /healthz and
   // /readyz (503 "loading the snapshot") answer during a long load.
@@ -391,10 +403,24 @@ void Server::Accept(size_t li) {
     uint64_t id = next_client_id_.fetch_add(1);
     int h = static_cast<int>(home);
     // The socket belongs to shard h's io_context: start it on that thread.
-    auto conn = std::make_shared<Connection>(this, h, std::move(sock), id);
+    std::shared_ptr<asio::ssl::context> tls;
+    if (acceptor_tls_[li]) {
+      std::lock_guard lk(tls_mu_);
+      tls = tls_ctx_;
+    }
+    auto conn = std::make_shared<Connection>(this, h, std::move(sock), id, std::move(tls));
     shards_->Post(h, [conn] { conn->Start(); });
     Accept(li);
   });
+}
+
+std::string Server::ReloadTls() {
+  std::string err;
+  auto ctx = MakeTlsContext(TlsSettings::From(config_), &err);
+  if (!ctx) return err;
+  std::lock_guard lk(tls_mu_);
+  tls_ctx_ = std::move(ctx);
+  return "";
 }
 
 bool ProtectedModeRefuses(bool protected_mode, bool default_open, const asio::ip::address& peer) {

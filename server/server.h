@@ -19,6 +19,7 @@
 #include "server/acl.h"
 #include "server/asio.h"
 #include "server/audit.h"
+#include "server/tls.h"
 #include "server/aof.h"
 #include "server/config.h"
 #include "server/drift.h"
@@ -79,7 +80,11 @@ class Server {
   // requirepass (Start calls it; throws std::runtime_error on a bad rule).
   void LoadAcl();
   ShardSet& shards() { return *shards_; }
-  int port() const { return port_; }
+  int port() const { return port_; }      // 0: plain TCP off (tls-port with port 0)
+  int tls_port() const { return tls_port_; }  // 0: no TLS listener
+  // Builds a TLS context from the tls-* directives for the connections
+  // accepted from now on. Returns "" or why (the old context stays).
+  std::string ReloadTls();
   int metrics_port() const { return metrics_port_; }  // 0: no metrics endpoint
   // Serving: the snapshot is loaded and the shards run; stopping: a shutdown began.
   bool serving() const { return serving_.load(std::memory_order_acquire) && !stopping(); }
@@ -148,6 +153,10 @@ class Server {
   AuditLog audit_;
   std::unique_ptr<ShardSet> shards_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
+  std::vector<bool> acceptor_tls_;  // per listener: TLS or plain
+  mutable std::mutex tls_mu_;
+  std::shared_ptr<asio::ssl::context> tls_ctx_;  // under tls_mu_
+  int tls_port_ = 0;
   // Signals are handled on a control thread of their own, so a busy shard
   // cannot delay SIGTERM.
   asio::io_context control_io_{1};

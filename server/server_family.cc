@@ -11,6 +11,8 @@
 #include <sstream>
 
 #include "server/allocator_stats.h"
+#include <spdlog/spdlog.h>
+
 #include "server/acl.h"
 #include "server/command.h"
 #include "server/connection.h"
@@ -381,6 +383,22 @@ void ConfigCmd(CommandContext& c) {
         return c.out.Error("ERR Unknown option or number of arguments for CONFIG SET - '" + std::string(c.args[i]) + "'");
       if (!err.empty())
         return c.out.Error("ERR CONFIG SET failed (possibly related to argument '" + std::string(c.args[i]) + "') - " + err);
+    }
+    // TLS directives: a new context for new connections, or nothing changes.
+    std::vector<std::pair<std::string, std::string>> tls_old;
+    for (size_t i = 2; i < c.args.size(); i += 2) {
+      std::string name(c.args[i]);
+      for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (name.rfind("tls-", 0) == 0) tls_old.emplace_back(name, cfg.GetString(name));
+    }
+    if (!tls_old.empty() && c.server->tls_port() > 0) {
+      for (size_t i = 2; i < c.args.size(); i += 2) cfg.Set(c.args[i], {std::string(c.args[i + 1])}, true);
+      if (std::string err = c.server->ReloadTls(); !err.empty()) {
+        for (const auto& [name, value] : tls_old) cfg.Set(name, {value}, true);
+        spdlog::warn("CONFIG SET: TLS configuration not updated: {}", err);
+        return c.out.Error("ERR CONFIG SET failed (possibly related to argument '" + tls_old.front().first +
+                           "') - Unable to update TLS configuration. Check server logs.");
+      }
     }
     for (size_t i = 2; i < c.args.size(); i += 2) {
       cfg.Set(c.args[i], {std::string(c.args[i + 1])}, true);
