@@ -150,6 +150,22 @@ TEST_CASE("CLIENT SETINFO names the library in CLIENT INFO and CLIENT LIST, as R
   CHECK(srv.Stop() == 0);
 }
 
+TEST_CASE("ACL users through hiredis: AUTH user pass, NOPERM for commands, subcommands and keys") {
+  ServerProcess srv({"--shards", "2", "--user", "reader", "on", ">r-pw", "~user:*", "+@read", "+@connection",
+                     "-@dangerous", "--user", "default", "off"});
+  Client cl(srv.port());
+  CHECK(Str(cl.Cmd({"GET", "user:1"})) == "NOAUTH Authentication required.");
+  CHECK(Str(cl.Cmd({"AUTH", "reader", "wrong"})) == "WRONGPASS invalid username-password pair or user is disabled.");
+  CHECK(Str(cl.Cmd({"AUTH", "reader", "r-pw"})) == "OK");
+  Reply r = cl.Cmd({"GET", "user:1"});
+  CHECK(r->type == REDIS_REPLY_NIL);
+  CHECK(Str(cl.Cmd({"SET", "user:1", "x"})) == "NOPERM this user has no permissions to run the 'set' command");
+  CHECK(Str(cl.Cmd({"GET", "product:1"})) == "NOPERM this user has no permissions to access one of the keys used as arguments");
+  CHECK(Str(cl.Cmd({"CLIENT", "SETNAME", "model-1"})) == "OK");
+  CHECK(Str(cl.Cmd({"CLIENT", "LIST"})) == "NOPERM this user has no permissions to run the 'client|list' command");
+  CHECK(srv.Stop() == 0);
+}
+
 TEST_CASE("MULTI/EXEC through hiredis: queued replies, one array from EXEC, WATCH") {
   ServerProcess srv({"--shards", "4"});
   Client cl(srv.port());
