@@ -383,6 +383,25 @@ std::string AclUser::Describe() const {
   return out + " " + DescribeCommands();
 }
 
+AclRefusal CheckCall(const AclUser& u, const CommandSpec& spec, const ArgList& args, std::string_view* object) {
+  if (!u.all) {  // +@all (never narrowed since) allows everything
+    size_t id = AclCommands::Get().IdOf(spec, args);
+    if (!u.Allowed(id)) {
+      *object = AclCommands::Get().at(id).fullname;
+      return AclRefusal::kCommand;
+    }
+  }
+  if (u.allkeys) return AclRefusal::kNone;
+  AclRefusal r = AclRefusal::kNone;
+  ForEachKeyArg(spec, args, [&](std::string_view k) {
+    if (r == AclRefusal::kNone && !u.KeyAllowed(k)) {
+      r = AclRefusal::kKey;
+      *object = k;
+    }
+  });
+  return r;
+}
+
 // ---- the user table ----
 
 Acl::Acl() {

@@ -110,6 +110,14 @@ struct AclUser {
   void SetCommand(size_t id, bool allow);  // the command and its subcommands
 };
 
+// The permission check of one call, as Redis orders it: the command's (or
+// subcommand's) bit, then every key argument. On a refusal *object is the
+// command's full name or the key refused.
+enum class AclRefusal { kNone, kCommand, kKey };
+AclRefusal CheckCall(const AclUser& u, const CommandSpec& spec, const ArgList& args, std::string_view* object);
+inline constexpr std::string_view kAclKeyDenied =
+    "NOPERM this user has no permissions to access one of the keys used as arguments";
+
 std::string Sha256Hex(std::string_view data);
 
 struct AclLogEntry {

@@ -139,18 +139,12 @@ void DryRun(CommandContext& c) {
   int argc = static_cast<int>(args.size());
   if ((spec->arity > 0 && argc != spec->arity) || (spec->arity < 0 && argc < -spec->arity))
     return c.out.Error("ERR wrong number of arguments for '" + std::string(spec->name) + "' command");
-  size_t id = AclCommands::Get().IdOf(*spec, args);
-  if (!(spec->flags & kCmdNoAuth) && !u->Allowed(id))
-    return c.out.Bulk("This user has no permissions to run the '" + AclCommands::Get().at(id).fullname + "' command");
-  std::string_view denied;
-  bool bad = false;
-  ForEachKeyArg(*spec, args, [&](std::string_view k) {
-    if (!bad && !u->KeyAllowed(k)) {
-      bad = true;
-      denied = k;
-    }
-  });
-  if (bad) return c.out.Bulk("This user has no permissions to access the '" + std::string(denied) + "' key");
+  std::string_view object;
+  AclRefusal r = spec->flags & kCmdNoAuth ? AclRefusal::kNone : CheckCall(*u, *spec, args, &object);
+  if (r == AclRefusal::kCommand)
+    return c.out.Bulk("This user has no permissions to run the '" + std::string(object) + "' command");
+  if (r == AclRefusal::kKey)
+    return c.out.Bulk("This user has no permissions to access the '" + std::string(object) + "' key");
   c.out.Ok();
 }
 

@@ -89,28 +89,15 @@ std::string Connection::CheckAcl(const CommandSpec* spec) {
     LogIn(acl.Find("default"));  // the default user lost its password at run time
   }
   if (!authenticated_ || (spec->flags & kCmdNoAuth)) return "";
-  const AclUser& u = *user_;
-  if (!u.all) {  // +@all (never narrowed since) allows everything
-    size_t id = AclCommands::Get().IdOf(*spec, args_);
-    if (!u.Allowed(id)) {
-      const std::string& full = AclCommands::Get().at(id).fullname;
-      LogDenied("command", full);
-      return "NOPERM this user has no permissions to run the '" + full + "' command";
-    }
-  }
-  if (!u.allkeys) {
-    std::string_view denied;
-    bool bad = false;
-    ForEachKeyArg(*spec, args_, [&](std::string_view k) {
-      if (!bad && !u.KeyAllowed(k)) {
-        bad = true;
-        denied = k;
-      }
-    });
-    if (bad) {
-      LogDenied("key", denied);
-      return "NOPERM this user has no permissions to access one of the keys used as arguments";
-    }
+  std::string_view object;
+  switch (CheckCall(*user_, *spec, args_, &object)) {
+    case AclRefusal::kNone: return "";
+    case AclRefusal::kCommand:
+      LogDenied("command", object);
+      return "NOPERM this user has no permissions to run the '" + std::string(object) + "' command";
+    case AclRefusal::kKey:
+      LogDenied("key", object);
+      return std::string(kAclKeyDenied);
   }
   return "";
 }

@@ -298,7 +298,7 @@ void FEvent(CommandContext& c) {
     for (size_t i = 0; i < updates->size(); i++) {
       if (u.KeyAllowed(updates->key(i))) continue;
       c.conn->LogDenied("key", updates->key(i));
-      return c.out.Error("NOPERM this user has no permissions to access one of the keys used as arguments");
+      return c.out.Error(kAclKeyDenied);
     }
   }
   auto plan = std::make_shared<const ShardPlan>(updates->PlanShards(c.server->shards().size()));

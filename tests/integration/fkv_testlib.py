@@ -489,6 +489,15 @@ class RawClient:
             return False
 
 
+def free_port():
+    """A loopback port free right now (another process may take it before use)."""
+    s = socket.socket()
+    s.bind((HOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 class RedisServer:
     """redis-server 7 on a free loopback port, no persistence."""
 
@@ -498,10 +507,7 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (scripts/setup-deps.sh installs it)")
         self.dir = tempfile.mkdtemp(prefix="fkv-parity-redis-")
         for _ in range(20):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-            s.close()
+            self.port = free_port()
             self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                           "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -27,7 +27,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from fkv_testlib import RawClient, RespError, ServerProcess, wait_until  # noqa: E402
+from fkv_testlib import RawClient, RespError, ServerProcess, free_port, wait_until  # noqa: E402
 
 SERVER_BINARY = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 and not sys.argv[1].startswith("-")
                                 else os.path.join(HERE, "..", "..", "build", "server", "featurekv-server"))
@@ -82,14 +82,6 @@ def setUpModule():
 
 def tearDownModule():
     shutil.rmtree(CERTS, ignore_errors=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def tls_directives(port, auth="yes", server="server"):
