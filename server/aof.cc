@@ -30,13 +30,36 @@ namespace aof {
 
 std::string EncodeHeader(const FileHeader& h) {
   std::string s(kMagic, sizeof kMagic);
-  uint32_t version = 1, zero = 0;
+  uint32_t version = 1, flags = h.key ? kFlagEncrypted : 0;
   s.append(reinterpret_cast<const char*>(&version), 4);
   s.append(reinterpret_cast<const char*>(&h.shards), 4);
   s.append(reinterpret_cast<const char*>(&h.shard), 4);
-  s.append(reinterpret_cast<const char*>(&zero), 4);
+  s.append(reinterpret_cast<const char*>(&flags), 4);
   s.append(reinterpret_cast<const char*>(&h.generation), 8);
+  if (h.key) s.append(reinterpret_cast<const char*>(&h.key->id), 8);
   return s;
+}
+
+std::string BlockAad(const FileHeader& h, uint64_t index) {
+  std::string a(20, '\0');
+  std::memcpy(a.data(), &h.shard, 4);
+  std::memcpy(a.data() + 4, &h.generation, 8);
+  std::memcpy(a.data() + 12, &index, 8);
+  return a;
+}
+
+bool AppendBlock(std::string* out, const FileHeader& h, uint64_t index, std::string_view records) {
+  size_t start = out->size();
+  out->append(8, '\0');
+  if (!crypt::Seal(*h.key, BlockAad(h, index), records, out)) {
+    out->resize(start);
+    return false;
+  }
+  auto len = static_cast<uint32_t>(out->size() - start - 8);
+  uint32_t sum = XXH32(out->data() + start + 8, len, len);
+  std::memcpy(out->data() + start, &len, 4);
+  std::memcpy(out->data() + start + 4, &sum, 4);
+  return true;
 }
 
 void AppendRecord(std::string* out, uint8_t kind, int64_t now_ms, std::span<const std::string_view> args) {
@@ -53,8 +76,29 @@ void AppendRecord(std::string* out, uint8_t kind, int64_t now_ms, std::span<cons
   std::memcpy(out->data() + start + 4, &sum, 4);
 }
 
+namespace {
+
+// Decodes one record's payload.
+std::string DecodeRecord(std::string_view payload, Record* r) {
+  snap::Dec d(payload);
+  uint8_t kind = 0;
+  uint64_t argc = 0;
+  if (!d.I64(&r->now_ms) || !d.U8(&kind) || !d.Count(&argc, 1)) return "corrupt record";
+  if (kind < 1 || kind > 4) return "unknown record kind " + std::to_string(kind);
+  r->kind = static_cast<Kind>(kind);
+  r->args.clear();
+  for (uint64_t i = 0; i < argc; i++) {
+    std::string_view a;
+    if (!d.Str(&a)) return "corrupt record";
+    r->args.push_back(a);
+  }
+  return d.done() ? "" : "corrupt record (bytes left)";
+}
+
+}  // namespace
+
 std::string ReadFile(const std::string& path, FileHeader* header, const std::function<std::string(const Record&)>& each,
-                     bool* truncated, uint64_t* valid) {
+                     bool* truncated, uint64_t* valid, const crypt::KeyRing* keys) {
   *truncated = false;
   std::ifstream in(path, std::ios::binary);
   if (!in) return "cannot open " + path + ": " + std::strerror(errno);
@@ -63,53 +107,67 @@ std::string ReadFile(const std::string& path, FileHeader* header, const std::fun
   auto zeros_from = [&](size_t off) {
     return std::all_of(data.begin() + static_cast<std::ptrdiff_t>(off), data.end(), [](char c) { return c == 0; });
   };
-  if (data.size() < kHeaderSize) {
-    // A crash right after the file was created.
+  auto cut_at = [&](size_t off) {  // a tail a crash tore off
     *truncated = true;
-    *valid = 0;
-    return "";
-  }
-  uint32_t version, zero;
+    *valid = off;
+    return std::string();
+  };
+  if (data.size() < kHeaderSize) return cut_at(0);  // a crash right after the file was created
+  uint32_t version, flags;
   std::memcpy(&version, data.data() + 8, 4);
   std::memcpy(&header->shards, data.data() + 12, 4);
   std::memcpy(&header->shard, data.data() + 16, 4);
-  std::memcpy(&zero, data.data() + 20, 4);
+  std::memcpy(&flags, data.data() + 20, 4);
   std::memcpy(&header->generation, data.data() + 24, 8);
   if (std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) return at(0) + "not a featurekv append-only file";
   if (version != 1) return at(8) + "unsupported version " + std::to_string(version);
-  if (zero != 0 || header->shards == 0 || header->shard >= header->shards) return at(12) + "bad header";
+  if ((flags & ~kFlagEncrypted) != 0 || header->shards == 0 || header->shard >= header->shards)
+    return at(12) + "bad header";
+  std::shared_ptr<const crypt::Key> key;
   size_t off = kHeaderSize;
-  while (off < data.size()) {
-    if (data.size() - off < 8 || (zeros_from(off))) {
-      *truncated = true;
-      *valid = off;
-      return "";
-    }
+  if (flags & kFlagEncrypted) {
+    if (data.size() < kEncryptedHeaderSize) return cut_at(0);
+    uint64_t id;
+    std::memcpy(&id, data.data() + kHeaderSize, 8);
+    key = keys ? keys->Find(id) : nullptr;
+    if (!key) return at(kHeaderSize) + (keys ? keys->Missing(id) : crypt::KeyRing().Missing(id));
+    off = kEncryptedHeaderSize;
+  }
+  std::string plain;
+  Record r;
+  for (uint64_t block = 0; off < data.size(); block++) {
+    // A record (plain file) or a block (encrypted file): length, checksum, payload.
+    if (data.size() - off < 8 || (zeros_from(off))) return cut_at(off);
     uint32_t len, sum;
     std::memcpy(&len, data.data() + off, 4);
     std::memcpy(&sum, data.data() + off + 4, 4);
-    if (len > kMaxRecord) return at(off) + "corrupt record (length " + std::to_string(len) + ")";
-    if (len > data.size() - off - 8) {
-      *truncated = true;
-      *valid = off;
-      return "";
-    }
+    const char* what = key ? "block" : "record";
+    if (len > kMaxRecord + (key ? crypt::kOverhead : 0))
+      return at(off) + "corrupt " + what + " (length " + std::to_string(len) + ")";
+    if (len > data.size() - off - 8) return cut_at(off);
     std::string_view payload(data.data() + off + 8, len);
-    if (XXH32(payload.data(), len, len) != sum) return at(off) + "corrupt record (checksum mismatch)";
-    snap::Dec d(payload);
-    Record r;
-    uint8_t kind = 0;
-    uint64_t argc = 0;
-    if (!d.I64(&r.now_ms) || !d.U8(&kind) || !d.Count(&argc, 1)) return at(off) + "corrupt record";
-    if (kind < 1 || kind > 4) return at(off) + "unknown record kind " + std::to_string(kind);
-    r.kind = static_cast<Kind>(kind);
-    for (uint64_t i = 0; i < argc; i++) {
-      std::string_view a;
-      if (!d.Str(&a)) return at(off) + "corrupt record";
-      r.args.push_back(a);
+    if (XXH32(payload.data(), len, len) != sum) return at(off) + "corrupt " + what + " (checksum mismatch)";
+    if (!key) {
+      if (std::string err = DecodeRecord(payload, &r); !err.empty()) return at(off) + err;
+      if (std::string err = each(r); !err.empty()) return at(off) + err;
+    } else {
+      if (!crypt::Open(*key, BlockAad(*header, block), payload, &plain))
+        return at(off) + "corrupt block (authentication failed: altered or moved)";
+      // The records of the block: whole, since the block was sealed whole.
+      for (size_t p = 0, i = 0; p < plain.size(); i++) {
+        std::string where = at(off) + "record " + std::to_string(i) + " of the block: ";
+        uint32_t rlen, rsum;
+        if (plain.size() - p < 8) return where + "corrupt record";
+        std::memcpy(&rlen, plain.data() + p, 4);
+        std::memcpy(&rsum, plain.data() + p + 4, 4);
+        if (rlen > plain.size() - p - 8) return where + "corrupt record (length " + std::to_string(rlen) + ")";
+        std::string_view rp(plain.data() + p + 8, rlen);
+        if (XXH32(rp.data(), rlen, rlen) != rsum) return where + "corrupt record (checksum mismatch)";
+        if (std::string err = DecodeRecord(rp, &r); !err.empty()) return where + err;
+        if (std::string err = each(r); !err.empty()) return where + err;
+        p += 8 + rlen;
+      }
     }
-    if (!d.done()) return at(off) + "corrupt record (bytes left)";
-    if (std::string err = each(r); !err.empty()) return at(off) + err;
     off += 8 + len;
   }
   return "";
@@ -153,23 +211,34 @@ bool ParseFileName(const std::string& base, const std::string& name, uint64_t* g
 
 }  // namespace aof
 
+// Records appended for one generation's file. Encrypted files: once
+// sealed (on the writer thread), the bytes are a block, or what is left of
+// one after a failed write.
+struct Chunk {
+  uint64_t gen = 0;
+  std::string bytes;
+  bool sealed = false;
+};
+
 struct AofManager::ShardLog final : WriteLog {
   int shard = 0;
   std::mutex mu;
-  uint64_t gen = 0;                                      // under mu: where appends go
-  std::vector<std::pair<uint64_t, std::string>> chunks;  // under mu: (generation, records)
-  std::atomic<uint64_t> appended{0};                     // bytes ever appended
+  uint64_t gen = 0;          // under mu: where appends go
+  std::vector<Chunk> chunks;  // under mu
+  std::atomic<uint64_t> appended{0};  // bytes ever appended
   // The writer thread's.
   int fd = -1;
   uint64_t fd_gen = 0;
+  std::shared_ptr<const crypt::Key> key;  // fd_gen's file's (null: plain)
+  uint64_t blocks = 0;                    // blocks sealed for fd_gen's file
   bool unsynced = false;
   uint64_t written = 0;
   std::atomic<uint64_t> synced{0};
 
   void Append(uint8_t kind, int64_t now_ms, std::span<const std::string_view> args) override {
     std::lock_guard lk(mu);
-    if (chunks.empty() || chunks.back().first != gen) chunks.emplace_back(gen, std::string());
-    std::string& c = chunks.back().second;
+    if (chunks.empty() || chunks.back().gen != gen || chunks.back().sealed) chunks.push_back({gen, std::string(), false});
+    std::string& c = chunks.back().bytes;
     size_t before = c.size();
     aof::AppendRecord(&c, kind, now_ms, args);
     appended.fetch_add(c.size() - before, std::memory_order_release);
@@ -292,7 +361,7 @@ std::string AofManager::Replay(uint64_t base) {
           n++;
           return ApplyRecord(*server_, h, r);
         },
-        &truncated, &valid);
+        &truncated, &valid, &server_->keys());
     if (!err.empty()) return "append-only file refused: " + err;
     if (truncated) {
       if (!load_truncated)
@@ -391,7 +460,7 @@ void AofManager::Loop() {
     lk.unlock();
     std::string err;
     for (auto& l : logs_) {
-      std::vector<std::pair<uint64_t, std::string>> chunks;
+      std::vector<Chunk> chunks;
       uint64_t upto;
       {
         std::lock_guard g(l->mu);
@@ -400,19 +469,25 @@ void AofManager::Loop() {
       }
       bool ok = true;
       size_t failed_at = chunks.size(), failed_done = 0;  // what is left to write after an error
-      bool header_in_chunk = false;  // the failed chunk starts with a header put there for a new file
+      size_t header_in_chunk = 0;  // the failed chunk starts with a header of this size, put there for a new file
       for (size_t ci = 0; ci < chunks.size() && ok; ci++) {
-        auto& [gen, bytes] = chunks[ci];
-        header_in_chunk = false;
+        auto& [gen, bytes, sealed] = chunks[ci];
+        header_in_chunk = 0;
+        bool new_file = false;
         if (l->fd < 0 || l->fd_gen != gen) {
           if (l->fd >= 0) {
             ::fdatasync(l->fd);
             ::close(l->fd);
           }
+          if (l->fd_gen != gen) {
+            // A generation's file is written with one key: the current one
+            // when it starts.
+            l->key = server_->keys().current();
+            l->blocks = 0;
+          }
           std::string path = Path(gen, l->shard);
           l->fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
           l->fd_gen = gen;
-          header_in_chunk = false;
           if (l->fd < 0) {
             err = Errno("cannot open " + path);
             ok = false;
@@ -420,14 +495,29 @@ void AofManager::Loop() {
             break;
           }
           struct stat st {};
-          if (::fstat(l->fd, &st) == 0 && st.st_size == 0) {
-            bytes.insert(0, aof::EncodeHeader({static_cast<uint32_t>(nshards), static_cast<uint32_t>(l->shard), gen}));
-            header_in_chunk = true;
-          }
+          new_file = ::fstat(l->fd, &st) == 0 && st.st_size == 0;
           if (int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
             ::fsync(dfd);  // the new file's name is durable too
             ::close(dfd);
           }
+        }
+        const aof::FileHeader fh{static_cast<uint32_t>(nshards), static_cast<uint32_t>(l->shard), gen, l->key.get()};
+        if (l->key && !sealed) {
+          std::string block;
+          if (!aof::AppendBlock(&block, fh, l->blocks, bytes)) {
+            err = "cannot encrypt for " + Path(gen, l->shard) + " (OpenSSL failed)";
+            ok = false;
+            failed_at = ci;
+            break;
+          }
+          l->blocks++;
+          bytes = std::move(block);
+          sealed = true;
+        }
+        if (new_file) {
+          std::string header = aof::EncodeHeader(fh);
+          header_in_chunk = header.size();
+          bytes.insert(0, header);
         }
         for (size_t done = 0; done < bytes.size();) {
           ssize_t n = ::write(l->fd, bytes.data() + done, bytes.size() - done);
@@ -448,8 +538,8 @@ void AofManager::Loop() {
       } else {
         // Nothing is dropped: what was not written goes back in front of
         // the buffer and is tried again on the next pass.
-        std::string& rest = chunks[failed_at].second;
-        if (header_in_chunk && failed_done < aof::kHeaderSize) {
+        std::string& rest = chunks[failed_at].bytes;
+        if (header_in_chunk > 0 && failed_done < header_in_chunk) {
           // A new file whose header did not make it whole: empty it, and
           // the next pass writes the header again.
           if (l->fd >= 0) {
@@ -457,7 +547,7 @@ void AofManager::Loop() {
             ::close(l->fd);
             l->fd = -1;
           }
-          rest.erase(0, aof::kHeaderSize);
+          rest.erase(0, header_in_chunk);
         } else {
           rest.erase(0, failed_done);
         }

@@ -19,6 +19,17 @@
 //   u32 payload length | u32 XXH32(payload, seed = length) | payload
 //   payload := i64 now_ms | u8 kind | varint argc | argc x (varint len, bytes)
 //
+// With encryption at rest (snapshot-encryption-key-file), the header's
+// fifth word has flag 1 and the header goes on with the u64 id of the key
+// (40 bytes in all); then come blocks, each what one write put out:
+//
+//   u32 sealed length | u32 XXH32(sealed, seed = length) | sealed
+//
+// where sealed is the AES-256-GCM form of a run of records as above
+// (storage/cipher.h), bound to the file's shard and generation and the
+// block's index. A block cut short at the end is a truncated tail, as a
+// record is in a plain file.
+//
 // Kinds: COMMAND (a command whose keys are all on this shard, re-run at
 // now_ms), EVENTS (FEVENT's arguments: replay applies only the updates of
 // entities on this shard, under the header's shard count), FLUSH (remove
@@ -44,6 +55,7 @@
 #include <thread>
 #include <vector>
 
+#include "storage/cipher.h"
 #include "storage/shard_store.h"
 
 namespace fkv {
@@ -54,6 +66,8 @@ namespace aof {
 
 inline constexpr char kMagic[8] = {'F', 'K', 'V', 'A', 'O', 'F', '1', '\n'};
 inline constexpr size_t kHeaderSize = 32;
+inline constexpr size_t kEncryptedHeaderSize = 40;
+inline constexpr uint32_t kFlagEncrypted = 1;
 inline constexpr uint32_t kMaxRecord = 1u << 30;
 
 enum class Kind : uint8_t { kCommand = 1, kEvents = 2, kFlush = 3, kPut = 4 };
@@ -61,8 +75,13 @@ enum class Kind : uint8_t { kCommand = 1, kEvents = 2, kFlush = 3, kPut = 4 };
 struct FileHeader {
   uint32_t shards = 0, shard = 0;
   uint64_t generation = 0;
+  const crypt::Key* key = nullptr;  // writing: the key the blocks are sealed with
 };
 std::string EncodeHeader(const FileHeader& h);
+// The associated data of an encrypted file's block.
+std::string BlockAad(const FileHeader& h, uint64_t index);
+// Appends `records` sealed as one block to *out; false when OpenSSL fails.
+bool AppendBlock(std::string* out, const FileHeader& h, uint64_t index, std::string_view records);
 void AppendRecord(std::string* out, uint8_t kind, int64_t now_ms, std::span<const std::string_view> args);
 
 struct Record {
@@ -75,9 +94,10 @@ struct Record {
 // stops the read). A record cut short at the end of the file, or a tail of
 // zero bytes (a write torn by a crash), is a truncated tail: *valid is where
 // it starts and *truncated is set; `each` saw every record before it. Any
-// other damage is an error naming the file and the byte offset.
+// other damage is an error naming the file and the byte offset. An
+// encrypted file is read with the key of `keys` its header names.
 std::string ReadFile(const std::string& path, FileHeader* header, const std::function<std::string(const Record&)>& each,
-                     bool* truncated, uint64_t* valid);
+                     bool* truncated, uint64_t* valid, const crypt::KeyRing* keys = nullptr);
 
 // <base>.<gen>.<shard>: the name of a log file, and the parse of one.
 std::string FileName(const std::string& base, uint64_t gen, int shard);

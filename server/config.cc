@@ -84,6 +84,8 @@ const Config::Directive kDirectives[] = {
     {"tls-ciphersuites", Kind::kString, "", true},
     {"dir", Kind::kString, ".", true},
     {"dbfilename", Kind::kString, "featurekv.snap", true},
+    {"snapshot-encryption-key-file", Kind::kString, "", true},
+    {"snapshot-encryption-previous-key-file", Kind::kString, "", true},
     {"save", Kind::kSave, "3600 1 300 100 60 10000", true},
     {"shards", Kind::kInt, "0", false, 0, 256},
     {"maxclients", Kind::kInt, "10000", true, 1, 1000000},
@@ -318,7 +320,7 @@ std::string Config::GetString(std::string_view name) const {
 namespace {
 bool IsPathDirective(std::string_view name) {
   for (std::string_view d : {"registry", "dir", "logfile", "aclfile", "audit-log", "tls-cert-file", "tls-key-file",
-                             "tls-ca-cert-file"})
+                             "tls-ca-cert-file", "snapshot-encryption-key-file", "snapshot-encryption-previous-key-file"})
     if (name.size() == d.size() && std::equal(d.begin(), d.end(), name.begin(),
                                               [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
       return true;

@@ -83,12 +83,32 @@ void Server::LoadAcl() {
   acl_.set_log_max(static_cast<size_t>(std::stoull(config_.GetString("acllog-max-len"))));
 }
 
+std::string Server::LoadKeys() {
+  if (std::string err = SetEncryptionKeyFile(config_.GetString("snapshot-encryption-key-file")); !err.empty())
+    return err;
+  std::string prev = config_.GetString("snapshot-encryption-previous-key-file");
+  if (prev.empty()) return "";
+  std::shared_ptr<const crypt::Key> k;
+  if (std::string err = crypt::ReadKeyFile(prev, &k); !err.empty()) return err;
+  keys_.AddOld(std::move(k));
+  return "";
+}
+
+std::string Server::SetEncryptionKeyFile(const std::string& path) {
+  std::shared_ptr<const crypt::Key> k;
+  if (!path.empty())
+    if (std::string err = crypt::ReadKeyFile(path, &k); !err.empty()) return err;
+  keys_.SetCurrent(std::move(k));
+  return "";
+}
+
 int Server::Start() {
   start_ms_ = NowMs();
   stat_reset_ms = static_cast<uint64_t>(start_ms_);
   CommandTable::Get().Freeze();
   LoadAcl();
   if (std::string err = audit_.Open(config_.GetString("audit-log")); !err.empty()) throw std::runtime_error(err);
+  if (std::string err = LoadKeys(); !err.empty()) throw std::runtime_error(err);
   shards_ = std::make_unique<ShardSet>(config_.shards());
   exclusive_ = std::make_unique<ExclusiveRunner>(*shards_, [this] { return stopping(); });
   asio::io_context& io0 = shards_->shard(0).io;

@@ -24,6 +24,7 @@
 #include "server/config.h"
 #include "server/drift.h"
 #include "server/metrics.h"
+#include "storage/cipher.h"
 #include "server/shard_set.h"
 #include "server/snapshot.h"
 #include "server/transaction.h"
@@ -76,6 +77,16 @@ class Server {
   Config& config() { return config_; }
   Acl& acl() { return acl_; }
   AuditLog& audit() { return audit_; }
+  // The keys snapshots and append-only files are encrypted with
+  // (docs/operations.md, "Encryption at rest").
+  crypt::KeyRing& keys() { return keys_; }
+  // Reads snapshot-encryption-key-file and -previous-key-file into keys()
+  // (Start calls it); "" or why.
+  std::string LoadKeys();
+  // CONFIG SET snapshot-encryption-key-file: the file's key becomes the
+  // current one (none for ""), the replaced key stays readable; "" or why
+  // (nothing changes).
+  std::string SetEncryptionKeyFile(const std::string& path);
   // The ACL users from the conf's `user` lines or the aclfile, then
   // requirepass (Start calls it; throws std::runtime_error on a bad rule).
   void LoadAcl();
@@ -151,6 +162,7 @@ class Server {
   Config& config_;
   Acl acl_;
   AuditLog audit_;
+  crypt::KeyRing keys_;
   std::unique_ptr<ShardSet> shards_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::vector<bool> acceptor_tls_;  // per listener: TLS or plain

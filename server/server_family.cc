@@ -384,6 +384,18 @@ void ConfigCmd(CommandContext& c) {
       if (!err.empty())
         return c.out.Error("ERR CONFIG SET failed (possibly related to argument '" + std::string(c.args[i]) + "') - " + err);
     }
+    // Encryption keys: every named file must hold a key, or nothing changes.
+    std::vector<std::pair<bool, std::shared_ptr<const crypt::Key>>> key_changes;  // (current?, key)
+    for (size_t i = 2; i < c.args.size(); i += 2) {
+      bool current = EqualsNoCase(c.args[i], "snapshot-encryption-key-file");
+      if (!current && !EqualsNoCase(c.args[i], "snapshot-encryption-previous-key-file")) continue;
+      std::shared_ptr<const crypt::Key> k;
+      if (!c.args[i + 1].empty())
+        if (std::string err = crypt::ReadKeyFile(std::string(c.args[i + 1]), &k); !err.empty())
+          return c.out.Error("ERR CONFIG SET failed (possibly related to argument '" + std::string(c.args[i]) + "') - " +
+                             err);
+      key_changes.emplace_back(current, std::move(k));
+    }
     // TLS directives: a new context for new connections, or nothing changes.
     std::vector<std::pair<std::string, std::string>> tls_old;
     for (size_t i = 2; i < c.args.size(); i += 2) {
@@ -405,6 +417,12 @@ void ConfigCmd(CommandContext& c) {
       c.conn->Audit("config_set", {{"name", std::string(c.args[i])}, {"value", RedactConfig(c.args[i], c.args[i + 1])}});
       // Directives the ACL keeps: requirepass is the default user's password.
       if (EqualsNoCase(c.args[i], "requirepass")) c.server->acl().SetRequirePass(c.args[i + 1]);
+      if (EqualsNoCase(c.args[i], "snapshot-encryption-key-file") ||
+          EqualsNoCase(c.args[i], "snapshot-encryption-previous-key-file")) {
+        auto& [current, key] = key_changes.front();
+        current ? c.server->keys().SetCurrent(std::move(key)) : c.server->keys().AddOld(std::move(key));
+        key_changes.erase(key_changes.begin());
+      }
       if (EqualsNoCase(c.args[i], "acllog-max-len"))
         c.server->acl().set_log_max(static_cast<size_t>(std::stoull(std::string(c.args[i + 1]))));
     }

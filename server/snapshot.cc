@@ -127,7 +127,7 @@ void SnapshotManager::Save(std::function<void(const std::string&)> done) {
 void SnapshotManager::StartJob(std::shared_ptr<Job> job) {
   job->start_ms = NowMs();
   Config& cfg = server_->config();
-  std::string err = job->writer.Open(cfg.GetString("dir"), cfg.GetString("dbfilename"));
+  std::string err = job->writer.Open(cfg.GetString("dir"), cfg.GetString("dbfilename"), server_->keys().current());
   if (!err.empty()) return Complete(job, err);
   int n = server_->shards().size();
   for (int i = 0; i < n; i++)
@@ -407,7 +407,7 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     return std::string();
   };
   snap::Footer footer;
-  std::string err = snap::ReadFile(path, v, &footer);
+  std::string err = snap::ReadFile(path, v, &footer, &server_->keys());
   if (!err.empty()) {
     for (int i = 0; i < set.size(); i++) set.shard(i).store.Clear();  // never half-loaded
     positions->clear();

@@ -57,12 +57,21 @@ void AppendFrame(std::string* out, Frame kind, uint16_t section, std::string_vie
   out->append(payload);
 }
 
-std::string FileHeader() {
+std::string FileHeader(const crypt::Key* key) {
   std::string s(kMagic, sizeof kMagic);
-  uint32_t v = kVersion, zero = 0;
+  uint32_t v = kVersion, flags = key ? kFlagEncrypted : 0;
   s.append(reinterpret_cast<const char*>(&v), 4);
-  s.append(reinterpret_cast<const char*>(&zero), 4);
+  s.append(reinterpret_cast<const char*>(&flags), 4);
+  if (key) s.append(reinterpret_cast<const char*>(&key->id), 8);
   return s;
+}
+
+std::string FrameAad(uint8_t kind, uint16_t section, uint64_t index) {
+  std::string a(12, '\0');
+  a[0] = static_cast<char>(kind);
+  std::memcpy(a.data() + 2, &section, 2);
+  std::memcpy(a.data() + 4, &index, 8);
+  return a;
 }
 
 // ---- primitives ----
@@ -455,13 +464,14 @@ void SectionEncoder::Finish() {
 
 FileWriter::~FileWriter() { Abort(); }
 
-std::string FileWriter::Open(const std::string& dir, const std::string& name) {
+std::string FileWriter::Open(const std::string& dir, const std::string& name, std::shared_ptr<const crypt::Key> key) {
+  key_ = std::move(key);
   dir_ = dir;
   final_ = dir + "/" + name;
   tmp_ = final_ + ".tmp";
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) return Errno("cannot create " + tmp_);
-  std::string header = FileHeader();
+  std::string header = FileHeader(key_.get());
   queued_ = header.size();
   q_.push_back(std::move(header));  // before the thread starts: not a frame
   thread_ = std::thread([this] { Run(); });
@@ -495,6 +505,13 @@ void FileWriter::Run() {
       failed = !error_.empty();
     }
     if (failed) continue;  // drain: the file is lost anyway
+    if (!header_done_) {
+      header_done_ = true;  // the first buffer is the file header, not frames
+    } else if (key_ && !SealFrames(&buf)) {
+      std::lock_guard lk(mu_);
+      error_ = "cannot encrypt " + tmp_ + " (OpenSSL failed)";
+      continue;
+    }
     size_t off = 0;
     while (off < buf.size()) {
       ssize_t n = ::write(fd_, buf.data() + off, buf.size() - off);
@@ -508,6 +525,28 @@ void FileWriter::Run() {
       written_.fetch_add(static_cast<uint64_t>(n));
     }
   }
+}
+
+bool FileWriter::SealFrames(std::string* buf) {
+  std::string out;
+  out.reserve(buf->size() + 64);
+  for (size_t off = 0; off + kFrameHeaderSize <= buf->size();) {
+    auto kind = static_cast<uint8_t>((*buf)[off]);
+    uint16_t section;
+    uint32_t len;
+    std::memcpy(&section, buf->data() + off + 2, 2);
+    std::memcpy(&len, buf->data() + off + 4, 4);
+    size_t h = out.size();
+    out.append(kFrameHeaderSize, '\0');
+    if (!crypt::Seal(*key_, FrameAad(kind, section, sealed_frames_++),
+                     std::string_view(buf->data() + off + kFrameHeaderSize, len), &out))
+      return false;
+    WriteFrameHeader(out.data() + h, static_cast<Frame>(kind), section,
+                     std::string_view(out.data() + h + kFrameHeaderSize, out.size() - h - kFrameHeaderSize));
+    off += kFrameHeaderSize + len;
+  }
+  *buf = std::move(out);
+  return true;
 }
 
 std::string FileWriter::Finish(uint64_t records) {
@@ -569,7 +608,7 @@ void FileWriter::Abort() {
 
 // ---- reader ----
 
-std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_out) {
+std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_out, const crypt::KeyRing* keys) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Errno("snapshot " + path);
   struct stat st {};
@@ -603,17 +642,27 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
   if (size < sizeof kMagic || std::memcmp(base, kMagic, sizeof kMagic) != 0)
     return where("file header", 0) + "not a featurekv snapshot (bad magic)";
   if (size < kFileHeaderSize) return where("file header", size) + "truncated file header";
-  uint32_t version, zero;
+  uint32_t version, flags;
   std::memcpy(&version, base + 8, 4);
-  std::memcpy(&zero, base + 12, 4);
+  std::memcpy(&flags, base + 12, 4);
   if (version != kVersion)
     return where("file header", 8) + "unsupported format version " + std::to_string(version) +
            " (this build reads version " + std::to_string(kVersion) +
            (version == 1 ? "; version 1 files were written by featurekv 0.1 before the compact entity state: "
                            "start with --ignore-snapshot and let Kafka replay, see docs/operations.md)"
                          : ")");
-  if (zero != 0) return where("file header", 12) + "reserved word is not zero";
+  if ((flags & ~kFlagEncrypted) != 0) return where("file header", 12) + "unknown flags " + std::to_string(flags);
   size_t off = kFileHeaderSize;
+  std::shared_ptr<const crypt::Key> key;
+  std::string plain;  // an encrypted frame's payload, opened
+  if (flags & kFlagEncrypted) {
+    if (size < kEncryptedHeaderSize) return where("file header", size) + "truncated file header";
+    uint64_t id;
+    std::memcpy(&id, base + kFileHeaderSize, 8);
+    key = keys ? keys->Find(id) : nullptr;
+    if (!key) return where("file header", kFileHeaderSize) + (keys ? keys->Missing(id) : crypt::KeyRing().Missing(id));
+    off = kEncryptedHeaderSize;
+  }
   Header header;
   bool have_header = false, have_views = false, have_kafka = false, have_drift = false, have_aof = false;
   std::vector<std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)>> sums;
@@ -641,6 +690,11 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
     std::string_view payload(base + off + kFrameHeaderSize, len);
     if (XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(kind, section, len)) != sum)
       return where(sec, off) + "checksum mismatch";
+    if (key) {
+      if (!crypt::Open(*key, FrameAad(kind, section, frames), payload, &plain))
+        return where(sec, off) + "authentication failed (the frame was altered or moved)";
+      payload = plain;
+    }
     std::string err;
     auto frame = static_cast<Frame>(kind);
     if (!have_header && frame != Frame::kHeader) return where(sec, off) + "the first frame must be HEADER";
@@ -674,12 +728,12 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
       }
       case Frame::kRecords: {
         if (section >= header.sections || ended[section]) return where(sec, off) + "records outside their section";
-        if (len < 4) return where(sec, off) + "short RECORDS frame";
+        if (payload.size() < 4) return where(sec, off) + "short RECORDS frame";
         uint32_t count;
         std::memcpy(&count, payload.data(), 4);
         XXH3_64bits_update(sums[section].get(), payload.data(), payload.size());
         sec_records[section] += count;
-        sec_bytes[section] += len;
+        sec_bytes[section] += payload.size();
         records += count;
         if (v.records && !(err = v.records(section, payload.substr(4), count, layouts)).empty())
           return where(sec, off) + err;

@@ -16,6 +16,13 @@
 // at this snapshot's cut (server/aof.h).
 // A file without its FOOTER is truncated and refused.
 //
+// An encrypted file (snapshot-encryption-key-file) sets flag 1 in the
+// header's last word and follows it with the u64 id of its key; each
+// frame's payload is then the sealed form of the plain payload
+// (storage/cipher.h), bound to the frame's kind, section and index in the
+// file, and the frame's length and checksum are those of the sealed bytes.
+// Section checksums and the footer's counts are over the plain payloads.
+//
 // This module is pure encoding and file I/O; the server decides when.
 #pragma once
 
@@ -33,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "storage/cipher.h"
 #include "storage/drift.h"
 #include "storage/entity.h"
 #include "storage/hash_value.h"
@@ -43,7 +51,9 @@ namespace fkv::snap {
 
 inline constexpr char kMagic[8] = {'F', 'K', 'V', 'S', 'N', 'A', 'P', '\n'};
 inline constexpr uint32_t kVersion = 2;  // 2: entity blocks with shared view layouts (1 is refused)
-inline constexpr size_t kFileHeaderSize = 16;  // magic, version, zero
+inline constexpr size_t kFileHeaderSize = 16;  // magic, version, flags
+inline constexpr size_t kEncryptedHeaderSize = 24;  // then the key id
+inline constexpr uint32_t kFlagEncrypted = 1;
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr size_t kChunkBytes = 256 * 1024;  // RECORDS payloads are cut near this size
 
@@ -54,7 +64,10 @@ const char* FrameName(uint8_t kind);
 void WriteFrameHeader(char* h, Frame kind, uint16_t section, std::string_view payload);
 // Appends one frame (header + payload) to *out.
 void AppendFrame(std::string* out, Frame kind, uint16_t section, std::string_view payload);
-std::string FileHeader();
+// The file header: plain, or naming the key its frames are sealed with.
+std::string FileHeader(const crypt::Key* key = nullptr);
+// The associated data a sealed frame is bound to.
+std::string FrameAad(uint8_t kind, uint16_t section, uint64_t index);
 
 // Little-endian primitives. Varints are LEB128.
 class Enc {
@@ -193,12 +206,13 @@ class SectionEncoder {
 // footer, fsyncs, renames the previous file to <name>.prev, renames the new
 // one into place and fsyncs the directory. A failed write (disk full, file
 // size limit) is remembered; Finish() then removes the temporary file and
-// reports it, leaving the previous snapshot untouched.
+// reports it, leaving the previous snapshot untouched. With a key, the
+// writer thread seals every frame as it writes it.
 class FileWriter {
  public:
   FileWriter() = default;
   ~FileWriter();
-  std::string Open(const std::string& dir, const std::string& name);
+  std::string Open(const std::string& dir, const std::string& name, std::shared_ptr<const crypt::Key> key = nullptr);
   // Queues bytes holding `frames` whole frames.
   void Put(std::string bytes, uint64_t frames = 1);
   size_t queued_bytes() const { return queued_.load(std::memory_order_relaxed); }
@@ -210,7 +224,11 @@ class FileWriter {
 
  private:
   void Run();
+  bool SealFrames(std::string* buf);
   std::string dir_, tmp_, final_;
+  std::shared_ptr<const crypt::Key> key_;
+  bool header_done_ = false;   // the writer thread's: the file header is out
+  uint64_t sealed_frames_ = 0;  // the writer thread's: the next frame's index
   int fd_ = -1;
   std::thread thread_;
   std::mutex mu_;
@@ -225,7 +243,8 @@ class FileWriter {
 
 // Reads and verifies a whole file. Callbacks see each frame's decoded
 // content in file order; a callback returning an error text stops the walk.
-// Every error names the file, the section and the byte offset.
+// Every error names the file, the section and the byte offset. An
+// encrypted file is read with the key of `keys` its header names.
 struct Visitor {
   std::function<std::string(const Header&)> header;
   std::function<std::string(const std::vector<ViewInfo>&)> views;
@@ -236,6 +255,7 @@ struct Visitor {
   std::function<std::string(uint16_t section, std::string_view records, uint32_t count, const LayoutMap& layouts)>
       records;
 };
-std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer = nullptr);
+std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer = nullptr,
+                     const crypt::KeyRing* keys = nullptr);
 
 }  // namespace fkv::snap

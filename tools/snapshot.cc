@@ -18,7 +18,9 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -28,7 +30,7 @@ using namespace fkv;
 using ull = unsigned long long;
 
 [[noreturn]] void Usage(const std::string& why) {
-  std::fprintf(stderr, "featurekv-snapshot: %s\nusage: featurekv-snapshot [--json] FILE\n", why.c_str());
+  std::fprintf(stderr, "featurekv-snapshot: %s\nusage: featurekv-snapshot [--json] [--key-file KEY]... FILE\n", why.c_str());
   std::exit(2);
 }
 
@@ -89,6 +91,7 @@ std::string Json(std::string_view s) {
 struct Summary {
   uint32_t version = snap::kVersion;  // ReadFile refuses any other
   uint64_t size = 0, expired_now = 0;
+  std::string key_id;  // "" = a plain file
   snap::Header header;
   snap::Footer footer;
   std::vector<ShardCounts> shards;
@@ -148,6 +151,7 @@ void PrintText(const std::string& path, const Summary& s) {
   std::printf("%s: OK, every checksum verified\n", path.c_str());
   std::printf("  file:             %" PRIu64 " bytes, format version %u, %" PRIu64 " frames\n", s.size, s.version,
               s.footer.frames + 1);
+  std::printf("  encryption:       %s\n", s.key_id.empty() ? "none" : ("AES-256-GCM, key " + s.key_id).c_str());
   std::printf("  server version:   %s\n", h.server_version.c_str());
   std::printf("  created:          %s (%" PRId64 " ms)\n", Iso(h.created_ms).c_str(), h.created_ms);
   std::printf("  cut:              %s (%" PRId64 " ms)\n", Iso(h.cut_ms).c_str(), h.cut_ms);
@@ -206,7 +210,8 @@ void PrintJson(const std::string& path, const Summary& s) {
   const snap::Header& h = s.header;
   Obj o;
   o.Str("file", path).Raw("ok", "true").Num("size", s.size).Num("format_version", s.version);
-  o.Num("frames", s.footer.frames + 1).Str("server_version", h.server_version);
+  o.Num("frames", s.footer.frames + 1).Raw("encryption_key", s.key_id.empty() ? "null" : Json(s.key_id));
+  o.Str("server_version", h.server_version);
   o.Str("created", Iso(h.created_ms)).Num("created_ms", h.created_ms).Str("cut", Iso(h.cut_ms)).Num("cut_ms", h.cut_ms);
   o.Str("registry_version", h.registry_version).Num("sections", h.sections).Num("records", s.footer.records);
   o.Num("expired_now", s.expired_now);
@@ -234,19 +239,45 @@ void PrintJson(const std::string& path, const Summary& s) {
   o.Raw("drift", Array(s.drift, baseline));
   std::printf("%s\n", o.End().c_str());
 }
+// The id of the key an encrypted file names, or "" for a plain one (the
+// file was verified already).
+std::string EncryptionKeyId(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char h[snap::kEncryptedHeaderSize] = {};
+  in.read(h, sizeof h);
+  uint32_t flags;
+  uint64_t id;
+  std::memcpy(&flags, h + 12, 4);
+  std::memcpy(&id, h + snap::kFileHeaderSize, 8);
+  return in && (flags & snap::kFlagEncrypted) ? crypt::KeyIdHex(id) : "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string path;
   bool json = false;
+  crypt::KeyRing keys;  // the first --key-file is the current key, later ones older keys
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
-      std::printf("usage: featurekv-snapshot [--json] FILE\nchecks a featurekv snapshot and prints its summary\n");
+      std::printf(
+          "usage: featurekv-snapshot [--json] [--key-file KEY]... FILE\nchecks a featurekv snapshot and prints its "
+          "summary; an encrypted one is read with the --key-file that wrote it\n");
       return 0;
     }
     if (a == "--json") {
       json = true;
+      continue;
+    }
+    if (a == "--key-file") {
+      if (i + 1 >= argc) Usage("--key-file needs a file");
+      std::shared_ptr<const crypt::Key> k;
+      if (std::string err = crypt::ReadKeyFile(argv[++i], &k); !err.empty()) {
+        std::fprintf(stderr, "featurekv-snapshot: %s\n", err.c_str());
+        return 2;
+      }
+      keys.current() ? keys.AddOld(k) : keys.SetCurrent(k);
       continue;
     }
     if (a.size() > 1 && a[0] == '-') Usage("unknown option " + a);
@@ -284,7 +315,7 @@ int main(int argc, char** argv) {
   v.records = [&](uint16_t section, std::string_view payload, uint32_t count, const snap::LayoutMap& layouts) {
     return s.Records(section, payload, count, layouts, now);
   };
-  std::string err = snap::ReadFile(path, v, &s.footer);
+  std::string err = snap::ReadFile(path, v, &s.footer, &keys);
   if (err.empty()) {
     std::sort(s.keys.begin(), s.keys.end(), [](auto& a, auto& b) { return XXH128_cmp(&a, &b) < 0; });
     auto dup = std::adjacent_find(s.keys.begin(), s.keys.end(), [](auto& a, auto& b) { return XXH128_isEqual(a, b); });
@@ -293,6 +324,7 @@ int main(int argc, char** argv) {
   }
   struct stat st {};
   if (err.empty() && ::stat(path.c_str(), &st) == 0) s.size = static_cast<uint64_t>(st.st_size);
+  if (err.empty()) s.key_id = EncryptionKeyId(path);
   if (!err.empty()) {
     std::fprintf(stderr, "featurekv-snapshot: %s\n", err.c_str());
     return 1;
