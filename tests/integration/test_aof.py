@@ -12,6 +12,7 @@ usage: test_aof.py SERVER MOCK_KAFKA PRODUCE [unittest args]
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -220,6 +221,104 @@ class AofTest(unittest.TestCase):
         wait_until(caught_up, timeout=60, what="the consumer to catch up")
         self.assertEqual(r.execute_command("FGET", "user:1", "clicks_1h"), want)
         self.assertEqual([r.execute_command("FGET", "user:%d" % u, "clicks_1h")[0] for u in range(50)], total)
+
+
+class EncryptedAofTest(AofTest):
+    """Every test above again with encryption at rest on: the files hold
+    sealed blocks (server/aof.h), and what they hold never shows in the clear."""
+
+    def start(self, fsync="always", shards=2, extra=()):
+        key = os.path.join(self.data, "aof.key")
+        if not os.path.exists(key):
+            with open(key, "wb") as f:
+                f.write(os.urandom(32))
+        return super().start(fsync, shards, [("snapshot-encryption-key-file", key)] + list(extra))
+
+    def last_log(self):
+        files = [f for f in self.logs() if os.path.getsize(os.path.join(self.data, "appendonlydir", f)) > 40]
+        self.assertTrue(files, self.logs())
+        return os.path.join(self.data, "appendonlydir", files[-1])
+
+    def test_a_corrupt_record_refuses_the_start_naming_file_and_offset(self):
+        path = self.ten_keys_then_stop("value-%d")
+        with open(path, "r+b") as f:
+            data = bytearray(f.read())
+            self.assertNotIn(b"value-4", data)
+            self.assertEqual(struct.unpack_from("<I", data, 20)[0], 1)  # flag 1: encrypted
+            # The fifth block's first sealed byte (blocks: u32 length, u32 checksum, sealed).
+            off = 40
+            for _ in range(4):
+                off += 8 + struct.unpack_from("<I", data, off)[0]
+            data[off + 8 + 12] ^= 0x20
+            f.seek(0)
+            f.write(data)
+        with self.assertRaises(ServerError) as cm:
+            self.start("always", shards=1)
+        self.assertIn("%s at byte %d: corrupt block (checksum mismatch)" % (path, off), str(cm.exception))
+        self.srv = None
+        # The same change with the checksum made to match: the tag refuses it.
+        with open(path, "r+b") as f:
+            data = bytearray(f.read())
+            n = struct.unpack_from("<I", data, off)[0]
+            struct.pack_into("<I", data, off + 4, xxh32(bytes(data[off + 8:off + 8 + n]), n))
+            f.seek(0)
+            f.write(data)
+        with self.assertRaises(ServerError) as cm:
+            self.start("always", shards=1)
+        self.assertIn("%s at byte %d: corrupt block (authentication failed" % (path, off), str(cm.exception))
+        self.srv = None
+
+    def test_nothing_is_in_the_clear_and_another_key_is_refused(self):
+        r = self.start("always", shards=1)
+        r.set("pii:carol", "carol@example.com")
+        r.execute_command("FEVENT", "user_events", ev(424242, "click", int(time.time())))
+        self.srv.stop()
+        self.srv = None
+        for name in self.logs():
+            with open(os.path.join(self.data, "appendonlydir", name), "rb") as f:
+                data = f.read()
+            for needle in (b"pii:carol", b"carol@example.com", b"424242", b"user_events"):
+                self.assertNotIn(needle, data, name)
+        with open(os.path.join(self.data, "aof.key"), "wb") as f:
+            f.write(os.urandom(32))
+        with self.assertRaises(ServerError) as cm:
+            self.start("always", shards=1)
+        self.assertIn("which is not among the keys given", str(cm.exception))
+        self.srv = None
+
+
+def xxh32(data, seed):
+    """XXH32, as the append-only file's checksums (xxhash's reference algorithm)."""
+    p1, p2, p3, p4, p5 = 2654435761, 2246822519, 3266489917, 668265263, 374761393
+    m = 0xFFFFFFFF
+
+    def rotl(x, r):
+        return ((x << r) | (x >> (32 - r))) & m
+
+    def rnd(acc, lane):
+        return (rotl((acc + lane * p2) & m, 13) * p1) & m
+    n, i = len(data), 0
+    if n >= 16:
+        v = [(seed + p1 + p2) & m, (seed + p2) & m, seed & m, (seed - p1) & m]
+        while i + 16 <= n:
+            for j in range(4):
+                v[j] = rnd(v[j], struct.unpack_from("<I", data, i + 4 * j)[0])
+            i += 16
+        h = (rotl(v[0], 1) + rotl(v[1], 7) + rotl(v[2], 12) + rotl(v[3], 18)) & m
+    else:
+        h = (seed + p5) & m
+    h = (h + n) & m
+    while i + 4 <= n:
+        h = (rotl((h + struct.unpack_from("<I", data, i)[0] * p3) & m, 17) * p4) & m
+        i += 4
+    while i < n:
+        h = (rotl((h + data[i] * p5) & m, 11) * p1) & m
+        i += 1
+    h ^= h >> 15
+    h = (h * p2) & m
+    h ^= h >> 13
+    h = (h * p3) & m
+    return h ^ (h >> 16)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ usage: test_snapshot_tool.py SERVER_BINARY SNAPSHOT_TOOL [unittest args]
 - DamagedFileTest: a flipped byte, a truncated copy, another format
   version, an empty file, a missing file: exit 1 with the reason (file,
   frame, byte offset) on standard error and nothing on standard output.
+- EncryptedTest: a server with snapshot-encryption-key-file, SAVE: the
+  file holds none of the keys or values in the clear; the tool reads it with
+  --key-file (the summary names the key and counts the same records), and
+  refuses it without a key, with another key, or with a byte altered, each
+  with the reason; the key rotates by CONFIG SET: the next SAVE names the
+  new key, and a restart with only the new key loads it.
 - UsageTest: no file, an unknown option, two files: exit 2 with the usage.
 
 Everything is on 127.0.0.1; every wait has a deadline.
@@ -351,6 +357,123 @@ class DamagedFileTest(unittest.TestCase):
         self.refused(os.path.join(self.data, "absent.snap"), "No such file")
 
 
+class EncryptedTest(unittest.TestCase):
+    def setUp(self):
+        self.data = tempfile.mkdtemp(prefix="fkv-snaptool-enc-")
+        self.k1 = self.key("k1.key", os.urandom(32).hex() + "\n")  # as `openssl rand -hex 32` writes it
+        self.k2 = self.key("k2.key", os.urandom(32))  # 32 raw bytes
+        self.server = None
+
+    def tearDown(self):
+        if self.server:
+            self.server.kill()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def key(self, name, content):
+        path = os.path.join(self.data, name)
+        with open(path, "w" if isinstance(content, str) else "wb") as f:
+            f.write(content)
+        return path
+
+    def start(self, *keys):
+        directives = [("registry", REGISTRY), ("save", "")]
+        if keys:
+            directives.append(("snapshot-encryption-key-file", keys[0]))
+        if len(keys) > 1:
+            directives.append(("snapshot-encryption-previous-key-file", keys[1]))
+        self.server = ServerProcess(SERVER, shards=2, data_dir=self.data, directives=directives).start()
+        return self.server.redis(decode_responses=True)
+
+    def stop(self):
+        self.server.stop()
+        self.server = None
+
+    def snap_bytes(self):
+        with open(os.path.join(self.data, "featurekv.snap"), "rb") as f:
+            return f.read()
+
+    def summary(self, *keys):
+        args = ["--json"]
+        for k in keys:
+            args += ["--key-file", k]
+        p = run_tool(*args, os.path.join(self.data, "featurekv.snap"))
+        return p, (json.loads(p.stdout) if p.returncode == 0 else None)
+
+    def test_encrypted_snapshot_round_trip_rotation_and_refusals(self):
+        r = self.start(self.k1)
+        for i in range(3000):
+            r.set("email:%d" % i, "person%d@example.com" % i)
+        r.hset("profile:7", mapping={"ssn": "078-05-1120"})
+        r.execute_command("FEVENT", "user_events", json.dumps(
+            {"user_id": 4242, "product_id": 99, "action": "purchase", "timestamp": int(time.time())}))
+        self.assertTrue(r.save())
+        data = self.snap_bytes()
+        for needle in (b"email:", b"@example.com", b"078-05-1120", b"profile:7", b"user:4242", b"user_activity"):
+            self.assertNotIn(needle, data)
+        self.assertEqual(int.from_bytes(data[12:16], "little"), 1)  # flag 1: encrypted
+
+        p, s = self.summary(self.k1)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(s["records"], 3000 + 1 + 2)  # strings, the hash, user:4242 and product:99
+        self.assertRegex(s["encryption_key"], r"^[0-9a-f]{16}$")
+        text = run_tool("--key-file", self.k1, os.path.join(self.data, "featurekv.snap"))
+        self.assertIn("encryption:       AES-256-GCM, key " + s["encryption_key"], text.stdout)
+        # Without the key, or with another one: refused, saying which key the file needs.
+        p, _ = self.summary()
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("encrypted with key %s, but no key is configured" % s["encryption_key"], p.stderr)
+        p, _ = self.summary(self.k2)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("which is not among the keys given", p.stderr)
+        # A byte altered anywhere after the header: refused.
+        for pos in (40, len(data) // 2, len(data) - 20):
+            bad = bytearray(data)
+            bad[pos] ^= 0x04
+            path = self.key("bad.snap", bytes(bad))
+            p = run_tool("--key-file", self.k1, path)
+            self.assertEqual(p.returncode, 1)
+            self.assertRegex(p.stderr, r"(checksum mismatch|authentication failed|bad frame header|truncated)")
+
+        # A bad key file changes nothing.
+        bad_key = self.key("short.key", b"too short")
+        with self.assertRaises(Exception) as cm:
+            r.config_set("snapshot-encryption-key-file", bad_key)
+        self.assertIn("32 bytes or 64 hexadecimal digits", str(cm.exception))
+        self.assertEqual(r.config_get("snapshot-encryption-key-file")["snapshot-encryption-key-file"], self.k1)
+        # Rotation: CONFIG SET the new key; the next SAVE uses it.
+        r.config_set("snapshot-encryption-key-file", self.k2)
+        self.assertTrue(r.save())
+        p, s2 = self.summary(self.k2)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotEqual(s2["encryption_key"], s["encryption_key"])
+        self.stop()
+        # A restart with only the new key loads everything.
+        r = self.start(self.k2)
+        self.assertEqual(r.dbsize(), 3003)
+        self.assertEqual(r.hget("profile:7", "ssn"), "078-05-1120")
+        self.stop()
+
+        # Crash between the rotation and the next save: the file still
+        # names the old key, which the previous-key directive supplies.
+        os.replace(self.key("old.snap", data), os.path.join(self.data, "featurekv.snap"))
+        msg = ""
+        try:
+            self.start(self.k2)
+        except Exception as e:  # ServerError: the start is refused
+            msg = str(e)
+        self.server = None
+        self.assertIn("not among the keys given", msg)
+        r = self.start(self.k2, self.k1)
+        self.assertEqual(r.get("email:2999"), "person2999@example.com")
+        # Turning encryption off: the next snapshot is plain again.
+        r.config_set("snapshot-encryption-key-file", "")
+        self.assertTrue(r.save())
+        self.assertIn(b"person2999@example.com", self.snap_bytes())
+        p, s3 = self.summary()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIsNone(s3["encryption_key"])
+
+
 class UsageTest(unittest.TestCase):
     def usage(self, *args):
         p = run_tool(*args)
@@ -364,6 +487,7 @@ class UsageTest(unittest.TestCase):
         self.assertIn("FILE is required", self.usage("--json"))
         self.assertIn("unknown option --bogus", self.usage("--bogus", "x.snap"))
         self.assertIn("one FILE only", self.usage("a.snap", "b.snap"))
+        self.assertIn("--key-file needs a file", self.usage("x.snap", "--key-file"))
 
     def test_help(self):
         p = run_tool("--help")

@@ -136,12 +136,34 @@ class SnapshotCase(unittest.TestCase):
         return out
 
 
+def write_key(path, seed):
+    """A 32-byte key file, as `openssl rand -hex 32` writes one (hex digits)."""
+    with open(path, "w") as f:
+        f.write(random.Random(seed).randbytes(32).hex() + "\n")
+    return path
+
+
 class CrashLoopTest(SnapshotCase):
     """kill -9 at 10 seeded moments during the ingest of 200,000 events, with
-    direct writes (FEVENT, INCR) kept by the append-only file between them."""
+    direct writes (FEVENT, INCR) kept by the append-only file between them.
+    EncryptedCrashLoopTest runs it again with snapshots and append-only files
+    encrypted, rotating the key halfway."""
 
     EVENTS = 200000
     PARTS = 8
+    ENCRYPT = False
+
+    def key_directives(self, kills):
+        """The encryption directives of the start after `kills` kills: key 1
+        until the rotation at the fifth kill, then key 2 with key 1 as the
+        previous key (files written before the rotation still load)."""
+        if not self.ENCRYPT:
+            return []
+        k1 = write_key(os.path.join(self.data, "k1.key"), 1)
+        k2 = write_key(os.path.join(self.data, "k2.key"), 2)
+        if kills < 5:
+            return [("snapshot-encryption-key-file", k1)]
+        return [("snapshot-encryption-key-file", k2), ("snapshot-encryption-previous-key-file", k1)]
 
     def test_kill_9_during_ingest_loses_nothing_and_counts_nothing_twice(self):
         rnd = random.Random(20261126)
@@ -164,7 +186,7 @@ class CrashLoopTest(SnapshotCase):
                     direct_clicks[u] = direct_clicks.get(u, 0) + 1
                     r.incr("direct:counter")
                     acked[0] += 1
-            srv, r = self.start(shards=2, directives=kafka)
+            srv, r = self.start(shards=2, directives=kafka + self.key_directives(0))
             # Plain data written before the first save must survive every crash.
             pipe = r.pipeline(transaction=False)
             for i in range(50000):
@@ -190,9 +212,13 @@ class CrashLoopTest(SnapshotCase):
                 if kills % 2 == 1:
                     r.bgsave(schedule=True)  # the kill lands during this snapshot (or the one save 1 1 runs)
                     time.sleep(rnd.uniform(0.0, 0.03))
+                if self.ENCRYPT and kills == 4:
+                    # Rotation: new files use key 2 from here on; the kill
+                    # may land before any of them is written.
+                    r.config_set("snapshot-encryption-key-file", self.key_directives(5)[0][1])
                 srv.kill()  # SIGKILL
                 kills += 1
-                srv, r = self.start(shards=2, directives=kafka)
+                srv, r = self.start(shards=2, directives=kafka + self.key_directives(kills))
                 self.assertEqual(r.dbsize() >= 50000, True)
                 self.assertEqual(r.get("plain:49999"), "v" * 100)
                 self.assertEqual(int(r.get("direct:counter")), acked[0])
@@ -234,12 +260,31 @@ class CrashLoopTest(SnapshotCase):
             self.assertEqual([g[0] for g in got], [direct_clicks[u] for u in direct_users])
             ref.stop()
             shutil.rmtree(ref_dir, ignore_errors=True)
+            if self.ENCRYPT:
+                # Nothing written in the clear: no key or value of the plain
+                # data, no direct-write counter, in any file on disk.
+                save_now(r)
+                files = [os.path.join(d, f) for d, _, fs in os.walk(self.data) for f in fs
+                         if f.startswith(SNAP) or "appendonly" in d]
+                self.assertTrue(any(f.endswith(SNAP) for f in files), files)
+                for path in files:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    for needle in (b"plain:4", b"v" * 100, b"direct:counter", b"user_events"):
+                        self.assertNotIn(needle, data, path)
+                with open(os.path.join(self.data, SNAP), "rb") as f:
+                    head = f.read(24)
+                self.assertEqual(struct.unpack_from("<I", head, 12)[0], 1)  # flag 1: encrypted
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
             mock.kill()
+
+
+class EncryptedCrashLoopTest(CrashLoopTest):
+    ENCRYPT = True
 
 
 class RoundTripTest(SnapshotCase):
