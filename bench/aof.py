@@ -3,9 +3,11 @@
 Redis's HINCRBY, the nearest thing it has to counting an event) at -P16 and
 -P1, featurekv and redis-server with the same appendfsync in the same run,
 each pinned to CPU 1 and redis-benchmark to CPU 0. Prints requests/s, p99
-and the ratio; then featurekv with appendonly off as the baseline.
+and the ratio; then featurekv with appendonly off as the baseline. A mode
+ending in "-enc" (e.g. "everysec-enc") runs featurekv with encryption at
+rest on (redis-server has none: the ratio is the whole cost of it).
 
-usage: bench/aof.py [--requests 200000] [--fsync "everysec always"] [--build build]
+usage: bench/aof.py [--requests 200000] [--fsync "everysec always everysec-enc"] [--build build]
 """
 import argparse
 import os
@@ -41,10 +43,16 @@ def main():
     for fsync in a.fsync.split() + ["off"]:
         work = tempfile.mkdtemp(prefix="fkv-aofbench-")
         fport, rport = free_port(), free_port()
-        aof = ["--appendonly", "no"] if fsync == "off" else ["--appendonly", "yes", "--appendfsync", fsync]
+        mode = fsync.removesuffix("-enc")
+        aof = ["--appendonly", "no"] if fsync == "off" else ["--appendonly", "yes", "--appendfsync", mode]
+        enc = []
+        if fsync.endswith("-enc"):
+            with open(work + "/aof.key", "wb") as k:
+                k.write(os.urandom(32))
+            enc = ["--snapshot-encryption-key-file", work + "/aof.key"]
         fkv = subprocess.Popen(["taskset", "-c", "1", os.path.join(a.build, "server/featurekv-server"), "--port",
                                 str(fport), "--shards", "1", "--save", "", "--dir", work, "--registry",
-                                os.path.join(ROOT, "conf/features.yaml"), "--logfile", work + "/fkv.log"] + aof)
+                                os.path.join(ROOT, "conf/features.yaml"), "--logfile", work + "/fkv.log"] + aof + enc)
         red = subprocess.Popen(["taskset", "-c", "1", "redis-server", "--port", str(rport), "--bind", "127.0.0.1",
                                 "--save", "", "--dir", work] + aof, stdout=subprocess.DEVNULL)
         try:
