@@ -267,17 +267,22 @@ void FSet(CommandContext& c) {
 
 // FEVENT source json [json ...]
 void FEvent(CommandContext& c) {
-  auto reg = RegOf(c);
+  // The shard's registry, by reference: it is swapped only on this thread,
+  // never while a handler runs; the fan-out below takes a counted copy.
+  const std::shared_ptr<const Registry>& reg = c.server->shards().shard(c.shard).registry;
   int src = reg->FindSource(c.args[1]);
   if (src < 0) return c.out.Error("ERR unknown source '" + std::string(c.args[1]) + "'");
   thread_local EventPlanner planner;
-  auto updates = std::make_shared<UpdateBatch>();
+  // Planned into a batch this thread reuses; moved out only for a fan-out.
+  thread_local UpdateBatch local;
+  local.clear();
+  UpdateBatch* updates = &local;
   IngestStats& stats = c.server->ingest_stats;
   size_t n = c.args.size() - 2;
   std::vector<std::pair<size_t, std::string>> rejected;
   int64_t skew = c.server->config().max_event_skew_ms();
   for (size_t i = 0; i < n; i++) {
-    std::string why = planner.Plan(*reg, src, c.args[i + 2], c.now_ms, skew, updates.get(), &stats);
+    std::string why = planner.Plan(*reg, src, c.args[i + 2], c.now_ms, skew, updates, &stats);
     if (!why.empty()) {
       stats.Reject(std::string(c.args[1]), why);
       stats.Sample(RejectSample{why, "FEVENT " + std::string(c.args[1]) + " #" + std::to_string(i + 1), c.now_ms,
@@ -301,13 +306,33 @@ void FEvent(CommandContext& c) {
       return c.out.Error(kAclKeyDenied);
     }
   }
-  auto plan = std::make_shared<const ShardPlan>(updates->PlanShards(c.server->shards().size()));
+  ShardPlan local_plan = updates->PlanShards(c.server->shards().size());
   int64_t now = c.now_ms;
   IngestStats* sp = &stats;
   auto by_view = updates->CountByView();
+  const std::vector<int>& targets = local_plan.shards();
+  if (!ShardSet::inline_posts() && (targets.empty() || (targets.size() == 1 && targets[0] == c.shard))) {
+    // Every update is on this shard (always so with one shard): applied
+    // here, without the fan-out's shared state and closures.
+    if (!targets.empty()) {
+      std::span<const uint32_t> keys = local_plan.indexes(c.shard);
+      for (size_t k = 0; k < keys.size(); k++) {
+        PrefetchAhead(*c.store, *updates, keys, k);
+        if (!ApplyViewUpdate(*c.store, *updates, keys[k], now)) sp->ViewSkip(*(*updates)[keys[k]].view_name, "wrongtype");
+      }
+      aof::LogWrite(*c.store, aof::Kind::kEvents, now, c.args);
+    }
+    sp->events_applied.fetch_add(applied, std::memory_order_relaxed);
+    sp->ViewsApplied(by_view);
+    if (!err.empty()) return c.out.Error(err);
+    return c.out.Integer(static_cast<int64_t>(applied));
+  }
+  auto shared = std::make_shared<UpdateBatch>(std::move(local));
+  local = UpdateBatch();
+  auto plan = std::make_shared<const ShardPlan>(std::move(local_plan));
   c.FanOut(
       plan,
-      [updates, now, sp, reg, &args = c.args](ShardStore& st, std::span<const uint32_t> keys) {  // reg: the updates point into it
+      [updates = std::move(shared), now, sp, reg, &args = c.args](ShardStore& st, std::span<const uint32_t> keys) {  // reg: the updates point into it
         for (size_t k = 0; k < keys.size(); k++) {
           PrefetchAhead(st, *updates, keys, k);
           if (!ApplyViewUpdate(st, *updates, keys[k], now)) sp->ViewSkip(*(*updates)[keys[k]].view_name, "wrongtype");
