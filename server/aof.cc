@@ -30,28 +30,31 @@ namespace aof {
 
 std::string EncodeHeader(const FileHeader& h) {
   std::string s(kMagic, sizeof kMagic);
-  uint32_t version = 1, flags = h.key ? kFlagEncrypted : 0;
+  const bool encrypted = !h.file_id.empty();
+  uint32_t version = 1, flags = encrypted ? kFlagEncrypted : 0;
   s.append(reinterpret_cast<const char*>(&version), 4);
   s.append(reinterpret_cast<const char*>(&h.shards), 4);
   s.append(reinterpret_cast<const char*>(&h.shard), 4);
   s.append(reinterpret_cast<const char*>(&flags), 4);
   s.append(reinterpret_cast<const char*>(&h.generation), 8);
-  if (h.key) s.append(reinterpret_cast<const char*>(&h.key->id), 8);
+  if (encrypted) {
+    s.append(reinterpret_cast<const char*>(&h.key_id), 8);
+    s.append(h.file_id);
+  }
   return s;
 }
 
-std::string BlockAad(const FileHeader& h, uint64_t index) {
-  std::string a(20, '\0');
-  std::memcpy(a.data(), &h.shard, 4);
-  std::memcpy(a.data() + 4, &h.generation, 8);
-  std::memcpy(a.data() + 12, &index, 8);
+std::string BlockAad(std::string_view file_header, uint64_t index) {
+  std::string a(file_header);
+  a.append(reinterpret_cast<const char*>(&index), 8);
   return a;
 }
 
-bool AppendBlock(std::string* out, const FileHeader& h, uint64_t index, std::string_view records) {
+bool AppendBlock(std::string* out, const crypt::Key& file_key, std::string_view file_header, uint64_t index,
+                 std::string_view records) {
   size_t start = out->size();
   out->append(8, '\0');
-  if (!crypt::Seal(*h.key, BlockAad(h, index), records, out)) {
+  if (!crypt::Seal(file_key, BlockAad(file_header, index), records, out)) {
     out->resize(start);
     return false;
   }
@@ -127,12 +130,14 @@ std::string ReadFile(const std::string& path, FileHeader* header, const std::fun
   size_t off = kHeaderSize;
   if (flags & kFlagEncrypted) {
     if (data.size() < kEncryptedHeaderSize) return cut_at(0);
-    uint64_t id;
-    std::memcpy(&id, data.data() + kHeaderSize, 8);
-    key = keys ? keys->Find(id) : nullptr;
-    if (!key) return at(kHeaderSize) + (keys ? keys->Missing(id) : crypt::KeyRing().Missing(id));
+    std::memcpy(&header->key_id, data.data() + kHeaderSize, 8);
+    header->file_id = data.substr(kHeaderSize + 8, crypt::kFileIdBytes);
+    key = keys ? keys->Find(header->key_id) : nullptr;
+    if (!key) return at(kHeaderSize) + (keys ? keys->Missing(header->key_id) : crypt::KeyRing().Missing(header->key_id));
+    key = crypt::FileKey(*key, header->file_id);
     off = kEncryptedHeaderSize;
   }
+  const std::string_view file_header(data.data(), off);
   std::string plain;
   Record r;
   for (uint64_t block = 0; off < data.size(); block++) {
@@ -142,7 +147,7 @@ std::string ReadFile(const std::string& path, FileHeader* header, const std::fun
     std::memcpy(&len, data.data() + off, 4);
     std::memcpy(&sum, data.data() + off + 4, 4);
     const char* what = key ? "block" : "record";
-    if (len > kMaxRecord + (key ? crypt::kOverhead : 0))
+    if (len > (key ? kMaxBlock : kMaxRecord))
       return at(off) + "corrupt " + what + " (length " + std::to_string(len) + ")";
     if (len > data.size() - off - 8) return cut_at(off);
     std::string_view payload(data.data() + off + 8, len);
@@ -151,7 +156,7 @@ std::string ReadFile(const std::string& path, FileHeader* header, const std::fun
       if (std::string err = DecodeRecord(payload, &r); !err.empty()) return at(off) + err;
       if (std::string err = each(r); !err.empty()) return at(off) + err;
     } else {
-      if (!crypt::Open(*key, BlockAad(*header, block), payload, &plain))
+      if (!crypt::Open(*key, BlockAad(file_header, block), payload, &plain))
         return at(off) + "corrupt block (authentication failed: altered or moved)";
       // The records of the block: whole, since the block was sealed whole.
       for (size_t p = 0, i = 0; p < plain.size(); i++) {
@@ -229,7 +234,9 @@ struct AofManager::ShardLog final : WriteLog {
   // The writer thread's.
   int fd = -1;
   uint64_t fd_gen = 0;
-  std::shared_ptr<const crypt::Key> key;  // fd_gen's file's (null: plain)
+  std::shared_ptr<const crypt::Key> key;  // fd_gen's file's own key (null: plain)
+  std::string header;                     // fd_gen's file's header
+  bool need_header = false;               // the file is empty: the header goes first
   uint64_t blocks = 0;                    // blocks sealed for fd_gen's file
   bool unsynced = false;
   uint64_t written = 0;
@@ -237,7 +244,8 @@ struct AofManager::ShardLog final : WriteLog {
 
   void Append(uint8_t kind, int64_t now_ms, std::span<const std::string_view> args) override {
     std::lock_guard lk(mu);
-    if (chunks.empty() || chunks.back().gen != gen || chunks.back().sealed) chunks.push_back({gen, std::string(), false});
+    if (chunks.empty() || chunks.back().gen != gen || chunks.back().sealed || chunks.back().bytes.size() >= aof::kBlockBytes)
+      chunks.push_back({gen, std::string(), false});
     std::string& c = chunks.back().bytes;
     size_t before = c.size();
     aof::AppendRecord(&c, kind, now_ms, args);
@@ -473,16 +481,22 @@ void AofManager::Loop() {
       for (size_t ci = 0; ci < chunks.size() && ok; ci++) {
         auto& [gen, bytes, sealed] = chunks[ci];
         header_in_chunk = 0;
-        bool new_file = false;
         if (l->fd < 0 || l->fd_gen != gen) {
           if (l->fd >= 0) {
             ::fdatasync(l->fd);
             ::close(l->fd);
           }
           if (l->fd_gen != gen) {
-            // A generation's file is written with one key: the current one
-            // when it starts.
-            l->key = server_->keys().current();
+            // A generation's file is written with one key, the current one
+            // when it starts, under an id (and so a file key) of its own.
+            aof::FileHeader fh{static_cast<uint32_t>(nshards), static_cast<uint32_t>(l->shard), gen, 0, ""};
+            l->key = nullptr;
+            if (auto master = server_->keys().current()) {
+              fh.key_id = master->id;
+              fh.file_id = crypt::NewFileId();
+              l->key = crypt::FileKey(*master, fh.file_id);
+            }
+            l->header = aof::EncodeHeader(fh);
             l->blocks = 0;
           }
           std::string path = Path(gen, l->shard);
@@ -495,16 +509,15 @@ void AofManager::Loop() {
             break;
           }
           struct stat st {};
-          new_file = ::fstat(l->fd, &st) == 0 && st.st_size == 0;
+          l->need_header = ::fstat(l->fd, &st) == 0 && st.st_size == 0;
           if (int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
             ::fsync(dfd);  // the new file's name is durable too
             ::close(dfd);
           }
         }
-        const aof::FileHeader fh{static_cast<uint32_t>(nshards), static_cast<uint32_t>(l->shard), gen, l->key.get()};
         if (l->key && !sealed) {
           std::string block;
-          if (!aof::AppendBlock(&block, fh, l->blocks, bytes)) {
+          if (!aof::AppendBlock(&block, *l->key, l->header, l->blocks, bytes)) {
             err = "cannot encrypt for " + Path(gen, l->shard) + " (OpenSSL failed)";
             ok = false;
             failed_at = ci;
@@ -514,10 +527,9 @@ void AofManager::Loop() {
           bytes = std::move(block);
           sealed = true;
         }
-        if (new_file) {
-          std::string header = aof::EncodeHeader(fh);
-          header_in_chunk = header.size();
-          bytes.insert(0, header);
+        if (l->need_header) {
+          header_in_chunk = l->header.size();
+          bytes.insert(0, l->header);
         }
         for (size_t done = 0; done < bytes.size();) {
           ssize_t n = ::write(l->fd, bytes.data() + done, bytes.size() - done);
@@ -531,6 +543,7 @@ void AofManager::Loop() {
           }
           done += static_cast<size_t>(n);
           l->unsynced = true;
+          if (done >= header_in_chunk) l->need_header = false;
         }
       }
       if (ok) {

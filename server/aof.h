@@ -21,14 +21,15 @@
 //
 // With encryption at rest (snapshot-encryption-key-file), the header's
 // fifth word has flag 1 and the header goes on with the u64 id of the key
-// (40 bytes in all); then come blocks, each what one write put out:
+// and a random 16-byte file id (56 bytes in all); then come blocks, each a
+// run of records one write put out (at most kBlockBytes and one record):
 //
 //   u32 sealed length | u32 XXH32(sealed, seed = length) | sealed
 //
-// where sealed is the AES-256-GCM form of a run of records as above
-// (storage/cipher.h), bound to the file's shard and generation and the
-// block's index. A block cut short at the end is a truncated tail, as a
-// record is in a plain file.
+// where sealed is the AES-256-GCM form of the records (storage/cipher.h)
+// under the file's key, bound to the whole file header and the block's
+// index. A block cut short at the end is a truncated tail, as a record is
+// in a plain file.
 //
 // Kinds: COMMAND (a command whose keys are all on this shard, re-run at
 // now_ms), EVENTS (FEVENT's arguments: replay applies only the updates of
@@ -66,22 +67,29 @@ namespace aof {
 
 inline constexpr char kMagic[8] = {'F', 'K', 'V', 'A', 'O', 'F', '1', '\n'};
 inline constexpr size_t kHeaderSize = 32;
-inline constexpr size_t kEncryptedHeaderSize = 40;
+inline constexpr size_t kEncryptedHeaderSize = 56;
+inline constexpr size_t kBlockBytes = 1u << 20;  // a chunk takes no more records past this size
 inline constexpr uint32_t kFlagEncrypted = 1;
 inline constexpr uint32_t kMaxRecord = 1u << 30;
+// A block: under kBlockBytes of records, then one more of at most kMaxRecord.
+inline constexpr uint32_t kMaxBlock = kMaxRecord + kBlockBytes + 8 + crypt::kOverhead;
 
 enum class Kind : uint8_t { kCommand = 1, kEvents = 2, kFlush = 3, kPut = 4 };
 
 struct FileHeader {
   uint32_t shards = 0, shard = 0;
   uint64_t generation = 0;
-  const crypt::Key* key = nullptr;  // writing: the key the blocks are sealed with
+  uint64_t key_id = 0;  // encrypted files: the configured key's id
+  std::string file_id;  // encrypted files: kFileIdBytes random bytes ("" = plain)
 };
 std::string EncodeHeader(const FileHeader& h);
-// The associated data of an encrypted file's block.
-std::string BlockAad(const FileHeader& h, uint64_t index);
-// Appends `records` sealed as one block to *out; false when OpenSSL fails.
-bool AppendBlock(std::string* out, const FileHeader& h, uint64_t index, std::string_view records);
+// The associated data of an encrypted file's block: the file header
+// (EncodeHeader's bytes) and the block's index.
+std::string BlockAad(std::string_view file_header, uint64_t index);
+// Appends `records` sealed under `file_key` as one block to *out; false
+// when OpenSSL fails.
+bool AppendBlock(std::string* out, const crypt::Key& file_key, std::string_view file_header, uint64_t index,
+                 std::string_view records);
 void AppendRecord(std::string* out, uint8_t kind, int64_t now_ms, std::span<const std::string_view> args);
 
 struct Record {

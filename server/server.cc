@@ -90,7 +90,7 @@ std::string Server::LoadKeys() {
   if (prev.empty()) return "";
   std::shared_ptr<const crypt::Key> k;
   if (std::string err = crypt::ReadKeyFile(prev, &k); !err.empty()) return err;
-  keys_.AddOld(std::move(k));
+  keys_.SetPrevious(std::move(k));
   return "";
 }
 

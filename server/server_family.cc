@@ -404,9 +404,16 @@ void ConfigCmd(CommandContext& c) {
       if (name.rfind("tls-", 0) == 0) tls_old.emplace_back(name, cfg.GetString(name));
     }
     if (!tls_old.empty() && c.server->tls_port() > 0) {
+      std::vector<std::pair<std::string, std::string>> all_old;  // every directive of the call, to undo
+      for (size_t i = 2; i < c.args.size(); i += 2) {
+        std::string name(c.args[i]);
+        for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        auto now = cfg.Get(name);  // also an alias's value
+        if (!now.empty()) all_old.emplace_back(name, now.front().second);
+      }
       for (size_t i = 2; i < c.args.size(); i += 2) cfg.Set(c.args[i], {std::string(c.args[i + 1])}, true);
       if (std::string err = c.server->ReloadTls(); !err.empty()) {
-        for (const auto& [name, value] : tls_old) cfg.Set(name, {value}, true);
+        for (auto it = all_old.rbegin(); it != all_old.rend(); ++it) cfg.Set(it->first, {it->second}, true);
         spdlog::warn("CONFIG SET: TLS configuration not updated: {}", err);
         return c.out.Error("ERR CONFIG SET failed (possibly related to argument '" + tls_old.front().first +
                            "') - Unable to update TLS configuration. Check server logs.");
@@ -420,7 +427,7 @@ void ConfigCmd(CommandContext& c) {
       if (EqualsNoCase(c.args[i], "snapshot-encryption-key-file") ||
           EqualsNoCase(c.args[i], "snapshot-encryption-previous-key-file")) {
         auto& [current, key] = key_changes.front();
-        current ? c.server->keys().SetCurrent(std::move(key)) : c.server->keys().AddOld(std::move(key));
+        current ? c.server->keys().SetCurrent(std::move(key)) : c.server->keys().SetPrevious(std::move(key));
         key_changes.erase(key_changes.begin());
       }
       if (EqualsNoCase(c.args[i], "acllog-max-len"))

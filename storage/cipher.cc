@@ -2,11 +2,13 @@
 #include "storage/cipher.h"
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -79,6 +81,32 @@ std::string KeyIdHex(uint64_t id) {
   return s;
 }
 
+std::string NewFileId() {
+  std::string id(kFileIdBytes, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(id.data()), static_cast<int>(id.size())) != 1) {
+    // No randomness from OpenSSL: time and address still make ids distinct.
+    uint64_t t = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    uint64_t a = reinterpret_cast<uintptr_t>(&id);
+    std::memcpy(id.data(), &t, 8);
+    std::memcpy(id.data() + 8, &a, 8);
+  }
+  return id;
+}
+
+std::shared_ptr<const Key> FileKey(const Key& key, std::string_view file_id) {
+  std::string msg = "featurekv file key";
+  msg.append(file_id);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.bytes.data(), static_cast<int>(key.bytes.size()),
+       reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len);
+  auto k = std::make_shared<Key>();
+  std::memcpy(k->bytes.data(), out, kKeyBytes);
+  k->id = key.id;
+  std::fill(std::begin(out), std::end(out), 0);
+  return k;
+}
+
 bool Seal(const Key& key, std::string_view aad, std::string_view plain, std::string* out) {
   size_t start = out->size();
   out->resize(start + kOverhead + plain.size());
@@ -141,6 +169,7 @@ std::shared_ptr<const Key> KeyRing::current() const {
 std::shared_ptr<const Key> KeyRing::Find(uint64_t id) const {
   std::lock_guard lk(mu_);
   if (current_ && current_->id == id) return current_;
+  if (previous_ && previous_->id == id) return previous_;
   for (const auto& k : old_)
     if (k->id == id) return k;
   return nullptr;
@@ -152,6 +181,11 @@ void KeyRing::SetCurrent(std::shared_ptr<const Key> key) {
   current_ = std::move(key);
 }
 
+void KeyRing::SetPrevious(std::shared_ptr<const Key> key) {
+  std::lock_guard lk(mu_);
+  previous_ = std::move(key);
+}
+
 void KeyRing::AddOld(std::shared_ptr<const Key> key) {
   if (!key) return;
   std::lock_guard lk(mu_);
@@ -160,17 +194,18 @@ void KeyRing::AddOld(std::shared_ptr<const Key> key) {
 
 bool KeyRing::empty() const {
   std::lock_guard lk(mu_);
-  return !current_ && old_.empty();
+  return !current_ && !previous_ && old_.empty();
 }
 
 std::string KeyRing::Missing(uint64_t id) const {
   std::lock_guard lk(mu_);
   std::string s = "encrypted with key " + KeyIdHex(id) + ", ";
-  if (!current_ && old_.empty())
+  if (!current_ && !previous_ && old_.empty())
     return s + "but no key is configured (snapshot-encryption-key-file; featurekv-snapshot --key-file)";
   s += "which is not among the keys given (";
   if (current_) s += "current " + KeyIdHex(current_->id);
-  for (const auto& k : old_) s += (s.back() == '(' ? "previous " : ", previous ") + KeyIdHex(k->id);
+  if (previous_) s += (s.back() == '(' ? "previous " : ", previous ") + KeyIdHex(previous_->id);
+  for (const auto& k : old_) s += (s.back() == '(' ? "older " : ", older ") + KeyIdHex(k->id);
   return s + "; snapshot-encryption-previous-key-file names an older key)";
 }
 

@@ -4,11 +4,16 @@
 //
 //   sealed := nonce (12) | ciphertext (as long as the plaintext) | tag (16)
 //
-// and is bound to where it sits (its frame kind, section and index, or its
-// file and block index) through the associated data, so a piece moved,
-// swapped or altered fails its tag. A key is named by its id, the first 8
-// bytes of SHA-256("featurekv key id" | key): files record the id of the
-// key that wrote them, and a reader picks that key from its ring.
+// and is bound to where it sits (its file's header, and its frame kind,
+// section and index, or its block index) through the associated data, so
+// a piece moved within a file, taken from another file, or altered fails
+// its tag. Each file has a random 16-byte id in its header and is sealed
+// under its own key, HMAC-SHA256(key, "featurekv file key" | file id), so
+// the random-nonce bound of AES-GCM (2^32 seals a key) applies per file,
+// not to everything a configured key ever writes. A configured key is
+// named by its id, the first 8 bytes of SHA-256("featurekv key id" | key):
+// files record the id of the key that wrote them, and a reader picks that
+// key from its ring.
 #pragma once
 
 #include <array>
@@ -21,7 +26,7 @@
 
 namespace fkv::crypt {
 
-inline constexpr size_t kKeyBytes = 32, kNonceBytes = 12, kTagBytes = 16;
+inline constexpr size_t kKeyBytes = 32, kNonceBytes = 12, kTagBytes = 16, kFileIdBytes = 16;
 inline constexpr size_t kOverhead = kNonceBytes + kTagBytes;
 
 struct Key {
@@ -36,6 +41,9 @@ std::shared_ptr<const Key> MakeKey(std::string_view raw);
 // Returns an error text naming the file, or "".
 std::string ReadKeyFile(const std::string& path, std::shared_ptr<const Key>* key);
 std::string KeyIdHex(uint64_t id);
+// A random file id, and the key a file with that id is sealed under.
+std::string NewFileId();
+std::shared_ptr<const Key> FileKey(const Key& key, std::string_view file_id);
 
 // Appends the sealed form of `plain`, bound to `aad`, to *out. False only
 // when OpenSSL fails (no randomness).
@@ -53,8 +61,12 @@ class KeyRing {
   // The key with this id (the current or an older one), or null.
   std::shared_ptr<const Key> Find(uint64_t id) const;
   // Makes `key` (null: none) the current key; the one it replaces stays
-  // known for reading.
+  // known for reading until the process ends.
   void SetCurrent(std::shared_ptr<const Key> key);
+  // The key of snapshot-encryption-previous-key-file (null: none),
+  // replacing the one set before.
+  void SetPrevious(std::shared_ptr<const Key> key);
+  // One more older key (featurekv-snapshot's further --key-file).
   void AddOld(std::shared_ptr<const Key> key);
   bool empty() const;
   // What a reader that found no key with `id` should say.
@@ -62,8 +74,8 @@ class KeyRing {
 
  private:
   mutable std::mutex mu_;
-  std::shared_ptr<const Key> current_;
-  std::vector<std::shared_ptr<const Key>> old_;
+  std::shared_ptr<const Key> current_, previous_;
+  std::vector<std::shared_ptr<const Key>> old_;  // replaced by SetCurrent, or added
 };
 
 }  // namespace fkv::crypt

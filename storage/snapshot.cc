@@ -57,20 +57,25 @@ void AppendFrame(std::string* out, Frame kind, uint16_t section, std::string_vie
   out->append(payload);
 }
 
-std::string FileHeader(const crypt::Key* key) {
+std::string FileHeader(const crypt::Key* key, std::string_view file_id) {
   std::string s(kMagic, sizeof kMagic);
   uint32_t v = kVersion, flags = key ? kFlagEncrypted : 0;
   s.append(reinterpret_cast<const char*>(&v), 4);
   s.append(reinterpret_cast<const char*>(&flags), 4);
-  if (key) s.append(reinterpret_cast<const char*>(&key->id), 8);
+  if (key) {
+    s.append(reinterpret_cast<const char*>(&key->id), 8);
+    s.append(file_id);
+  }
   return s;
 }
 
-std::string FrameAad(uint8_t kind, uint16_t section, uint64_t index) {
-  std::string a(12, '\0');
-  a[0] = static_cast<char>(kind);
-  std::memcpy(a.data() + 2, &section, 2);
-  std::memcpy(a.data() + 4, &index, 8);
+std::string FrameAad(std::string_view file_header, uint8_t kind, uint16_t section, uint64_t index) {
+  std::string a(file_header);
+  a.append(12, '\0');
+  char* p = a.data() + file_header.size();
+  p[0] = static_cast<char>(kind);
+  std::memcpy(p + 2, &section, 2);
+  std::memcpy(p + 4, &index, 8);
   return a;
 }
 
@@ -465,13 +470,21 @@ void SectionEncoder::Finish() {
 FileWriter::~FileWriter() { Abort(); }
 
 std::string FileWriter::Open(const std::string& dir, const std::string& name, std::shared_ptr<const crypt::Key> key) {
-  key_ = std::move(key);
   dir_ = dir;
   final_ = dir + "/" + name;
   tmp_ = final_ + ".tmp";
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) return Errno("cannot create " + tmp_);
-  std::string header = FileHeader(key_.get());
+  std::string header;
+  if (key) {
+    std::string id = crypt::NewFileId();
+    header = FileHeader(key.get(), id);
+    key_ = crypt::FileKey(*key, id);
+  } else {
+    header = FileHeader();
+    key_ = nullptr;
+  }
+  header_ = header;
   queued_ = header.size();
   q_.push_back(std::move(header));  // before the thread starts: not a frame
   thread_ = std::thread([this] { Run(); });
@@ -538,7 +551,7 @@ bool FileWriter::SealFrames(std::string* buf) {
     std::memcpy(&len, buf->data() + off + 4, 4);
     size_t h = out.size();
     out.append(kFrameHeaderSize, '\0');
-    if (!crypt::Seal(*key_, FrameAad(kind, section, sealed_frames_++),
+    if (!crypt::Seal(*key_, FrameAad(header_, kind, section, sealed_frames_++),
                      std::string_view(buf->data() + off + kFrameHeaderSize, len), &out))
       return false;
     WriteFrameHeader(out.data() + h, static_cast<Frame>(kind), section,
@@ -661,8 +674,10 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
     std::memcpy(&id, base + kFileHeaderSize, 8);
     key = keys ? keys->Find(id) : nullptr;
     if (!key) return where("file header", kFileHeaderSize) + (keys ? keys->Missing(id) : crypt::KeyRing().Missing(id));
+    key = crypt::FileKey(*key, std::string_view(base + kFileHeaderSize + 8, crypt::kFileIdBytes));
     off = kEncryptedHeaderSize;
   }
+  const std::string_view file_header(base, off);
   Header header;
   bool have_header = false, have_views = false, have_kafka = false, have_drift = false, have_aof = false;
   std::vector<std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)>> sums;
@@ -691,7 +706,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
     if (XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(kind, section, len)) != sum)
       return where(sec, off) + "checksum mismatch";
     if (key) {
-      if (!crypt::Open(*key, FrameAad(kind, section, frames), payload, &plain))
+      if (!crypt::Open(*key, FrameAad(file_header, kind, section, frames), payload, &plain))
         return where(sec, off) + "authentication failed (the frame was altered or moved)";
       payload = plain;
     }

@@ -17,9 +17,10 @@
 // A file without its FOOTER is truncated and refused.
 //
 // An encrypted file (snapshot-encryption-key-file) sets flag 1 in the
-// header's last word and follows it with the u64 id of its key; each
-// frame's payload is then the sealed form of the plain payload
-// (storage/cipher.h), bound to the frame's kind, section and index in the
+// header's last word and follows it with the u64 id of its key and a
+// random 16-byte file id; each frame's payload is then the sealed form of
+// the plain payload (storage/cipher.h) under the file's key, bound to the
+// whole file header and to the frame's kind, section and index in the
 // file, and the frame's length and checksum are those of the sealed bytes.
 // Section checksums and the footer's counts are over the plain payloads.
 //
@@ -52,7 +53,7 @@ namespace fkv::snap {
 inline constexpr char kMagic[8] = {'F', 'K', 'V', 'S', 'N', 'A', 'P', '\n'};
 inline constexpr uint32_t kVersion = 2;  // 2: entity blocks with shared view layouts (1 is refused)
 inline constexpr size_t kFileHeaderSize = 16;  // magic, version, flags
-inline constexpr size_t kEncryptedHeaderSize = 24;  // then the key id
+inline constexpr size_t kEncryptedHeaderSize = 40;  // then the key id and the file id
 inline constexpr uint32_t kFlagEncrypted = 1;
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr size_t kChunkBytes = 256 * 1024;  // RECORDS payloads are cut near this size
@@ -64,10 +65,11 @@ const char* FrameName(uint8_t kind);
 void WriteFrameHeader(char* h, Frame kind, uint16_t section, std::string_view payload);
 // Appends one frame (header + payload) to *out.
 void AppendFrame(std::string* out, Frame kind, uint16_t section, std::string_view payload);
-// The file header: plain, or naming the key its frames are sealed with.
-std::string FileHeader(const crypt::Key* key = nullptr);
+// The file header: plain, or naming the key its frames are sealed with
+// and the file's id.
+std::string FileHeader(const crypt::Key* key = nullptr, std::string_view file_id = {});
 // The associated data a sealed frame is bound to.
-std::string FrameAad(uint8_t kind, uint16_t section, uint64_t index);
+std::string FrameAad(std::string_view file_header, uint8_t kind, uint16_t section, uint64_t index);
 
 // Little-endian primitives. Varints are LEB128.
 class Enc {
@@ -226,7 +228,8 @@ class FileWriter {
   void Run();
   bool SealFrames(std::string* buf);
   std::string dir_, tmp_, final_;
-  std::shared_ptr<const crypt::Key> key_;
+  std::shared_ptr<const crypt::Key> key_;  // the file's own key (null: plain)
+  std::string header_;                      // the file header, bound to every frame
   bool header_done_ = false;   // the writer thread's: the file header is out
   uint64_t sealed_frames_ = 0;  // the writer thread's: the next frame's index
   int fd_ = -1;

@@ -102,6 +102,19 @@ class AofTest(unittest.TestCase):
         self.assertIsNone(r.get("gone"))
         self.assertGreater(int(r.info("persistence")["aof_replayed_records"]), 0)
 
+    def test_megabytes_in_one_pass_come_back(self):
+        """Writes larger than a block (1 MiB of records) in one writer pass:
+        an encrypted file cuts them into several blocks."""
+        r = self.start("always", shards=1)
+        with r.pipeline(transaction=False) as p:
+            for i in range(24):
+                p.set("big:%d" % i, ("%02d" % i) * 100000)  # 200 KB each
+            p.execute()
+        self.crash()
+        r = self.start("always", shards=1)
+        self.assertEqual(r.dbsize(), 24)
+        self.assertEqual(r.get("big:23"), "23" * 100000)
+
     def test_everysec_keeps_what_was_fsynced(self):
         r = self.start("everysec")
         r.set("s", "v")
@@ -235,7 +248,7 @@ class EncryptedAofTest(AofTest):
         return super().start(fsync, shards, [("snapshot-encryption-key-file", key)] + list(extra))
 
     def last_log(self):
-        files = [f for f in self.logs() if os.path.getsize(os.path.join(self.data, "appendonlydir", f)) > 40]
+        files = [f for f in self.logs() if os.path.getsize(os.path.join(self.data, "appendonlydir", f)) > 56]
         self.assertTrue(files, self.logs())
         return os.path.join(self.data, "appendonlydir", files[-1])
 
@@ -246,7 +259,7 @@ class EncryptedAofTest(AofTest):
             self.assertNotIn(b"value-4", data)
             self.assertEqual(struct.unpack_from("<I", data, 20)[0], 1)  # flag 1: encrypted
             # The fifth block's first sealed byte (blocks: u32 length, u32 checksum, sealed).
-            off = 40
+            off = 56
             for _ in range(4):
                 off += 8 + struct.unpack_from("<I", data, off)[0]
             data[off + 8 + 12] ^= 0x20
@@ -267,6 +280,22 @@ class EncryptedAofTest(AofTest):
             self.start("always", shards=1)
         self.assertIn("%s at byte %d: corrupt block (authentication failed" % (path, off), str(cm.exception))
         self.srv = None
+
+    def test_megabytes_in_one_pass_come_back(self):
+        super().test_megabytes_in_one_pass_come_back()
+        # The first run's file: the 4.8 MB of records in several blocks, each
+        # at most 1 MiB of records and one more.
+        first = min(self.logs(), key=lambda n: int(n.split(".")[-2]))
+        with open(os.path.join(self.data, "appendonlydir", first), "rb") as f:
+            data = f.read()
+        sizes, off = [], 56
+        while off + 8 <= len(data):
+            n = struct.unpack_from("<I", data, off)[0]
+            sizes.append(n)
+            off += 8 + n
+        self.assertEqual(off, len(data))
+        self.assertGreaterEqual(len(sizes), 4, sizes)
+        self.assertLessEqual(max(sizes), (1 << 20) + 200100 + 28, sizes)
 
     def test_nothing_is_in_the_clear_and_another_key_is_refused(self):
         r = self.start("always", shards=1)

@@ -221,6 +221,12 @@ class TlsTests(unittest.TestCase):
                                             "Unable to update TLS configuration. Check server logs."))
             self.assertEqual(admin.command("CONFIG", "GET", "tls-cert-file")[1], cert("server.pem"))
             self.assertEqual(served_cn(), "localhost")
+            # The other directives of a refused call are not changed either.
+            slow = admin.command("CONFIG", "GET", "slowlog-max-len")[1]
+            got = admin.command("CONFIG", "SET", "slowlog-max-len", "7", "TLS-CERT-FILE", cert("server2.pem"))
+            self.assertIsInstance(got, RespError)
+            self.assertEqual(admin.command("CONFIG", "GET", "slowlog-max-len")[1], slow)
+            self.assertEqual(admin.command("CONFIG", "GET", "tls-cert-file")[1], cert("server.pem"))
             self.assertEqual(admin.command("CONFIG", "SET", "tls-cert-file", cert("server2.pem"), "tls-key-file",
                                            cert("server2.key")), "OK")
             try:

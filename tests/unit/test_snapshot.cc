@@ -1386,6 +1386,20 @@ TEST_CASE("cipher: the key ring finds the current and replaced keys by id") {
   ring.SetCurrent(nullptr);  // new files in the clear; both keys still read
   CHECK(ring.current() == nullptr);
   CHECK(ring.Find(k2->id) == k2);
+  // The previous-key directive's key is replaced, not added to.
+  ring.SetPrevious(k3);
+  CHECK(ring.Find(k3->id) == k3);
+  ring.SetPrevious(nullptr);
+  CHECK(ring.Find(k3->id) == nullptr);
+  // Each file id gives its own key, under the same configured key id.
+  std::string a = crypt::NewFileId(), b = crypt::NewFileId();
+  CHECK(a.size() == crypt::kFileIdBytes);
+  CHECK(a != b);
+  auto fa = crypt::FileKey(*k1, a), fb = crypt::FileKey(*k1, b);
+  CHECK(fa->bytes != fb->bytes);
+  CHECK(fa->bytes != k1->bytes);
+  CHECK(fa->id == k1->id);
+  CHECK(crypt::FileKey(*k1, a)->bytes == fa->bytes);
 }
 
 TEST_CASE("snapshot encrypted: the same records come back, and no plaintext is in the file") {
@@ -1466,7 +1480,7 @@ TEST_CASE("snapshot encrypted: altered, moved and truncated frames are refused")
     return err;
   };
   REQUIRE(read(good) == "");
-  // Encrypted frames start after the 24-byte header.
+  // Encrypted frames start after the 40-byte header.
   std::vector<FrameAt> frames;
   for (size_t off = snap::kEncryptedHeaderSize; off + snap::kFrameHeaderSize <= good.size();) {
     uint32_t len;
@@ -1503,13 +1517,26 @@ TEST_CASE("snapshot encrypted: altered, moved and truncated frames are refused")
     REQUIRE(swapped.size() == good.size());
     CHECK(read(swapped) != "");
   }
+  // A frame taken from another file written with the same key, at the
+  // same place (the same stores give frames of the same length): bound to
+  // its own file, it fails.
+  {
+    const std::string other = EncryptedSmallFile(dir, rng, key, "other.snap");
+    REQUIRE(other.size() == good.size());
+    for (const FrameAt& f : frames) {
+      CAPTURE(f.off);
+      std::string mixed = good;
+      mixed.replace(f.off, snap::kFrameHeaderSize + f.len, other.substr(f.off, snap::kFrameHeaderSize + f.len));
+      CHECK(Contains(read(mixed), "authentication failed"));
+    }
+  }
   // Cut anywhere: truncated.
   for (int i = 0; i < 40; i++) {
     size_t at = snap::kEncryptedHeaderSize + rng() % (good.size() - snap::kEncryptedHeaderSize);
     CAPTURE(at);
     CHECK(Contains(read(good.substr(0, at)), "truncated"));
   }
-  for (size_t at : {size_t{16}, size_t{20}, size_t{23}}) CHECK(Contains(read(good.substr(0, at)), "truncated"));
+  for (size_t at : {size_t{16}, size_t{20}, size_t{23}, size_t{39}}) CHECK(Contains(read(good.substr(0, at)), "truncated"));
   // An unknown flag is refused.
   std::string flagged = good;
   flagged[12] |= 0x02;
