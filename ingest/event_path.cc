@@ -137,6 +137,31 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
   if (root.type() != simdjson::dom::element_type::OBJECT) return "not_object";
   slots_.resize(src.slots.size());
   for (size_t i = 0; i < src.slots.size(); i++) Extract(root, src.slots[i], &slots_[i]);
+  for (const FieldCheck& c : src.checks) {
+    const FieldValue& f = slots_[static_cast<size_t>(c.slot)];
+    if (f.kind == ValueKind::kMissing || f.kind == ValueKind::kNull) {
+      if (c.required) return "missing_field";
+      continue;
+    }
+    switch (c.type) {
+      case FieldType::kInt:
+        if (f.kind != ValueKind::kInt) return "bad_type";
+        break;
+      case FieldType::kFloat:
+        if (!f.is_number()) return "bad_type";
+        break;
+      case FieldType::kString:
+        if (f.kind != ValueKind::kString) return "bad_type";
+        break;
+      case FieldType::kBool:
+        if (f.kind != ValueKind::kBool) return "bad_type";
+        break;
+      case FieldType::kEnum:
+        if (f.kind != ValueKind::kString) return "bad_type";
+        if (!std::binary_search(c.values.begin(), c.values.end(), f.s)) return "bad_enum";
+        break;
+    }
+  }
 
   int64_t ts = now_ms;
   if (src.ts_slot >= 0) {

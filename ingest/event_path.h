@@ -129,8 +129,9 @@ class EventPlanner {
   // Decodes one JSON event of source `src` and appends the updates of its
   // views to *out. Returns "" when at least one view accepted it (or the
   // source feeds no view), else the reason it was rejected: invalid_json,
-  // not_object, missing_timestamp, bad_timestamp, future, missing_key,
-  // bad_key, missing_field, bad_field.
+  // not_object, a typed source's bad_type / bad_enum / missing_field,
+  // missing_timestamp, bad_timestamp, future, missing_key, bad_key,
+  // missing_field, bad_field.
   std::string Plan(const Registry& reg, int src, std::string_view json, int64_t now_ms, int64_t max_skew_ms,
                    UpdateBatch* out, IngestStats* stats);
 

@@ -76,6 +76,55 @@ int SlotOf(SourceDef& src, const std::string& path) {
   src.slots.push_back(path);
   return static_cast<int>(src.slots.size() - 1);
 }
+// `fields: {name: type, ...}` of a source, where a type is int, float,
+// string or bool, {enum: [values...]}, or {type: T, required: true}.
+void ParseFieldChecks(Loader& L, const YAML::Node& fields, SourceDef* s) {
+  const std::string where = "fields of source '" + s->name + "'";
+  if (!fields.IsMap()) L.Fail(fields, where + " must be a mapping of field name to type");
+  for (const auto& kv : fields) {
+    FieldCheck c;
+    c.field = kv.first.as<std::string>();
+    if (c.field.empty()) L.Fail(kv.first, "empty field name in " + where);
+    const YAML::Node& t = kv.second;
+    std::string type;
+    if (t.IsScalar()) {
+      type = t.as<std::string>();
+    } else if (t.IsMap()) {
+      L.OnlyKeys(t, {"type", "enum", "required"}, "field '" + c.field + "' of source '" + s->name + "'");
+      if (t["enum"] && t["type"] && L.Scalar(t["type"], "type") != "enum")
+        L.Fail(t["type"], "field '" + c.field + "': enum and type " + L.Scalar(t["type"], "type") + " at once");
+      if (t["enum"]) {
+        type = "enum";
+        const YAML::Node& vs = t["enum"];
+        if (!vs.IsSequence() || vs.size() == 0) L.Fail(vs, "field '" + c.field + "': enum must be a non-empty list");
+        for (const auto& v : vs) c.values.push_back(L.Scalar(v, "enum value"));
+        std::sort(c.values.begin(), c.values.end());
+        if (std::adjacent_find(c.values.begin(), c.values.end()) != c.values.end())
+          L.Fail(vs, "field '" + c.field + "': an enum value is listed twice");
+      } else if (t["type"]) {
+        type = L.Scalar(t["type"], "type");
+      } else {
+        L.Fail(t, "field '" + c.field + "' needs a type or an enum");
+      }
+      if (t["required"]) {
+        std::string r = L.Scalar(t["required"], "required");
+        if (r != "true" && r != "false") L.Fail(t["required"], "required must be true or false");
+        c.required = r == "true";
+      }
+    } else {
+      L.Fail(t, "field '" + c.field + "' needs a type (int, float, string, bool or {enum: [...]})");
+    }
+    if (type == "int") c.type = FieldType::kInt;
+    else if (type == "float") c.type = FieldType::kFloat;
+    else if (type == "string") c.type = FieldType::kString;
+    else if (type == "bool") c.type = FieldType::kBool;
+    else if (type == "enum" && !c.values.empty()) c.type = FieldType::kEnum;
+    else L.Fail(t, "unknown type '" + type + "' for field '" + c.field + "' (int, float, string, bool or {enum: [...]})");
+    c.slot = SlotOf(*s, c.field);
+    s->checks.push_back(std::move(c));
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<const Registry> Registry::LoadText(const std::string& text, const std::string& name) {
@@ -141,7 +190,7 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
       SourceDef s;
       s.name = kv.first.as<std::string>();
       const YAML::Node& d = kv.second;
-      L.OnlyKeys(d, {"topic", "format", "timestamp"}, "source '" + s.name + "'");
+      L.OnlyKeys(d, {"topic", "format", "timestamp", "fields"}, "source '" + s.name + "'");
       s.topic = d["topic"] ? L.Scalar(d["topic"], "topic") : s.name;
       s.format = d["format"] ? L.Scalar(d["format"], "format") : "json";
       if (s.format != "json") L.Fail(d["format"], "unknown format '" + s.format + "' (only json)");
@@ -157,8 +206,14 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         else L.Fail(t["unit"], "unknown timestamp unit '" + unit + "' (s, ms or us)");
         s.ts_slot = SlotOf(s, s.ts_field);
       }
+      if (d["fields"]) ParseFieldChecks(L, d["fields"], &s);
       *canonical += "source " + s.name + " " + s.topic + " " + s.format + " " + s.ts_field + " " +
                     std::to_string(static_cast<int>(s.ts_unit)) + "\n";
+      for (const FieldCheck& c : s.checks) {
+        *canonical += "field " + c.field + " " + std::to_string(static_cast<int>(c.type)) + (c.required ? " required" : "");
+        for (const std::string& v : c.values) *canonical += " " + std::to_string(v.size()) + ":" + v;
+        *canonical += "\n";
+      }
       r->sources_.push_back(std::move(s));
     }
   }

@@ -21,6 +21,19 @@ namespace fkv {
 
 enum class TsUnit : uint8_t { kSeconds, kMillis, kMicros, kArrival };
 
+// A declared field of a typed source (`fields:`): an event whose field has
+// another type is rejected whole (bad_type, or bad_enum for a string
+// outside the list); an absent or null field is fine unless required
+// (then missing_field). docs/operations.md, "Features and the registry".
+enum class FieldType : uint8_t { kInt, kFloat, kString, kBool, kEnum };
+struct FieldCheck {
+  std::string field;
+  int slot = -1;
+  FieldType type = FieldType::kString;
+  bool required = false;
+  std::vector<std::string> values;  // kEnum: the allowed strings, sorted
+};
+
 struct SourceDef {
   std::string name, topic, format;
   std::string ts_field;
@@ -28,6 +41,7 @@ struct SourceDef {
   int ts_slot = -1;
   std::vector<std::string> slots;  // slot -> field path, for the decoder
   std::vector<int> views;          // indexes of the views fed by this source
+  std::vector<FieldCheck> checks;  // declared field types, in declaration order
 };
 
 struct EntityDef {

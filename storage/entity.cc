@@ -42,6 +42,7 @@ std::atomic<Slot*> g_chunks[256];
 std::mutex g_layout_mu;
 uint32_t g_layout_count = 0;                     // under g_layout_mu
 std::unordered_map<uint64_t, uint16_t> g_latest;  // view id -> newest layout id, under g_layout_mu
+std::unordered_map<uint64_t, std::vector<uint16_t>> g_by_view;  // view id -> its layout ids, under g_layout_mu
 }  // namespace
 
 uint16_t InternLayout(const ViewLayout& l) {
@@ -58,7 +59,17 @@ uint16_t InternLayout(const ViewLayout& l) {
   }
   chunk[id & 255].store(new ViewLayout(l), std::memory_order_release);  // kept for the process lifetime
   g_latest[l.view_id] = static_cast<uint16_t>(id);
+  g_by_view[l.view_id].push_back(static_cast<uint16_t>(id));
   return static_cast<uint16_t>(id);
+}
+
+uint16_t FindEqualLayout(const ViewLayout& l) {
+  std::lock_guard lk(g_layout_mu);
+  auto it = g_by_view.find(l.view_id);
+  if (it == g_by_view.end()) return 0;
+  for (auto id = it->second.rbegin(); id != it->second.rend(); ++id)
+    if (*FindLayout(*id) == l) return *id;
+  return 0;
 }
 
 const ViewLayout* FindLayout(uint16_t id) {

@@ -64,6 +64,10 @@ inline constexpr uint32_t kMaxLayouts = 65535;
 uint16_t InternLayout(const ViewLayout& l);
 const ViewLayout* FindLayout(uint16_t id);  // nullptr when not interned
 uint16_t LatestLayout(uint64_t view_id);    // 0 when the view has none
+// The id of an interned layout equal to `l` (the newest such), or 0: how
+// a snapshot or an append-only PUT names an older definition it holds
+// without minting a new id at every read.
+uint16_t FindEqualLayout(const ViewLayout& l);
 inline const ViewLayout& LayoutAt(uint16_t id) { return *FindLayout(id); }
 // Every interned layout as (id, layout), for snapshots.
 std::vector<std::pair<uint16_t, const ViewLayout*>> AllLayouts();

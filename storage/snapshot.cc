@@ -324,7 +324,9 @@ bool DecodeLayouts(std::string_view payload, LayoutMap* map, std::string* err) {
     read.emplace_back(id, std::move(l));
   }
   // Layouts equal to the newest of their view (the registry's) first, so
-  // they keep its id; older ones get new ids.
+  // they keep its id; older ones take the id of an equal definition this
+  // process already has, else a new one (so reading the same file again,
+  // or replaying many PUT records, interns nothing more).
   for (int pass = 0; pass < 2; pass++)
     for (const auto& [id, l] : read) {
       uint16_t& local = (*map)[id];
@@ -332,7 +334,8 @@ bool DecodeLayouts(std::string_view payload, LayoutMap* map, std::string* err) {
       uint16_t latest = LatestLayout(l.view_id);
       if (pass == 0 && !(latest != 0 && LayoutAt(latest) == l)) continue;
       try {
-        local = InternLayout(l);
+        if (pass == 1) local = FindEqualLayout(l);
+        if (local == 0) local = InternLayout(l);
       } catch (const std::length_error& e) {
         return fail(e.what());
       }

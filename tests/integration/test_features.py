@@ -21,6 +21,11 @@ What is here:
 - RegistryValidationTests / RegistryReloadTests: bad files refused with
   file:line while the old registry keeps serving; reconciliation on reload
   and SIGHUP; start-up refusal.
+- TypedSourceTests: a typed source (`fields:`) against a model of its
+  checks: 800 seeded events of random field types, a snapshot and restart
+  in the middle, INFO's reject counters, FINGEST ERRORS; reloads that add,
+  drop and change the types, and a bad declaration refused with file:line.
+  1 and 4 shards.
 - ExpiryTests: view TTLs, the active sweep (DBSIZE and used_memory drop
   without reads), tile reclamation.
 
@@ -1938,6 +1943,188 @@ class ExpiryTests(unittest.TestCase):
         self.assertEqual(r.execute_command("FEVENT", "ev", json.dumps({"uid": "a", "ts": now_ms()})), 1)
         self.assertEqual(r.dbsize(), 1)
         wait_until(lambda: r.dbsize() == 0, timeout=8, what="the entity whose only tile aged out to be reclaimed")
+
+
+# ===========================================================================
+# Typed sources: `fields:` of a source declares types; an event that
+# violates one is rejected whole (bad_type, bad_enum, missing_field).
+
+TYPED_REGISTRY = """\
+sources:
+  ev:
+    topic: ev
+    timestamp: {field: ts, unit: ms}
+    fields:
+      uid: int
+      price: float
+      action: {enum: [click, view, purchase]}
+      note: string
+      vip: bool
+      region: {type: string, required: true}
+entities:
+  user: {key: uid}
+views:
+  act:
+    entity: user
+    source: ev
+    ttl: 1h
+    features:
+      events: {agg: count, windows: [10m]}
+      spent: {agg: sum, field: price, where: "action == 'purchase'", windows: [10m]}
+      last_action: {agg: last, field: action}
+"""
+
+# The same without types: what a reload from it to TYPED_REGISTRY changes.
+UNTYPED_REGISTRY = re.sub(r"    fields:\n(      .*\n)+", "", TYPED_REGISTRY)
+
+# Values of each JSON type; the model's type check below decides.
+TYPED_VALUES = [7, -3, 2.5, "7", "click", "view", "purchase", "Click", "", True, False, None, [1], {"a": 1}]
+
+
+def typed_verdict(ev):
+    """The reason featurekv must give for `ev`, or "" (the first failing
+    declared field, in declaration order; then the view's own checks)."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+    checks = [("uid", lambda v: is_int(v), False), ("price", lambda v: is_int(v) or isinstance(v, float), False),
+              ("action", "enum", False), ("note", lambda v: isinstance(v, str), False),
+              ("vip", lambda v: isinstance(v, bool), False), ("region", lambda v: isinstance(v, str), True)]
+    for field, ok, required in checks:
+        v = ev.get(field)
+        if v is None:
+            if required:
+                return "missing_field"
+            continue
+        if ok == "enum":
+            if not isinstance(v, str):
+                return "bad_type"
+            if v not in ("click", "view", "purchase"):
+                return "bad_enum"
+        elif not ok(v):
+            return "bad_type"
+    if ev.get("uid") is None:
+        return "missing_key"
+    if ev.get("action") is None:
+        return "missing_field"  # last_action needs it
+    if ev.get("action") == "purchase" and ev.get("price") is None:
+        return "missing_field"  # spent needs it
+    return ""
+
+
+class TypedSourceTests:
+    SHARDS = 1
+
+    def setUp(self):
+        self.tmp = TempDir()
+        self.reg_path = self.tmp.file("features.yaml", TYPED_REGISTRY)
+        self.server = self.start()
+
+    def start(self):
+        return ServerProcess(SERVER_BINARY, shards=self.SHARDS, data_dir=self.tmp.path,
+                             directives=[("registry", self.reg_path), ("save", "")]).start()
+
+    def tearDown(self):
+        try:
+            self.server.kill()
+        finally:
+            self.tmp.cleanup()
+
+    def rejected(self, r):
+        info = r.info("ingest")
+        return {k[len("rejected_"):]: int(v) for k, v in info.items()
+                if k.startswith("rejected_") and not k.startswith("rejected_by")}
+
+    def send(self, r, events):
+        try:
+            return r.execute_command("FEVENT", "ev", *[json.dumps(e) for e in events]), ""
+        except redis.ResponseError as e:
+            return None, err_text(e)
+
+    def test_random_events_against_the_model_with_a_restart_in_the_middle(self):
+        rnd = random.Random(20261202 + self.SHARDS)
+        r = self.server.redis()
+        now = now_ms()
+        counts, spent, last, reasons = {}, {}, {}, {}
+        for batch in range(2):
+            for _ in range(400):
+                ev = {"ts": now - rnd.randrange(60000), "region": rnd.choice(["eu", "us", None, 1])}
+                for f in ("uid", "price", "action", "note", "vip"):
+                    if rnd.random() < 0.8:
+                        ev[f] = rnd.choice(TYPED_VALUES) if rnd.random() < 0.3 else {
+                            "uid": rnd.randrange(20), "price": rnd.choice([1, 2.5, 10]),
+                            "action": rnd.choice(["click", "view", "purchase"]), "note": "n",
+                            "vip": rnd.random() < 0.5}[f]
+                if rnd.random() < 0.2:
+                    ev.pop("region")
+                want = typed_verdict(ev)
+                got, err = self.send(r, [ev])
+                if want:
+                    self.assertEqual(err, "ERR 1 of 1 events rejected: #1: " + want, ev)
+                    reasons[want] = reasons.get(want, 0) + 1
+                    continue
+                self.assertEqual((got, err), (1, ""), ev)
+                u = ev["uid"]
+                counts[u] = counts.get(u, 0) + 1
+                if ev["action"] == "purchase":
+                    spent[u] = spent.get(u, 0) + ev["price"]
+                last.setdefault(u, []).append((ev["ts"], ev["action"]))
+            if batch == 0:
+                # A snapshot and a restart in the middle: the types come back
+                # with the registry, the state with the snapshot.
+                self.assertTrue(r.save())
+                self.server.stop()
+                self.server = self.start()
+                r = self.server.redis()
+                reasons = {}  # INFO counters start again
+        self.assertGreater(len(counts), 5)
+        self.assertTrue({"bad_type", "bad_enum", "missing_field"} <= set(reasons), reasons)
+        got = self.rejected(r)
+        for reason, n in reasons.items():
+            self.assertEqual(got.get(reason), n, (reason, got))
+        for u in sorted(counts):
+            events, s, action = r.execute_command("FGET", "user:%d" % u, "events_10m", "spent_10m", "last_action")
+            self.assertEqual(int(events), counts[u], u)
+            self.assertAlmostEqual(float(s or 0), spent.get(u, 0), places=6)
+            newest = max(t for t, _ in last[u])
+            actions = {a for t, a in last[u] if t == newest}
+            self.assertIn(action, actions, u)  # the newest event's (a tie: one of them)
+        # FINGEST ERRORS keeps samples with the new reasons.
+        samples = r.execute_command("FINGEST", "ERRORS")
+        seen = {dict(zip(x[0::2], x[1::2]))["reason"] for x in samples}
+        self.assertTrue(seen & {"bad_type", "bad_enum", "missing_field"}, seen)
+
+    def test_a_reload_that_adds_types_rejects_what_it_accepted(self):
+        r = self.server.redis()
+        bad = {"ts": now_ms(), "uid": "42", "action": "click", "region": "eu"}  # uid a string
+        self.assertEqual(self.send(r, [bad])[1], "ERR 1 of 1 events rejected: #1: bad_type")
+        with open(self.reg_path, "w") as f:
+            f.write(UNTYPED_REGISTRY)
+        self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        self.assertEqual(self.send(r, [bad]), (1, ""))
+        with open(self.reg_path, "w") as f:
+            f.write(TYPED_REGISTRY.replace("[click, view, purchase]", "[click, view]"))
+        self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        ok = dict(bad, uid=42)
+        self.assertEqual(self.send(r, [ok, dict(ok, action="purchase", price=3)])[1],
+                         "ERR 1 of 2 events rejected: #2: bad_enum")
+        # user:42 has both: uid "42" (accepted untyped) and 42 name the same entity.
+        self.assertEqual(r.execute_command("FGET", "user:42", "events_10m"), [2])
+        # A bad type declaration is refused with file:line; the old one serves on.
+        with open(self.reg_path, "w") as f:
+            f.write(TYPED_REGISTRY.replace("      vip: bool", "      vip: boolean"))
+        with self.assertRaises(redis.ResponseError) as cm:
+            r.execute_command("FREGISTRY", "RELOAD")
+        self.assertIn("features.yaml:10: unknown type 'boolean'", str(cm.exception))
+        self.assertEqual(self.send(r, [dict(ok, action="purchase", price=3)])[1],
+                         "ERR 1 of 1 events rejected: #1: bad_enum")
+
+
+class SingleShardTypedSourceTest(TypedSourceTests, unittest.TestCase):
+    SHARDS = 1
+
+
+class ShardedTypedSourceTest(TypedSourceTests, unittest.TestCase):
+    SHARDS = 4
 
 
 # ===========================================================================

@@ -359,3 +359,109 @@ TEST_CASE("the event path plans per view and applies on the store") {
   CHECK_FALSE(ApplyViewUpdate(st, other, 0, now));  // wrongtype: the plain key is untouched
   CHECK(st.Find("user:8", HashKey("user:8"), now)->string_value() == "plain");
 }
+
+// ---------------------------------------------------------------------------
+// Typed sources: `fields:` declares types; violations reject the event.
+
+namespace {
+const char* kTyped = R"(
+sources:
+  ev:
+    topic: ev
+    timestamp: {field: ts, unit: ms}
+    fields:
+      uid: int
+      amt: float
+      kind: {enum: [click, view, purchase]}
+      name: string
+      vip: bool
+      region: {type: string, required: true}
+entities:
+  user: {key: uid}
+views:
+  v:
+    entity: user
+    source: ev
+    features:
+      clicks: {agg: count, windows: [1m]}
+      last_kind: {agg: last, field: kind}
+)";
+}  // namespace
+
+TEST_CASE("typed sources: each declared type accepts its values and rejects the others") {
+  auto r = Registry::LoadText(kTyped, "reg.yaml");
+  REQUIRE(r->sources()[0].checks.size() == 6);
+  EventPlanner p;
+  IngestStats stats;
+  UpdateBatch ups;
+  const int64_t now = 1'700'000'000'000;
+  auto plan = [&](const std::string& fields) {
+    return p.Plan(*r, 0, "{\"ts\": 1700000000000, \"region\": \"eu\", " + fields + "}", now, 300000, &ups, &stats);
+  };
+  // Accepted: every type as declared; optional fields absent or null.
+  CHECK(plan(R"("uid": 7, "amt": 2.5, "kind": "click", "name": "x", "vip": true)") == "");
+  CHECK(plan(R"("uid": 7, "amt": 2, "kind": "view")") == "");  // an int is a float
+  CHECK(plan(R"("uid": 7, "amt": null, "name": null, "kind": "view")") == "");
+  CHECK(plan(R"("uid": -9223372036854775808, "kind": "purchase")") == "");
+  // bad_type, for each type.
+  for (const char* bad : {R"("uid": 7.5)", R"("uid": "7")", R"("uid": true)", R"("uid": 7, "amt": "2.5")",
+                          R"("uid": 7, "amt": [1])", R"("uid": 7, "name": 3)", R"("uid": 7, "vip": 1)",
+                          R"("uid": 7, "vip": "true")", R"("uid": 7, "kind": 1)", R"("uid": 7, "kind": {"a": 1})"}) {
+    CAPTURE(bad);
+    CHECK(plan(bad) == "bad_type");
+  }
+  // bad_enum: a string outside the list (case matters).
+  for (const char* bad : {R"("uid": 7, "kind": "Click")", R"("uid": 7, "kind": "")", R"("uid": 7, "kind": "clicks")"}) {
+    CAPTURE(bad);
+    CHECK(plan(bad) == "bad_enum");
+  }
+  // A required field absent or null.
+  CHECK(p.Plan(*r, 0, R"({"ts": 1700000000000, "uid": 7})", now, 300000, &ups, &stats) == "missing_field");
+  CHECK(p.Plan(*r, 0, R"({"ts": 1700000000000, "uid": 7, "region": null})", now, 300000, &ups, &stats) ==
+        "missing_field");
+  CHECK(ups.size() == 4);  // only the accepted events left updates
+}
+
+TEST_CASE("typed sources: bad declarations are refused with file:line; types change the version") {
+  std::string good = kTyped;
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string t = good;
+    size_t at = t.find(from);
+    REQUIRE(at != std::string::npos);
+    return t.replace(at, from.size(), to);
+  };
+  struct Case {
+    std::string text, expect;
+    int line;
+  } cases[] = {
+      {with("      uid: int", "      uid: integer"), "unknown type 'integer'", 7},
+      {with("      uid: int", "      uid: [int]"), "needs a type", 7},
+      {with("      kind: {enum: [click, view, purchase]}", "      kind: {enum: []}"), "enum must be a non-empty list", 9},
+      {with("      kind: {enum: [click, view, purchase]}", "      kind: {enum: [click, click]}"), "listed twice", 9},
+      {with("      kind: {enum: [click, view, purchase]}", "      kind: {enum: [a], type: int}"), "enum and type", 9},
+      {with("      region: {type: string, required: true}", "      region: {type: string, required: yes please}"),
+       "required must be true or false", 12},
+      {with("      region: {type: string, required: true}", "      region: {required: true}"), "needs a type or an enum",
+       12},
+      {with("      region: {type: string, required: true}", "      region: {type: string, colour: red}"),
+       "unknown key 'colour'", 12},
+  };
+  for (auto& c : cases) {
+    CAPTURE(c.expect);
+    std::string err = LoadError(c.text);
+    CHECK(err.find(c.expect) != std::string::npos);
+    CHECK(err.find("reg.yaml:" + std::to_string(c.line) + ":") == 0);
+  }
+  std::string listed = R"(
+sources:
+  ev:
+    fields: [uid, kind]
+)";
+  CHECK(LoadError(listed).find("reg.yaml:4: fields of source 'ev' must be a mapping") == 0);
+  auto a = Registry::LoadText(kTyped, "reg.yaml");
+  auto b = Registry::LoadText(with("      uid: int", "      uid: float"), "reg.yaml");
+  auto c = Registry::LoadText(with("view, purchase]", "view, buy]"), "reg.yaml");
+  CHECK(a->version() != b->version());
+  CHECK(a->version() != c->version());
+  CHECK(a->version() == Registry::LoadText(kTyped, "reg.yaml")->version());
+}

@@ -1261,6 +1261,17 @@ TEST_CASE("snapshot LAYOUTS: ids map to this process's layouts; a second, differ
   CHECK(snap::DecodeLayouts(snap::EncodeLayouts({{5, &a}}), &map, &err));  // the same again: fine
   CHECK_FALSE(snap::DecodeLayouts(snap::EncodeLayouts({{5, &b}}), &map, &err));
   CHECK(Contains(err, "defined twice"));
+  // Read again and again (a file loaded twice, thousands of append-only PUT
+  // records): the older definition keeps its id; nothing more is interned.
+  const size_t before = AllLayouts().size();
+  const std::string payload = snap::EncodeLayouts({{3, &b}, {5, &a}});
+  for (int i = 0; i < 1000; i++) {
+    snap::LayoutMap again;
+    REQUIRE(snap::DecodeLayouts(payload, &again, &err));
+    CHECK(again[3] == map[3]);
+    CHECK(again[5] == current);
+  }
+  CHECK(AllLayouts().size() == before);
 }
 
 TEST_CASE("snapshot DecodeRecord: random bytes and records of the wrong shape are refused without crashing") {
