@@ -51,6 +51,10 @@ struct ViewUpdate {
 class UpdateBatch {
  public:
   size_t size() const { return updates_.size(); }
+  // The bytes its buffers hold (capacity), for callers that reuse a batch.
+  size_t footprint() const {
+    return bytes_.capacity() + updates_.capacity() * sizeof(ViewUpdate) + aggs_.capacity() * sizeof(Agg);
+  }
   bool empty() const { return updates_.empty(); }
   ViewUpdate& operator[](size_t i) { return updates_[i]; }
   const ViewUpdate& operator[](size_t i) const { return updates_[i]; }

@@ -7,7 +7,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -85,6 +87,8 @@ void ParseFieldChecks(Loader& L, const YAML::Node& fields, SourceDef* s) {
     FieldCheck c;
     c.field = kv.first.as<std::string>();
     if (c.field.empty()) L.Fail(kv.first, "empty field name in " + where);
+    for (const FieldCheck& other : s->checks)
+      if (other.field == c.field) L.Fail(kv.first, "field '" + c.field + "' declared twice in " + where);
     const YAML::Node& t = kv.second;
     std::string type;
     if (t.IsScalar()) {
@@ -97,7 +101,22 @@ void ParseFieldChecks(Loader& L, const YAML::Node& fields, SourceDef* s) {
         type = "enum";
         const YAML::Node& vs = t["enum"];
         if (!vs.IsSequence() || vs.size() == 0) L.Fail(vs, "field '" + c.field + "': enum must be a non-empty list");
-        for (const auto& v : vs) c.values.push_back(L.Scalar(v, "enum value"));
+        for (const auto& v : vs) {
+          // Enum values match JSON strings only: a plain YAML number or
+          // boolean would never match, so it must be quoted.
+          std::string text = L.Scalar(v, "enum value");
+          if (v.Tag() != "!") {
+            char* end = nullptr;
+            (void)std::strtod(text.c_str(), &end);
+            bool number = !text.empty() && end == text.c_str() + text.size();
+            bool looks_other = number || text == "true" || text == "false" || text == "True" || text == "False" ||
+                               text == "null" || text == "~";
+            if (looks_other)
+              L.Fail(v, "field '" + c.field + "': enum value " + text +
+                            " is not a string (enums match JSON strings; quote it: \"" + text + "\")");
+          }
+          c.values.push_back(std::move(text));
+        }
         std::sort(c.values.begin(), c.values.end());
         if (std::adjacent_find(c.values.begin(), c.values.end()) != c.values.end())
           L.Fail(vs, "field '" + c.field + "': an enum value is listed twice");
@@ -108,8 +127,10 @@ void ParseFieldChecks(Loader& L, const YAML::Node& fields, SourceDef* s) {
       }
       if (t["required"]) {
         std::string r = L.Scalar(t["required"], "required");
-        if (r != "true" && r != "false") L.Fail(t["required"], "required must be true or false");
-        c.required = r == "true";
+        for (char& ch : r) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        if (r != "true" && r != "false" && r != "yes" && r != "no")
+          L.Fail(t["required"], "required must be true or false");
+        c.required = r == "true" || r == "yes";
       }
     } else {
       L.Fail(t, "field '" + c.field + "' needs a type (int, float, string, bool or {enum: [...]})");
@@ -120,6 +141,8 @@ void ParseFieldChecks(Loader& L, const YAML::Node& fields, SourceDef* s) {
     else if (type == "bool") c.type = FieldType::kBool;
     else if (type == "enum" && !c.values.empty()) c.type = FieldType::kEnum;
     else L.Fail(t, "unknown type '" + type + "' for field '" + c.field + "' (int, float, string, bool or {enum: [...]})");
+    if (c.field == s->ts_field && c.type != FieldType::kInt && c.type != FieldType::kFloat)
+      L.Fail(t, "field '" + c.field + "' is the source's timestamp: only int or float can be declared for it");
     c.slot = SlotOf(*s, c.field);
     s->checks.push_back(std::move(c));
   }
@@ -210,7 +233,8 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
       *canonical += "source " + s.name + " " + s.topic + " " + s.format + " " + s.ts_field + " " +
                     std::to_string(static_cast<int>(s.ts_unit)) + "\n";
       for (const FieldCheck& c : s.checks) {
-        *canonical += "field " + c.field + " " + std::to_string(static_cast<int>(c.type)) + (c.required ? " required" : "");
+        *canonical += "field " + std::to_string(c.field.size()) + ":" + c.field + " " +
+                      std::to_string(static_cast<int>(c.type)) + (c.required ? " required" : "");
         for (const std::string& v : c.values) *canonical += " " + std::to_string(v.size()) + ":" + v;
         *canonical += "\n";
       }

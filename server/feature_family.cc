@@ -322,6 +322,7 @@ void FEvent(CommandContext& c) {
       }
       aof::LogWrite(*c.store, aof::Kind::kEvents, now, c.args);
     }
+    if (local.footprint() > (1u << 20)) local = UpdateBatch();  // a huge FEVENT does not keep its memory
     sp->events_applied.fetch_add(applied, std::memory_order_relaxed);
     sp->ViewsApplied(by_view);
     if (!err.empty()) return c.out.Error(err);

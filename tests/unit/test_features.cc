@@ -445,6 +445,12 @@ TEST_CASE("typed sources: bad declarations are refused with file:line; types cha
        12},
       {with("      region: {type: string, required: true}", "      region: {type: string, colour: red}"),
        "unknown key 'colour'", 12},
+      {with("      name: string", "      name: string\n      uid: float"), "field 'uid' declared twice", 11},
+      {with("      kind: {enum: [click, view, purchase]}", "      kind: {enum: [click, 2]}"),
+       "enum value 2 is not a string", 9},
+      {with("      kind: {enum: [click, view, purchase]}", "      kind: {enum: [click, true]}"),
+       "enum value true is not a string", 9},
+      {with("      uid: int", "      ts: string"), "is the source's timestamp", 7},
   };
   for (auto& c : cases) {
     CAPTURE(c.expect);
@@ -458,6 +464,12 @@ sources:
     fields: [uid, kind]
 )";
   CHECK(LoadError(listed).find("reg.yaml:4: fields of source 'ev' must be a mapping") == 0);
+  // Quoted numbers are strings; YAML's yes/True are booleans for required.
+  CHECK(LoadError(with("view, purchase]", "view, \"2\"]")) == "");
+  auto yes = Registry::LoadText(with("required: true", "required: yes"), "reg.yaml");
+  CHECK(yes->sources()[0].checks.back().required);
+  CHECK(Registry::LoadText(with("required: true", "required: True"), "reg.yaml")->sources()[0].checks.back().required);
+  CHECK(LoadError(with("      uid: int", "      ts: int")) == "");
   auto a = Registry::LoadText(kTyped, "reg.yaml");
   auto b = Registry::LoadText(with("      uid: int", "      uid: float"), "reg.yaml");
   auto c = Registry::LoadText(with("view, purchase]", "view, buy]"), "reg.yaml");
