@@ -132,6 +132,7 @@ std::map<std::string, uint64_t> IngestStats::skipped_by_view() const {
 std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_view json, int64_t now_ms,
                                int64_t max_skew_ms, UpdateBatch* out, IngestStats* stats) {
   const SourceDef& src = reg.sources()[static_cast<size_t>(src_index)];
+  uncounted_ = false;
   simdjson::dom::element root;
   if (parser_.parse(json.data(), json.size()).get(root) != simdjson::SUCCESS) return "invalid_json";
   if (root.type() != simdjson::dom::element_type::OBJECT) return "not_object";
@@ -177,6 +178,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
   }
   if (ts > now_ms + max_skew_ms) {
     if (stats) stats->events_future.fetch_add(1, std::memory_order_relaxed);
+    uncounted_ = stats == nullptr;
     return "future";
   }
   if (src.views.empty()) return "";
@@ -241,11 +243,13 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
       out->aggs_.resize(agg_mark);
       out->bytes_.resize(byte_mark);
       if (stats) stats->ViewSkip(v.name, reason);
+      else uncounted_ = true;
       if (first_reason.empty()) first_reason = reason;
       continue;
     }
     accepted++;
     if (too_old && stats) stats->events_too_old.fetch_add(too_old, std::memory_order_relaxed);
+    if (too_old && !stats) uncounted_ = true;
     if (out->aggs_.size() == agg_mark) continue;
     ViewUpdate u;
     u.key_off = static_cast<uint32_t>(out->bytes_.size());

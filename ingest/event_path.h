@@ -138,8 +138,12 @@ class EventPlanner {
   // missing_field, bad_field.
   std::string Plan(const Registry& reg, int src, std::string_view json, int64_t now_ms, int64_t max_skew_ms,
                    UpdateBatch* out, IngestStats* stats);
+  // After a Plan with stats == nullptr: true when it would have counted
+  // something (a future event, a view that skipped it, too-old inputs).
+  bool uncounted() const { return uncounted_; }
 
  private:
+  bool uncounted_ = false;
   simdjson::dom::parser parser_;
   std::vector<FieldValue> slots_;
   std::string scratch_;  // the text of a non-string distinct value

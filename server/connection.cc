@@ -187,6 +187,7 @@ void Connection::Close() {
 void Connection::DoRead() {
   if (closed_) return;
   if (killed_) return Close();
+  read_gen_++;
   // Keep the unconsumed bytes at the front; the parser holds only offsets.
   if (rpos_ > 0) {
     if (rend_ > rpos_) std::memmove(rbuf_.get(), rbuf_.get() + rpos_, rend_ - rpos_);
@@ -287,6 +288,17 @@ void Connection::Process(int shard) {
   } else {
     FlushAndRead();
   }
+}
+
+const char* Connection::PeekCommand(const char* at, ArgList* args) {
+  std::string_view rest = Unparsed();
+  if (at < rest.data() || at >= rest.data() + rest.size() || *at != '*') return nullptr;
+  peek_parser_.Reset();
+  peek_parser_.set_limits(parser_.limits());
+  size_t used = 0;
+  std::string_view buf(at, static_cast<size_t>(rest.data() + rest.size() - at));
+  if (peek_parser_.Parse(buf, args, &used) != ParseStatus::kComplete) return nullptr;
+  return at + used;
 }
 
 void Connection::Execute(int shard) {

@@ -75,6 +75,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // This batch wrote (EXEC): under appendfsync always its replies wait for the fsync.
   void NoteWrite() { aof_wait_ = true; }
   std::shared_ptr<Connection> self() { return shared_from_this(); }
+  // For handlers that plan the commands of a pipeline ahead (FEVENT,
+  // docs/architecture.md, "Planning a pipeline ahead"): the bytes already
+  // read after the command being run (valid until the handler returns),
+  // and a parse of the multibulk command starting at `at` inside them that
+  // consumes nothing: the byte after it, or nullptr when it is incomplete,
+  // inline, malformed or outside those bytes. The views point into the
+  // read buffer, where the parser will find the same bytes.
+  std::string_view Unparsed() const { return {rbuf_.get() + rpos_ + consumed_, rend_ - rpos_ - consumed_}; }
+  const char* PeekCommand(const char* at, ArgList* args);
+  // Bumped whenever the read buffer may move or be overwritten (DoRead):
+  // a view into it taken under one generation is stale under another.
+  uint64_t read_generation() const { return read_gen_; }
 
  private:
   void Process(int shard);   // the parse/dispatch loop, on `shard`'s thread
@@ -102,6 +114,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<char[]> rbuf_;
   size_t rcap_ = 0, rpos_ = 0, rend_ = 0;
   RequestParser parser_;
+  RequestParser peek_parser_;     // PeekCommand's: never touches parser_'s state
+  uint64_t read_gen_ = 0;
   ArgList args_;
   size_t consumed_ = 0;           // bytes of the parsed request
   bool have_cmd_ = false;         // args_ holds a parsed, not yet run request

@@ -3,7 +3,10 @@
 // FMGET and FEVENT fan out to the shards of their keys in parallel. Window
 // rule (docs/architecture.md, "Tiles and the window rule"): a window of length W at time T covers the tiles whose
 // start s satisfies T - W < s <= T.
+#include <strings.h>
+
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 
@@ -265,6 +268,117 @@ void FSet(CommandContext& c) {
   c.out.Ok();
 }
 
+// Planning a pipeline ahead (docs/architecture.md, "Planning a pipeline
+// ahead"). While one FEVENT runs, the FEVENTs already read after it are
+// planned (up to kDepth of them) and the table slots, records and entity
+// blocks of their keys prefetched in three stages, one command apart, so a
+// pipeline's cache misses overlap with the work of the commands before
+// them instead of stalling each apply. A plan is taken only by the command
+// it was made from (same connection, same read of its buffer, the same
+// argument bytes, registry and max-event-skew), and kept only when
+// planning it counted nothing (no rejection, skip or too-old input, which
+// go to INFO when the command runs); anything else plans again. The event
+// time of an arrival-time source is the plan's clock: those bytes had
+// arrived by then.
+class FeventLookahead {
+ public:
+  static constexpr size_t kDepth = 8;
+
+  // The plan of the command now running, if it is the oldest one planned
+  // (its batch swapped into *out, its clock into *now); else forgets all.
+  bool Take(const CommandContext& c, const std::shared_ptr<const Registry>& reg, int64_t skew, UpdateBatch* out,
+            int64_t* now) {
+    if (count_ == 0) return false;
+    Ahead& a = ring_[head_];
+    bool same = c.conn != nullptr && c.conn->id() == conn_id_ && c.conn->read_generation() == read_gen_ &&
+                a.reg == reg && a.skew == skew && a.args.size() == c.args.size();
+    for (size_t i = 0; same && i < a.args.size(); i++)
+      same = a.args[i].data() == c.args[i].data() && a.args[i].size() == c.args[i].size();
+    if (!same) {
+      Forget();
+      return false;
+    }
+    std::swap(*out, a.batch);
+    a.batch.clear();
+    a.reg.reset();
+    *now = a.now_ms;
+    head_ = (head_ + 1) % kDepth;
+    count_--;
+    return true;
+  }
+
+  // After the running command took or made its plan: plans the FEVENTs
+  // that follow it in the buffer until kDepth are ahead, then issues each
+  // plan's prefetch stage by its distance from the running command.
+  void TopUp(CommandContext& c, const std::shared_ptr<const Registry>& reg, int64_t skew, EventPlanner& planner) {
+    if (c.conn == nullptr) return;
+    std::string_view rest = c.conn->Unparsed();
+    const bool fresh = count_ == 0 || c.conn->id() != conn_id_ || c.conn->read_generation() != read_gen_;
+    if (fresh) {
+      Forget();
+      conn_id_ = c.conn->id();
+      read_gen_ = c.conn->read_generation();
+      next_ = rest.data();
+    }
+    while (count_ < kDepth && !rest.empty()) {
+      Ahead& a = ring_[(head_ + count_) % kDepth];
+      const char* end = c.conn->PeekCommand(next_, &a.args);
+      if (end == nullptr || a.args.size() < 3 || a.args.size() > 2 + kMaxEvents || !EqualsFevent(a.args[0])) break;
+      int src = reg->FindSource(a.args[1]);
+      if (src < 0) break;
+      a.batch.clear();
+      bool clean = true;
+      for (size_t i = 2; clean && i < a.args.size(); i++)
+        clean = planner.Plan(*reg, src, a.args[i], c.now_ms, skew, &a.batch, nullptr).empty() && !planner.uncounted();
+      if (!clean) break;
+      for (size_t i = 0; i < a.batch.size(); i++) a.batch[i].key_hash = HashKey(a.batch.key(i));
+      a.reg = reg;
+      a.skew = skew;
+      a.now_ms = c.now_ms;
+      next_ = end;
+      count_++;
+      Prefetch(c, a.batch, 0);
+    }
+    if (fresh) {
+      // A new run: the commands nearest get their records, then their
+      // blocks, now, each stage a pass so the misses overlap.
+      for (int stage = 1; stage <= 2; stage++)
+        for (size_t d = 0; d < std::min<size_t>(count_, 4); d++) Prefetch(c, ring_[(head_ + d) % kDepth].batch, stage);
+      return;
+    }
+    // In a run: the blocks two commands ahead, the records four ahead
+    // (their slots were fetched when they were planned, further ahead).
+    if (count_ > 1) Prefetch(c, ring_[(head_ + 1) % kDepth].batch, 2);
+    if (count_ > 3) Prefetch(c, ring_[(head_ + 3) % kDepth].batch, 1);
+  }
+
+  void Forget() {
+    for (size_t i = 0; i < count_; i++) ring_[(head_ + i) % kDepth].reg.reset();
+    count_ = 0;
+  }
+
+ private:
+  static constexpr size_t kMaxEvents = 16;  // longer FEVENTs are planned when they run
+  struct Ahead {
+    ArgList args;
+    std::shared_ptr<const Registry> reg;  // held: a reload cannot free it, nor reuse its address
+    int64_t skew = 0, now_ms = 0;
+    UpdateBatch batch;
+  };
+  static bool EqualsFevent(std::string_view name) {
+    return name.size() == 6 && strncasecmp(name.data(), "fevent", 6) == 0;
+  }
+  static void Prefetch(CommandContext& c, const UpdateBatch& b, int stage) {
+    const ShardSet& shards = c.server->shards();
+    for (size_t i = 0; i < b.size(); i++)
+      if (shards.ShardOf(b[i].key_hash) == c.shard) c.store->Prefetch(b[i].key_hash, stage);
+  }
+  std::array<Ahead, kDepth> ring_;
+  size_t head_ = 0, count_ = 0;
+  uint64_t conn_id_ = 0, read_gen_ = 0;
+  const char* next_ = nullptr;  // the first byte after the last command planned
+};
+
 // FEVENT source json [json ...]
 void FEvent(CommandContext& c) {
   // The shard's registry, by reference: it is swapped only on this thread,
@@ -273,6 +387,7 @@ void FEvent(CommandContext& c) {
   int src = reg->FindSource(c.args[1]);
   if (src < 0) return c.out.Error("ERR unknown source '" + std::string(c.args[1]) + "'");
   thread_local EventPlanner planner;
+  thread_local FeventLookahead ahead;
   // Planned into a batch this thread reuses; moved out only for a fan-out.
   thread_local UpdateBatch local;
   local.clear();
@@ -281,13 +396,16 @@ void FEvent(CommandContext& c) {
   size_t n = c.args.size() - 2;
   std::vector<std::pair<size_t, std::string>> rejected;
   int64_t skew = c.server->config().max_event_skew_ms();
-  for (size_t i = 0; i < n; i++) {
-    std::string why = planner.Plan(*reg, src, c.args[i + 2], c.now_ms, skew, updates, &stats);
-    if (!why.empty()) {
-      stats.Reject(std::string(c.args[1]), why);
-      stats.Sample(RejectSample{why, "FEVENT " + std::string(c.args[1]) + " #" + std::to_string(i + 1), c.now_ms,
-                                std::string(c.args[i + 2])});
-      rejected.emplace_back(i + 1, why);
+  int64_t now = c.now_ms;
+  if (!ahead.Take(c, reg, skew, &local, &now)) {
+    for (size_t i = 0; i < n; i++) {
+      std::string why = planner.Plan(*reg, src, c.args[i + 2], c.now_ms, skew, updates, &stats);
+      if (!why.empty()) {
+        stats.Reject(std::string(c.args[1]), why);
+        stats.Sample(RejectSample{why, "FEVENT " + std::string(c.args[1]) + " #" + std::to_string(i + 1), c.now_ms,
+                                  std::string(c.args[i + 2])});
+        rejected.emplace_back(i + 1, why);
+      }
     }
   }
   uint64_t applied = n - rejected.size();  // counted once the shards applied them
@@ -307,13 +425,13 @@ void FEvent(CommandContext& c) {
     }
   }
   ShardPlan local_plan = updates->PlanShards(c.server->shards().size());
-  int64_t now = c.now_ms;
   IngestStats* sp = &stats;
   auto by_view = updates->CountByView();
   const std::vector<int>& targets = local_plan.shards();
   if (!ShardSet::inline_posts() && (targets.empty() || (targets.size() == 1 && targets[0] == c.shard))) {
     // Every update is on this shard (always so with one shard): applied
     // here, without the fan-out's shared state and closures.
+    ahead.TopUp(c, reg, skew, planner);
     if (!targets.empty()) {
       std::span<const uint32_t> keys = local_plan.indexes(c.shard);
       for (size_t k = 0; k < keys.size(); k++) {
@@ -328,6 +446,7 @@ void FEvent(CommandContext& c) {
     if (!err.empty()) return c.out.Error(err);
     return c.out.Integer(static_cast<int64_t>(applied));
   }
+  ahead.Forget();
   auto shared = std::make_shared<UpdateBatch>(std::move(local));
   local = UpdateBatch();
   auto plan = std::make_shared<const ShardPlan>(std::move(local_plan));

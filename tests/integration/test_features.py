@@ -54,7 +54,7 @@ from collections import defaultdict
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from fkv_testlib import RawClient, RespMap, ServerProcess, wait_until  # noqa: E402
+from fkv_testlib import RawClient, RespError, RespMap, ServerProcess, encode_command, wait_until  # noqa: E402
 
 import redis  # noqa: E402  (python3-redis, Debian)
 
@@ -1509,6 +1509,73 @@ class FeatureSemanticsTests:
                                 "BUCKETS", "1m")
             b = base * 1000
             self.assertEqual(raw, b"*2\r\n*2\r\n:%d\r\n,0\r\n*2\r\n:%d\r\n,2\r\n" % (b - 60000, b))
+
+
+    # -- pipelines: FEVENTs planned ahead while earlier ones run --------------
+
+    def _ingest_counters(self):
+        info = self.r.info("ingest")
+        return {k: int(info.get(k, 0)) for k in ("events_applied", "events_rejected", "events_too_old",
+                                                  "events_future", "view_skipped_activity_missing_field")}
+
+    def test_pipelined_fevents_count_exactly_once_whatever_lies_between(self):
+        """One write of 300 commands: FEVENTs the server plans ahead of the
+        one running (docs/architecture.md, "Planning a pipeline ahead"),
+        byte-identical ones, rejected ones, ones a view skips or finds too
+        old, lowercase ones, reads, a transaction and an arrival-time source
+        in between. Every reply and every counter is exact."""
+        T = self.now_s()
+        good = self.click(T)
+        cases = [
+            (good, 1, {"events_applied": 1}),
+            ("{bad", "ERR 1 of 1 events rejected: #1: invalid_json", {"events_rejected": 1}),
+            # a buy without its amount: `activity` skips it, the other views apply it
+            (self.click(T, "buy"), 1, {"events_applied": 1, "view_skipped_activity_missing_field": 1}),
+            # windows of at most 1d: clicks_1h, views_5m and daily's tiles are too old; the last values apply
+            (self.click(T - 3 * 86400), 1, {"events_applied": 1, "events_too_old": 3}),
+            (self.click(T + 7200), "ERR 1 of 1 events rejected: #1: future", {"events_rejected": 1, "events_future": 1}),
+        ]
+        before = self._ingest_counters()
+        want = dict.fromkeys(before, 0)
+        cmds, expect = [], []
+        clicks = 0
+        for i in range(300):
+            if i % 37 == 36:
+                cmds.append(("FGET", "user:" + self.uid, "clicks_1h"))
+                expect.append([clicks])
+                continue
+            if i == 150:
+                # the queued FEVENTs run in EXEC, which the server plans
+                # ahead from: the two buys after it must not stand in for them
+                buy = self.click(T, "buy", amount=1)
+                cmds += [("MULTI",), ("FEVENT", "clicks", good), ("fevent", "clicks", good), ("EXEC",),
+                         ("FEVENT", "clicks", buy), ("FEVENT", "clicks", buy)]
+                expect += ["OK", "QUEUED", "QUEUED", [1, 1], 1, 1]
+                clicks += 2
+                want["events_applied"] += 4
+                continue
+            if i % 50 == 7:
+                cmds.append(("FEVENT", "arrivals", json.dumps({"user_id": self.uid})))
+                expect.append(1)
+                want["events_applied"] += 1
+                continue
+            event, reply, counts = cases[i % len(cases)]
+            cmds.append(("fevent" if i % 4 == 1 else "FEVENT", "clicks", event))
+            expect.append(reply)
+            for k, n in counts.items():
+                want[k] += n
+            if event == good:
+                clicks += 1
+        arrivals = sum(1 for c in cmds if c[1:2] == ("arrivals",))
+        with RawClient(self.server.port) as c:
+            c.send(b"".join(encode_command(*cmd) for cmd in cmds))
+            got = c.read_replies(len(cmds), timeout=30)
+        got = [g.message if isinstance(g, RespError) else g for g in got]
+        self.assertEqual(got, expect)
+        after = self._ingest_counters()
+        self.assertEqual({k: after[k] - before[k] for k in after}, want)
+        self.assertEqual(self.r.execute_command("FGET", "user:" + self.uid, "clicks_1h", "hits_1m"),
+                         [clicks, arrivals])
 
 
 class SingleShardSemanticsTest(FeatureSemanticsTests, unittest.TestCase):
