@@ -1,6 +1,8 @@
 // Micro benchmarks (Google Benchmark): RESP parsing throughput, reply
 // writing, and store get/set on one shard. Figures, not tests.
 #include <benchmark/benchmark.h>
+#include <fstream>
+#include <iterator>
 
 #include <map>
 #include <memory>
@@ -217,6 +219,44 @@ void BM_EventDecodePlanApplyBatched(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
 }
 BENCHMARK(BM_EventDecodePlanApplyBatched)->Arg(10000)->Arg(1000000);
+
+// The cost of one more kind of aggregation: decode + plan + apply of demo
+// events that carry a price, over 100,000 users, with the demo registry
+// (Arg 0) and with the demo registry plus a quantile of the price per
+// product over 1h in 1-minute tiles (Arg 1): p50, p95, p99.
+void BM_EventApplyWithQuantile(benchmark::State& state) {
+  static std::shared_ptr<const Registry> regs[2];
+  if (!regs[0]) {
+    std::ifstream f(FKV_SOURCE_DIR "/conf/features.yaml");
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    regs[0] = Registry::LoadText(text, "demo");
+    const std::string anchor = "      views:     {agg: count";
+    text.insert(text.find(anchor),
+                "      price_q:   {agg: quantile, field: price, q: [0.5, 0.95, 0.99], windows: [1h], resolution: 1m}\n");
+    regs[1] = Registry::LoadText(text, "demo+quantile");
+  }
+  const Registry& reg = *regs[state.range(0)];
+  int64_t now_ms = int64_t{1'790'000'000} * 1000;
+  std::vector<std::string> events = DemoEvents(200000, now_ms / 1000, 100000);
+  std::mt19937_64 rng(7);
+  std::lognormal_distribution<double> price(3, 1);
+  for (auto& e : events) e.insert(e.size() - 1, ",\"price\":" + std::to_string(price(rng)).substr(0, 6));
+  EventPlanner planner;
+  ShardStore store;
+  ApplyAll(reg, events, now_ms, &planner, &store);  // warm: every entity exists
+  UpdateBatch ups;
+  size_t i = 0;
+  for (auto _ : state) {
+    ups.clear();
+    planner.Plan(reg, 0, events[i++ % events.size()], now_ms, 300000, &ups, nullptr);
+    for (size_t k = 0; k < ups.size(); k++) {
+      ups[k].key_hash = HashKey(ups.key(k));
+      ApplyViewUpdate(store, ups, k, now_ms);
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_EventApplyWithQuantile)->Arg(0)->Arg(1);
 
 // FGET of every demo feature of one user (8 features, 6 windowed), reply
 // written RESP3: the work of the command handler, without the network.

@@ -62,7 +62,7 @@ const fkv::snap::LayoutMap& Layouts() {
     uint64_t sig = 100;
     for (fkv::AggKind k : {fkv::AggKind::kCount, fkv::AggKind::kSum, fkv::AggKind::kMin, fkv::AggKind::kMax,
                            fkv::AggKind::kMean, fkv::AggKind::kStddev, fkv::AggKind::kCountDistinct,
-                           fkv::AggKind::kLast, fkv::AggKind::kLastN})
+                           fkv::AggKind::kLast, fkv::AggKind::kLastN, fkv::AggKind::kQuantile})
       all.aggs.push_back(fkv::AggSpec{k, sig++, fkv::IsWindowed(k) ? 1000 : 0, fkv::IsWindowed(k) ? 3'600'000 : 0,
                                       k == fkv::AggKind::kLastN ? 5 : 0});
     fkv::ViewLayout small{2, 0, {fkv::AggSpec{fkv::AggKind::kCount, 7, 60'000, 86'400'000, 0}}};

@@ -203,8 +203,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
         if (a.field_slot >= 0) {
           const FieldValue& f = slots_[static_cast<size_t>(a.field_slot)];
           bool missing = f.kind == ValueKind::kMissing || f.kind == ValueKind::kNull;
-          bool numeric = a.kind == AggKind::kSum || a.kind == AggKind::kMin || a.kind == AggKind::kMax ||
-                         a.kind == AggKind::kMean || a.kind == AggKind::kStddev;
+          bool numeric = IsNumeric(a.kind);
           if (missing) {
             reason = "missing_field";
             break;

@@ -287,20 +287,52 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         a.name = fkv.first.as<std::string>();
         const YAML::Node& fd = fkv.second;
         std::string where = "feature '" + a.name + "' of view '" + v.name + "'";
-        L.OnlyKeys(fd, {"agg", "field", "where", "windows", "resolution", "n"}, where);
+        L.OnlyKeys(fd, {"agg", "field", "where", "windows", "resolution", "n", "q"}, where);
         if (!fd["agg"]) L.Fail(fd, where + " needs 'agg'");
         std::string agg = L.Scalar(fd["agg"], "agg");
         static const std::pair<const char*, AggKind> kinds[] = {
             {"count", AggKind::kCount}, {"sum", AggKind::kSum},   {"min", AggKind::kMin},
             {"max", AggKind::kMax},     {"mean", AggKind::kMean}, {"stddev", AggKind::kStddev},
-            {"count_distinct", AggKind::kCountDistinct}, {"last", AggKind::kLast}, {"last_n", AggKind::kLastN}};
+            {"count_distinct", AggKind::kCountDistinct}, {"last", AggKind::kLast}, {"last_n", AggKind::kLastN},
+            {"quantile", AggKind::kQuantile}};
         bool found = false;
         for (auto& [n, k] : kinds)
           if (agg == n) a.kind = k, found = true;
-        if (!found) L.Fail(fd["agg"], where + ": unknown aggregation '" + agg + "' (count, sum, min, max, mean, stddev, count_distinct, last, last_n)");
+        if (!found) L.Fail(fd["agg"], where + ": unknown aggregation '" + agg + "' (count, sum, min, max, mean, stddev, count_distinct, quantile, last, last_n)");
         if (fd["field"]) a.field = L.Scalar(fd["field"], "field");
         if (a.kind != AggKind::kCount && a.field.empty()) L.Fail(fd, where + ": aggregation '" + agg + "' needs a field");
         if (!a.field.empty()) a.field_slot = SlotOf(src, a.field);
+        if (IsNumeric(a.kind)) {
+          // A typed source says what the field holds: a number aggregation of
+          // a string, boolean or enum field could only reject every event.
+          for (const FieldCheck& fc : src.checks)
+            if (fc.field == a.field && fc.type != FieldType::kInt && fc.type != FieldType::kFloat)
+              L.Fail(fd["field"], where + ": '" + agg + "' needs a number, and source '" + src.name + "' declares '" +
+                                      a.field + "' as " + (fc.type == FieldType::kEnum ? "an enum" : fc.type == FieldType::kBool ? "bool" : "string"));
+        }
+        if (a.kind == AggKind::kQuantile) {
+          if (!fd["q"] || !fd["q"].IsSequence() || fd["q"].size() == 0)
+            L.Fail(fd, where + ": quantile needs a non-empty 'q' list, e.g. q: [0.5, 0.95, 0.99]");
+          for (const auto& qn : fd["q"]) {
+            double q = -1;
+            try {
+              q = qn.as<double>();
+            } catch (const YAML::Exception&) {
+            }
+            if (!(q >= 0 && q <= 1)) L.Fail(qn, where + ": each q must be a number from 0 to 1");
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "%g", q * 100);
+            std::string text = "p";
+            for (const char* c = buf; *c; c++)
+              if (*c != '.') text += *c;
+            if (std::find(a.quantile_texts.begin(), a.quantile_texts.end(), text) != a.quantile_texts.end())
+              L.Fail(qn, where + ": q " + qn.as<std::string>() + " gives the name '" + text + "' twice");
+            a.quantiles.push_back(q);
+            a.quantile_texts.push_back(text);
+          }
+        } else if (fd["q"]) {
+          L.Fail(fd["q"], where + ": 'q' is only for quantile");
+        }
         if (fd["where"]) {
           a.where_text = L.Scalar(fd["where"], "where");
           std::string err;
@@ -353,7 +385,10 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         }
         // Feature names must be unique inside the view.
         std::vector<std::string> fnames;
-        if (IsWindowed(a.kind))
+        if (a.kind == AggKind::kQuantile)
+          for (auto& q : a.quantile_texts)
+            for (auto& t : a.window_texts) fnames.push_back(a.name + "_" + q + "_" + t);
+        else if (IsWindowed(a.kind))
           for (auto& t : a.window_texts) fnames.push_back(a.name + "_" + t);
         else
           fnames.push_back(a.name);
@@ -365,6 +400,9 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         a.signature = Hash(sig);
         std::string wins;
         for (auto& t : a.window_texts) wins += t + ",";
+        // The q list is not in the signature: a sketch answers any q, so
+        // changing the list keeps the state.
+        for (auto& t : a.quantile_texts) wins += t + ";";
         *canonical += "agg " + sig + " " + wins + "\n";
         v.aggs.push_back(std::move(a));
       }
@@ -395,7 +433,9 @@ const std::vector<int>* Registry::ViewsOfEntity(std::string_view entity) const {
 
 std::string Registry::FeatureName(const FeatureRef& f) const {
   const AggregationDef& a = views_[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
-  return f.window < 0 ? a.name : a.name + "_" + a.window_texts[static_cast<size_t>(f.window)];
+  if (f.window < 0) return a.name;
+  std::string q = f.q < 0 ? "" : a.quantile_texts[static_cast<size_t>(f.q)] + "_";
+  return a.name + "_" + q + a.window_texts[static_cast<size_t>(f.window)];
 }
 
 std::vector<std::pair<std::string, FeatureRef>> Registry::FeaturesOf(std::string_view entity) const {
@@ -416,7 +456,13 @@ std::vector<std::pair<std::string, FeatureRef>> Registry::BareFeaturesOf(std::st
     const ViewDef& v = views_[static_cast<size_t>(vi)];
     for (size_t ai = 0; ai < v.aggs.size(); ai++) {
       const AggregationDef& a = v.aggs[ai];
-      if (IsWindowed(a.kind)) {
+      if (a.kind == AggKind::kQuantile) {
+        for (size_t q = 0; q < a.quantiles.size(); q++)
+          for (size_t w = 0; w < a.windows_ms.size(); w++) {
+            FeatureRef f{vi, static_cast<int>(ai), static_cast<int>(w), static_cast<int>(q)};
+            out.emplace_back(FeatureName(f), f);
+          }
+      } else if (IsWindowed(a.kind)) {
         for (size_t w = 0; w < a.windows_ms.size(); w++) {
           FeatureRef f{vi, static_cast<int>(ai), static_cast<int>(w)};
           out.emplace_back(FeatureName(f), f);
@@ -492,23 +538,9 @@ bool Registry::ResolveFeatureSlow(std::string_view entity, std::string_view name
   std::string_view vname, fname;
   SplitQualified(name, &vname, &fname);
   std::vector<std::pair<std::string, FeatureRef>> hits;
-  const std::vector<int>* vs = ViewsOfEntity(entity);
-  if (vs != nullptr) {
-    for (int vi : *vs) {
-      const ViewDef& v = views_[static_cast<size_t>(vi)];
-      if (!vname.empty() && v.name != vname) continue;
-      for (size_t ai = 0; ai < v.aggs.size(); ai++) {
-        const AggregationDef& a = v.aggs[ai];
-        if (IsWindowed(a.kind)) {
-          for (size_t w = 0; w < a.window_texts.size(); w++)
-            if (fname.size() == a.name.size() + 1 + a.window_texts[w].size() && fname.substr(0, a.name.size()) == a.name &&
-                fname[a.name.size()] == '_' && fname.substr(a.name.size() + 1) == a.window_texts[w])
-              hits.push_back({v.name, FeatureRef{vi, static_cast<int>(ai), static_cast<int>(w)}});
-        } else if (fname == a.name) {
-          hits.push_back({v.name, FeatureRef{vi, static_cast<int>(ai), -1}});
-        }
-      }
-    }
+  for (const auto& [bare, f] : BareFeaturesOf(entity)) {
+    const std::string& view = views_[static_cast<size_t>(f.view)].name;
+    if ((vname.empty() || view == vname) && bare == fname) hits.push_back({view, f});
   }
   return PickOne(hits, "feature", entity, name, fname, out, err);
 }
@@ -521,9 +553,24 @@ bool Registry::ResolveAggregation(std::string_view entity, std::string_view name
     for (int vi : *vs) {
       const ViewDef& v = views_[static_cast<size_t>(vi)];
       if (!vname.empty() && v.name != vname) continue;
-      for (size_t ai = 0; ai < v.aggs.size(); ai++)
-        if (v.aggs[ai].name == aname && IsWindowed(v.aggs[ai].kind))
+      for (size_t ai = 0; ai < v.aggs.size(); ai++) {
+        const AggregationDef& a = v.aggs[ai];
+        if (!IsWindowed(a.kind)) continue;
+        // A quantile aggregation is named with one of its quantiles
+        // ("latency_p95"), or bare when it has only one.
+        if (a.kind == AggKind::kQuantile) {
+          for (size_t q = 0; q < a.quantiles.size(); q++)
+            if (aname == a.name + "_" + a.quantile_texts[q] || (aname == a.name && a.quantiles.size() == 1))
+              hits.push_back({v.name, FeatureRef{vi, static_cast<int>(ai), -1, static_cast<int>(q)}});
+          if (aname == a.name && a.quantiles.size() > 1) {
+            *err = "ERR '" + std::string(name) + "' has several quantiles: name one, e.g. '" + a.name + "_" +
+                   a.quantile_texts[0] + "'";
+            return false;
+          }
+        } else if (a.name == aname) {
           hits.push_back({v.name, FeatureRef{vi, static_cast<int>(ai), -1}});
+        }
+      }
     }
   }
   return PickOne(hits, "windowed aggregation", entity, name, aname, out, err);

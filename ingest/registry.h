@@ -54,6 +54,8 @@ struct AggregationDef : AggSpec {  // AggSpec: kind, signature, resolution, max 
   int field_slot = -1;
   std::vector<int64_t> windows_ms;         // as written
   std::vector<std::string> window_texts;   // "5m": feature names keep the text
+  std::vector<double> quantiles;           // quantile: the q list, as written
+  std::vector<std::string> quantile_texts; // "p95", "p99.9" -> "p999": in feature names
   std::string where_text;
   std::shared_ptr<const Filter> where;  // null: every event
 };
@@ -70,9 +72,9 @@ struct ViewDef {
 };
 
 // One servable feature name: aggregation `agg` of view `view`, window
-// `window` (-1 for last / last_n).
+// `window` (-1 for last / last_n), quantile `q` (quantile only, else -1).
 struct FeatureRef {
-  int view = -1, agg = -1, window = -1;
+  int view = -1, agg = -1, window = -1, q = -1;
 };
 
 struct RegistryError : std::runtime_error {

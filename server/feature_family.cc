@@ -218,7 +218,7 @@ void FWindow(CommandContext& c) {
   std::string_view sec = SectionOf(*reg, f, e, c.now_ms);
   FeatureValue value;
   if (!has_buckets) {
-    WindowValue(a, sec, lo, hi, &value);
+    WindowValue(a, sec, lo, hi, &value, f.q);
     return RenderFeatureValue(c.out, value);
   }
   // Buckets aligned to the epoch; every bucket overlapping the covered tiles.
@@ -229,7 +229,7 @@ void FWindow(CommandContext& c) {
   for (int64_t b = b0; b <= b1; b++) {
     c.out.Array(2);
     c.out.Integer(b * bucket);
-    WindowValue(a, sec, std::max(lo, b * per), std::min(hi, b * per + per - 1), &value);
+    WindowValue(a, sec, std::max(lo, b * per), std::min(hi, b * per + per - 1), &value, f.q);
     RenderFeatureValue(c.out, value);
   }
 }
@@ -509,7 +509,8 @@ void FInfo(CommandContext& c) {
   c.out.Bulk("aggregations");
   c.out.Array(v.aggs.size());
   for (const auto& a : v.aggs) {
-    c.out.Map(7);
+    const bool quantile = a.kind == AggKind::kQuantile;
+    c.out.Map(quantile ? 8 : 7);
     c.out.Bulk("name");
     c.out.Bulk(a.name);
     c.out.Bulk("agg");
@@ -525,6 +526,11 @@ void FInfo(CommandContext& c) {
     c.out.Integer(a.resolution_ms);
     c.out.Bulk("n");
     c.out.Integer(a.n);
+    if (quantile) {
+      c.out.Bulk("q");
+      c.out.Array(a.quantiles.size());
+      for (double q : a.quantiles) c.out.Double(q);
+    }
   }
 }
 

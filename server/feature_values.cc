@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "storage/quantile.h"
+
 namespace fkv {
 
 void CoveredTiles(int64_t t, int64_t w, int64_t res, int64_t* lo, int64_t* hi) {
@@ -77,6 +79,12 @@ void LastValues(const AggregationDef& a, std::string_view sec, int64_t t, bool a
   out->kind = K::kList;
 }
 
+// Quantile q of a merged window sketch (nil when the window is empty).
+void QuantileValue(const AggregationDef& a, const dds::Sketch& sk, int q, FeatureValue* out) {
+  out->kind = FeatureValue::Kind::kNull;
+  if (q >= 0 && sk.Quantile(a.quantiles[static_cast<size_t>(q)], &out->d)) out->kind = FeatureValue::Kind::kDouble;
+}
+
 const AggregationDef& AggOf(const Registry& reg, const FeatureRef& f) {
   return reg.views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
 }
@@ -87,7 +95,12 @@ std::string_view SectionOf(const Registry& reg, const FeatureRef& f, const Entit
   return SectionIn(reg, f, e, now, vc);
 }
 
-void WindowValue(const AggregationDef& a, std::string_view section, int64_t lo, int64_t hi, FeatureValue* out) {
+void WindowValue(const AggregationDef& a, std::string_view section, int64_t lo, int64_t hi, FeatureValue* out, int q) {
+  if (a.kind == AggKind::kQuantile) {
+    thread_local dds::Sketch sk;
+    MergeQuantileTiles(section, lo, hi, &sk);
+    return QuantileValue(a, sk, q, out);
+  }
   if (a.kind == AggKind::kCountDistinct) {
     out->kind = FeatureValue::Kind::kInt;
     out->i = static_cast<int64_t>(CountDistinct(section, lo, hi));
@@ -105,7 +118,7 @@ void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord
   if (!IsWindowed(a.kind)) return LastValues(a, sec, t, as_of, out);
   int64_t lo, hi;
   CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
-  WindowValue(a, sec, lo, hi, out);
+  WindowValue(a, sec, lo, hi, out, f.q);
 }
 
 OpStatus EntityAt(ShardStore& st, std::string_view key, uint64_t hash, int64_t now, const EntityRecord** e) {
@@ -153,6 +166,18 @@ void ReadEntityFeatures(const Registry& reg, const EntityRecord* e, std::span<co
       int64_t lo, hi;
       CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
       WindowValue(a, sec, lo, hi, &(*out)[i]);
+      continue;
+    }
+    if (a.kind == AggKind::kQuantile) {  // one merge per window, whatever its quantiles asked
+      int64_t lo, hi;
+      CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
+      thread_local dds::Sketch sk;
+      MergeQuantileTiles(sec, lo, hi, &sk);
+      for (size_t j = i; j < n; j++) {
+        if (done[j] || refs[j].view != f.view || refs[j].agg != f.agg || refs[j].window != f.window) continue;
+        QuantileValue(a, sk, refs[j].q, &(*out)[j]);
+        done[j] = 1;
+      }
       continue;
     }
     size_t group[kMaxGroup];

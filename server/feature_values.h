@@ -43,8 +43,10 @@ void CoveredTiles(int64_t t, int64_t w, int64_t res, int64_t* lo, int64_t* hi);
 // empty when e is null, lacks the view or the aggregation, or the view is
 // not live at `now`.
 std::string_view SectionOf(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t now);
-// The aggregate of tiles lo..hi (empty: 0 for count/sum/count_distinct, nil otherwise).
-void WindowValue(const AggregationDef& a, std::string_view section, int64_t lo, int64_t hi, FeatureValue* out);
+// The aggregate of tiles lo..hi (empty: 0 for count/sum/count_distinct, nil
+// otherwise); q: which of a quantile aggregation's quantiles.
+void WindowValue(const AggregationDef& a, std::string_view section, int64_t lo, int64_t hi, FeatureValue* out,
+                 int q = -1);
 // Feature f at time t; nil for every feature of an unknown entity (e null).
 // as_of: an AT was given (last/last_n then show only values with ts <= t).
 void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now, bool as_of,

@@ -17,6 +17,7 @@ const char* AggName(AggKind k) {
     case AggKind::kCountDistinct: return "count_distinct";
     case AggKind::kLast: return "last";
     case AggKind::kLastN: return "last_n";
+    case AggKind::kQuantile: return "quantile";
   }
   return "?";
 }

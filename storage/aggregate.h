@@ -13,9 +13,14 @@
 
 namespace fkv {
 
-enum class AggKind : uint8_t { kCount, kSum, kMin, kMax, kMean, kStddev, kCountDistinct, kLast, kLastN };
+enum class AggKind : uint8_t { kCount, kSum, kMin, kMax, kMean, kStddev, kCountDistinct, kLast, kLastN, kQuantile };
 const char* AggName(AggKind k);
 inline bool IsWindowed(AggKind k) { return k != AggKind::kLast && k != AggKind::kLastN; }
+// Kinds whose field must be a number.
+inline bool IsNumeric(AggKind k) {
+  return k == AggKind::kSum || k == AggKind::kMin || k == AggKind::kMax || k == AggKind::kMean ||
+         k == AggKind::kStddev || k == AggKind::kQuantile;
+}
 
 // What storage needs to know of an aggregation definition.
 struct AggSpec {

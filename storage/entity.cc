@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "storage/quantile.h"
+
 namespace fkv {
 
 void DestroyEntity(EntityRecord* e) { EntityRecord::Destroy(e); }
@@ -266,6 +268,7 @@ size_t RunCursor::ValueSize(AggKind k, const uint8_t* p) {
       const uint8_t* q = varint::Get(p, &h);
       return static_cast<size_t>(q - p) + (h & 1 ? 0 : h >> 1);
     }
+    case AggKind::kQuantile: return dds::EncodedSize(p);
   }
   return 0;
 }
@@ -318,6 +321,13 @@ void InitValue(AggKind k, const AggInput& in, std::string& out) {
       PutVarint(out, 2);
       out.append(reinterpret_cast<const char*>(&in.hash), 4);
       break;
+    case AggKind::kQuantile: {
+      thread_local dds::Sketch sk;
+      sk.Clear();
+      sk.Add(in.x);
+      sk.Encode(&out);
+      break;
+    }
     default: break;
   }
 }
@@ -455,6 +465,13 @@ void UpdateValue(AggKind k, const uint8_t* p, const AggInput& in, std::string& o
       break;
     }
     case AggKind::kCountDistinct: DistinctAdd(p, in.hash, out); break;
+    case AggKind::kQuantile: {
+      thread_local dds::Sketch sk;
+      sk.Decode(p);
+      sk.Add(in.x);
+      sk.Encode(&out);
+      break;
+    }
     default: break;
   }
 }
@@ -509,6 +526,7 @@ bool UpdateInPlace(AggKind k, uint8_t* p, const AggInput& in) {
       std::memcpy(q + 8, &m2, 8);
       return true;
     }
+    case AggKind::kQuantile: return dds::AddInPlace(p, in.x);
     default: return false;  // count_distinct goes through UpdateValue
   }
 }
@@ -908,6 +926,16 @@ uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi) {
   return static_cast<uint64_t>(std::llround(hll::Estimate(regs)));
 }
 
+void MergeQuantileTiles(std::string_view section, int64_t lo, int64_t hi, dds::Sketch* out) {
+  out->Clear();
+  RunCursor c(AggKind::kQuantile, section);
+  while (c.Next()) {
+    if (c.key() > hi) continue;
+    if (c.key() < lo) break;
+    out->MergeEncoded(c.value());
+  }
+}
+
 SectionCounts CountSection(AggKind k, std::string_view section) {
   SectionCounts n;
   RunCursor c(k, section);
@@ -923,6 +951,7 @@ SectionCounts CountSection(AggKind k, std::string_view section) {
       if (tag % 2 == 0) n.values += tag / 2;
       else n.sketches++;
     }
+    if (k == AggKind::kQuantile) n.sketches++;
   }
   return n;
 }
@@ -1017,6 +1046,7 @@ std::string CheckValue(AggKind k, Checked& c) {
       if (n & 1) return (n >> 1) < (uint64_t{1} << 61) ? "" : "bad integer value";  // |v| < 2^60
       if (!c.Skip(n >> 1)) return "truncated last value";
       return "";
+    case AggKind::kQuantile: return dds::Check(&c.p, c.end);
   }
   return "unknown kind";
 }

@@ -19,6 +19,7 @@
 //   count_distinct   varint tag: 2k -> k sorted u32 value hashes (k <= 64);
 //                    2n+1 -> sparse HyperLogLog, n (u16 register, u8 rank)
 //                    pairs; 1 -> dense HyperLogLog, 4096 u8 registers
+//   quantile         a DDSketch: varint length | bucket counts (storage/quantile.h)
 //   last | last_n    varint h: h even -> h/2 bytes of text follow; h odd ->
 //                    the text is the canonical decimal integer
 //                    unzigzag(h >> 1) (as a listpack stores "12345")
@@ -163,6 +164,11 @@ Accum MergeTiles(AggKind k, std::string_view section, int64_t lo, int64_t hi);
 // Several windows of one section in one walk: out[j] merges tiles lo[j]..hi[j].
 void MergeTilesMulti(AggKind k, std::string_view section, const int64_t* lo, const int64_t* hi, size_t m, Accum* out);
 uint64_t CountDistinct(std::string_view section, int64_t lo, int64_t hi);
+namespace dds {
+class Sketch;
+}
+// The sketch of tiles lo..hi of a quantile section (replacing *out's).
+void MergeQuantileTiles(std::string_view section, int64_t lo, int64_t hi, dds::Sketch* out);
 // Calls f(int64_t ts, std::string_view value) for last / last_n items,
 // newest first; `value` is valid during the call only (integer-encoded
 // items are rendered into a local buffer).

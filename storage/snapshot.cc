@@ -307,7 +307,7 @@ bool DecodeLayouts(std::string_view payload, LayoutMap* map, std::string* err) {
       if (!d.U8(&kind) || !d.U64(&a.signature) || !d.I64(&a.resolution_ms) || !d.I64(&a.max_window_ms) ||
           !d.Varint(&nn))
         return fail("");
-      if (kind > static_cast<uint8_t>(AggKind::kLastN)) return fail("unknown aggregation kind " + std::to_string(kind));
+      if (kind > static_cast<uint8_t>(AggKind::kQuantile)) return fail("unknown aggregation kind " + std::to_string(kind));
       a.kind = static_cast<AggKind>(kind);
       if (nn > 1'000'000) return fail("bad last_n size");
       a.n = static_cast<int>(nn);

@@ -26,6 +26,9 @@ What is here:
   in the middle, INFO's reject counters, FINGEST ERRORS; reloads that add,
   drop and change the types, and a bad declaration refused with file:line.
   1 and 4 shards.
+- QuantileTests: `agg: quantile` against the exact quantiles of the values
+  (within the sketch's 1%), RESP3, FWINDOW, AT, a snapshot and restart,
+  reloads that change, drop and re-add it. 1 and 4 shards.
 - ExpiryTests: view TTLs, the active sweep (DBSIZE and used_memory drop
   without reads), tile reclamation.
 
@@ -37,6 +40,7 @@ those margins allow. Everything is on 127.0.0.1; every wait polls a
 condition with a deadline.
 """
 
+import copy
 import json
 import math
 import os
@@ -194,12 +198,18 @@ def f_order(v, lit, op):
 # ===========================================================================
 # Registry description shared by the YAML fixture and the reference model
 
-NUMERIC_AGGS = ("sum", "min", "max", "mean", "stddev")
+NUMERIC_AGGS = ("sum", "min", "max", "mean", "stddev", "quantile")
 WINDOWED_AGGS = ("count",) + NUMERIC_AGGS + ("count_distinct",)
+QUANTILE_ACCURACY = 0.01  # the sketch's relative accuracy (docs/architecture.md, "Quantiles")
+
+
+def quantile_text(q):
+    """The name part of a quantile: 0.5 -> p50, 0.999 -> p999."""
+    return "p" + ("%g" % (q * 100)).replace(".", "")
 
 
 class Agg:
-    def __init__(self, name, agg, field=None, where=None, pred=None, windows=(), resolution=None, n=None):
+    def __init__(self, name, agg, field=None, where=None, pred=None, windows=(), resolution=None, n=None, q=None):
         self.name, self.kind, self.field = name, agg, field
         self.where, self.pred = where, pred
         assert (where is None) == (pred is None)
@@ -207,6 +217,9 @@ class Agg:
         self.windows_ms = [dur_ms(w) for w in self.windows]
         self.resolution = resolution
         self.n = n
+        self.qs = list(q or [])
+        self.q = None          # set on the per-quantile copies (per_quantile)
+        self.agg_name = name   # how FWINDOW names it
         self.windowed = agg in WINDOWED_AGGS
         if self.windowed:
             smallest = min(self.windows_ms)
@@ -214,8 +227,26 @@ class Agg:
             assert all(w % self.res == 0 for w in self.windows_ms)
             self.max_w = max(self.windows_ms)
 
+    def per_quantile(self):
+        """A quantile aggregation as one copy per q (same series, same
+        windows), each answering its own features; others as themselves."""
+        if self.kind != "quantile":
+            return [self]
+        out = []
+        for q in self.qs:
+            c = copy.copy(self)
+            c.q = q
+            c.agg_name = self.name + "_" + quantile_text(q)
+            out.append(c)
+        return out
+
+    def window_feature_name(self, w):
+        return (self.agg_name if self.q is not None else self.name) + "_" + w
+
     def feature_names(self):
-        return [self.name + "_" + w for w in self.windows] if self.windowed else [self.name]
+        if not self.windowed:
+            return [self.name]
+        return [c.window_feature_name(w) for c in self.per_quantile() for w in self.windows]
 
     def yaml(self):
         parts = ["agg: " + self.kind]
@@ -229,6 +260,8 @@ class Agg:
             parts.append("resolution: " + self.resolution)
         if self.n:
             parts.append("n: %d" % self.n)
+        if self.qs:
+            parts.append("q: [%s]" % ", ".join(repr(q) for q in self.qs))
         return "{%s}" % ", ".join(parts)
 
 
@@ -270,14 +303,15 @@ class RegistrySpec:
                 continue
             for a in v.aggs:
                 if a.windowed:
-                    for i, w in enumerate(a.windows):
-                        out.append((a.name + "_" + w, v, a, i))
+                    for c in a.per_quantile():
+                        for i, w in enumerate(c.windows):
+                            out.append((c.window_feature_name(w), v, c, i))
                 else:
                     out.append((a.name, v, a, None))
         return out
 
     def windowed_aggs(self):
-        return [(v, a) for v in self.views for a in v.aggs if a.windowed]
+        return [(v, c) for v in self.views for a in v.aggs if a.windowed for c in a.per_quantile()]
 
 
 def _g(ev, f):
@@ -309,6 +343,7 @@ PROPERTY_SPEC = RegistrySpec("ev", [
         Agg("items", "count_distinct", field="iid", windows=["2m", "15m"]),
         Agg("cats", "count_distinct", field="cat", where="action == 'buy'",
             pred=lambda e: f_eq(_g(e, "action"), "buy"), windows=["1h"]),
+        Agg("lat", "quantile", field="price", q=[0.5, 0.9, 0.99], windows=["5m", "1h"]),
         Agg("last_action", "last", field="action", where=NOT_AHEAD[0], pred=NOT_AHEAD[1]),
         Agg("recent", "last_n", field="iid", where=NOT_AHEAD[0], pred=NOT_AHEAD[1], n=5),
     ]),
@@ -318,6 +353,8 @@ PROPERTY_SPEC = RegistrySpec("ev", [
         Agg("buyers", "count_distinct", field="uid", where="action == 'buy'",
             pred=lambda e: f_eq(_g(e, "action"), "buy"), windows=["30m"]),
         Agg("qty", "sum", field="qty", windows=["10m"]),
+        Agg("qq", "quantile", field="qty", where="action != 'view'", pred=lambda e: f_ne(_g(e, "action"), "view"),
+            q=[0.25], windows=["10m", "30m"]),
         Agg("last_price", "last", field="price", where=NOT_AHEAD[0], pred=NOT_AHEAD[1]),
     ]),
 ])
@@ -341,8 +378,18 @@ def tile_start(ts, res):
     return (ts // res) * res
 
 
-def aggregate(kind_, values):
+def quantile_expect(values, q):
+    """The value of rank floor(q (n - 1)), within the sketch's accuracy."""
+    if not values:
+        return None
+    exact = sorted(values)[int(math.floor(q * (len(values) - 1)))]
+    return Approx(float(exact), QUANTILE_ACCURACY * abs(exact) * (1 + 1e-9))
+
+
+def aggregate(kind_, values, q=None):
     """Expected value of a windowed aggregate over the raw values."""
+    if kind_ == "quantile":
+        return quantile_expect(values, q)
     if kind_ == "count":
         return len(values)
     if kind_ == "count_distinct":
@@ -467,7 +514,7 @@ class RefModel:
             s = tile_start(ts, a.res)
             if T - w < s <= T and (lo is None or lo <= s < hi):
                 vals.append(1 if a.kind == "count" else x)
-        return aggregate(a.kind, vals)
+        return aggregate(a.kind, vals, a.q)
 
     def last_items(self, key, v, a, T, as_of=True):
         """Retained items (the n newest by (ts, arrival)); with AT (as_of)
@@ -508,7 +555,8 @@ class RefModel:
             s = tile_start(ts, res)
             if T - w < s <= T:
                 groups[s // bucket].append(1 if a.kind == "count" else x)
-        return [[b * bucket, aggregate(a.kind, groups.get(b, []))] for b in range(first // bucket, last // bucket + 1)]
+        return [[b * bucket, aggregate(a.kind, groups.get(b, []), a.q)]
+                for b in range(first // bucket, last // bucket + 1)]
 
 
 def mismatch(expected, got):
@@ -830,7 +878,7 @@ class PropertyRun:
                 wtext = "%dms" % a.max_w
             w = dur_ms(wtext)
             T = rng.choice(ats) if rng.random() < 0.4 else rng.randint(self.now0 - 3600000, self.now0 + SKEW_MS)
-            aname = (v.name + "." + a.name) if rng.random() < 0.3 else a.name
+            aname = (v.name + "." + a.agg_name) if rng.random() < 0.3 else a.agg_name
             args = ["FWINDOW", key, aname, wtext, "AT", T]
             bucket = None
             # A window holding no tile start (w < resolution) with BUCKETS is
@@ -2078,12 +2126,15 @@ def typed_verdict(ev):
     return ""
 
 
-class TypedSourceTests:
+class OwnServerTests:
+    """A server per test on REGISTRY, its snapshots in the test's directory
+    (restartable with start()), no save rules."""
     SHARDS = 1
+    REGISTRY = ""
 
     def setUp(self):
         self.tmp = TempDir()
-        self.reg_path = self.tmp.file("features.yaml", TYPED_REGISTRY)
+        self.reg_path = self.tmp.file("features.yaml", self.REGISTRY)
         self.server = self.start()
 
     def start(self):
@@ -2095,6 +2146,10 @@ class TypedSourceTests:
             self.server.kill()
         finally:
             self.tmp.cleanup()
+
+
+class TypedSourceTests(OwnServerTests):
+    REGISTRY = TYPED_REGISTRY
 
     def rejected(self, r):
         info = r.info("ingest")
@@ -2191,6 +2246,135 @@ class SingleShardTypedSourceTest(TypedSourceTests, unittest.TestCase):
 
 
 class ShardedTypedSourceTest(TypedSourceTests, unittest.TestCase):
+    SHARDS = 4
+
+
+# ===========================================================================
+# Quantiles: sketches against exact values, through restarts and reloads
+
+QUANTILE_REGISTRY = """\
+sources:
+  req:
+    topic: req
+    timestamp: {field: ts, unit: ms}
+    fields:
+      ms: float
+entities:
+  svc: {key: svc}
+views:
+  latency:
+    entity: svc
+    source: req
+    features:
+      lat: {agg: quantile, field: ms, q: [0.5, 0.95, 0.99], windows: [10m, 1h], resolution: 1m}
+      calls: {agg: count, windows: [1h]}
+"""
+
+
+class QuantileTests(OwnServerTests):
+    """`agg: quantile` end to end: 3,000 latencies over 50 tiles, out of
+    order, against the exact quantiles of the values (within the sketch's
+    1%); RESP2 and RESP3; FWINDOW; AT; a snapshot and restart; reloads that
+    change the q list (state kept), drop the aggregation and add it back
+    (state gone)."""
+    REGISTRY = QUANTILE_REGISTRY
+
+    def feed(self, r, rnd, svc, now, n):
+        vals = []
+        events = []
+        for _ in range(n):
+            ts = now - rnd.randrange(50 * 60000)
+            x = rnd.choice([round(rnd.lognormvariate(3, 1.2), 3), rnd.randint(1, 20), 0, -rnd.random()])
+            events.append(json.dumps({"svc": svc, "ts": ts, "ms": x}))
+            vals.append((ts, x))
+        for i in range(0, len(events), 100):
+            self.assertEqual(r.execute_command("FEVENT", "req", *events[i:i + 100]), len(events[i:i + 100]))
+        return vals
+
+    def check(self, got, vals, q):
+        want = quantile_expect(vals, q)
+        m = mismatch(want, got)
+        self.assertIsNone(m, "q=%g over %d values: %s" % (q, len(vals), m))
+
+    def window(self, vals, T, w):
+        res = 60000
+        return [x for ts, x in vals if T - w < ts // res * res <= T]
+
+    def test_quantiles_against_exact_values_through_a_restart_and_reloads(self):
+        rnd = random.Random(7 + self.SHARDS)
+        r = self.server.redis()
+        now = now_ms()
+        vals = {svc: self.feed(r, rnd, svc, now, 600) for svc in ("a", "b", "c", "d", "e")}
+        feats = ["lat_p50_10m", "lat_p95_10m", "lat_p99_10m", "lat_p50_1h", "lat_p95_1h", "lat_p99_1h"]
+        qs = [0.5, 0.95, 0.99] * 2
+        ws = [600000] * 3 + [3600000] * 3
+
+        def verify(r, T=None):
+            for svc, vs in vals.items():
+                args = ["FGET", "svc:" + svc] + feats + (["AT", T] if T else [])
+                got = r.execute_command(*args)
+                for g, q, w in zip(got, qs, ws):
+                    self.check(g, self.window(vs, T or now_ms(), w), q)
+
+        verify(r)
+        verify(r, now - 30 * 60000)  # AT: half the events are newer
+        # RESP3: a double.
+        with RawClient(self.server.port) as c:
+            c.command("HELLO", "3")
+            raw = c.raw_command("FGET", "svc:a", "lat_p50_1h")
+            self.assertTrue(raw.startswith(b"*1\r\n,"), raw)
+            self.assertIsNone(c.command("FGET", "svc:none", "lat_p50_1h")[0])
+        # FWINDOW names one quantile; buckets of 10m.
+        T = now_ms()
+        got = r.execute_command("FWINDOW", "svc:b", "lat_p95", "1h", "AT", T, "BUCKETS", "10m")
+        self.assertGreaterEqual(len(got), 6)
+        for start, value in got:
+            bucket = [x for ts, x in vals["b"] if T - 3600000 < ts // 60000 * 60000 <= T and
+                      start <= ts // 60000 * 60000 < start + 600000]
+            self.check(value, bucket, 0.95)
+        with self.assertRaises(redis.ResponseError) as cm:
+            r.execute_command("FWINDOW", "svc:b", "lat", "1h")
+        self.assertIn("several quantiles", str(cm.exception))
+        info = r.execute_command("FINFO", "latency")
+        aggs = dict(zip(info[0::2], info[1::2]))["aggregations"]
+        lat = dict(zip(aggs[0][0::2], aggs[0][1::2]))
+        self.assertEqual([float(q) for q in lat["q"]], [0.5, 0.95, 0.99])
+        # A snapshot and a restart: the sketches come back byte for byte.
+        before = [r.execute_command("FGET", "svc:" + s, *feats, "AT", T) for s in sorted(vals)]
+        self.assertTrue(r.save())
+        self.server.stop()
+        self.server = self.start()
+        r = self.server.redis()
+        self.assertEqual([r.execute_command("FGET", "svc:" + s, *feats, "AT", T) for s in sorted(vals)], before)
+        verify(r)
+        # A reload that changes the q list keeps the sketches: p75 answers at once.
+        with open(self.reg_path, "w") as f:
+            f.write(QUANTILE_REGISTRY.replace("q: [0.5, 0.95, 0.99]", "q: [0.5, 0.75]"))
+        self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        self.check(r.execute_command("FGET", "svc:c", "lat_p75_1h")[0], self.window(vals["c"], now_ms(), 3600000), 0.75)
+        with self.assertRaises(redis.ResponseError):
+            r.execute_command("FGET", "svc:c", "lat_p95_1h")
+        # Dropped, then added back: it starts empty (a new definition's state).
+        with open(self.reg_path, "w") as f:
+            f.write(QUANTILE_REGISTRY.replace(
+                "      lat: {agg: quantile, field: ms, q: [0.5, 0.95, 0.99], windows: [10m, 1h], resolution: 1m}\n", ""))
+        self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        self.assertEqual(r.execute_command("FGET", "svc:c", "calls_1h"), [600])
+        with open(self.reg_path, "w") as f:
+            f.write(QUANTILE_REGISTRY)
+        self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        self.assertEqual(r.execute_command("FGET", "svc:c", "lat_p50_1h", "calls_1h"), [None, 600])
+        # A number is required: a string latency is a bad_type (typed source).
+        with self.assertRaises(redis.ResponseError) as cm:
+            r.execute_command("FEVENT", "req", json.dumps({"svc": "c", "ts": now_ms(), "ms": "slow"}))
+        self.assertIn("bad_type", str(cm.exception))
+
+
+class SingleShardQuantileTest(QuantileTests, unittest.TestCase):
+    SHARDS = 1
+
+
+class ShardedQuantileTest(QuantileTests, unittest.TestCase):
     SHARDS = 4
 
 

@@ -3,6 +3,7 @@
 // registry validation.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <set>
@@ -13,6 +14,7 @@
 #include "storage/aggregate.h"
 #include "storage/entity.h"
 #include "storage/key_table.h"
+#include "storage/quantile.h"
 #include "storage/shard_store.h"
 
 using namespace fkv;
@@ -364,6 +366,27 @@ TEST_CASE("the event path plans per view and applies on the store") {
 // Typed sources: `fields:` declares types; violations reject the event.
 
 namespace {
+// A registry text with its first `from` replaced by `to`.
+std::string With(const std::string& text, const std::string& from, const std::string& to) {
+  std::string t = text;
+  size_t at = t.find(from);
+  REQUIRE(at != std::string::npos);
+  return t.replace(at, from.size(), to);
+}
+struct Refusal {
+  std::string text, expect;
+  int line;
+};
+// Each text is refused with "reg.yaml:<line>:" and the expected words.
+void CheckRefusals(std::initializer_list<Refusal> cases) {
+  for (auto& c : cases) {
+    CAPTURE(c.expect);
+    std::string err = LoadError(c.text);
+    CHECK(err.find(c.expect) != std::string::npos);
+    CHECK(err.find("reg.yaml:" + std::to_string(c.line) + ":") == 0);
+  }
+}
+
 const char* kTyped = R"(
 sources:
   ev:
@@ -424,16 +447,8 @@ TEST_CASE("typed sources: each declared type accepts its values and rejects the 
 
 TEST_CASE("typed sources: bad declarations are refused with file:line; types change the version") {
   std::string good = kTyped;
-  auto with = [&](const std::string& from, const std::string& to) {
-    std::string t = good;
-    size_t at = t.find(from);
-    REQUIRE(at != std::string::npos);
-    return t.replace(at, from.size(), to);
-  };
-  struct Case {
-    std::string text, expect;
-    int line;
-  } cases[] = {
+  auto with = [&](const std::string& from, const std::string& to) { return With(good, from, to); };
+  CheckRefusals({
       {with("      uid: int", "      uid: integer"), "unknown type 'integer'", 7},
       {with("      uid: int", "      uid: [int]"), "needs a type", 7},
       {with("      kind: {enum: [click, view, purchase]}", "      kind: {enum: []}"), "enum must be a non-empty list", 9},
@@ -451,13 +466,7 @@ TEST_CASE("typed sources: bad declarations are refused with file:line; types cha
       {with("      kind: {enum: [click, view, purchase]}", "      kind: {enum: [click, true]}"),
        "enum value true is not a string", 9},
       {with("      uid: int", "      ts: string"), "is the source's timestamp", 7},
-  };
-  for (auto& c : cases) {
-    CAPTURE(c.expect);
-    std::string err = LoadError(c.text);
-    CHECK(err.find(c.expect) != std::string::npos);
-    CHECK(err.find("reg.yaml:" + std::to_string(c.line) + ":") == 0);
-  }
+  });
   std::string listed = R"(
 sources:
   ev:
@@ -476,4 +485,191 @@ sources:
   CHECK(a->version() != b->version());
   CHECK(a->version() != c->version());
   CHECK(a->version() == Registry::LoadText(kTyped, "reg.yaml")->version());
+}
+
+// ---- quantiles (storage/quantile.h) ----
+
+namespace {
+// The value of rank floor(q (n - 1)) of the sorted values: what a DDSketch
+// answers within its relative accuracy.
+double ExactQuantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(std::floor(q * static_cast<double>(v.size() - 1)))];
+}
+bool WithinAccuracy(double got, double want) {
+  return std::fabs(got - want) <= dds::kAlpha * std::fabs(want) * (1 + 1e-9) + 1e-300;
+}
+}  // namespace
+
+TEST_CASE("quantile sketches answer within 1% of the exact value, for every q and shape of data") {
+  std::mt19937 rng(7);
+  std::lognormal_distribution<double> lat(3, 1.5);
+  std::uniform_real_distribution<double> uni(-500, 500);
+  std::exponential_distribution<double> expo(0.01);
+  for (int shape = 0; shape < 4; shape++) {
+    dds::Sketch sk;
+    std::vector<double> vals;
+    for (int i = 0; i < 5000; i++) {
+      double x = shape == 0 ? lat(rng) : shape == 1 ? uni(rng) : shape == 2 ? expo(rng) : std::round(uni(rng) / 100);
+      sk.Add(x);
+      vals.push_back(x);
+    }
+    CHECK(sk.count() == vals.size());
+    for (double q : {0.0, 0.01, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0}) {
+      double got = 0;
+      REQUIRE(sk.Quantile(q, &got));
+      CAPTURE(shape);
+      CAPTURE(q);
+      CHECK(WithinAccuracy(got, ExactQuantile(vals, q)));
+    }
+  }
+  dds::Sketch empty;
+  double x;
+  CHECK_FALSE(empty.Quantile(0.5, &x));
+}
+
+TEST_CASE("quantile sketches merge exactly and round-trip through their encoding") {
+  std::mt19937 rng(8);
+  std::lognormal_distribution<double> lat(2, 2);
+  dds::Sketch all, merged;
+  std::string a, b;
+  dds::Sketch part;
+  for (int i = 0; i < 3000; i++) {
+    double x = i % 7 == 0 ? -lat(rng) : i % 11 == 0 ? 0.0 : lat(rng);
+    all.Add(x);
+    part.Add(x);
+    if (i == 1499) {
+      part.Encode(&a);
+      part.Clear();
+    }
+  }
+  part.Encode(&b);
+  merged.MergeEncoded(reinterpret_cast<const uint8_t*>(a.data()));
+  merged.MergeEncoded(reinterpret_cast<const uint8_t*>(b.data()));
+  std::string ea, eb;
+  all.Encode(&ea);
+  merged.Encode(&eb);
+  CHECK(ea == eb);  // the same buckets and counts, so the same bytes
+  CHECK(dds::EncodedSize(reinterpret_cast<const uint8_t*>(ea.data())) == ea.size());
+  dds::Sketch back;
+  back.Decode(reinterpret_cast<const uint8_t*>(ea.data()));
+  std::string again;
+  back.Encode(&again);
+  CHECK(again == ea);
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(ea.data());
+  CHECK(dds::Check(&p, p + ea.size()) == "");
+  CHECK(p == reinterpret_cast<const uint8_t*>(ea.data()) + ea.size());
+}
+
+TEST_CASE("quantile sketches: bad bytes are named, a store folds past its bucket limit") {
+  dds::Sketch sk;
+  sk.Add(1.5);
+  sk.Add(-3);
+  std::string good;
+  sk.Encode(&good);
+  auto check = [](std::string bytes) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
+    return dds::Check(&p, p + bytes.size());
+  };
+  CHECK(check(good) == "");
+  CHECK(check(good.substr(0, good.size() - 1)) == "truncated quantile sketch");
+  std::string longer = good;
+  longer[0] = static_cast<char>(longer[0] - 1);  // the length says one byte less
+  CHECK(check(longer) != "");
+  CHECK(check(std::string("\x03\x00\x00\x00", 4)) == "bad quantile sketch count");  // no value at all
+  CHECK(check(std::string("\x05\x00\x01\x02\x00\x00", 6)) == "bad quantile bucket count");
+  CHECK(check(std::string("\x07\x00\x02\x02\x01\x00\x01\x00", 8)) == "quantile buckets out of order");
+  // Values spanning more than gamma^2048: the smallest magnitudes fold.
+  dds::Sketch wide;
+  for (int i = -1500; i <= 1500; i++) wide.Add(std::pow(dds::kGamma, i));
+  std::string w;
+  wide.Encode(&w);
+  CHECK(check(w) == "");
+  CHECK(wide.count() == 3001);
+  double top = 0;
+  REQUIRE(wide.Quantile(1.0, &top));
+  CHECK(WithinAccuracy(top, std::pow(dds::kGamma, 1500)));
+}
+
+TEST_CASE("quantile tiles of an entity merge per window like the values they hold") {
+  OneAgg t(AggKind::kQuantile, 0, 10, 10'000);
+  std::mt19937 rng(9);
+  std::lognormal_distribution<double> lat(4, 1);
+  std::vector<std::pair<int64_t, double>> raw;
+  for (int i = 0; i < 4000; i++) {
+    int64_t ts = static_cast<int64_t>(rng() % 1000);  // 100 tiles, out of order
+    double x = lat(rng);
+    t.Add(ts, x);
+    raw.emplace_back(ts / 10, x);
+  }
+  CHECK(CountSection(AggKind::kQuantile, t.Sec()).tiles == 100);
+  dds::Sketch sk;
+  for (int k = 0; k < 40; k++) {
+    int64_t lo = rng() % 100, hi = lo + rng() % 50;
+    std::vector<double> want;
+    for (auto& [tile, x] : raw)
+      if (tile >= lo && tile <= hi) want.push_back(x);
+    MergeQuantileTiles(t.Sec(), lo, hi, &sk);
+    REQUIRE(sk.count() == want.size());
+    for (double q : {0.5, 0.95, 0.99}) {
+      double got = 0;
+      REQUIRE(sk.Quantile(q, &got));
+      CHECK(WithinAccuracy(got, ExactQuantile(want, q)));
+    }
+  }
+  // 40 values a tile, over a factor of ~50: well under 200 bytes a tile.
+  CHECK(t.Sec().size() / 100 < 200);
+}
+
+TEST_CASE("quantile registries: names, FWINDOW names, refusals") {
+  const char* text = R"(
+sources:
+  ev:
+    topic: ev
+    timestamp: {field: ts, unit: ms}
+    fields:
+      kind: string
+entities:
+  user: {key: uid}
+views:
+  v:
+    entity: user
+    source: ev
+    features:
+      lat: {agg: quantile, field: ms, q: [0.5, 0.95, 0.999], windows: [1m, 1h]}
+      one: {agg: quantile, field: ms, q: [0.9], windows: [1m]}
+)";
+  auto r = Registry::LoadText(text, "reg.yaml");
+  FeatureRef f;
+  std::string err;
+  REQUIRE(r->ResolveFeature("user", "lat_p95_1h", &f, &err));
+  CHECK(f.q == 1);
+  CHECK(f.window == 1);
+  REQUIRE(r->ResolveFeature("user", "v.lat_p999_1m", &f, &err));
+  CHECK(f.q == 2);
+  CHECK_FALSE(r->ResolveFeature("user", "lat_1m", &f, &err));
+  CHECK(r->FeaturesOf("user").size() == 7);
+  REQUIRE(r->ResolveAggregation("user", "lat_p50", &f, &err));
+  CHECK(f.q == 0);
+  REQUIRE(r->ResolveAggregation("user", "one", &f, &err));
+  CHECK(f.q == 0);
+  CHECK_FALSE(r->ResolveAggregation("user", "lat", &f, &err));
+  CHECK(err.find("several quantiles") != std::string::npos);
+  // The q list is not in the signature (a sketch answers any q), but it is in the version.
+  std::string t2 = text;
+  t2.replace(t2.find("0.999"), 5, "0.99");
+  auto r2 = Registry::LoadText(t2, "reg.yaml");
+  CHECK(r2->views()[0].aggs[0].signature == r->views()[0].aggs[0].signature);
+  CHECK(r2->version() != r->version());
+  auto with = [&](const std::string& from, const std::string& to) { return With(text, from, to); };
+  CheckRefusals({
+      {with(", q: [0.9]", ""), "quantile needs a non-empty 'q' list", 16},
+      {with("q: [0.9]", "q: [1.5]"), "each q must be a number from 0 to 1", 16},
+      {with("q: [0.9]", "q: [high]"), "each q must be a number from 0 to 1", 16},
+      {with("q: [0.9]", "q: [0.9, 0.90]"), "gives the name 'p90' twice", 16},
+      {with("field: ms, q: [0.9]", "field: kind, q: [0.9]"), "declares 'kind' as string", 16},
+      {with("{agg: quantile, field: ms, q: [0.9]", "{agg: sum, field: ms, q: [0.9]"), "'q' is only for quantile", 16},
+      {with("{agg: quantile, field: ms, q: [0.9], windows: [1m]}", "{agg: quantile, field: ms, q: [0.9]}"),
+       "needs a non-empty 'windows' list", 16},
+  });
 }

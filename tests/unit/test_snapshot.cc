@@ -40,7 +40,8 @@ namespace {
 using Rng = std::mt19937_64;
 constexpr AggKind kAllKinds[] = {AggKind::kCount,         AggKind::kSum,  AggKind::kMin,
                                  AggKind::kMax,           AggKind::kMean, AggKind::kStddev,
-                                 AggKind::kCountDistinct, AggKind::kLast, AggKind::kLastN};
+                                 AggKind::kCountDistinct, AggKind::kLast, AggKind::kLastN,
+                                 AggKind::kQuantile};
 
 std::string RandBytes(Rng& rng, size_t n) {
   std::string s(n, '\0');
