@@ -28,7 +28,11 @@
 #include <string_view>
 #include <vector>
 
+#include "tools/resp_client.h"
+
 namespace {
+using fkv::tools::AppendCommand;
+using fkv::tools::Connect;
 using Clock = std::chrono::steady_clock;
 using ull = unsigned long long;
 
@@ -42,54 +46,10 @@ using ull = unsigned long long;
 }
 
 uint64_t Number(const char* s, const char* what, uint64_t lo, uint64_t hi) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(s, &end, 10);
-  if (end == s || *end != '\0' || errno != 0 || *s == '-' || v < lo || v > hi)
-    Usage(std::string("bad ") + what + " '" + s + "' (" + std::to_string(lo) + ".." + std::to_string(hi) + ")");
+  std::string err;
+  uint64_t v = fkv::tools::ParseNumber(s, what, lo, hi, &err);
+  if (!err.empty()) Usage(err);
   return v;
-}
-
-// A connected TCP socket (non-blocking, TCP_NODELAY), or -1 with *err set.
-int Connect(const std::string& host, const std::string& port, std::string* err) {
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-    *err = gai_strerror(rc);
-    return -1;
-  }
-  int fd = -1;
-  for (addrinfo* a = res; a != nullptr && fd < 0; a = a->ai_next) {
-    fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    int e = connect(fd, a->ai_addr, a->ai_addrlen) == 0 ? 0 : errno;
-    if (e == EINPROGRESS) {  // wait up to 10 s, then take the connect's own result
-      pollfd p{fd, POLLOUT, 0};
-      socklen_t len = sizeof e;
-      e = poll(&p, 1, 10'000) == 1 ? (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len), e) : ETIMEDOUT;
-    }
-    if (e != 0) {
-      *err = std::strerror(e);
-      close(fd);
-      fd = -1;
-    }
-  }
-  freeaddrinfo(res);
-  if (fd >= 0) {
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  }
-  return fd;
-}
-
-void AppendCommand(std::string* out, const std::vector<std::string_view>& args) {
-  *out += '*' + std::to_string(args.size()) + "\r\n";
-  for (std::string_view a : args) {
-    *out += '$' + std::to_string(a.size()) + "\r\n";
-    out->append(a);
-    *out += "\r\n";
-  }
 }
 
 // A line as shown in the summary: control bytes as '?', at most 80 bytes.
