@@ -14,6 +14,7 @@
 
 #include "storage/entity.h"
 #include "storage/key_table.h"
+#include "storage/quantile.h"
 #include "storage/shard_store.h"
 #include "storage/snapshot.h"
 
@@ -32,9 +33,18 @@ void Store(fkv::ShardStore& st, fkv::snap::DecodedRecord& rec) {
     for (size_t i = 0; i < v.layout->aggs.size(); i++) {
       fkv::AggKind k = v.layout->aggs[i].kind;
       std::string_view sec = e->Section(v, i);
-      if (k == fkv::AggKind::kCountDistinct) (void)fkv::CountDistinct(sec, INT64_MIN / 4, INT64_MAX / 4);
-      else if (fkv::IsWindowed(k)) (void)fkv::MergeTiles(k, sec, INT64_MIN / 4, INT64_MAX / 4);
-      else fkv::ForEachLastItem(sec, [](int64_t, std::string_view) {});
+      if (k == fkv::AggKind::kCountDistinct) {
+        (void)fkv::CountDistinct(sec, INT64_MIN / 4, INT64_MAX / 4);
+      } else if (k == fkv::AggKind::kQuantile) {
+        fkv::dds::Sketch sk;
+        fkv::MergeQuantileTiles(sec, INT64_MIN / 4, INT64_MAX / 4, &sk);
+        double q;
+        for (double at : {0.0, 0.5, 0.99, 1.0}) (void)sk.Quantile(at, &q);
+      } else if (fkv::IsWindowed(k)) {
+        (void)fkv::MergeTiles(k, sec, INT64_MIN / 4, INT64_MAX / 4);
+      } else {
+        fkv::ForEachLastItem(sec, [](int64_t, std::string_view) {});
+      }
     }
   });
   fkv::EntityRecord* m = r->entity();

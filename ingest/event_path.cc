@@ -212,7 +212,13 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
             reason = "bad_field";
             break;
           }
-          if (numeric) au.x = f.as_double();
+          if (numeric) {
+            au.x = f.as_double();
+            if (!std::isfinite(au.x)) {  // (JSON has no infinities; a number past the double range)
+              reason = "bad_field";
+              break;
+            }
+          }
           if (a.kind == AggKind::kCountDistinct) {
             std::string_view t = f.s;
             if (f.kind != ValueKind::kString) {

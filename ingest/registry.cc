@@ -166,6 +166,10 @@ std::shared_ptr<const Registry> Registry::LoadText(const std::string& text, cons
   } catch (const YAML::Exception& e) {
     throw RegistryError(name + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
   }
+  for (const ViewDef& v : reg->views_) {  // the lowest version is the default until FREGISTRY DEFAULT says
+    auto it = reg->defaults_.find(v.base);
+    if (it == reg->defaults_.end() || v.version < it->second) reg->defaults_[v.base] = v.version;
+  }
   reg->BuildNameIndex();
   for (const auto& [entity, views] : reg->views_by_entity_)
     if (views.size() > 255) throw RegistryError(name + ": entity '" + entity + "' has more than 255 views");
@@ -263,16 +267,43 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
     for (const auto& kv : vs) {
       ViewDef v;
       v.name = kv.first.as<std::string>();
-      if (v.name.empty() || v.name.find('.') != std::string::npos) L.Fail(kv.first, "bad view name '" + v.name + "'");
-      v.id = Hash(v.name);
       const YAML::Node& d = kv.second;
-      L.OnlyKeys(d, {"entity", "source", "ttl", "features"}, "view '" + v.name + "'");
+      // "name" or "name@N", and/or `version: N` (they must agree).
+      std::string key = v.name;
+      size_t at = key.find('@');
+      v.base = key.substr(0, at);
+      if (v.base.empty() || v.base.find('.') != std::string::npos || v.base.find('@') != std::string::npos ||
+          (at != std::string::npos && key.find('@', at + 1) != std::string::npos))
+        L.Fail(kv.first, "bad view name '" + key + "'");
+      auto parse_version = [&](const std::string& text, const YAML::Node& where) {
+        char* end = nullptr;
+        long n = std::strtol(text.c_str(), &end, 10);
+        if (text.empty() || *end != '\0' || n < 1 || n > 1000 || !std::isdigit(static_cast<unsigned char>(text[0])))
+          L.Fail(where, "view '" + key + "': a version is a whole number from 1 to 1000, not '" + text + "'");
+        return static_cast<int>(n);
+      };
+      if (at != std::string::npos) v.version = parse_version(key.substr(at + 1), kv.first);
+      if (d.IsMap() && d["version"]) {
+        int n = parse_version(L.Scalar(d["version"], "version"), d["version"]);
+        if (at != std::string::npos && n != v.version)
+          L.Fail(d["version"], "view '" + key + "': version " + std::to_string(n) + " disagrees with its name");
+        v.version = n;
+      }
+      v.name = v.version == 1 ? v.base : v.base + "@" + std::to_string(v.version);
+      for (const ViewDef& o : r->views_)
+        if (o.name == v.name) L.Fail(kv.first, "view '" + v.base + "' version " + std::to_string(v.version) + " defined twice");
+      v.id = Hash(v.name);
+      L.OnlyKeys(d, {"entity", "source", "ttl", "features", "version"}, "view '" + v.name + "'");
       if (!d["entity"]) L.Fail(d, "view '" + v.name + "' needs an entity");
       if (!d["source"]) L.Fail(d, "view '" + v.name + "' needs a source");
       v.entity = L.Scalar(d["entity"], "entity");
       v.source = L.Scalar(d["source"], "source");
       auto ent = std::find_if(r->entities_.begin(), r->entities_.end(), [&](const EntityDef& e) { return e.name == v.entity; });
       if (ent == r->entities_.end()) L.Fail(d["entity"], "view '" + v.name + "': undefined entity '" + v.entity + "'");
+      for (const ViewDef& o : r->views_)
+        if (o.base == v.base && o.entity != v.entity)
+          L.Fail(d["entity"], "view '" + v.name + "': every version of '" + v.base + "' must have the entity of '" +
+                                  o.name + "' (" + o.entity + ")");
       v.entity_index = static_cast<int>(ent - r->entities_.begin());
       v.source_index = r->FindSource(v.source);
       if (v.source_index < 0) L.Fail(d["source"], "view '" + v.name + "': undefined source '" + v.source + "'");
@@ -320,11 +351,16 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
             } catch (const YAML::Exception&) {
             }
             if (!(q >= 0 && q <= 1)) L.Fail(qn, where + ": each q must be a number from 0 to 1");
+            // The percent with up to 6 decimals, trailing zeros and the
+            // point dropped: 0.5 -> p50, 0.999 -> p999, 0.00001 -> p0001.
             char buf[32];
-            std::snprintf(buf, sizeof buf, "%g", q * 100);
+            std::snprintf(buf, sizeof buf, "%.6f", q * 100);
+            std::string num = buf;
+            while (num.back() == '0') num.pop_back();
+            if (num.back() == '.') num.pop_back();
             std::string text = "p";
-            for (const char* c = buf; *c; c++)
-              if (*c != '.') text += *c;
+            for (char c : num)
+              if (c != '.') text += c;
             if (std::find(a.quantile_texts.begin(), a.quantile_texts.end(), text) != a.quantile_texts.end())
               L.Fail(qn, where + ": q " + qn.as<std::string>() + " gives the name '" + text + "' twice");
             a.quantiles.push_back(q);
@@ -406,6 +442,14 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         *canonical += "agg " + sig + " " + wins + "\n";
         v.aggs.push_back(std::move(a));
       }
+      // FWINDOW names a quantile "<name>_p<q>": no other aggregation of the
+      // view may be called that.
+      for (const AggregationDef& a : v.aggs)
+        for (const std::string& qt : a.quantile_texts)
+          for (const AggregationDef& b : v.aggs)
+            if (b.name == a.name + "_" + qt)
+              L.Fail(d["features"][b.name], "view '" + v.name + "': aggregation '" + b.name +
+                                                "' has the name FWINDOW gives quantile " + qt + " of '" + a.name + "'");
       *canonical += "view " + v.name + " " + v.entity + " " + v.source + " " + std::to_string(v.ttl_ms) + "\n";
       r->views_by_entity_[v.entity].push_back(static_cast<int>(r->views_.size()));
       src.views.push_back(static_cast<int>(r->views_.size()));
@@ -421,9 +465,55 @@ int Registry::FindSource(std::string_view name) const {
 }
 
 int Registry::FindView(std::string_view name) const {
+  size_t at = name.find('@');
+  std::string_view base = name.substr(0, at);
+  int version = DefaultVersion(base);
+  if (at != std::string_view::npos) {
+    std::string_view n = name.substr(at + 1);
+    version = 0;
+    for (char c : n) version = c >= '0' && c <= '9' && version < 100000 ? version * 10 + (c - '0') : -1;
+    if (n.empty() || version < 1) return -1;
+  }
   for (size_t i = 0; i < views_.size(); i++)
-    if (views_[i].name == name) return static_cast<int>(i);
+    if (views_[i].base == base && views_[i].version == version) return static_cast<int>(i);
   return -1;
+}
+
+int Registry::DefaultVersion(std::string_view base) const {
+  auto it = defaults_.find(std::string(base));
+  return it == defaults_.end() ? 0 : it->second;
+}
+
+std::vector<int> Registry::VersionsOf(std::string_view base) const {
+  std::vector<int> out;
+  for (const ViewDef& v : views_)
+    if (v.base == base) out.push_back(v.version);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::shared_ptr<const Registry> Registry::WithDefaults(const std::map<std::string, int>& wanted) const {
+  auto r = std::make_shared<Registry>(*this);
+  for (auto& [base, version] : r->defaults_) {
+    auto w = wanted.find(base);
+    std::vector<int> vs = VersionsOf(base);
+    version = w != wanted.end() && std::binary_search(vs.begin(), vs.end(), w->second) ? w->second : vs.front();
+  }
+  r->names_.clear();
+  r->BuildNameIndex();
+  return r;
+}
+
+std::vector<int> Registry::ViewsNamed(std::string_view entity, std::string_view qualifier) const {
+  std::vector<int> out;
+  const std::vector<int>* vs = ViewsOfEntity(entity);
+  if (vs == nullptr) return out;
+  int picked = qualifier.empty() ? -1 : FindView(qualifier);
+  for (int vi : *vs) {
+    const ViewDef& v = views_[static_cast<size_t>(vi)];
+    if (qualifier.empty() ? IsDefault(v) : vi == picked) out.push_back(vi);
+  }
+  return out;
 }
 
 const std::vector<int>* Registry::ViewsOfEntity(std::string_view entity) const {
@@ -440,37 +530,43 @@ std::string Registry::FeatureName(const FeatureRef& f) const {
 
 std::vector<std::pair<std::string, FeatureRef>> Registry::FeaturesOf(std::string_view entity) const {
   std::vector<std::pair<std::string, FeatureRef>> out = BareFeaturesOf(entity);
-  // A bare name that two views share would be ambiguous: qualify those.
+  // A bare name that two views share would be ambiguous: qualify those
+  // (by the view's name without its version: the default is what it reads).
   std::map<std::string, int> uses;
   for (auto& [name, f] : out) uses[name]++;
   for (auto& [name, f] : out)
-    if (uses[name] > 1) name = views_[static_cast<size_t>(f.view)].name + "." + name;
+    if (uses[name] > 1) name = views_[static_cast<size_t>(f.view)].base + "." + name;
   return out;
 }
 
 std::vector<std::pair<std::string, FeatureRef>> Registry::BareFeaturesOf(std::string_view entity) const {
   std::vector<std::pair<std::string, FeatureRef>> out;
-  const std::vector<int>* vs = ViewsOfEntity(entity);
-  if (vs == nullptr) return out;
-  for (int vi : *vs) {
-    const ViewDef& v = views_[static_cast<size_t>(vi)];
-    for (size_t ai = 0; ai < v.aggs.size(); ai++) {
-      const AggregationDef& a = v.aggs[ai];
-      if (a.kind == AggKind::kQuantile) {
-        for (size_t q = 0; q < a.quantiles.size(); q++)
-          for (size_t w = 0; w < a.windows_ms.size(); w++) {
-            FeatureRef f{vi, static_cast<int>(ai), static_cast<int>(w), static_cast<int>(q)};
-            out.emplace_back(FeatureName(f), f);
-          }
-      } else if (IsWindowed(a.kind)) {
+  for (int vi : ViewsNamed(entity, {})) {
+    auto fs = FeaturesOfView(vi);
+    out.insert(out.end(), fs.begin(), fs.end());
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, FeatureRef>> Registry::FeaturesOfView(int vi) const {
+  std::vector<std::pair<std::string, FeatureRef>> out;
+  const ViewDef& v = views_[static_cast<size_t>(vi)];
+  for (size_t ai = 0; ai < v.aggs.size(); ai++) {
+    const AggregationDef& a = v.aggs[ai];
+    if (a.kind == AggKind::kQuantile) {
+      for (size_t q = 0; q < a.quantiles.size(); q++)
         for (size_t w = 0; w < a.windows_ms.size(); w++) {
-          FeatureRef f{vi, static_cast<int>(ai), static_cast<int>(w)};
+          FeatureRef f{vi, static_cast<int>(ai), static_cast<int>(w), static_cast<int>(q)};
           out.emplace_back(FeatureName(f), f);
         }
-      } else {
-        FeatureRef f{vi, static_cast<int>(ai), -1};
+    } else if (IsWindowed(a.kind)) {
+      for (size_t w = 0; w < a.windows_ms.size(); w++) {
+        FeatureRef f{vi, static_cast<int>(ai), static_cast<int>(w)};
         out.emplace_back(FeatureName(f), f);
       }
+    } else {
+      FeatureRef f{vi, static_cast<int>(ai), -1};
+      out.emplace_back(FeatureName(f), f);
     }
   }
   return out;
@@ -507,15 +603,29 @@ bool PickOne(const std::vector<std::pair<std::string, FeatureRef>>& hits, const 
 }  // namespace
 
 void Registry::BuildNameIndex() {
-  for (const auto& [entity, vs] : views_by_entity_) {
-    (void)vs;
-    for (const auto& [bare, f] : BareFeaturesOf(entity)) {
-      for (const std::string& name : {bare, views_[static_cast<size_t>(f.view)].name + "." + bare}) {
-        NameEntry e;
-        if (!ResolveFeatureSlow(entity, name, &e.ref, &e.error)) e.ref = FeatureRef{};
-        names_[entity + '\0' + name] = std::move(e);
-      }
+  // Every name a feature answers to: "<view>.<f>" for every version
+  // ("v@2.f", and "v@1.f" beside "v.f" for version 1), and for default
+  // versions "<base>.<f>" and the bare "<f>", which two views of the
+  // entity may share (then it is ambiguous). One pass: no name is looked
+  // up through the slow path.
+  std::unordered_map<std::string, std::vector<std::pair<std::string, FeatureRef>>> bare_hits;  // entity\0f
+  for (size_t vi = 0; vi < views_.size(); vi++) {
+    const ViewDef& v = views_[vi];
+    const bool is_default = IsDefault(v);
+    for (const auto& [bare, f] : FeaturesOfView(static_cast<int>(vi))) {
+      std::vector<std::string> names{v.name + "." + bare};
+      if (v.version == 1) names.push_back(v.base + "@1." + bare);
+      if (is_default && v.version != 1) names.push_back(v.base + "." + bare);
+      for (const std::string& name : names) names_[v.entity + '\0' + name] = NameEntry{f, {}};
+      if (is_default) bare_hits[v.entity + '\0' + bare].push_back({v.base, f});
     }
+  }
+  for (auto& [k, hits] : bare_hits) {
+    size_t nul = k.find('\0');
+    std::string_view entity(k.data(), nul), bare(k.data() + nul + 1, k.size() - nul - 1);
+    NameEntry e;
+    if (!PickOne(hits, "feature", entity, bare, bare, &e.ref, &e.error)) e.ref = FeatureRef{};
+    names_[k] = std::move(e);
   }
 }
 
@@ -538,10 +648,9 @@ bool Registry::ResolveFeatureSlow(std::string_view entity, std::string_view name
   std::string_view vname, fname;
   SplitQualified(name, &vname, &fname);
   std::vector<std::pair<std::string, FeatureRef>> hits;
-  for (const auto& [bare, f] : BareFeaturesOf(entity)) {
-    const std::string& view = views_[static_cast<size_t>(f.view)].name;
-    if ((vname.empty() || view == vname) && bare == fname) hits.push_back({view, f});
-  }
+  for (int vi : ViewsNamed(entity, vname))
+    for (const auto& [bare, f] : FeaturesOfView(vi))
+      if (bare == fname) hits.push_back({views_[static_cast<size_t>(vi)].base, f});
   return PickOne(hits, "feature", entity, name, fname, out, err);
 }
 
@@ -549,10 +658,10 @@ bool Registry::ResolveAggregation(std::string_view entity, std::string_view name
   std::string_view vname, aname;
   SplitQualified(name, &vname, &aname);
   std::vector<std::pair<std::string, FeatureRef>> hits;
-  if (const std::vector<int>* vs = ViewsOfEntity(entity)) {
-    for (int vi : *vs) {
+  const AggregationDef* several = nullptr;  // a quantile aggregation named bare, with several quantiles
+  {
+    for (int vi : ViewsNamed(entity, vname)) {
       const ViewDef& v = views_[static_cast<size_t>(vi)];
-      if (!vname.empty() && v.name != vname) continue;
       for (size_t ai = 0; ai < v.aggs.size(); ai++) {
         const AggregationDef& a = v.aggs[ai];
         if (!IsWindowed(a.kind)) continue;
@@ -561,17 +670,18 @@ bool Registry::ResolveAggregation(std::string_view entity, std::string_view name
         if (a.kind == AggKind::kQuantile) {
           for (size_t q = 0; q < a.quantiles.size(); q++)
             if (aname == a.name + "_" + a.quantile_texts[q] || (aname == a.name && a.quantiles.size() == 1))
-              hits.push_back({v.name, FeatureRef{vi, static_cast<int>(ai), -1, static_cast<int>(q)}});
-          if (aname == a.name && a.quantiles.size() > 1) {
-            *err = "ERR '" + std::string(name) + "' has several quantiles: name one, e.g. '" + a.name + "_" +
-                   a.quantile_texts[0] + "'";
-            return false;
-          }
+              hits.push_back({v.base, FeatureRef{vi, static_cast<int>(ai), -1, static_cast<int>(q)}});
+          if (aname == a.name && a.quantiles.size() > 1) several = &a;
         } else if (a.name == aname) {
-          hits.push_back({v.name, FeatureRef{vi, static_cast<int>(ai), -1}});
+          hits.push_back({v.base, FeatureRef{vi, static_cast<int>(ai), -1}});
         }
       }
     }
+  }
+  if (hits.empty() && several != nullptr) {
+    *err = "ERR '" + std::string(name) + "' has several quantiles: name one, e.g. '" + several->name + "_" +
+           several->quantile_texts[0] + "'";
+    return false;
   }
   return PickOne(hits, "windowed aggregation", entity, name, aname, out, err);
 }

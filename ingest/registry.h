@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -61,7 +62,9 @@ struct AggregationDef : AggSpec {  // AggSpec: kind, signature, resolution, max 
 };
 
 struct ViewDef {
-  std::string name, entity, source;
+  std::string name, entity, source;  // name: "user_activity", or "user_activity@2" for version 2
+  std::string base;                  // the name without its version: "user_activity"
+  int version = 1;
   uint64_t id = 0;  // hash of the name
   int64_t ttl_ms = 0;  // 0 = never
   int entity_key_slot = -1;
@@ -98,7 +101,18 @@ class Registry {
   // Hash of the definitions (hex), FREGISTRY VERSION.
   const std::string& version() const { return version_; }
   int FindSource(std::string_view name) const;
+  // A view by name: "user_activity@2" (or "user_activity@1") names a
+  // version, "user_activity" the default version.
   int FindView(std::string_view name) const;
+  // Versions (docs/commands.md, "Feature versions"): the version that
+  // unqualified names read, and every version of a view, ascending.
+  int DefaultVersion(std::string_view base) const;
+  std::vector<int> VersionsOf(std::string_view base) const;
+  bool IsDefault(const ViewDef& v) const { return DefaultVersion(v.base) == v.version; }
+  // A copy whose defaults are `wanted` where the version exists (else the
+  // lowest version), for FREGISTRY DEFAULT and for reloads that keep them.
+  std::shared_ptr<const Registry> WithDefaults(const std::map<std::string, int>& wanted) const;
+  const std::map<std::string, int>& defaults() const { return defaults_; }
   // The views of an entity type ("user"), in registry order.
   const std::vector<int>* ViewsOfEntity(std::string_view entity) const;
 
@@ -110,8 +124,11 @@ class Registry {
   bool ResolveAggregation(std::string_view entity, std::string_view name, FeatureRef* out, std::string* err) const;
   // Every feature of an entity type, in registry order, with its name (bare,
   // or qualified "view.name" where two views of the entity share it).
+  // Only default versions: what FGET without names lists.
   std::vector<std::pair<std::string, FeatureRef>> FeaturesOf(std::string_view entity) const;
   std::vector<std::pair<std::string, FeatureRef>> BareFeaturesOf(std::string_view entity) const;
+  // The features of one view (any version), bare names.
+  std::vector<std::pair<std::string, FeatureRef>> FeaturesOfView(int view) const;
   std::string FeatureName(const FeatureRef& f) const;
 
  private:
@@ -130,6 +147,9 @@ class Registry {
   std::vector<EntityDef> entities_;
   std::vector<ViewDef> views_;
   std::unordered_map<std::string, std::vector<int>> views_by_entity_;
+  std::map<std::string, int> defaults_;  // base -> the version unqualified names read
+  // The views a qualifier picks ("v", "v@2"; empty: the entity's defaults).
+  std::vector<int> ViewsNamed(std::string_view entity, std::string_view qualifier) const;
 };
 
 }  // namespace fkv

@@ -271,15 +271,14 @@ void FSet(CommandContext& c) {
 // Planning a pipeline ahead (docs/architecture.md, "Planning a pipeline
 // ahead"). While one FEVENT runs, the FEVENTs already read after it are
 // planned (up to kDepth of them) and the table slots, records and entity
-// blocks of their keys prefetched in three stages, one command apart, so a
+// blocks of their keys on this shard prefetched in three stages, so a
 // pipeline's cache misses overlap with the work of the commands before
 // them instead of stalling each apply. A plan is taken only by the command
 // it was made from (same connection, same read of its buffer, the same
-// argument bytes, registry and max-event-skew), and kept only when
-// planning it counted nothing (no rejection, skip or too-old input, which
-// go to INFO when the command runs); anything else plans again. The event
-// time of an arrival-time source is the plan's clock: those bytes had
-// arrived by then.
+// argument bytes, registry and max-event-skew) in the millisecond it was
+// made (the command's clock is the plan's), and kept only when planning it
+// counted nothing (no rejection, skip or too-old input, which go to INFO
+// when the command runs); anything else plans again.
 class FeventLookahead {
  public:
   static constexpr size_t kDepth = 8;
@@ -291,7 +290,7 @@ class FeventLookahead {
     if (count_ == 0) return false;
     Ahead& a = ring_[head_];
     bool same = c.conn != nullptr && c.conn->id() == conn_id_ && c.conn->read_generation() == read_gen_ &&
-                a.reg == reg && a.skew == skew && a.args.size() == c.args.size();
+                a.reg == reg && a.skew == skew && a.now_ms == c.now_ms && a.args.size() == c.args.size();
     for (size_t i = 0; same && i < a.args.size(); i++)
       same = a.args[i].data() == c.args[i].data() && a.args[i].size() == c.args[i].size();
     if (!same) {
@@ -322,6 +321,7 @@ class FeventLookahead {
     }
     while (count_ < kDepth && !rest.empty()) {
       Ahead& a = ring_[(head_ + count_) % kDepth];
+      if (a.batch.footprint() > (1u << 20)) a.batch = UpdateBatch();  // a huge FEVENT's buffers are not kept
       const char* end = c.conn->PeekCommand(next_, &a.args);
       if (end == nullptr || a.args.size() < 3 || a.args.size() > 2 + kMaxEvents || !EqualsFevent(a.args[0])) break;
       int src = reg->FindSource(a.args[1]);
@@ -446,7 +446,9 @@ void FEvent(CommandContext& c) {
     if (!err.empty()) return c.out.Error(err);
     return c.out.Integer(static_cast<int64_t>(applied));
   }
-  ahead.Forget();
+  // Updates on other shards: the next FEVENTs are planned all the same
+  // (a plan does not depend on the shard), but not inside EXEC.
+  if (!ShardSet::inline_posts()) ahead.TopUp(c, reg, skew, planner);
   auto shared = std::make_shared<UpdateBatch>(std::move(local));
   local = UpdateBatch();
   auto plan = std::make_shared<const ShardPlan>(std::move(local_plan));

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "storage/entity.h"
 
@@ -11,9 +12,9 @@ namespace fkv::dds {
 
 namespace {
 const double kLogGamma = std::log(kGamma);
-// Indexes of finite doubles lie within about +-37,000; anything past this
-// bound in a file is corrupt.
-constexpr int64_t kMaxIndex = 1 << 16;
+// Index() of the smallest subnormal double is -37,220 and of the largest
+// double 35,489: a bucket past these bounds in a file is corrupt.
+constexpr int64_t kMinIndex = -37'300, kMaxIndex = 35'500;
 constexpr uint64_t kMaxCount = uint64_t{1} << 53;
 
 void Put(std::string* out, uint64_t v) {
@@ -61,7 +62,10 @@ bool Get(const uint8_t** p, const uint8_t* end, uint64_t* v) {
 
 int32_t Index(double magnitude) { return static_cast<int32_t>(std::ceil(std::log(magnitude) / kLogGamma)); }
 
-double Value(int32_t index) { return 2 * std::pow(kGamma, index) / (kGamma + 1); }
+double Value(int32_t index) {
+  // (the bucket of the largest doubles would answer past them: infinity)
+  return std::min(2 * std::pow(kGamma, index) / (kGamma + 1), std::numeric_limits<double>::max());
+}
 
 void Sketch::Clear() {
   pos_.clear();
@@ -149,8 +153,11 @@ bool Sketch::Quantile(double q, double* out) const {
   const uint64_t n = count();
   if (n == 0) return false;
   // The rank of the value asked for, 0-based, in ascending order:
-  // negatives (largest magnitude first), zeros, positives.
-  const auto rank = static_cast<uint64_t>(std::floor(std::clamp(q, 0.0, 1.0) * static_cast<double>(n - 1)));
+  // negatives (largest magnitude first), zeros, positives. q (n - 1) is
+  // rounded up when within 1e-12 of a whole number: 0.29 x 100 is
+  // 28.999999999999996 in doubles, and means rank 29.
+  const double exact = std::clamp(q, 0.0, 1.0) * static_cast<double>(n - 1);
+  const auto rank = std::min(n - 1, static_cast<uint64_t>(std::floor(exact * (1 + 1e-12))));
   uint64_t seen = 0;
   for (auto it = neg_.rbegin(); it != neg_.rend(); ++it) {
     seen += it->second;
@@ -228,15 +235,16 @@ std::string Check(const uint8_t** pp, const uint8_t* end) {
     for (uint64_t j = 0; j < n; j++) {
       uint64_t k, c;
       if (!Get(&p, stop, &k) || !Get(&p, stop, &c)) return "truncated quantile sketch";
+      const uint64_t span = static_cast<uint64_t>(kMaxIndex - kMinIndex);
       if (j == 0) {
-        if (k > 2 * static_cast<uint64_t>(kMaxIndex)) return "bad quantile bucket";
+        if (k > 2 * span) return "bad quantile bucket";
         key = varint::UnZigZag(k);
       } else {
-        if (k == 0 || k > 2 * static_cast<uint64_t>(kMaxIndex)) return "quantile buckets out of order";
+        if (k == 0 || k > span) return "quantile buckets out of order";
         key += static_cast<int64_t>(k);
       }
-      if (key < -kMaxIndex || key > kMaxIndex) return "bad quantile bucket";
-      if (c == 0 || c > kMaxCount) return "bad quantile bucket count";
+      if (key < kMinIndex || key > kMaxIndex) return "bad quantile bucket";
+      if (c == 0 || c > kMaxCount - total) return "bad quantile bucket count";
       total += c;
     }
   }

@@ -3,9 +3,11 @@
 // A value x != 0 goes to bucket i = ceil(log_gamma |x|), gamma = 1.01/0.99,
 // of the positive or the negative store; zeros are counted apart. The
 // q-quantile is the bucket holding the value of rank floor(q (n - 1)) in
-// sorted order, answered as 2 gamma^i / (gamma + 1): within 1% of that
-// value. Sketches merge exactly (counts add), so a window's sketch is the
-// sum of its tiles' and is as accurate as one built from every value.
+// sorted order (q (n - 1) rounded up when within 1e-12 of a whole number),
+// answered as 2 gamma^i / (gamma + 1): within 1% of that value. Sketches
+// merge exactly (counts add), so a window's sketch is the sum of its
+// tiles' and is as accurate as one built from every value, as long as no
+// store folded (below).
 //
 // A tile value (storage/entity.h) is
 //   varint L | zeros | npos | npos x (key, count) | nneg | nneg x (key, count)
@@ -25,7 +27,7 @@ namespace fkv::dds {
 
 inline constexpr double kAlpha = 0.01;
 inline constexpr double kGamma = (1 + kAlpha) / (1 - kAlpha);
-inline constexpr size_t kMaxBuckets = 2048;  // per store: |x| spanning a factor of 5e17
+inline constexpr size_t kMaxBuckets = 2048;  // per store: |x| spanning a factor of 6.2e17
 
 int32_t Index(double magnitude);  // magnitude > 0, finite
 double Value(int32_t index);      // the bucket's answer, within 1% of any value in it

@@ -205,7 +205,7 @@ QUANTILE_ACCURACY = 0.01  # the sketch's relative accuracy (docs/architecture.md
 
 def quantile_text(q):
     """The name part of a quantile: 0.5 -> p50, 0.999 -> p999."""
-    return "p" + ("%g" % (q * 100)).replace(".", "")
+    return "p" + ("%.6f" % (q * 100)).rstrip("0").rstrip(".").replace(".", "")
 
 
 class Agg:
@@ -382,7 +382,8 @@ def quantile_expect(values, q):
     """The value of rank floor(q (n - 1)), within the sketch's accuracy."""
     if not values:
         return None
-    exact = sorted(values)[int(math.floor(q * (len(values) - 1)))]
+    rank = min(len(values) - 1, int(math.floor(q * (len(values) - 1) * (1 + 1e-12))))
+    exact = sorted(values)[rank]
     return Approx(float(exact), QUANTILE_ACCURACY * abs(exact) * (1 + 1e-9))
 
 

@@ -494,7 +494,8 @@ namespace {
 // answers within its relative accuracy.
 double ExactQuantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(std::floor(q * static_cast<double>(v.size() - 1)))];
+  double exact = q * static_cast<double>(v.size() - 1);
+  return v[std::min(v.size() - 1, static_cast<size_t>(std::floor(exact * (1 + 1e-12))))];
 }
 bool WithinAccuracy(double got, double want) {
   return std::fabs(got - want) <= dds::kAlpha * std::fabs(want) * (1 + 1e-9) + 1e-300;
@@ -579,6 +580,19 @@ TEST_CASE("quantile sketches: bad bytes are named, a store folds past its bucket
   CHECK(check(std::string("\x03\x00\x00\x00", 4)) == "bad quantile sketch count");  // no value at all
   CHECK(check(std::string("\x05\x00\x01\x02\x00\x00", 6)) == "bad quantile bucket count");
   CHECK(check(std::string("\x07\x00\x02\x02\x01\x00\x01\x00", 8)) == "quantile buckets out of order");
+  // Two bucket counts of 2^53 each: the sum would pass 2^53 (and, with
+  // enough of them, wrap): refused.
+  std::string big("\x00\x02\x02", 3);  // zeros 0, two positive buckets, key 1
+  big += "\x80\x80\x80\x80\x80\x80\x80\x10";  // count 2^53
+  big += "\x01\x80\x80\x80\x80\x80\x80\x80\x10";  // key +1, count 2^53
+  big += '\0';  // no negatives
+  CHECK(check(std::string(1, static_cast<char>(big.size())) + big) == "bad quantile bucket count");
+  // q (n - 1) a hair under a whole number in doubles still means that rank.
+  dds::Sketch ranks;
+  for (int i = 1; i <= 101; i++) ranks.Add(i);
+  double r29 = 0;
+  REQUIRE(ranks.Quantile(0.29, &r29));  // 0.29 x 100 = 28.999999999999996
+  CHECK(WithinAccuracy(r29, 30));      // the value of rank 29
   // Values spanning more than gamma^2048: the smallest magnitudes fold.
   dds::Sketch wide;
   for (int i = -1500; i <= 1500; i++) wide.Add(std::pow(dds::kGamma, i));
@@ -647,6 +661,9 @@ views:
   CHECK(f.window == 1);
   REQUIRE(r->ResolveFeature("user", "v.lat_p999_1m", &f, &err));
   CHECK(f.q == 2);
+  auto tiny = Registry::LoadText(With(text, "q: [0.9]", "q: [0.00001, 0.125]"), "reg.yaml");
+  CHECK(tiny->ResolveFeature("user", "one_p0001_1m", &f, &err));
+  CHECK(tiny->ResolveFeature("user", "one_p125_1m", &f, &err));
   CHECK_FALSE(r->ResolveFeature("user", "lat_1m", &f, &err));
   CHECK(r->FeaturesOf("user").size() == 7);
   REQUIRE(r->ResolveAggregation("user", "lat_p50", &f, &err));
@@ -671,5 +688,7 @@ views:
       {with("{agg: quantile, field: ms, q: [0.9]", "{agg: sum, field: ms, q: [0.9]"), "'q' is only for quantile", 16},
       {with("{agg: quantile, field: ms, q: [0.9], windows: [1m]}", "{agg: quantile, field: ms, q: [0.9]}"),
        "needs a non-empty 'windows' list", 16},
+      {with("      one:", "      lat_p50: {agg: count, windows: [10m]}\n      one:"),
+       "has the name FWINDOW gives quantile p50 of 'lat'", 16},
   });
 }
