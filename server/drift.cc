@@ -56,7 +56,10 @@ std::shared_ptr<DriftManager::Walk> DriftManager::NewWalk(const std::string& vie
     return nullptr;
   }
   const ViewDef& v = w->reg->views()[static_cast<size_t>(w->view)];
-  for (auto& [name, f] : w->reg->FeaturesOf(v.entity)) {
+  // A default version's features under the names FGET lists them by; another
+  // version's by their bare names.
+  auto feats = w->reg->IsDefault(v) ? w->reg->FeaturesOf(v.entity) : w->reg->FeaturesOfView(w->view);
+  for (auto& [name, f] : feats) {
     if (f.view != w->view || !IsWindowed(v.aggs[static_cast<size_t>(f.agg)].kind)) continue;
     w->refs.push_back(f);
     w->names.push_back(name);

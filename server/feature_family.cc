@@ -471,10 +471,12 @@ void FEvent(CommandContext& c) {
       });
 }
 
-// The head shared by FVIEWS and FINFO: a 5-entry map whose first four
-// entries are name, entity, source and ttl_ms (the caller writes the fifth).
-void WriteViewHead(ReplyWriter& out, const ViewDef& v) {
-  out.Map(5);
+// The head shared by FVIEWS and FINFO: an 8-entry map whose first seven
+// entries are name, entity, source, ttl_ms, version, versions (every
+// version of the view's name) and default (the version unqualified names
+// read); the caller writes the eighth.
+void WriteViewHead(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
+  out.Map(8);
   out.Bulk("name");
   out.Bulk(v.name);
   out.Bulk("entity");
@@ -483,17 +485,22 @@ void WriteViewHead(ReplyWriter& out, const ViewDef& v) {
   out.Bulk(v.source);
   out.Bulk("ttl_ms");
   out.Integer(v.ttl_ms);
+  out.Bulk("version");
+  out.Integer(v.version);
+  out.Bulk("versions");
+  std::vector<int> versions = reg.VersionsOf(v.base);
+  out.Array(versions.size());
+  for (int n : versions) out.Integer(n);
+  out.Bulk("default");
+  out.Integer(reg.DefaultVersion(v.base));
 }
 
 void WriteViewSummary(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
-  WriteViewHead(out, v);
-  auto feats = reg.BareFeaturesOf(v.entity);
-  std::vector<std::string> names;
-  for (auto& [name, f] : feats)
-    if (reg.views()[static_cast<size_t>(f.view)].name == v.name) names.push_back(name);
+  WriteViewHead(out, reg, v);
+  auto feats = reg.FeaturesOfView(reg.FindView(v.name));
   out.Bulk("features");
-  out.Array(names.size());
-  for (auto& nm : names) out.Bulk(nm);
+  out.Array(feats.size());
+  for (auto& [name, f] : feats) out.Bulk(name);
 }
 
 void FViews(CommandContext& c) {
@@ -507,7 +514,7 @@ void FInfo(CommandContext& c) {
   int vi = reg->FindView(c.args[1]);
   if (vi < 0) return c.out.Error("ERR unknown view '" + std::string(c.args[1]) + "'");
   const ViewDef& v = reg->views()[static_cast<size_t>(vi)];
-  WriteViewHead(c.out, v);
+  WriteViewHead(c.out, *reg, v);
   c.out.Bulk("aggregations");
   c.out.Array(v.aggs.size());
   for (const auto& a : v.aggs) {
@@ -548,7 +555,29 @@ void FRegistry(CommandContext& c) {
     c.server->InstallEverywhere(reg, [reply] { reply([](ReplyWriter& out) { out.Ok(); }); });
     return;
   }
-  c.out.Error("ERR unknown subcommand '" + std::string(c.args[1]) + "'. Try FREGISTRY VERSION or FREGISTRY RELOAD.");
+  if (EqualsNoCase(c.args[1], "DEFAULT") && (c.args.size() == 3 || c.args.size() == 4)) {
+    // FREGISTRY DEFAULT view [version]: the version unqualified names read
+    // (docs/commands.md, "Feature versions").
+    auto reg = c.server->registry();
+    std::string base(c.args[2]);
+    std::vector<int> versions = reg->VersionsOf(base);
+    if (versions.empty()) return c.out.Error("ERR unknown view '" + base + "'");
+    if (c.args.size() == 3) return c.out.Integer(reg->DefaultVersion(base));
+    int64_t n = 0;
+    if (!ParseI64(c.args[3], &n) || !std::binary_search(versions.begin(), versions.end(), n)) {
+      std::string list;
+      for (int v : versions) list += (list.empty() ? "" : ", ") + std::to_string(v);
+      return c.out.Error("ERR view '" + base + "' has no version '" + std::string(c.args[3]) + "' (versions: " + list + ")");
+    }
+    c.server->SetWantedDefault(base, static_cast<int>(n));
+    auto next = c.server->registry()->WithDefaults(c.server->wanted_defaults());
+    c.conn->Audit("registry_default", {{"view", base}, {"version", std::to_string(n)}});
+    auto reply = c.Defer();
+    c.server->InstallEverywhere(next, [reply] { reply([](ReplyWriter& out) { out.Ok(); }); });
+    return;
+  }
+  c.out.Error("ERR unknown subcommand '" + std::string(c.args[1]) +
+              "'. Try FREGISTRY VERSION, FREGISTRY RELOAD or FREGISTRY DEFAULT.");
 }
 
 // FINGEST ERRORS: the first rejected events (FEVENT and Kafka), oldest first.
@@ -635,7 +664,7 @@ void RegisterFeatureFamily(CommandTable& t) {
   t.Register({"fviews", 1, R, 0, 0, 0, FViews, "feature", "Lists the views of the registry."});
   t.Register({"finfo", 2, R, 0, 0, 0, FInfo, "feature", "Describes one view and its aggregations."});
   t.Register({"fdrift", -2, R | kCmdNoMulti, 0, 0, 0, FDrift, "feature", "FDRIFT BASELINE view | FDRIFT view: feature drift (PSI) against a baseline."});
-  t.Register({"fregistry", 2, kCmdAdmin | kCmdNoMulti, 0, 0, 0, FRegistry, "feature", "FREGISTRY VERSION | RELOAD."});
+  t.Register({"fregistry", -2, kCmdAdmin | kCmdNoMulti, 0, 0, 0, FRegistry, "feature", "FREGISTRY VERSION | RELOAD | DEFAULT view [version]."});
 }
 
 }  // namespace fkv

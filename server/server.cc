@@ -229,11 +229,27 @@ void Server::SetRegistry(std::shared_ptr<const Registry> reg) {
   registry_ = std::move(reg);
 }
 
+std::map<std::string, int> Server::wanted_defaults() const {
+  std::lock_guard lk(registry_mu_);
+  return wanted_defaults_;
+}
+
+void Server::SetWantedDefault(const std::string& view, int version) {
+  std::lock_guard lk(registry_mu_);
+  wanted_defaults_[view] = version;
+}
+
+void Server::SetWantedDefaults(std::map<std::string, int> all) {
+  std::lock_guard lk(registry_mu_);
+  wanted_defaults_ = std::move(all);
+}
+
 std::string Server::ReloadRegistryFile(std::shared_ptr<const Registry>* out) {
   std::string path = config_.GetString("registry");
   if (path.empty()) return "ERR no registry file is configured (directive 'registry')";
   try {
     *out = Registry::LoadFile(path);
+    if (auto wanted = wanted_defaults(); !wanted.empty()) *out = (*out)->WithDefaults(wanted);
   } catch (const RegistryError& e) {
     spdlog::warn("registry reload refused, keeping version {}: {}", registry()->version(), e.what());
     return std::string("ERR registry reload refused: ") + e.what();
@@ -288,7 +304,19 @@ void Server::InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& re
 
 void Server::InstallEverywhere(std::shared_ptr<const Registry> reg, std::function<void()> done) {
   shards_->RunOn(
-      shards_->All(), [this, reg](int s, ShardStore&) { InstallRegistry(shards_->shard(s), reg); },
+      shards_->All(),
+      [this, reg](int s, ShardStore&) {
+        // The same views under the same layouts as the shard's (FREGISTRY
+        // DEFAULT, a reload that changed nothing stored): no entity
+        // changes, so no walk of the store.
+        Shard& sh = shards_->shard(s);
+        const Registry* cur = sh.registry.get();
+        bool same = cur != nullptr && cur->views().size() == reg->views().size();
+        for (size_t i = 0; same && i < reg->views().size(); i++)
+          same = cur->views()[i].id == reg->views()[i].id && cur->views()[i].layout_id == reg->views()[i].layout_id;
+        if (same) sh.registry = reg;
+        else InstallRegistry(sh, reg);
+      },
       [this, reg, done = std::move(done)] {
         SetRegistry(reg);
         done();

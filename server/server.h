@@ -8,6 +8,7 @@
 #include <thread>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -119,6 +120,12 @@ class Server {
   // FREGISTRY RELOAD and SIGHUP; a snapshot load installs before the shards start.
   void InstallEverywhere(std::shared_ptr<const Registry> reg, std::function<void()> done);
   void ReloadOnSignal();
+  // FREGISTRY DEFAULT: the versions asked for (view name -> version), kept
+  // in snapshots and applied to every registry installed after (a reload
+  // keeps them; a version that no longer exists falls back to the lowest).
+  std::map<std::string, int> wanted_defaults() const;
+  void SetWantedDefault(const std::string& view, int version);
+  void SetWantedDefaults(std::map<std::string, int> all);
   IngestStats ingest_stats;
   // The Kafka consumer (null without kafka-brokers). Started by Start().
   KafkaIngest* kafka() { return kafka_.get(); }
@@ -195,6 +202,7 @@ class Server {
   int64_t last_autosave_check_ms_ = 0;
   mutable std::mutex registry_mu_;
   std::shared_ptr<const Registry> registry_;
+  std::map<std::string, int> wanted_defaults_;  // under registry_mu_
   int port_ = 0;
   int64_t start_ms_ = 0;
   uint64_t last_cmd_total_ = 0, last_messages_total_ = 0, last_applied_total_ = 0;

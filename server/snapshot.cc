@@ -174,6 +174,10 @@ void SnapshotManager::Cut(std::shared_ptr<Job> job, std::vector<snap::KafkaPosit
     snap::AppendFrame(&frames, snap::Frame::kDrift, 0, drift::EncodeBaselines(base));
     nframes++;
   }
+  if (auto defaults = server_->wanted_defaults(); !defaults.empty()) {
+    snap::AppendFrame(&frames, snap::Frame::kDefaults, 0, snap::EncodeDefaults(defaults));
+    nframes++;
+  }
   job->writer.Put(std::move(frames), nframes);
   ShardSet& set = server_->shards();
   for (int i = 0; i < set.size(); i++) {
@@ -376,6 +380,11 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     baselines = b;
     return std::string();
   };
+  std::map<std::string, int> defaults;
+  v.defaults = [&](const std::map<std::string, int>& d) {
+    defaults = d;
+    return std::string();
+  };
   v.layouts = [&](const snap::LayoutMap& map) {
     std::set<uint16_t> current;
     for (const ViewDef& d : reg->views()) current.insert(d.layout_id);
@@ -418,6 +427,14 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
   if (foreign_layouts || header.registry_version != reg->version())
     for (int i = 0; i < set.size(); i++) server_->InstallRegistry(set.shard(i), reg);
   server_->drift().Restore(std::move(baselines));
+  if (!defaults.empty()) {
+    // FREGISTRY DEFAULT's choices come back with the state (the shards do
+    // not run yet: the registry is set on each directly).
+    server_->SetWantedDefaults(defaults);
+    auto with = reg->WithDefaults(defaults);
+    server_->SetRegistry(with);
+    for (int i = 0; i < set.size(); i++) set.shard(i).registry = with;
+  }
   loaded_aof_gen_ = aof_gen;
   if (aof_gen != UINT64_MAX) last_good_aof_gen_ = aof_gen;
   int64_t ms = NowMs() - t0;

@@ -648,6 +648,8 @@ void EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInp
   }
 }
 
+void EntityShrink(EntityRecord** pe) { EntityEditor::Shrink(pe); }
+
 bool EntityDropView(EntityRecord** pe, uint32_t view_offset) {
   EntityRecord::View v = (*pe)->ViewAt(view_offset);
   EntityEditor::Replace(pe, view_offset, (*pe)->EndOfView(v) - view_offset, nullptr, 0);

@@ -265,6 +265,8 @@ void ForEachLastItem(std::string_view section, F&& f) {
 // Rebuilds one view under a new layout (EntityReconcile's step).
 bool EntityMoveView(EntityRecord** pe, uint32_t view_offset, uint16_t to_layout);
 bool EntityDropView(EntityRecord** pe, uint32_t view_offset);
+// Gives back the block's spare capacity when it is more than half unused.
+void EntityShrink(EntityRecord** pe);
 
 template <class F>
 bool EntityReconcile(EntityRecord** pe, F&& target) {
@@ -285,6 +287,7 @@ bool EntityReconcile(EntityRecord** pe, F&& target) {
     off = (*pe)->EndOfView(v);
     i++;
   }
+  if (changed) EntityShrink(pe);  // a dropped view's bytes go back to the allocator
   return changed;
 }
 

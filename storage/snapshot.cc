@@ -35,6 +35,7 @@ const char* FrameName(uint8_t kind) {
     case Frame::kLayouts: return "LAYOUTS";
     case Frame::kDrift: return "DRIFT";
     case Frame::kAof: return "AOF";
+    case Frame::kDefaults: return "DEFAULTS";
   }
   return "unknown";
 }
@@ -216,6 +217,32 @@ bool DecodeViews(std::string_view payload, std::vector<ViewInfo>* views, std::st
     }
     views->push_back(std::move(v));
   }
+  return true;
+}
+
+std::string EncodeDefaults(const std::map<std::string, int>& defaults) {
+  std::string out;
+  Enc e(&out);
+  e.Varint(defaults.size());
+  for (const auto& [name, version] : defaults) {
+    e.Str(name);
+    e.Varint(static_cast<uint64_t>(version));
+  }
+  return out;
+}
+
+bool DecodeDefaults(std::string_view payload, std::map<std::string, int>* defaults, std::string* err) {
+  Dec d(payload);
+  uint64_t n;
+  if (!d.Count(&n, 2)) return *err = "bad DEFAULTS", false;
+  for (uint64_t i = 0; i < n; i++) {
+    std::string_view name;
+    uint64_t version;
+    if (!d.Str(&name) || !d.Varint(&version) || name.empty() || version < 1 || version > 1000)
+      return *err = "bad DEFAULTS entry", false;
+    (*defaults)[std::string(name)] = static_cast<int>(version);
+  }
+  if (!d.done()) return *err = "bytes left in DEFAULTS", false;
   return true;
 }
 
@@ -682,7 +709,8 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
   }
   const std::string_view file_header(base, off);
   Header header;
-  bool have_header = false, have_views = false, have_kafka = false, have_drift = false, have_aof = false;
+  bool have_header = false, have_views = false, have_kafka = false, have_drift = false, have_aof = false,
+       have_defaults = false;
   std::vector<std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)>> sums;
   std::vector<uint64_t> sec_records, sec_bytes;
   std::vector<bool> ended;
@@ -703,7 +731,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
                                kind == uint8_t(Frame::kLayouts)
                            ? " of section " + std::to_string(section)
                            : "");
-    if (base[off + 1] != 0 || kind < 1 || kind > 9) return where("frame", off) + "bad frame header";
+    if (base[off + 1] != 0 || kind < 1 || kind > 10) return where("frame", off) + "bad frame header";
     if (len > size - off - kFrameHeaderSize) return where(sec, off) + "truncated: frame runs past the end of the file";
     std::string_view payload(base + off + kFrameHeaderSize, len);
     if (XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(kind, section, len)) != sum)
@@ -778,6 +806,14 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
         if (!d.U64(&gen) || !d.done()) return where(sec, off) + "bad AOF frame";
         have_aof = true;
         if (v.aof && !(err = v.aof(gen)).empty()) return where(sec, off) + err;
+        break;
+      }
+      case Frame::kDefaults: {
+        std::map<std::string, int> defaults;
+        if (have_defaults) return where(sec, off) + "second DEFAULTS";
+        if (!DecodeDefaults(payload, &defaults, &err)) return where(sec, off) + err;
+        have_defaults = true;
+        if (v.defaults && !(err = v.defaults(defaults)).empty()) return where(sec, off) + err;
         break;
       }
       case Frame::kSectionEnd: {

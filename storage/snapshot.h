@@ -13,7 +13,8 @@
 // layouts (storage/entity.h) its entity blocks name by id. An optional DRIFT
 // frame after KAFKA holds the drift baselines (storage/drift.h), and an
 // optional AOF frame (u64) the generation of append-only files that starts
-// at this snapshot's cut (server/aof.h).
+// at this snapshot's cut (server/aof.h), and an optional DEFAULTS frame the
+// default versions FREGISTRY DEFAULT chose (view name -> version).
 // A file without its FOOTER is truncated and refused.
 //
 // An encrypted file (snapshot-encryption-key-file) sets flag 1 in the
@@ -34,6 +35,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -58,7 +60,7 @@ inline constexpr uint32_t kFlagEncrypted = 1;
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr size_t kChunkBytes = 256 * 1024;  // RECORDS payloads are cut near this size
 
-enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7, kDrift = 8, kAof = 9 };
+enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7, kDrift = 8, kAof = 9, kDefaults = 10 };
 const char* FrameName(uint8_t kind);
 
 // Writes the 16-byte header of a frame carrying `payload` at h.
@@ -145,6 +147,9 @@ struct Footer {
 std::string EncodeHeader(const Header& h);
 std::string EncodeViews(const std::vector<ViewInfo>& views);
 std::string EncodeKafka(const std::vector<KafkaPosition>& positions);
+// The DEFAULTS frame: varint count, then (name, varint version) each.
+std::string EncodeDefaults(const std::map<std::string, int>& defaults);
+bool DecodeDefaults(std::string_view payload, std::map<std::string, int>* defaults, std::string* err);
 bool DecodeHeader(std::string_view payload, Header* h, std::string* err);
 bool DecodeViews(std::string_view payload, std::vector<ViewInfo>* views, std::string* err);
 bool DecodeKafka(std::string_view payload, std::vector<KafkaPosition>* positions, std::string* err);
@@ -255,6 +260,7 @@ struct Visitor {
   std::function<std::string(const LayoutMap&)> layouts;  // after each LAYOUTS frame
   std::function<std::string(const std::vector<drift::ViewBaseline>&)> drift;
   std::function<std::string(uint64_t)> aof;  // the AOF frame's generation
+  std::function<std::string(const std::map<std::string, int>&)> defaults;  // the DEFAULTS frame
   std::function<std::string(uint16_t section, std::string_view records, uint32_t count, const LayoutMap& layouts)>
       records;
 };

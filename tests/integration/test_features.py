@@ -29,6 +29,9 @@ What is here:
 - QuantileTests: `agg: quantile` against the exact quantiles of the values
   (within the sketch's 1%), RESP3, FWINDOW, AT, a snapshot and restart,
   reloads that change, drop and re-add it. 1 and 4 shards.
+- VersionTests: two versions of a view side by side against a model,
+  FREGISTRY DEFAULT moving unqualified names, kept by a snapshot and
+  restart and across reloads that drop and re-add a version. 1 and 4 shards.
 - ExpiryTests: view TTLs, the active sweep (DBSIZE and used_memory drop
   without reads), tile reclamation.
 
@@ -2376,6 +2379,125 @@ class SingleShardQuantileTest(QuantileTests, unittest.TestCase):
 
 
 class ShardedQuantileTest(QuantileTests, unittest.TestCase):
+    SHARDS = 4
+
+
+# ===========================================================================
+# Feature versions: both computed from the same events, a default that moves
+# unqualified names, kept in snapshots and across reloads
+
+VERSIONED_REGISTRY = """\
+sources:
+  ev:
+    topic: ev
+    timestamp: {field: ts, unit: ms}
+entities:
+  user: {key: uid}
+views:
+  act:
+    entity: user
+    source: ev
+    features:
+      clicks: {agg: count, where: "kind == 'click'", windows: [10m]}
+      last_kind: {agg: last, field: kind}
+  act@2:
+    entity: user
+    source: ev
+    features:
+      clicks: {agg: count, where: "kind == 'click' or kind == 'tap'", windows: [10m]}
+      spend: {agg: sum, field: amt, windows: [1h]}
+      notes: {agg: last_n, field: note, n: 40}
+"""
+
+
+class VersionTests(OwnServerTests):
+    """Two versions of a view from one source against a model of both; the
+    default moved by FREGISTRY DEFAULT; a snapshot and restart keep it; a
+    reload that drops version 2 frees its state and falls back to version
+    1, one that adds it back starts it empty under the kept default."""
+    REGISTRY = VERSIONED_REGISTRY
+
+    def test_versions_side_by_side_and_a_default_that_moves(self):
+        rnd = random.Random(5 + self.SHARDS)
+        r = self.server.redis()
+        now = now_ms()
+        v1, v2, spend = defaultdict(int), defaultdict(int), defaultdict(float)
+        events = []
+        for _ in range(500):
+            u = "u%d" % rnd.randrange(12)
+            kind = rnd.choice(["click", "tap", "view"])
+            amt = rnd.choice([1, 2.5, 4])
+            events.append(json.dumps({"uid": u, "ts": now - rnd.randrange(9 * 60000), "kind": kind, "amt": amt,
+                                      "note": "note-%030d" % rnd.randrange(10 ** 9)}))
+            v1[u] += kind == "click"
+            v2[u] += kind in ("click", "tap")
+            spend[u] += amt
+        for i in range(0, len(events), 50):
+            self.assertEqual(r.execute_command("FEVENT", "ev", *events[i:i + 50]), 50)
+        users = sorted(v1)
+
+        def check(r, default):
+            for u in users:
+                k = "user:" + u
+                a, b, sp = r.execute_command("FGET", k, "act@1.clicks_10m", "act@2.clicks_10m", "act@2.spend_1h")
+                self.assertEqual((a, b, float(sp)), (v1[u], v2[u], spend[u]))
+                self.assertEqual(r.execute_command("FGET", k, "clicks_10m", "act.clicks_10m"),
+                                 [v1[u] if default == 1 else v2[u]] * 2)
+
+        check(r, 1)
+        self.assertEqual(r.execute_command("FREGISTRY", "DEFAULT", "act"), 1)
+        self.assertEqual(r.execute_command("FREGISTRY", "DEFAULT", "act", "2"), "OK")
+        self.assertEqual(r.execute_command("FREGISTRY", "DEFAULT", "act"), 2)
+        check(r, 2)
+        # FGET without names lists the default version's features.
+        names = r.execute_command("FGET", "user:" + users[0])[0::2]
+        self.assertEqual(names, ["clicks_10m", "spend_1h", "notes"])
+        with RawClient(self.server.port) as c:
+            c.command("HELLO", "3")
+            self.assertEqual(c.command("FGET", "user:" + users[0])["clicks_10m"], v2[users[0]])
+        # FINFO of the bare name describes the default version.
+        info = r.execute_command("FINFO", "act")
+        d = dict(zip(info[0::2], info[1::2]))
+        self.assertEqual((d["name"], d["version"], d["versions"], d["default"]), ("act@2", 2, [1, 2], 2))
+        d1 = dict(zip(*[iter(r.execute_command("FINFO", "act@1"))] * 2))
+        self.assertEqual((d1["name"], d1["version"], d1["default"]), ("act", 1, 2))
+        for args, words in ((("nope", "1"), "unknown view 'nope'"), (("act", "3"), "has no version '3' (versions: 1, 2)"),
+                            (("act", "x"), "has no version 'x'")):
+            with self.assertRaises(redis.ResponseError) as cm:
+                r.execute_command("FREGISTRY", "DEFAULT", *args)
+            self.assertIn(words, str(cm.exception))
+        # A snapshot and a restart keep the default and both states.
+        self.assertTrue(r.save())
+        self.server.stop()
+        self.server = self.start()
+        r = self.server.redis()
+        self.assertEqual(r.execute_command("FREGISTRY", "DEFAULT", "act"), 2)
+        check(r, 2)
+        # Version 2 removed: its state (mostly 40 notes of 35 bytes) is
+        # freed, unqualified names read version 1.
+        key = "user:" + users[0]
+        before = r.memory_usage(key)
+        with open(self.reg_path, "w") as f:
+            f.write(VERSIONED_REGISTRY.split("  act@2:")[0])
+        self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        self.assertEqual(r.execute_command("FREGISTRY", "DEFAULT", "act"), 1)
+        self.assertEqual(r.execute_command("FGET", key, "clicks_10m"), [v1[users[0]]])
+        self.assertLess(r.memory_usage(key), before)
+        with self.assertRaises(redis.ResponseError):
+            r.execute_command("FGET", key, "act@2.clicks_10m")
+        # Added back: the kept default applies again; the new version starts empty.
+        with open(self.reg_path, "w") as f:
+            f.write(VERSIONED_REGISTRY)
+        self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        self.assertEqual(r.execute_command("FREGISTRY", "DEFAULT", "act"), 2)
+        self.assertEqual(r.execute_command("FGET", key, "clicks_10m", "act@1.clicks_10m"), [0, v1[users[0]]])
+
+
+class SingleShardVersionTest(VersionTests, unittest.TestCase):
+    SHARDS = 1
+
+
+class ShardedVersionTest(VersionTests, unittest.TestCase):
     SHARDS = 4
 
 

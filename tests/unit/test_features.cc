@@ -692,3 +692,94 @@ views:
        "has the name FWINDOW gives quantile p50 of 'lat'", 16},
   });
 }
+
+// ---- feature versions ----
+
+namespace {
+const char* kVersioned = R"(
+sources:
+  ev: {topic: ev, timestamp: {field: ts, unit: ms}}
+entities:
+  user: {key: uid}
+views:
+  act:
+    entity: user
+    source: ev
+    features:
+      clicks: {agg: count, windows: [5m]}
+      last_kind: {agg: last, field: kind}
+  act@2:
+    entity: user
+    source: ev
+    features:
+      clicks: {agg: count, where: "kind == 'click'", windows: [5m]}
+      spend: {agg: sum, field: amt, windows: [1h]}
+  other:
+    entity: user
+    source: ev
+    version: 3
+    features:
+      n: {agg: count, windows: [1m]}
+)";
+}  // namespace
+
+TEST_CASE("feature versions: names, qualifiers, defaults and refusals") {
+  auto r = Registry::LoadText(kVersioned, "reg.yaml");
+  REQUIRE(r->views().size() == 3);
+  CHECK(r->views()[0].name == "act");
+  CHECK(r->views()[1].name == "act@2");
+  CHECK(r->views()[2].name == "other@3");
+  CHECK(r->FindView("act") == 0);
+  CHECK(r->FindView("act@1") == 0);
+  CHECK(r->FindView("act@2") == 1);
+  CHECK(r->FindView("act@3") == -1);
+  CHECK(r->FindView("other") == 2);  // its only version is its default
+  CHECK(r->VersionsOf("act") == std::vector<int>{1, 2});
+  CHECK(r->DefaultVersion("act") == 1);
+  FeatureRef f;
+  std::string err;
+  auto view_of = [&](const Registry& reg, const char* name) {
+    FeatureRef g;
+    std::string e;
+    return reg.ResolveFeature("user", name, &g, &e) ? reg.views()[static_cast<size_t>(g.view)].name : e;
+  };
+  CHECK(view_of(*r, "clicks_5m") == "act");
+  CHECK(view_of(*r, "act.clicks_5m") == "act");
+  CHECK(view_of(*r, "act@1.clicks_5m") == "act");
+  CHECK(view_of(*r, "act@2.clicks_5m") == "act@2");
+  CHECK(view_of(*r, "act@2.spend_1h") == "act@2");
+  CHECK(view_of(*r, "spend_1h") == "ERR unknown feature 'spend_1h' for entity 'user'");
+  CHECK(view_of(*r, "n_1m") == "other@3");
+  std::vector<std::string> names;
+  for (auto& [n, g] : r->FeaturesOf("user")) names.push_back(n);
+  CHECK(names == std::vector<std::string>{"clicks_5m", "last_kind", "n_1m"});
+  // Version 2 as the default: unqualified names move, qualified ones stay.
+  auto r2 = r->WithDefaults({{"act", 2}});
+  CHECK(r2->DefaultVersion("act") == 2);
+  CHECK(view_of(*r2, "clicks_5m") == "act@2");
+  CHECK(view_of(*r2, "act.clicks_5m") == "act@2");
+  CHECK(view_of(*r2, "act@1.clicks_5m") == "act");
+  CHECK(view_of(*r2, "spend_1h") == "act@2");
+  CHECK(view_of(*r2, "last_kind") == "ERR unknown feature 'last_kind' for entity 'user'");
+  CHECK(view_of(*r2, "act@1.last_kind") == "act");
+  names.clear();
+  for (auto& [n, g] : r2->FeaturesOf("user")) names.push_back(n);
+  CHECK(names == std::vector<std::string>{"clicks_5m", "spend_1h", "n_1m"});
+  CHECK(r2->version() == r->version());  // the default is not a definition
+  CHECK(r->WithDefaults({{"act", 7}})->DefaultVersion("act") == 1);  // no such version: the lowest
+  CHECK(r2->ResolveAggregation("user", "clicks", &f, &err));
+  CHECK(r2->views()[static_cast<size_t>(f.view)].name == "act@2");
+  std::string text = kVersioned;
+  auto with = [&](const std::string& from, const std::string& to) { return With(text, from, to); };
+  CheckRefusals({
+      {with("  act@2:", "  act@0:"), "a version is a whole number from 1 to 1000, not '0'", 13},
+      {with("  act@2:", "  act@two:"), "not 'two'", 13},
+      {with("  act@2:", "  a@2@3:"), "bad view name 'a@2@3'", 13},
+      {with("  act@2:\n    entity: user", "  act@2:\n    version: 3\n    entity: user"), "disagrees with its name", 14},
+      {with("  other:", "  act@1:\n    entity: user\n    source: ev\n    features: {x: {agg: count, windows: [1m]}}\n  other:"),
+       "view 'act' version 1 defined twice", 19},
+      {With(with("  user: {key: uid}", "  user: {key: uid}\n  item: {key: iid}"), "  act@2:\n    entity: user",
+            "  act@2:\n    entity: item"),
+       "every version of 'act' must have the entity of 'act' (user)", 15},
+  });
+}
