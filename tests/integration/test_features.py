@@ -2502,6 +2502,46 @@ class ShardedVersionTest(VersionTests, unittest.TestCase):
 
 
 # ===========================================================================
+# The example registry in conf/ that uses every kind of definition
+
+FULL_REGISTRY = os.path.join(HERE, "..", "..", "conf", "features-full.yaml")
+
+
+class ExampleRegistryTest(unittest.TestCase):
+    """conf/features-full.yaml loads and computes what its comments say."""
+
+    def test_every_kind_of_the_example_registry(self):
+        server = ServerProcess(SERVER_BINARY, directives=[("registry", FULL_REGISTRY), ("save", "")]).start()
+        try:
+            r = server.redis()
+            t = int(time.time()) - 60
+            dwell = [120.0, 300.0, 45.5, 900.0, 610.0]
+            events = [{"user_id": 1, "product_id": 7, "action": "view", "dwell_ms": d, "timestamp": t} for d in dwell]
+            events += [{"user_id": 1, "product_id": 8, "action": "click", "timestamp": t},
+                       {"user_id": 1, "product_id": 8, "action": "add_to_cart", "timestamp": t},
+                       {"user_id": 1, "product_id": 8, "action": "purchase", "price": 19.99, "timestamp": t},
+                       {"user_id": 2, "product_id": 8, "action": "purchase", "price": 5.0, "timestamp": t + 1}]
+            self.assertEqual(r.execute_command("FEVENT", "user_events", *[json.dumps(e) for e in events]), len(events))
+            got = r.execute_command("FGET", "user:1", "clicks_1h", "spend_1h", "basket_24h", "dwell_p50_1h",
+                                    "products_1h", "last_action", "user_activity@2.clicks_1h")
+            self.assertEqual(got[0], 1)
+            self.assertAlmostEqual(float(got[1]), 19.99)
+            self.assertAlmostEqual(float(got[2]), 19.99)
+            self.assertIsNone(mismatch(quantile_expect(dwell, 0.5), got[3]))
+            self.assertEqual(got[4], 2)
+            self.assertIn(got[5], ("click", "add_to_cart", "purchase", "view"))  # one time: the last applied
+            self.assertEqual(got[6], 2)  # version 2 counts the cart too
+            p = r.execute_command("FGET", "product:8", "buyers_24h", "price_p50_24h")
+            self.assertEqual(p[0], 2)
+            self.assertIsNone(mismatch(quantile_expect([19.99, 5.0], 0.5), p[1]))
+            with self.assertRaises(redis.ResponseError) as cm:
+                r.execute_command("FEVENT", "user_events", json.dumps({"user_id": 1, "action": "swipe", "timestamp": t}))
+            self.assertIn("bad_enum", str(cm.exception))
+        finally:
+            server.stop()
+
+
+# ===========================================================================
 
 
 def main():
