@@ -603,9 +603,8 @@ bool PickOne(const std::vector<std::pair<std::string, FeatureRef>>& hits, const 
 }  // namespace
 
 void Registry::BuildNameIndex() {
-  // Every name a feature answers to: "<view>.<f>" for every version
-  // ("v@2.f", and "v@1.f" beside "v.f" for version 1), and for default
-  // versions "<base>.<f>" and the bare "<f>", which two views of the
+  // Every name a feature answers to: "<base>@<N>.<f>" for every version,
+  // and for default versions "<base>.<f>" and the bare "<f>", which two views of the
   // entity may share (then it is ambiguous). One pass: no name is looked
   // up through the slow path.
   std::unordered_map<std::string, std::vector<std::pair<std::string, FeatureRef>>> bare_hits;  // entity\0f
@@ -613,9 +612,8 @@ void Registry::BuildNameIndex() {
     const ViewDef& v = views_[vi];
     const bool is_default = IsDefault(v);
     for (const auto& [bare, f] : FeaturesOfView(static_cast<int>(vi))) {
-      std::vector<std::string> names{v.name + "." + bare};
-      if (v.version == 1) names.push_back(v.base + "@1." + bare);
-      if (is_default && v.version != 1) names.push_back(v.base + "." + bare);
+      std::vector<std::string> names{v.base + "@" + std::to_string(v.version) + "." + bare};
+      if (is_default) names.push_back(v.base + "." + bare);  // (version 1's name is the base: only when default)
       for (const std::string& name : names) names_[v.entity + '\0' + name] = NameEntry{f, {}};
       if (is_default) bare_hits[v.entity + '\0' + bare].push_back({v.base, f});
     }

@@ -497,7 +497,7 @@ void WriteViewHead(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
 
 void WriteViewSummary(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
   WriteViewHead(out, reg, v);
-  auto feats = reg.FeaturesOfView(reg.FindView(v.name));
+  auto feats = reg.FeaturesOfView(static_cast<int>(&v - reg.views().data()));
   out.Bulk("features");
   out.Array(feats.size());
   for (auto& [name, f] : feats) out.Bulk(name);
@@ -547,33 +547,50 @@ void FRegistry(CommandContext& c) {
   if (EqualsNoCase(c.args[1], "VERSION") && c.args.size() == 2) return c.out.Bulk(RegOf(c)->version());
   if (EqualsNoCase(c.args[1], "RELOAD") && c.args.size() == 2) {
     std::shared_ptr<const Registry> reg;
-    std::string err = c.server->ReloadRegistryFile(&reg);
+    auto reply = c.Defer();
+    Server* server = c.server;
+    std::string err = server->ChangeRegistry(
+        [&](const std::shared_ptr<const Registry>& base, std::shared_ptr<const Registry>* next) {
+          std::string e = server->ReloadRegistryFile(base, next);
+          reg = *next;
+          return e;
+        },
+        [reply](std::shared_ptr<const Registry>) { reply([](ReplyWriter& out) { out.Ok(); }); });
     c.conn->Audit("registry_reload", err.empty() ? std::vector<std::pair<std::string, std::string>>{{"result", "ok"}, {"version", reg->version()}}
                                                  : std::vector<std::pair<std::string, std::string>>{{"result", "error"}, {"error", err}});
-    if (!err.empty()) return c.out.Error(err);
-    auto reply = c.Defer();
-    c.server->InstallEverywhere(reg, [reply] { reply([](ReplyWriter& out) { out.Ok(); }); });
+    if (!err.empty()) reply([err](ReplyWriter& out) { out.Error(err); });
     return;
   }
   if (EqualsNoCase(c.args[1], "DEFAULT") && (c.args.size() == 3 || c.args.size() == 4)) {
     // FREGISTRY DEFAULT view [version]: the version unqualified names read
-    // (docs/commands.md, "Feature versions").
-    auto reg = c.server->registry();
+    // (docs/commands.md, "Feature versions"), checked against the newest
+    // registry under the change lock (a reload may be installing).
     std::string base(c.args[2]);
-    std::vector<int> versions = reg->VersionsOf(base);
-    if (versions.empty()) return c.out.Error("ERR unknown view '" + base + "'");
-    if (c.args.size() == 3) return c.out.Integer(reg->DefaultVersion(base));
-    int64_t n = 0;
-    if (!ParseI64(c.args[3], &n) || !std::binary_search(versions.begin(), versions.end(), n)) {
-      std::string list;
-      for (int v : versions) list += (list.empty() ? "" : ", ") + std::to_string(v);
-      return c.out.Error("ERR view '" + base + "' has no version '" + std::string(c.args[3]) + "' (versions: " + list + ")");
+    if (c.args.size() == 3) {
+      auto reg = c.server->registry();
+      if (reg->VersionsOf(base).empty()) return c.out.Error("ERR unknown view '" + base + "'");
+      return c.out.Integer(reg->DefaultVersion(base));
     }
-    c.server->SetWantedDefault(base, static_cast<int>(n));
-    auto next = c.server->registry()->WithDefaults(c.server->wanted_defaults());
-    c.conn->Audit("registry_default", {{"view", base}, {"version", std::to_string(n)}});
+    std::string text(c.args[3]);
+    int64_t n = 0;
     auto reply = c.Defer();
-    c.server->InstallEverywhere(next, [reply] { reply([](ReplyWriter& out) { out.Ok(); }); });
+    Server* server = c.server;
+    std::string err = server->ChangeRegistry(
+        [&](const std::shared_ptr<const Registry>& reg, std::shared_ptr<const Registry>* next) -> std::string {
+          std::vector<int> versions = reg->VersionsOf(base);
+          if (versions.empty()) return "ERR unknown view '" + base + "'";
+          if (!ParseI64(text, &n) || !std::binary_search(versions.begin(), versions.end(), n)) {
+            std::string list;
+            for (int v : versions) list += (list.empty() ? "" : ", ") + std::to_string(v);
+            return "ERR view '" + base + "' has no version '" + text + "' (versions: " + list + ")";
+          }
+          server->SetWantedDefault(base, static_cast<int>(n));
+          *next = reg->WithDefaults(server->wanted_defaults());
+          return "";
+        },
+        [reply](std::shared_ptr<const Registry>) { reply([](ReplyWriter& out) { out.Ok(); }); });
+    if (!err.empty()) return reply([err](ReplyWriter& out) { out.Error(err); });
+    c.conn->Audit("registry_default", {{"view", base}, {"version", text}});
     return;
   }
   c.out.Error("ERR unknown subcommand '" + std::string(c.args[1]) +

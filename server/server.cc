@@ -244,7 +244,19 @@ void Server::SetWantedDefaults(std::map<std::string, int> all) {
   wanted_defaults_ = std::move(all);
 }
 
-std::string Server::ReloadRegistryFile(std::shared_ptr<const Registry>* out) {
+std::string Server::ChangeRegistry(const RegistryMaker& make,
+                                   std::function<void(std::shared_ptr<const Registry>)> done) {
+  std::lock_guard lk(change_mu_);
+  std::shared_ptr<const Registry> base = pending_ ? pending_ : registry(), next;
+  if (std::string err = make(base, &next); !err.empty()) return err;
+  pending_ = next;
+  // Posted under the lock: every shard gets the changes in this order.
+  InstallEverywhere(next, ++change_seq_, [next, done = std::move(done)] { done(next); });
+  return "";
+}
+
+std::string Server::ReloadRegistryFile(const std::shared_ptr<const Registry>& base,
+                                       std::shared_ptr<const Registry>* out) {
   std::string path = config_.GetString("registry");
   if (path.empty()) return "ERR no registry file is configured (directive 'registry')";
   try {
@@ -255,7 +267,7 @@ std::string Server::ReloadRegistryFile(std::shared_ptr<const Registry>* out) {
     return std::string("ERR registry reload refused: ") + e.what();
   }
   // Log what the reload changes.
-  auto old = registry();
+  const auto& old = base;
   auto sigs = [](const Registry& r) {
     std::map<uint64_t, std::string> m;
     for (const auto& v : r.views())
@@ -302,7 +314,7 @@ void Server::InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& re
   for (const auto& k : touched) s.store.SyncEntity(k, HashKey(k), now);
 }
 
-void Server::InstallEverywhere(std::shared_ptr<const Registry> reg, std::function<void()> done) {
+void Server::InstallEverywhere(std::shared_ptr<const Registry> reg, uint64_t seq, std::function<void()> done) {
   shards_->RunOn(
       shards_->All(),
       [this, reg](int s, ShardStore&) {
@@ -317,20 +329,32 @@ void Server::InstallEverywhere(std::shared_ptr<const Registry> reg, std::functio
         if (same) sh.registry = reg;
         else InstallRegistry(sh, reg);
       },
-      [this, reg, done = std::move(done)] {
-        SetRegistry(reg);
+      [this, reg, seq, done = std::move(done)] {
+        {
+          std::lock_guard lk(registry_mu_);
+          if (seq > installed_seq_) {  // installs finish in any order; the latest change wins
+            registry_ = reg;
+            installed_seq_ = seq;
+          }
+        }
         done();
       });
 }
 
 void Server::ReloadOnSignal() {
   std::shared_ptr<const Registry> reg;
-  if (std::string err = ReloadRegistryFile(&reg); !err.empty()) {
+  std::string err = ChangeRegistry(
+      [&](const std::shared_ptr<const Registry>& base, std::shared_ptr<const Registry>* next) {
+        std::string e = ReloadRegistryFile(base, next);
+        reg = *next;
+        return e;
+      },
+      [](std::shared_ptr<const Registry> r) { spdlog::info("registry reloaded on SIGHUP: version {}", r->version()); });
+  if (!err.empty()) {
     audit_.Record("registry_reload", "signal", "", {{"signal", "SIGHUP"}, {"result", "error"}, {"error", err}});
     return;
   }
   audit_.Record("registry_reload", "signal", "", {{"signal", "SIGHUP"}, {"result", "ok"}, {"version", reg->version()}});
-  InstallEverywhere(reg, [reg] { spdlog::info("registry reloaded on SIGHUP: version {}", reg->version()); });
 }
 
 void Server::Wait() {

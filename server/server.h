@@ -107,18 +107,26 @@ class Server {
   // FREGISTRY RELOAD and SIGHUP. registry() is the latest installed one.
   void LoadInitialRegistry();
   std::shared_ptr<const Registry> registry() const;
-  // Loads the registry file again; on success installs it on every shard
-  // (reconciling entity state) and calls done("") on an arbitrary thread,
-  // else done(error) and keeps the old one.
-  std::string ReloadRegistryFile(std::shared_ptr<const Registry>* out);
+  // Registry changes (FREGISTRY RELOAD, SIGHUP, FREGISTRY DEFAULT) go one
+  // at a time: make(base, &next) builds the next registry from the last one
+  // handed to the shards (installed or still installing), and returns "" or
+  // an error (then nothing changes). The install is queued on every shard
+  // in the order of the changes; done(next) runs once every shard has it.
+  using RegistryMaker = std::function<std::string(const std::shared_ptr<const Registry>& base,
+                                                  std::shared_ptr<const Registry>* next)>;
+  std::string ChangeRegistry(const RegistryMaker& make, std::function<void(std::shared_ptr<const Registry>)> done);
+  // A maker that loads the registry file again (with the wanted defaults)
+  // and logs what it changes against `base`.
+  std::string ReloadRegistryFile(const std::shared_ptr<const Registry>& base, std::shared_ptr<const Registry>* out);
   // Installs `reg` on shard s (its thread): unchanged aggregations keep their
   // state, removed ones are freed.
   void InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& reg);
   void SetRegistry(std::shared_ptr<const Registry> reg);
   // Installs `reg` on every shard (their threads, in parallel), makes it the
-  // current one, then calls done() (on the last shard's thread). Used by
-  // FREGISTRY RELOAD and SIGHUP; a snapshot load installs before the shards start.
-  void InstallEverywhere(std::shared_ptr<const Registry> reg, std::function<void()> done);
+  // current one unless a later change already did, then calls done() (on
+  // the last shard's thread). Through ChangeRegistry only; a snapshot load
+  // installs before the shards start.
+  void InstallEverywhere(std::shared_ptr<const Registry> reg, uint64_t seq, std::function<void()> done);
   void ReloadOnSignal();
   // FREGISTRY DEFAULT: the versions asked for (view name -> version), kept
   // in snapshots and applied to every registry installed after (a reload
@@ -203,6 +211,10 @@ class Server {
   mutable std::mutex registry_mu_;
   std::shared_ptr<const Registry> registry_;
   std::map<std::string, int> wanted_defaults_;  // under registry_mu_
+  uint64_t installed_seq_ = 0;                   // under registry_mu_: the change registry_ is
+  std::mutex change_mu_;                         // ChangeRegistry, one at a time
+  std::shared_ptr<const Registry> pending_;      // under change_mu_: the last one handed to the shards
+  uint64_t change_seq_ = 0;                      // under change_mu_
   int port_ = 0;
   int64_t start_ms_ = 0;
   uint64_t last_cmd_total_ = 0, last_messages_total_ = 0, last_applied_total_ = 0;

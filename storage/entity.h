@@ -281,7 +281,9 @@ bool EntityReconcile(EntityRecord** pe, F&& target) {
       continue;
     }
     if (to != v.layout_id) {
+      const uint8_t before = (*pe)->nviews();
       changed |= EntityMoveView(pe, off, to);
+      if ((*pe)->nviews() < before) continue;  // nothing of it survived: dropped, the next view is at `off`
       v = (*pe)->ViewAt(off);
     }
     off = (*pe)->EndOfView(v);

@@ -22,6 +22,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -126,19 +127,35 @@ void PutField(std::string* out, std::string_view f) {
 
 // ---- timestamps: Unix milliseconds, or ISO 8601 ----
 
+// Digits only, exactly n of them, at s[at..].
+bool Digits(const std::string& s, size_t at, size_t n, int* out) {
+  if (at + n > s.size()) return false;
+  int v = 0;
+  for (size_t i = at; i < at + n; i++) {
+    if (!std::isdigit(static_cast<unsigned char>(s[i]))) return false;
+    v = v * 10 + (s[i] - '0');
+  }
+  *out = v;
+  return true;
+}
+
+// Unix milliseconds (an integer, possibly negative), or ISO 8601:
+// YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z | +HH:MM | +HHMM | +HH] (no zone:
+// UTC). A date that does not exist (Feb 30) is refused.
 bool ParseTime(const std::string& s, int64_t* ms) {
   char* end = nullptr;
   errno = 0;
   long long v = std::strtoll(s.c_str(), &end, 10);
-  if (!s.empty() && end == s.c_str() + s.size() && errno == 0) {
+  if (!s.empty() && end == s.c_str() + s.size() && errno == 0 && !std::isspace(static_cast<unsigned char>(s[0]))) {
     *ms = v;
     return true;
   }
-  // YYYY-MM-DD[T ]HH:MM:SS[.fff...][Z|+HH:MM|-HH:MM]
-  int Y, M, D, h, m, sec, used = 0;
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2d%*1[T ]%2d:%2d:%2d%n", &Y, &M, &D, &h, &m, &sec, &used) != 6 || used != 19)
+  int Y, M, D, h, m, sec;
+  if (!Digits(s, 0, 4, &Y) || s.size() < 19 || s[4] != '-' || !Digits(s, 5, 2, &M) || s[7] != '-' ||
+      !Digits(s, 8, 2, &D) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !Digits(s, 11, 2, &h) ||
+      s[13] != ':' || !Digits(s, 14, 2, &m) || s[16] != ':' || !Digits(s, 17, 2, &sec))
     return false;
-  if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60) return false;
+  if (h > 23 || m > 59 || sec > 59) return false;
   tm t{};
   t.tm_year = Y - 1900;
   t.tm_mon = M - 1;
@@ -146,21 +163,33 @@ bool ParseTime(const std::string& s, int64_t* ms) {
   t.tm_hour = h;
   t.tm_min = m;
   t.tm_sec = sec;
-  int64_t out = static_cast<int64_t>(timegm(&t)) * 1000;
+  time_t secs = timegm(&t);
+  tm back{};
+  if (gmtime_r(&secs, &back) == nullptr || back.tm_year != Y - 1900 || back.tm_mon != M - 1 || back.tm_mday != D)
+    return false;  // timegm normalised it: no such date
+  int64_t out = static_cast<int64_t>(secs) * 1000;
   size_t i = 19;
   if (i < s.size() && s[i] == '.') {
     int64_t frac = 0, scale = 100;
-    for (i++; i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); i++, scale /= 10) frac += (s[i] - '0') * scale;
+    size_t first = ++i;
+    for (; i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); i++, scale /= 10) frac += (s[i] - '0') * scale;
+    if (i == first) return false;  // a point without digits
     out += frac;
   }
   if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
     i++;
   } else if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
-    int oh, om, n = 0;
-    if (std::sscanf(s.c_str() + i + 1, "%2d:%2d%n", &oh, &om, &n) != 2 || n != 5 || oh > 23 || om > 59) return false;
+    int oh = 0, om = 0;
+    size_t j = i + 1;
+    if (!Digits(s, j, 2, &oh)) return false;
+    j += 2;
+    if (j < s.size() && s[j] == ':') j++;
+    if (j < s.size() && !Digits(s, j, 2, &om)) return false;
+    if (j < s.size()) j += 2;
+    if (oh > 23 || om > 59) return false;
     int64_t off = (oh * 60 + om) * 60000;
     out += s[i] == '+' ? -off : off;
-    i += 6;
+    i = j;
   }
   if (i != s.size()) return false;
   *ms = out;
@@ -270,6 +299,11 @@ class SnapshotSource : public Source {
       now_ = h.cut_ms;
       return std::string();
     };
+    std::map<std::string, int> defaults;  // FREGISTRY DEFAULT's choices: unqualified names read them
+    v.defaults = [&](const std::map<std::string, int>& d) {
+      defaults = d;
+      return std::string();
+    };
     v.records = [&](uint16_t, std::string_view payload, uint32_t count, const snap::LayoutMap& layouts) -> std::string {
       snap::Dec d(payload);
       for (uint32_t i = 0; i < count; i++) {
@@ -280,9 +314,11 @@ class SnapshotSource : public Source {
         if (store_.Find(rec.key, h, now_) != nullptr) return "duplicate key '" + std::string(rec.key.substr(0, 64)) + "'";
         snap::Adopt(store_, rec, h);
       }
+      if (!d.done()) return "bytes left after " + std::to_string(count) + " records";
       return std::string();
     };
     if (std::string err = snap::ReadFile(path, v, nullptr, &keys); !err.empty()) Fail(err);
+    if (!defaults.empty()) reg_ = reg_->WithDefaults(defaults);
   }
   std::string Read(const std::vector<Row>& rows, const std::vector<Group>& groups,
                    const std::vector<std::string>& features, std::vector<Reply>* replies) override {
@@ -302,8 +338,11 @@ class SnapshotSource : public Source {
           if (!reg_->ResolveFeature(type, features[f], &refs[f], &err)) return "row with key " + std::string(key) + ": " + err;
         }
         const EntityRecord* e = nullptr;
-        if (Record* r = store_.Find(key, HashKey(key), now_); r != nullptr && r->type == ValueType::kFeature)
+        if (Record* r = store_.Find(key, HashKey(key), now_); r != nullptr) {
+          if (r->type != ValueType::kFeature)  // as FMGET answers for this key
+            return "row with key " + std::string(key) + ": WRONGTYPE Operation against a key holding the wrong kind of value";
           e = r->entity();
+        }
         ReadEntityFeatures(*reg_, e, refs, rows[i].ts, now_, true, &values);
         w.Array(values.size());
         for (const FeatureValue& v : values) RenderFeatureValue(w, v);
@@ -392,6 +431,11 @@ int main(int argc, char** argv) {
   uint64_t line = 0, rows_done = 0;
   bool bad = false;
   std::vector<std::string> header;
+  if (in.peek() == 0xEF) {  // a UTF-8 byte order mark (spreadsheets write one)
+    char bom[3];
+    in.read(bom, 3);
+    if (in.gcount() != 3 || std::string_view(bom, 3) != "\xEF\xBB\xBF") fail(entities + ": not UTF-8 text");
+  }
   if (!ReadRecord(in, &header, &line, &bad) || bad) fail(entities + ": no header line");
   if (header.size() < 2) fail(entities + ":1: the header needs an entity key column and a timestamp column");
   std::string text;
@@ -444,6 +488,7 @@ int main(int argc, char** argv) {
       for (size_t k = 0; k < groups[gi].count; k++) {
         const Row& r = rows[groups[gi].first + k];
         const Reply& vals = rep.elements[k];
+        if (vals.type == '-') fail("row with key " + r.key + ": " + vals.text);
         if (vals.type != '*' || vals.elements.size() != features.size()) fail("unexpected reply to FMGET");
         text.clear();
         for (size_t i = 0; i < r.fields.size(); i++) {

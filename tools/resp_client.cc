@@ -98,6 +98,7 @@ ParseResult Parse(std::string_view buf, size_t* pos, Reply* out, int depth) {
         break;
       }
       if (buf.size() < next + static_cast<size_t>(len) + 2) return ParseResult::kIncomplete;
+      if (buf.substr(next + static_cast<size_t>(len), 2) != "\r\n") return ParseResult::kBad;
       out->text = std::string(buf.substr(next, static_cast<size_t>(len)));
       next += static_cast<size_t>(len) + 2;
       break;
@@ -109,6 +110,9 @@ ParseResult Parse(std::string_view buf, size_t* pos, Reply* out, int depth) {
         out->null = true;
         break;
       }
+      // Each element takes at least 3 bytes ("+\r\n"): a count the bytes
+      // read so far cannot hold yet waits for them before any allocation.
+      if (static_cast<uint64_t>(n) > (buf.size() - next) / 3) return ParseResult::kIncomplete;
       out->elements.resize(static_cast<size_t>(n));
       for (auto& e : out->elements)
         if (ParseResult r = Parse(buf, &next, &e, depth + 1); r != ParseResult::kComplete) return r;

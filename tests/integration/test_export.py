@@ -57,6 +57,12 @@ views:
       lat: {agg: quantile, field: price, q: [0.5, 0.9], windows: [30m], resolution: 1m}
       last_action: {agg: last, field: action}
       recent: {agg: last_n, field: item, n: 3}
+  act@2:
+    entity: user
+    source: ev
+    ttl: 1d
+    features:
+      clicks: {agg: count, where: "action != 'buy'", windows: [5m, 1h], resolution: 1m}
 """
 FEATURES = ["clicks_5m", "clicks_1h", "spend_1h", "lat_p50_30m", "lat_p90_30m", "last_action", "recent"]
 
@@ -94,7 +100,7 @@ class ExportCase(unittest.TestCase):
 
     def export(self, csv_text, *args, out="out.csv"):
         src = os.path.join(self.tmp, "entities.csv")
-        with open(src, "w", newline="") as f:
+        with open(src, "w", newline="", encoding="utf-8") as f:
             f.write(csv_text)
         dst = os.path.join(self.tmp, out)
         if os.path.exists(dst):
@@ -164,6 +170,31 @@ class TrainingSetTest(ExportCase):
         with open(dst, "rb") as a, open(dst2, "rb") as b:
             self.assertEqual(a.read(), b.read())
 
+        # A default moved to version 2 (FREGISTRY DEFAULT, kept in the
+        # snapshot): both exports read version 2's clicks.
+        two = ["clicks_5m", "clicks_1h"]
+        self.assertEqual(self.r.execute_command("FREGISTRY", "DEFAULT", "act", "2"), "OK")
+        p4, dst4 = self.export(csv_text, "--features", ",".join(two), out="v2.csv")
+        self.assertEqual(p4.returncode, 0, p4.stderr)
+        self.assertTrue(self.r.save())
+        p5, dst5 = self.export(csv_text, "--features", ",".join(two), "--snapshot",
+                               os.path.join(self.tmp, "featurekv.snap"), "--registry", self.reg, out="v2snap.csv")
+        self.assertEqual(p5.returncode, 0, p5.stderr)
+        with open(dst4, "rb") as a, open(dst5, "rb") as b, open(dst, "rb") as c:
+            v2_bytes = a.read()
+            self.assertEqual(v2_bytes, b.read())
+            self.assertNotEqual(v2_bytes.split(b"\n")[1:], c.read().split(b"\n")[1:])
+        self.assertEqual(self.r.execute_command("FREGISTRY", "DEFAULT", "act", "1"), "OK")
+        # ISO 8601 with an offset, and a UTF-8 byte order mark before the header.
+        p6, dst6 = self.export("\ufeffkey,ts\nuser:u1,%s\nuser:u1,%d\n" % (
+            time.strftime("%Y-%m-%dT%H:%M:%S+05:30", time.gmtime(now0 // 1000 + 19800)), now0 // 1000 * 1000),
+            out="iso.csv")
+        self.assertEqual(p6.returncode, 0, p6.stderr)
+        with open(dst6, newline="", encoding="utf-8") as f:
+            iso_rows = list(csv.reader(f))
+        self.assertEqual(iso_rows[0][:2], ["key", "ts"])
+        self.assertEqual(iso_rows[1][2:], iso_rows[2][2:])
+
         # --entity: the first column holds ids.
         p3, dst3 = self.export("id,ts\nu1,%d\n" % now0, "--entity", "user", out="ids.csv")
         self.assertEqual(p3.returncode, 0, p3.stderr)
@@ -185,6 +216,16 @@ class FailureTest(ExportCase):
         good = "key,ts\nuser:u1,1000\n"
         self.assertFails(good + "user:u1,yesterday\n", "entities.csv:3: bad timestamp 'yesterday'")
         self.assertFails(good + "user:u1,2026-13-01T00:00:00Z\n", "entities.csv:3: bad timestamp")
+        self.assertFails(good + "user:u1,2026-02-30T00:00:00Z\n", "entities.csv:3: bad timestamp")
+        self.assertFails(good + "user:u1,2026-02-01T-1:00:00Z\n", "entities.csv:3: bad timestamp")
+        self.assertFails(good + "user:u1,2026-02-01T10:00:00.Z\n", "entities.csv:3: bad timestamp")
+        # A key holding a string: WRONGTYPE, from the server and from a snapshot.
+        self.r.set("user:plain", "x")
+        self.assertFails(good + "user:plain,1000\n", "row with key user:plain: WRONGTYPE")
+        self.assertTrue(self.r.save())
+        self.assertFails(good + "user:plain,1000\n", "row with key user:plain: WRONGTYPE", "--snapshot",
+                         os.path.join(self.tmp, "featurekv.snap"), "--registry", self.reg)
+        self.r.delete("user:plain")
         self.assertFails(good + 'user:u1,1000,"open\n', "entities.csv:3: unterminated quoted field")
         self.assertFails(good + "user:u1\n", "entities.csv:3: needs an entity key and a timestamp")
         self.assertFails(good, "ERR unknown feature 'nope' for entity 'user'", "--features", "nope")

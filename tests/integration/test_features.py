@@ -2455,6 +2455,10 @@ class VersionTests(OwnServerTests):
         with RawClient(self.server.port) as c:
             c.command("HELLO", "3")
             self.assertEqual(c.command("FGET", "user:" + users[0])["clicks_10m"], v2[users[0]])
+        # FVIEWS lists every version with its own features.
+        views = {d["name"]: d for d in (dict(zip(v[0::2], v[1::2])) for v in r.execute_command("FVIEWS"))}
+        self.assertEqual(views["act"]["features"], ["clicks_10m", "last_kind"])
+        self.assertEqual(views["act@2"]["features"], ["clicks_10m", "spend_1h", "notes"])
         # FINFO of the bare name describes the default version.
         info = r.execute_command("FINFO", "act")
         d = dict(zip(info[0::2], info[1::2]))

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
 #include <set>
 
@@ -762,6 +763,15 @@ TEST_CASE("feature versions: names, qualifiers, defaults and refusals") {
   CHECK(view_of(*r2, "spend_1h") == "act@2");
   CHECK(view_of(*r2, "last_kind") == "ERR unknown feature 'last_kind' for entity 'user'");
   CHECK(view_of(*r2, "act@1.last_kind") == "act");
+  CHECK(view_of(*r2, "act.last_kind") == "ERR unknown feature 'act.last_kind' for entity 'user'");
+  // The same whatever the order of the versions in the file.
+  std::string swapped = kVersioned;
+  size_t v1 = swapped.find("  act:\n"), v2 = swapped.find("  act@2:\n"), v3 = swapped.find("  other:\n");
+  swapped = swapped.substr(0, v1) + swapped.substr(v2, v3 - v2) + swapped.substr(v1, v2 - v1) + swapped.substr(v3);
+  auto s2 = Registry::LoadText(swapped, "reg.yaml")->WithDefaults({{"act", 2}});
+  CHECK(view_of(*s2, "act.clicks_5m") == "act@2");
+  CHECK(view_of(*s2, "act.last_kind") == "ERR unknown feature 'act.last_kind' for entity 'user'");
+  CHECK(view_of(*s2, "act@1.clicks_5m") == "act");
   names.clear();
   for (auto& [n, g] : r2->FeaturesOf("user")) names.push_back(n);
   CHECK(names == std::vector<std::string>{"clicks_5m", "spend_1h", "n_1m"});
@@ -782,4 +792,30 @@ TEST_CASE("feature versions: names, qualifiers, defaults and refusals") {
             "  act@2:\n    entity: item"),
        "every version of 'act' must have the entity of 'act' (user)", 15},
   });
+}
+
+TEST_CASE("reconcile: a view with nothing left under its new layout is dropped and the next one still moves") {
+  // Three views of one entity; the first moves to a layout sharing none of
+  // its aggregations (dropped), the second and third to new layouts that keep theirs.
+  auto layout = [](uint64_t view, std::vector<uint64_t> sigs, int64_t ttl) {
+    ViewLayout l;
+    l.view_id = view;
+    l.ttl_ms = ttl;
+    for (uint64_t s : sigs) l.aggs.push_back(AggSpec{AggKind::kCount, s, 1000, 60'000, 0});
+    return InternLayout(l);
+  };
+  const uint64_t a = 0xa1a1, b = 0xb2b2, c = 0xc3c3;
+  uint16_t a1 = layout(a, {11}, 0), b1 = layout(b, {21}, 0), c1 = layout(c, {31}, 0);
+  uint16_t a2 = layout(a, {12}, 0), b2 = layout(b, {21}, 3'600'000), c2 = layout(c, {31, 32}, 0);
+  EntityRecord* e = EntityRecord::New();
+  AggInput in;
+  for (uint16_t l : {a1, b1, c1}) EntityApply(&e, l, 5000, &in, 1);
+  REQUIRE(e->nviews() == 3);
+  std::map<uint64_t, uint16_t> to{{a, a2}, {b, b2}, {c, c2}};
+  CHECK(EntityReconcile(&e, [&](uint64_t view) { return to[view]; }));
+  std::vector<uint16_t> now;
+  e->ForEachView([&](const EntityRecord::View& v) { now.push_back(v.layout_id); });
+  CHECK(now == std::vector<uint16_t>{b2, c2});  // a dropped, b and c both moved
+  CHECK(MergeTiles(AggKind::kCount, e->Section(e->ViewAt(0), 0), 0, 10).n == 1);
+  EntityRecord::Destroy(e);
 }
