@@ -546,17 +546,11 @@ void FInfo(CommandContext& c) {
 void FRegistry(CommandContext& c) {
   if (EqualsNoCase(c.args[1], "VERSION") && c.args.size() == 2) return c.out.Bulk(RegOf(c)->version());
   if (EqualsNoCase(c.args[1], "RELOAD") && c.args.size() == 2) {
-    std::shared_ptr<const Registry> reg;
+    std::string version;
     auto reply = c.Defer();
-    Server* server = c.server;
-    std::string err = server->ChangeRegistry(
-        [&](const std::shared_ptr<const Registry>& base, std::shared_ptr<const Registry>* next) {
-          std::string e = server->ReloadRegistryFile(base, next);
-          reg = *next;
-          return e;
-        },
-        [reply](std::shared_ptr<const Registry>) { reply([](ReplyWriter& out) { out.Ok(); }); });
-    c.conn->Audit("registry_reload", err.empty() ? std::vector<std::pair<std::string, std::string>>{{"result", "ok"}, {"version", reg->version()}}
+    std::string err = c.server->ReloadRegistry(
+        [reply](std::shared_ptr<const Registry>) { reply([](ReplyWriter& out) { out.Ok(); }); }, &version);
+    c.conn->Audit("registry_reload", err.empty() ? std::vector<std::pair<std::string, std::string>>{{"result", "ok"}, {"version", version}}
                                                  : std::vector<std::pair<std::string, std::string>>{{"result", "error"}, {"error", err}});
     if (!err.empty()) reply([err](ReplyWriter& out) { out.Error(err); });
     return;

@@ -255,31 +255,33 @@ std::string Server::ChangeRegistry(const RegistryMaker& make,
   return "";
 }
 
-std::string Server::ReloadRegistryFile(const std::shared_ptr<const Registry>& base,
-                                       std::shared_ptr<const Registry>* out) {
-  std::string path = config_.GetString("registry");
-  if (path.empty()) return "ERR no registry file is configured (directive 'registry')";
-  try {
-    *out = Registry::LoadFile(path);
-    if (auto wanted = wanted_defaults(); !wanted.empty()) *out = (*out)->WithDefaults(wanted);
-  } catch (const RegistryError& e) {
-    spdlog::warn("registry reload refused, keeping version {}: {}", registry()->version(), e.what());
-    return std::string("ERR registry reload refused: ") + e.what();
-  }
-  // Log what the reload changes.
-  const auto& old = base;
-  auto sigs = [](const Registry& r) {
-    std::map<uint64_t, std::string> m;
-    for (const auto& v : r.views())
-      for (const auto& a : v.aggs) m[a.signature] = v.name + "." + a.name;
-    return m;
+std::string Server::ReloadRegistry(std::function<void(std::shared_ptr<const Registry>)> done, std::string* version) {
+  auto load = [&](const std::shared_ptr<const Registry>& base, std::shared_ptr<const Registry>* out) -> std::string {
+    std::string path = config_.GetString("registry");
+    if (path.empty()) return "ERR no registry file is configured (directive 'registry')";
+    try {
+      *out = Registry::LoadFile(path);
+      if (auto wanted = wanted_defaults(); !wanted.empty()) *out = (*out)->WithDefaults(wanted);
+    } catch (const RegistryError& e) {
+      spdlog::warn("registry reload refused, keeping version {}: {}", base->version(), e.what());
+      return std::string("ERR registry reload refused: ") + e.what();
+    }
+    // Log what the reload changes.
+    auto sigs = [](const Registry& r) {
+      std::map<uint64_t, std::string> m;
+      for (const auto& v : r.views())
+        for (const auto& a : v.aggs) m[a.signature] = v.name + "." + a.name;
+      return m;
+    };
+    auto before = sigs(*base), after = sigs(**out);
+    for (auto& [sig, name] : after)
+      spdlog::info("registry reload: {} {}", name, before.count(sig) ? "unchanged, keeps its state" : "new, starts empty");
+    for (auto& [sig, name] : before)
+      if (!after.count(sig)) spdlog::info("registry reload: {} removed or changed, its state is freed", name);
+    *version = (*out)->version();
+    return "";
   };
-  auto before = sigs(*old), after = sigs(**out);
-  for (auto& [sig, name] : after)
-    spdlog::info("registry reload: {} {}", name, before.count(sig) ? "unchanged, keeps its state" : "new, starts empty");
-  for (auto& [sig, name] : before)
-    if (!after.count(sig)) spdlog::info("registry reload: {} removed or changed, its state is freed", name);
-  return "";
+  return ChangeRegistry(load, std::move(done));
 }
 
 void Server::InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& reg) {
@@ -342,19 +344,15 @@ void Server::InstallEverywhere(std::shared_ptr<const Registry> reg, uint64_t seq
 }
 
 void Server::ReloadOnSignal() {
-  std::shared_ptr<const Registry> reg;
-  std::string err = ChangeRegistry(
-      [&](const std::shared_ptr<const Registry>& base, std::shared_ptr<const Registry>* next) {
-        std::string e = ReloadRegistryFile(base, next);
-        reg = *next;
-        return e;
-      },
-      [](std::shared_ptr<const Registry> r) { spdlog::info("registry reloaded on SIGHUP: version {}", r->version()); });
+  std::string version;
+  std::string err = ReloadRegistry(
+      [](std::shared_ptr<const Registry> r) { spdlog::info("registry reloaded on SIGHUP: version {}", r->version()); },
+      &version);
   if (!err.empty()) {
     audit_.Record("registry_reload", "signal", "", {{"signal", "SIGHUP"}, {"result", "error"}, {"error", err}});
     return;
   }
-  audit_.Record("registry_reload", "signal", "", {{"signal", "SIGHUP"}, {"result", "ok"}, {"version", reg->version()}});
+  audit_.Record("registry_reload", "signal", "", {{"signal", "SIGHUP"}, {"result", "ok"}, {"version", version}});
 }
 
 void Server::Wait() {

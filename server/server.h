@@ -115,9 +115,10 @@ class Server {
   using RegistryMaker = std::function<std::string(const std::shared_ptr<const Registry>& base,
                                                   std::shared_ptr<const Registry>* next)>;
   std::string ChangeRegistry(const RegistryMaker& make, std::function<void(std::shared_ptr<const Registry>)> done);
-  // A maker that loads the registry file again (with the wanted defaults)
-  // and logs what it changes against `base`.
-  std::string ReloadRegistryFile(const std::shared_ptr<const Registry>& base, std::shared_ptr<const Registry>* out);
+  // FREGISTRY RELOAD and SIGHUP: a change that loads the registry file again
+  // (with the wanted defaults) and logs what it changes. Returns "" and the
+  // new version in *version, or the error (nothing changes).
+  std::string ReloadRegistry(std::function<void(std::shared_ptr<const Registry>)> done, std::string* version);
   // Installs `reg` on shard s (its thread): unchanged aggregations keep their
   // state, removed ones are freed.
   void InstallRegistry(Shard& s, const std::shared_ptr<const Registry>& reg);

@@ -325,17 +325,22 @@ class SnapshotSource : public Source {
     replies->clear();
     std::string bytes;
     ReplyWriter w(&bytes, 2);
-    std::vector<FeatureRef> refs(features.size());
     std::vector<FeatureValue> values;
     for (const Group& g : groups) {
       bytes.clear();
       w.Array(g.count);
       for (size_t i = g.first; i < g.first + g.count; i++) {
         std::string_view key = rows[i].key;
-        std::string_view type = key.substr(0, key.find(':'));
-        for (size_t f = 0; f < features.size(); f++) {
-          std::string err;
-          if (!reg_->ResolveFeature(type, features[f], &refs[f], &err)) return "row with key " + std::string(key) + ": " + err;
+        // The names resolve once per entity type, not per row.
+        auto [it, fresh] = refs_.try_emplace(std::string(key.substr(0, key.find(':'))));
+        std::vector<FeatureRef>& refs = it->second;
+        if (fresh) {
+          refs.resize(features.size());
+          for (size_t f = 0; f < features.size(); f++)
+            if (std::string err; !reg_->ResolveFeature(it->first, features[f], &refs[f], &err)) {
+              refs_.erase(it);
+              return "row with key " + std::string(key) + ": " + err;
+            }
         }
         const EntityRecord* e = nullptr;
         if (Record* r = store_.Find(key, HashKey(key), now_); r != nullptr) {
@@ -357,6 +362,7 @@ class SnapshotSource : public Source {
 
  private:
   std::shared_ptr<const Registry> reg_;
+  std::map<std::string, std::vector<FeatureRef>> refs_;  // entity type -> the features asked for
   ShardStore store_;
   int64_t now_ = 0;
 };
