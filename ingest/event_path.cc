@@ -312,7 +312,7 @@ void PrefetchAhead(const ShardStore& store, const UpdateBatch& batch, std::span<
 
 bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int64_t now_ms) {
   const ViewUpdate& u = batch[i];
-  Record* rec = store.GetOrCreateEntityRecord(batch.key(i), u.key_hash, now_ms);
+  Record* rec = store.GetOrCreateEntityRecord(batch.key(i), u.key_hash, now_ms, LayoutAt(u.layout).ttl_ms > 0);
   if (rec == nullptr) return false;
   thread_local std::vector<AggInput> in;
   auto aggs = batch.aggs(i);

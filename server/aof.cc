@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <utility>
 
 #include "server/connection.h"
 #include "server/server.h"
@@ -230,6 +231,7 @@ struct AofManager::ShardLog final : WriteLog {
   std::mutex mu;
   uint64_t gen = 0;          // under mu: where appends go
   std::vector<Chunk> chunks;  // under mu
+  std::string spare;          // under mu: a written chunk's buffer, kept for the next chunk
   std::atomic<uint64_t> appended{0};  // bytes ever appended
   // The writer thread's.
   int fd = -1;
@@ -245,7 +247,7 @@ struct AofManager::ShardLog final : WriteLog {
   void Append(uint8_t kind, int64_t now_ms, std::span<const std::string_view> args) override {
     std::lock_guard lk(mu);
     if (chunks.empty() || chunks.back().gen != gen || chunks.back().sealed || chunks.back().bytes.size() >= aof::kBlockBytes)
-      chunks.push_back({gen, std::string(), false});
+      chunks.push_back({gen, std::exchange(spare, std::string()), false});
     std::string& c = chunks.back().bytes;
     size_t before = c.size();
     aof::AppendRecord(&c, kind, now_ms, args);
@@ -548,6 +550,17 @@ void AofManager::Loop() {
       }
       if (ok) {
         l->written = upto;
+        // The biggest buffer goes back to the shard, so appends fill memory
+        // already grown instead of growing a new string every pass.
+        std::string* keep = nullptr;
+        for (auto& c : chunks)
+          if (c.bytes.capacity() <= 2 * aof::kMaxBlock && (keep == nullptr || c.bytes.capacity() > keep->capacity()))
+            keep = &c.bytes;
+        if (keep != nullptr) {
+          keep->clear();
+          std::lock_guard g(l->mu);
+          if (keep->capacity() > l->spare.capacity()) l->spare = std::move(*keep);
+        }
       } else {
         // Nothing is dropped: what was not written goes back in front of
         // the buffer and is tried again on the next pass.

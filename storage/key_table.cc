@@ -1,8 +1,11 @@
 // KeyTable: see key_table.h.
 #include "storage/key_table.h"
 
+#include <sys/mman.h>
+
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #define XXH_INLINE_ALL
@@ -12,7 +15,29 @@ namespace fkv {
 
 namespace {
 constexpr size_t kMinBuckets = 16;
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// A zeroed bucket array. One of 2 MB or more (a table of 256k keys and up)
+// is 2 MB-aligned and asks the kernel for transparent huge pages: every
+// lookup lands on a random bucket, so on a large table each one would
+// otherwise cost a TLB miss and a page walk (docs/architecture.md, "The key
+// table").
+Record** AllocBuckets(size_t n) {
+  size_t bytes = n * sizeof(Record*);
+  void* p = nullptr;
+  if (bytes >= kHugePage && bytes % kHugePage == 0) {
+    p = std::aligned_alloc(kHugePage, bytes);
+    if (p != nullptr) {
+      madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure leaves 4k pages
+      std::memset(p, 0, bytes);
+    }
+  } else {
+    p = std::calloc(n, sizeof(Record*));
+  }
+  if (p == nullptr) throw std::bad_alloc();
+  return static_cast<Record**>(p);
 }
+}  // namespace
 
 uint64_t HashKey(std::string_view key) { return XXH3_64bits(key.data(), key.size()); }
 
@@ -24,8 +49,7 @@ uint64_t KeyTable::BitReverse(uint64_t v) {
 }
 
 KeyTable::KeyTable() {
-  buckets_ = static_cast<Record**>(std::calloc(kMinBuckets, sizeof(Record*)));
-  if (buckets_ == nullptr) throw std::bad_alloc();
+  buckets_ = AllocBuckets(kMinBuckets);
   mask_ = kMinBuckets - 1;
 }
 
@@ -35,9 +59,7 @@ KeyTable::~KeyTable() {
 }
 
 void KeyTable::StartResize(size_t buckets) {
-  auto* nb = static_cast<Record**>(std::calloc(buckets, sizeof(Record*)));
-  if (nb == nullptr) throw std::bad_alloc();
-  buckets1_ = nb;
+  buckets1_ = AllocBuckets(buckets);
   mask1_ = buckets - 1;
   rehash_idx_ = 0;
 }
@@ -159,8 +181,7 @@ void KeyTable::Clear() {
   size_ = 0;
   if (mask_ + 1 != kMinBuckets) {
     std::free(buckets_);
-    buckets_ = static_cast<Record**>(std::calloc(kMinBuckets, sizeof(Record*)));
-    if (buckets_ == nullptr) throw std::bad_alloc();
+    buckets_ = AllocBuckets(kMinBuckets);
     mask_ = kMinBuckets - 1;
   }
 }

@@ -204,13 +204,15 @@ bool ShardStore::SetExpire(std::string_view key, uint64_t hash, int64_t at, int6
   return true;
 }
 
-Record* ShardStore::GetOrCreateEntityRecord(std::string_view key, uint64_t hash, int64_t now_ms) {
+Record* ShardStore::GetOrCreateEntityRecord(std::string_view key, uint64_t hash, int64_t now_ms, bool expiring) {
   Record* r = Find(key, hash, now_ms);
   if (r != nullptr) return r->type == ValueType::kFeature ? r : nullptr;
   EntityRecord* e = EntityRecord::New();
-  r = Stamp(Record::NewObject(key, ValueType::kFeature, e, 0));
+  const int64_t at = expiring ? INT64_MAX : 0;
+  r = Stamp(Record::NewObject(key, ValueType::kFeature, e, at));
   table_.Insert(r, hash);
   entities_++;
+  if (at != 0) expires_++;
   return r;
 }
 

@@ -106,8 +106,11 @@ class ShardStore {
   // Returns the entity at key, creating it when absent; nullptr if the key
   // holds another type.
   EntityRecord* GetOrCreateEntity(std::string_view key, uint64_t hash, int64_t now_ms);
-  // The same, returning the record (for UpdateEntityExpiry); nullptr on WRONGTYPE.
-  Record* GetOrCreateEntityRecord(std::string_view key, uint64_t hash, int64_t now_ms);
+  // The same, returning the record (for UpdateEntityExpiry); nullptr on
+  // WRONGTYPE. `expiring`: the event's view has a TTL, so a new record is
+  // made with room for an expiry (a far-future one UpdateEntityExpiry
+  // replaces in place) instead of being rebuilt around one right after.
+  Record* GetOrCreateEntityRecord(std::string_view key, uint64_t hash, int64_t now_ms, bool expiring = false);
   // After an event changed the entity of `r` (from GetOrCreateEntityRecord,
   // no other mutation since): sets the key expiry from its views without a
   // second lookup when the record already carries an expiry.
