@@ -626,7 +626,7 @@ void EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInp
     // for all of them (a first tile is a few bytes plus a text), fitted to
     // its size class after the edits, instead of a reallocation per edit.
     size_t room = hdr.size();
-    for (size_t i = 0; i < n; i++) room += 32 + in[i].text.size();
+    for (size_t i = 0; i < n; i++) room += 16 + in[i].text.size();
     EntityEditor::Reserve(pe, room);
     fresh = true;
     EntityEditor::Replace(pe, (*pe)->size(), 0, hdr.data(), hdr.size());

@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -66,6 +67,11 @@ void KeyTable::StartResize(size_t buckets) {
 
 void KeyTable::RehashStep(size_t n) {
   size_t empty_visits = 10 * n;
+  // The records the next step moves: each is a random miss (its key is
+  // hashed again), fetched while this step moves its own.
+  if (rehashing())
+    for (uint64_t j = rehash_idx_ + n, end = std::min<uint64_t>(rehash_idx_ + 2 * n, mask_ + 1); j < end; j++)
+      if (Record* r = buckets_[j]) __builtin_prefetch(r);
   while (n > 0 && rehashing()) {
     if (rehash_idx_ > mask_) {  // every bucket moved: the new table is the table
       std::free(buckets_);
