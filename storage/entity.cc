@@ -161,21 +161,10 @@ struct EntityEditor {
     if (new_n) std::memcpy(d + off, src, new_n);
     e->size_ = static_cast<uint32_t>(size);
   }
-  // Room for `more` bytes past the size, in one allocation.
-  static void Reserve(EntityRecord** pe, size_t more) {
-    EntityRecord* e = *pe;
-    if (e->size_ + more <= e->cap_) return;
-    e = Allocate(e, e->size_ + more);
-    e->cap_ = static_cast<uint32_t>(malloc_usable_size(e) - sizeof(EntityRecord));
-    *pe = e;
-  }
-  // Back to the size class of the size (in place when it is the same one).
-  static void Fit(EntityRecord** pe) {
-    EntityRecord* e = *pe;
-    if (e->cap_ == e->size_) return;
-    e = Allocate(e, e->size_);
-    e->cap_ = static_cast<uint32_t>(malloc_usable_size(e) - sizeof(EntityRecord));
-    *pe = e;
+  // Empties a block, keeping its allocation.
+  static void Reset(EntityRecord* e) {
+    e->size_ = 0;
+    e->nviews_ = 0;
   }
   static void Shrink(EntityRecord** pe) {
     EntityRecord* e = *pe;
@@ -612,29 +601,47 @@ void ApplyLast(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, int6
 }
 }  // namespace
 
+namespace {
+// A block the new views of this thread are built in (see EntityApply).
+struct Scratch {
+  EntityRecord* e = EntityRecord::New();
+  ~Scratch() { EntityRecord::Destroy(e); }
+};
+
+void ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* in, size_t n, bool in_scratch);
+}  // namespace
+
 void EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* in, size_t n) {
+  ApplyTo(pe, layout_id, ts, in, n, false);
+}
+
+namespace {
+void ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* in, size_t n, bool in_scratch) {
   (*pe)->set_ttl_override(false);  // new data: the view TTLs decide again
   const ViewLayout& L = LayoutAt(layout_id);
   EntityRecord::View v;
-  bool fresh = false;
   if (!(*pe)->FindView(L.view_id, &v)) {
     if ((*pe)->nviews() == 255) return;  // the registry refuses more views per entity type
+    if (!in_scratch) {
+      // A new view grows by a section per input. It is built alone in a
+      // scratch block (which keeps its capacity), then appended with one
+      // edit: one reallocation of the entity instead of one per section.
+      thread_local Scratch scratch;
+      EntityEditor::Reset(scratch.e);
+      ApplyTo(&scratch.e, layout_id, ts, in, n, true);
+      EntityEditor::Replace(pe, (*pe)->size(), 0, scratch.e->data(), scratch.e->size());
+      EntityEditor::SetViews(*pe, 1);
+      return;
+    }
     std::string hdr(kViewHeader + L.aggs.size(), '\0');  // every section empty
     std::memcpy(hdr.data(), &layout_id, 2);
     std::memcpy(hdr.data() + 2, &ts, 8);
-    // A new view grows by a section per input: one allocation with room
-    // for all of them (a first tile is a few bytes plus a text), fitted to
-    // its size class after the edits, instead of a reallocation per edit.
-    size_t room = hdr.size();
-    for (size_t i = 0; i < n; i++) room += 16 + in[i].text.size();
-    EntityEditor::Reserve(pe, room);
-    fresh = true;
     EntityEditor::Replace(pe, (*pe)->size(), 0, hdr.data(), hdr.size());
     EntityEditor::SetViews(*pe, 1);
     v = (*pe)->ViewAt((*pe)->size() - static_cast<uint32_t>(hdr.size()));
   } else if (v.layout_id < layout_id) {
     EntityMoveView(pe, v.offset, layout_id);
-    if (!(*pe)->FindView(L.view_id, &v)) return (void)EntityApply(pe, layout_id, ts, in, n);  // it had no data left
+    if (!(*pe)->FindView(L.view_id, &v)) return ApplyTo(pe, layout_id, ts, in, n, in_scratch);  // it had no data left
   }
   if (ts > v.newest_ts) std::memcpy((*pe)->data() + v.offset + 2, &ts, 8);
   const ViewLayout& VL = *v.layout;
@@ -650,10 +657,7 @@ void EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInp
     if (stale) idx = VL.Find(L.aggs[in[i].index].signature);
     if (idx >= 0) order.emplace_back(static_cast<size_t>(idx), i);
   }
-  if (order.empty()) {
-    if (fresh) EntityEditor::Fit(pe);
-    return;
-  }
+  if (order.empty()) return;
   for (size_t a = 1; a < order.size(); a++)  // insertion sort, stable: a few inputs
     for (size_t b = a; b > 0 && order[b - 1].first < order[b].first; b--) std::swap(order[b - 1], order[b]);
   pos.clear();
@@ -673,8 +677,8 @@ void EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInp
     if (IsWindowed(spec.kind)) ApplyWindowed(pe, s, spec, ts, in[i]);
     else ApplyLast(pe, s, spec, ts, in[i]);
   }
-  if (fresh) EntityEditor::Fit(pe);
 }
+}  // namespace
 
 void EntityShrink(EntityRecord** pe) { EntityEditor::Shrink(pe); }
 
