@@ -67,7 +67,9 @@ class AclCommands {
 };
 
 // Calls f(key) for every key argument of a call (the table's key
-// positions; FMGET's keys end at FEATURES).
+// positions, or the command's key_end for kCmdMovableKeys: FMGET's keys end
+// at FEATURES). COMMAND GETKEYS, ACL key checks and MULTI's shard choice
+// all use it.
 template <class F>
 void ForEachKeyArg(const CommandSpec& spec, const ArgList& args, F&& f);
 
@@ -176,11 +178,13 @@ namespace fkv {
 template <class F>
 void ForEachKeyArg(const CommandSpec& spec, const ArgList& args, F&& f) {
   const int argc = static_cast<int>(args.size());
-  if (spec.first_key <= 0) return;
-  if (spec.name[0] == 'f' && std::string_view(spec.name) == "fmget") {
-    for (int i = 1; i < argc && !EqualsNoCase(args[static_cast<size_t>(i)], "FEATURES"); i++) f(args[static_cast<size_t>(i)]);
+  if (spec.flags & kCmdMovableKeys) {
+    int end = spec.key_end(args);
+    if (end < 0) end = argc;  // malformed (refused later): every argument is checked as a key
+    for (int i = 1; i < end; i++) f(args[static_cast<size_t>(i)]);
     return;
   }
+  if (spec.first_key <= 0) return;
   int last = spec.last_key < 0 ? argc + spec.last_key : spec.last_key;
   int step = spec.step > 0 ? spec.step : 1;
   for (int i = spec.first_key; i <= last && i < argc; i += step) f(args[static_cast<size_t>(i)]);

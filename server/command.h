@@ -35,6 +35,10 @@ enum CommandFlag : uint32_t {
   kCmdStale = 1 << 8,
   kCmdTxControl = 1 << 9,  // runs at once inside MULTI (MULTI EXEC DISCARD WATCH QUIT RESET)
   kCmdNoMulti = 1 << 10,   // refused inside MULTI (it waits for other work: SAVE, FREGISTRY, ...)
+  // The keys are found by parsing the arguments (CommandSpec::key_end), not
+  // at fixed positions: COMMAND INFO says "movablekeys" and 0 0 0, as Redis
+  // does for XREAD, and clients ask COMMAND GETKEYS.
+  kCmdMovableKeys = 1 << 11,
 };
 
 struct CommandContext;
@@ -49,6 +53,9 @@ struct CommandSpec {
   const char* group;
   const char* summary;
   size_t index = 0;  // in CommandTable::all(), set by Register (command statistics)
+  // kCmdMovableKeys: the keys are args[1, key_end(args)); -1 when the
+  // arguments are malformed (the handler refuses them).
+  int (*key_end)(const ArgList& args) = nullptr;
 };
 
 // Everything a handler needs. For a single-key command `store` is the

@@ -107,6 +107,13 @@ void FGet(CommandContext& c) {
   for (size_t i = 0; i < refs.size(); i++) RenderFeatureValue(c.out, values[i]);
 }
 
+// FMGET's keys: args[1, the first FEATURES after the first key), or -1.
+int FmgetKeysEnd(const ArgList& args) {
+  for (size_t i = 2; i < args.size(); i++)
+    if (EqualsNoCase(args[i], "FEATURES")) return static_cast<int>(i);
+  return -1;
+}
+
 // FMGET key [key ...] FEATURES feature [feature ...] [AT ts]
 void FMGet(CommandContext& c) {
   auto reg = RegOf(c);
@@ -114,12 +121,8 @@ void FMGet(CommandContext& c) {
   int64_t at = 0;
   bool has_at;
   if (!TrailingInt(c, &end, "AT", 4, &at, &has_at)) return;
-  size_t fpos = 0;
-  for (size_t i = 2; i < end; i++)
-    if (EqualsNoCase(c.args[i], "FEATURES")) {
-      fpos = i;
-      break;
-    }
+  const int keys_end = FmgetKeysEnd(c.args);
+  const size_t fpos = keys_end < 0 || static_cast<size_t>(keys_end) >= end ? 0 : static_cast<size_t>(keys_end);
   if (fpos == 0 || fpos + 1 >= end) return c.out.Error("ERR syntax error: FMGET key [key ...] FEATURES feature [feature ...] [AT ts]");
   struct Item {
     std::string_view key;
@@ -668,7 +671,8 @@ void RegisterFeatureFamily(CommandTable& t) {
   t.Register({"fingest", 2, kCmdReadonly, 0, 0, 0, FIngest, "feature", "FINGEST ERRORS: the first rejected events kept."});
   const uint32_t R = kCmdReadonly, W = kCmdWrite | kCmdDenyOom, M = kCmdMultiShard;
   t.Register({"fget", -2, R | kCmdFast, 1, 1, 1, FGet, "feature", "Returns features of an entity (all of them as a map without names)."});
-  t.Register({"fmget", -4, R | M, 1, -1, 1, FMGet, "feature", "Returns features of many entities in one round trip."});
+  t.Register({"fmget", -4, R | M | kCmdMovableKeys, 0, 0, 0, FMGet, "feature",
+              "Returns features of many entities in one round trip.", 0, FmgetKeysEnd});
   t.Register({"fwindow", -4, R, 1, 1, 1, FWindow, "feature", "Computes a windowed aggregation over any window, optionally in buckets."});
   t.Register({"fset", -4, W, 1, 1, 1, FSet, "feature", "Pushes values of last / last_n features."});
   t.Register({"fevent", -3, W | M, 0, 0, 0, FEvent, "feature", "Feeds raw JSON events through the ingest path."});

@@ -78,6 +78,7 @@ std::vector<std::string> FlagNames(uint32_t f) {
   if (f & kCmdLoading) v.push_back("loading");
   if (f & kCmdStale) v.push_back("stale");
   if (f & kCmdFast) v.push_back("fast");
+  if (f & kCmdMovableKeys) v.push_back("movablekeys");
   return v;
 }
 
@@ -145,6 +146,24 @@ void Command(CommandContext& c) {
     }
     c.out.Map(want.size());
     for (const CommandSpec* s : want) WriteCommandDocs(c.out, *s);
+    return;
+  }
+  if (EqualsNoCase(sub, "GETKEYS")) {
+    // As Redis 7: COMMAND GETKEYS command arg [arg ...], the key arguments
+    // in order (docs/commands.md).
+    if (c.args.size() < 4) return c.out.Error("ERR wrong number of arguments for 'command|getkeys' command");
+    const CommandSpec* s = CommandTable::Get().Find(c.args[2]);
+    if (s == nullptr) return c.out.Error("ERR Invalid command specified");
+    const int argc = static_cast<int>(c.args.size()) - 2;
+    if ((s->arity > 0 && argc != s->arity) || (s->arity < 0 && argc < -s->arity))
+      return c.out.Error("ERR Invalid number of arguments specified for command");
+    ArgList args(c.args.begin() + 2, c.args.end());
+    if ((s->flags & kCmdMovableKeys) && s->key_end(args) < 0) return c.out.Error("ERR Invalid arguments specified for command");
+    std::vector<std::string_view> keys;
+    ForEachKeyArg(*s, args, [&](std::string_view k) { keys.push_back(k); });
+    if (keys.empty()) return c.out.Error("ERR The command has no key arguments");
+    c.out.Array(keys.size());
+    for (std::string_view k : keys) c.out.Bulk(k);
     return;
   }
   if (EqualsNoCase(sub, "LIST") && c.args.size() == 2) {

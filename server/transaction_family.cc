@@ -107,15 +107,13 @@ bool StoreFree(const CommandSpec* spec) {
 
 void Enqueue(ShardSet& set, Transaction& tx, const CommandSpec* spec, const ArgList& args) {
   tx.queued.push_back({spec, std::vector<std::string>(args.begin(), args.end())});
-  if (spec->first_key <= 0) {
+  if (spec->first_key <= 0 && !(spec->flags & kCmdMovableKeys)) {
     if (!StoreFree(spec)) tx.shard = Transaction::kManyShards;
     return;
   }
-  int argc = static_cast<int>(args.size());
-  int last = spec->last_key < 0 ? argc + spec->last_key : std::min(spec->last_key, argc - 1);
-  for (int i = spec->first_key; i <= last && i < argc && tx.shard != Transaction::kManyShards;
-       i += std::max(1, spec->step))
-    tx.Touch(set.ShardOf(HashKey(args[static_cast<size_t>(i)])));
+  ForEachKeyArg(*spec, args, [&](std::string_view key) {
+    if (tx.shard != Transaction::kManyShards) tx.Touch(set.ShardOf(HashKey(key)));
+  });
 }
 
 namespace {

@@ -298,6 +298,30 @@ class CompatTests:
         self.assertEqual(mset[3:6], [1, -1, 2])
         self.assertIsNone(missing)
 
+    def test_fmget_keys_are_found_by_getkeys_not_fixed_positions(self):
+        # FMGET's keys end at FEATURES: COMMAND INFO says movablekeys and
+        # 0 0 0 (as Redis for XREAD), never "every argument is a key".
+        info = self.raw().command("COMMAND", "INFO", "fmget")[0]
+        self.assertEqual(info[:2], ["fmget", -4])
+        self.assertIn("movablekeys", info[2])
+        self.assertEqual(info[3:6], [0, 0, 0])
+        raw = self.raw()
+        self.assertEqual(raw.command("COMMAND", "GETKEYS", "FMGET", "user:1", "FEATURES", "user:2", "AT", "5"),
+                         ["user:1"])
+        self.assertEqual(raw.command("COMMAND", "GETKEYS", "fmget", "FEATURES", "k2", "features", "f", "g"),
+                         ["FEATURES", "k2"])
+        self.assertEqual(raw.command("COMMAND", "GETKEYS", "FMGET", "a", "b", "c"),
+                         RespError("ERR Invalid arguments specified for command"))
+        self.assertEqual(raw.command("COMMAND", "GETKEYS", "FGET", "user:1", "clicks_5m"), ["user:1"])
+        self.assertEqual(raw.command("COMMAND", "GETKEYS", "FEVENT", "user_events", "{}"),
+                         RespError("ERR The command has no key arguments"))
+        # What a cluster client routes on: redis-py's own parser asks the server.
+        from redis.commands.parser import CommandsParser
+        parser = CommandsParser(self.r)
+        self.assertEqual(sorted(parser.get_keys(self.r, "FMGET", "user:1", "user:2", "FEATURES", "clicks_5m")),
+                         ["user:1", "user:2"])
+        self.assertEqual(parser.get_keys(self.r, "FGET", "user:3", "clicks_5m"), ["user:3"])
+
     def test_command_info_unknown_command_is_null_bulk_in_resp2(self):
         # Redis 7: addReplyNull -> "$-1" under RESP2.
         raw = self.raw().raw_command("COMMAND", "INFO", "nosuchcmd")

@@ -308,6 +308,26 @@ class ParityTests:
 
     # -- OBJECT MEMORY INFO CLIENT --------------------------------------------
 
+    def test_command_getkeys_matches_redis(self):
+        # Every command featurekv shares with Redis, with arguments a client
+        # would send: the key arguments (what a cluster client routes on),
+        # or the same error.
+        calls = [
+            ("GET", "a"), ("SET", "a", "1", "EX", "10"), ("MSET", "a", "1", "b", "2", "c", "3"),
+            ("MSETNX", "a", "1", "b", "2"), ("MGET", "a", "b", "c"), ("DEL", "a", "b", "c"), ("UNLINK", "a"),
+            ("EXISTS", "a", "b"), ("TOUCH", "a", "b"), ("RENAME", "a", "b"), ("RENAMENX", "a", "b"),
+            ("COPY", "a", "b", "REPLACE"), ("EXPIRE", "a", "10", "NX"), ("PEXPIREAT", "a", "1"), ("TTL", "a"),
+            ("PERSIST", "a"), ("TYPE", "a"), ("HSET", "h", "f", "v", "g", "w"), ("HMGET", "h", "f", "g"),
+            ("HGETALL", "h"), ("HSCAN", "h", "0", "MATCH", "*"), ("HINCRBYFLOAT", "h", "f", "1.5"),
+            ("GETEX", "a", "PERSIST"), ("GETRANGE", "a", "0", "1"), ("INCRBY", "a", "2"), ("APPEND", "a", "x"),
+            ("WATCH", "a", "b"), ("OBJECT", "ENCODING", "a"), ("MEMORY", "USAGE", "a", "SAMPLES", "5"),
+            # No keys, unknown command, wrong arity (of the command, and of GETKEYS itself).
+            ("PING", "x"), ("CLIENT", "LIST"), ("ECHO", "x"), ("NOSUCHCMD", "a"), ("MSET", "a"), ("GET", "a", "b"),
+            ("GET",), (),
+        ]
+        for call in calls:
+            self.same("COMMAND", "GETKEYS", *call)
+
     def test_object_matches_redis(self):
         self.same_all([
             ("SET", "int", "12345"), ("SET", "neg", "-7"), ("SET", "zero", "0"), ("SET", "lead", "012"),
