@@ -550,11 +550,14 @@ void AofManager::Loop() {
       }
       if (ok) {
         l->written = upto;
-        // The biggest buffer goes back to the shard, so appends fill memory
-        // already grown instead of growing a new string every pass.
+        // The biggest buffer of at most kSpareMax goes back to the shard, so
+        // appends fill memory already grown instead of growing a new string
+        // every pass. A bigger one (a chunk that took a huge record) is freed:
+        // kept, it would count in used_memory for good.
+        constexpr size_t kSpareMax = 4 * aof::kBlockBytes;
         std::string* keep = nullptr;
         for (auto& c : chunks)
-          if (c.bytes.capacity() <= 2 * aof::kMaxBlock && (keep == nullptr || c.bytes.capacity() > keep->capacity()))
+          if (c.bytes.capacity() <= kSpareMax && (keep == nullptr || c.bytes.capacity() > keep->capacity()))
             keep = &c.bytes;
         if (keep != nullptr) {
           keep->clear();

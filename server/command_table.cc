@@ -1,5 +1,6 @@
 // CommandTable and the helpers shared by the families: see command.h.
 #include <algorithm>
+#include <stdexcept>
 #include <cctype>
 #include <charconv>
 #include <cmath>
@@ -27,6 +28,8 @@ CommandTable& CommandTable::Get() {
 }
 
 void CommandTable::Register(const CommandSpec& spec) {
+  if (((spec.flags & kCmdMovableKeys) != 0) != (spec.key_end != nullptr))
+    throw std::logic_error(std::string("command ") + spec.name + ": movable keys need a key_end, and only they have one");
   specs_.push_back(spec);
   specs_.back().index = specs_.size() - 1;
 }

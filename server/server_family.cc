@@ -154,6 +154,7 @@ void Command(CommandContext& c) {
     if (c.args.size() < 4) return c.out.Error("ERR wrong number of arguments for 'command|getkeys' command");
     const CommandSpec* s = CommandTable::Get().Find(c.args[2]);
     if (s == nullptr) return c.out.Error("ERR Invalid command specified");
+    if (s->first_key <= 0 && !(s->flags & kCmdMovableKeys)) return c.out.Error("ERR The command has no key arguments");
     const int argc = static_cast<int>(c.args.size()) - 2;
     if ((s->arity > 0 && argc != s->arity) || (s->arity < 0 && argc < -s->arity))
       return c.out.Error("ERR Invalid number of arguments specified for command");

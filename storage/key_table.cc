@@ -1,12 +1,9 @@
 // KeyTable: see key_table.h.
 #include "storage/key_table.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <new>
 
 #define XXH_INLINE_ALL
@@ -16,25 +13,10 @@ namespace fkv {
 
 namespace {
 constexpr size_t kMinBuckets = 16;
-constexpr size_t kHugePage = size_t{2} << 20;
-
-// A zeroed bucket array. One of 2 MB or more (a table of 256k keys and up)
-// is 2 MB-aligned and asks the kernel for transparent huge pages: every
-// lookup lands on a random bucket, so on a large table each one would
-// otherwise cost a TLB miss and a page walk (docs/architecture.md, "The key
-// table").
+// A zeroed bucket array (calloc: a large one is zeroed lazily, page by page
+// as the incremental rehash reaches it, not in one pause).
 Record** AllocBuckets(size_t n) {
-  size_t bytes = n * sizeof(Record*);
-  void* p = nullptr;
-  if (bytes >= kHugePage && bytes % kHugePage == 0) {
-    p = std::aligned_alloc(kHugePage, bytes);
-    if (p != nullptr) {
-      madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure leaves 4k pages
-      std::memset(p, 0, bytes);
-    }
-  } else {
-    p = std::calloc(n, sizeof(Record*));
-  }
+  void* p = std::calloc(n, sizeof(Record*));
   if (p == nullptr) throw std::bad_alloc();
   return static_cast<Record**>(p);
 }

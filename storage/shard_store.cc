@@ -208,7 +208,9 @@ Record* ShardStore::GetOrCreateEntityRecord(std::string_view key, uint64_t hash,
   Record* r = Find(key, hash, now_ms);
   if (r != nullptr) return r->type == ValueType::kFeature ? r : nullptr;
   EntityRecord* e = EntityRecord::New();
-  const int64_t at = expiring ? INT64_MAX : 0;
+  // The placeholder is far in the future (2^60 ms) but inside what a
+  // snapshot could hold, should one ever see it.
+  const int64_t at = expiring ? int64_t{1} << 60 : 0;
   r = Stamp(Record::NewObject(key, ValueType::kFeature, e, at));
   table_.Insert(r, hash);
   entities_++;

@@ -115,6 +115,11 @@ class AclTests(unittest.TestCase):
             self.assertEqual(u.command("FGET", "user:1", "clicks_1h"), [None])
             self.assertEqual(u.command("FGET", "product:7", "views_1h"), RespError(NOPERM_KEY))
             self.assertEqual(u.command("FMGET", "user:1", "product:7", "FEATURES", "clicks_1h"), RespError(NOPERM_KEY))
+            # A first key spelled FEATURES is a key: checked against ~user:*
+            # (the keys end at the next FEATURES), not skipped.
+            self.assertEqual(u.command("FMGET", "FEATURES", "product:7", "FEATURES", "clicks_1h"), RespError(NOPERM_KEY))
+            self.assertEqual(u.command("FMGET", "user:1", "FEATURES", "product:7", "clicks_1h"),
+                             RespError("ERR unknown feature 'product:7' for entity 'user'"))
             self.assertEqual(u.command("SET", "user:x", "1"), "OK")
             self.assertEqual(u.command("MSET", "user:y", "1", "other", "2"), RespError(NOPERM_KEY))
             self.assertEqual(u.command("RENAME", "user:x", "other"), RespError(NOPERM_KEY))

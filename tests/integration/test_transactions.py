@@ -147,6 +147,22 @@ class Transactions:
         self.assertEqual(out, [2, "OK", [2, "checkout"], True])
         self.assertEqual(int(self.r.info("ingest")["events_applied"]) >= 2, True)
 
+    def test_fmget_inside_a_transaction(self):
+        # FMGET's keys end at FEATURES (the feature names and AT are not
+        # keys): in EXEC it reads the same as outside, on 1 and 4 shards.
+        now = int(time.time())
+        evs = [json.dumps({"user_id": u, "product_id": 3, "action": "click", "timestamp": now}) for u in range(1, 9)]
+        self.assertEqual(self.r.execute_command("FEVENT", "user_events", *evs), 8)
+        keys = ["user:%d" % u for u in range(1, 9)] + ["user:99"]
+        want = self.r.execute_command("FMGET", *keys, "FEATURES", "clicks_1h", "last_action")
+        self.assertEqual(want, [[1, "click"]] * 8 + [[None, None]])
+        with self.r.pipeline() as p:
+            p.execute_command("FMGET", *keys, "FEATURES", "clicks_1h", "last_action")
+            p.execute_command("FMGET", "user:1", "FEATURES", "clicks_1h", "AT", str(now * 1000 + 1))
+            p.incr("counter")
+            out = p.execute()
+        self.assertEqual(out, [want, [[1]], 1])
+
     def test_errors_and_discard(self):
         raw = self.srv.raw()
         self.assertEqual(raw.command("MULTI"), "OK")

@@ -355,12 +355,38 @@ TEST_CASE("the event path plans per view and applies on the store") {
   REQUIRE(rec != nullptr);
   CHECK(rec->type == ValueType::kFeature);
   CHECK(rec->expire_at() == 1'700'000'000'000 + 3'600'000);
+  CHECK(st.expires_count() == 1);  // made with its expiry slot: counted once
+  // A first event whose view TTL has already run out: no key, nothing counted.
+  UpdateBatch late;
+  late.AddText("user:9", HashKey("user:9"), ups[0].layout, now - 2 * 3'600'000, ups[0].view_name, 0, "");
+  late[0].key_hash = HashKey("user:9");
+  CHECK(ApplyViewUpdate(st, late, 0, now));
+  CHECK(st.Find("user:9", HashKey("user:9"), now) == nullptr);
+  CHECK(st.expires_count() == 1);
+  CHECK(st.size() == 1);
   st.PutString("user:8", HashKey("user:8"), "plain", 0);
   UpdateBatch other;
   other.AddText("user:8", HashKey("user:8"), ups[0].layout, ups[0].ts, ups[0].view_name, 0, "");
   CHECK(other.key(0) == "user:8");
   CHECK_FALSE(ApplyViewUpdate(st, other, 0, now));  // wrongtype: the plain key is untouched
   CHECK(st.Find("user:8", HashKey("user:8"), now)->string_value() == "plain");
+
+  // A view without a TTL: the new key has no expiry at all.
+  std::string no_ttl = kGood;
+  size_t at = no_ttl.find("ttl: 1h");
+  REQUIRE(at != std::string::npos);
+  no_ttl.replace(at, 7, "");
+  auto r2 = Registry::LoadText(no_ttl, "reg.yaml");
+  UpdateBatch ups2;
+  CHECK(p.Plan(*r2, 0, R"({"uid": 5, "kind": "c", "amt": 1, "ts": 1700000000000})", now, 300000, &ups2, &stats) == "");
+  REQUIRE(ups2.size() == 1);
+  ShardStore st2;
+  ups2[0].key_hash = HashKey(ups2.key(0));
+  CHECK(ApplyViewUpdate(st2, ups2, 0, now));
+  Record* rec2 = st2.Find("user:5", HashKey("user:5"), now);
+  REQUIRE(rec2 != nullptr);
+  CHECK_FALSE(rec2->has_expiry());
+  CHECK(st2.expires_count() == 0);
 }
 
 // ---------------------------------------------------------------------------
