@@ -400,6 +400,29 @@ void KafkaIngest::WaitApplied() {
   WaitInFlightAtMost(0, 5000);
 }
 
+void KafkaIngest::RefreshPartitions() {
+  std::string e = SyncTopics();
+  if (!e.empty()) spdlog::debug("kafka: {}", e);
+  std::lock_guard lk(mu_);
+  rd_kafka_topic_partition_list_t* unknown = rd_kafka_topic_partition_list_new(4);
+  for (auto& [k, f] : parts_) {
+    int64_t lo = 0, hi = 0;
+    if (f.assigned && rd_kafka_get_watermark_offsets(h_->consumer, f.topic.c_str(), f.partition, &lo, &hi) ==
+                          RD_KAFKA_RESP_ERR_NO_ERROR)
+      f.high = std::max(hi, f.position);  // the cached watermark may trail what we consumed
+    if (f.assigned && f.position < 0) rd_kafka_topic_partition_list_add(unknown, f.topic.c_str(), f.partition);
+  }
+  // Nothing consumed yet: the fetch position (from the group's committed
+  // offset or the earliest one) is where this process's state begins.
+  if (unknown->cnt > 0 && rd_kafka_position(h_->consumer, unknown) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    for (int i = 0; i < unknown->cnt; i++) {
+      auto it = parts_.find({unknown->elems[i].topic, unknown->elems[i].partition});
+      if (it != parts_.end() && unknown->elems[i].offset >= 0) it->second.position = unknown->elems[i].offset;
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(unknown);
+}
+
 void KafkaIngest::Run() {
   pthread_setname_np(pthread_self(), "fkv-ingest");  // top -H, /proc/<pid>/task/*/comm
   LowerThreadPriority(settings_.nice);
@@ -408,31 +431,16 @@ void KafkaIngest::Run() {
   auto last_check = std::chrono::steady_clock::now();
   while (!stop_.load()) {
     Poll();
+    ProcessBatch(planner);
+    // Once a second, with nothing polled held back (ProcessBatch emptied
+    // batch_): librdkafka's position counts every message it returned, so
+    // asked while polled messages wait it would pass them, and they would be
+    // dropped as already applied.
     auto now_tp = std::chrono::steady_clock::now();
     if (now_tp - last_check > std::chrono::seconds(1)) {
       last_check = now_tp;
-      std::string e = SyncTopics();
-      if (!e.empty()) spdlog::debug("kafka: {}", e);
-      std::lock_guard lk(mu_);
-      rd_kafka_topic_partition_list_t* unknown = rd_kafka_topic_partition_list_new(4);
-      for (auto& [k, f] : parts_) {
-        int64_t lo = 0, hi = 0;
-        if (f.assigned && rd_kafka_get_watermark_offsets(h_->consumer, f.topic.c_str(), f.partition, &lo, &hi) ==
-                              RD_KAFKA_RESP_ERR_NO_ERROR)
-          f.high = std::max(hi, f.position);  // the cached watermark may trail what we consumed
-        if (f.assigned && f.position < 0) rd_kafka_topic_partition_list_add(unknown, f.topic.c_str(), f.partition);
-      }
-      // Nothing consumed yet: the fetch position (from the group's committed
-      // offset or the earliest one) is where this process's state begins.
-      if (unknown->cnt > 0 && rd_kafka_position(h_->consumer, unknown) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        for (int i = 0; i < unknown->cnt; i++) {
-          auto it = parts_.find({unknown->elems[i].topic, unknown->elems[i].partition});
-          if (it != parts_.end() && unknown->elems[i].offset >= 0) it->second.position = unknown->elems[i].offset;
-        }
-      }
-      rd_kafka_topic_partition_list_destroy(unknown);
+      RefreshPartitions();
     }
-    ProcessBatch(planner);
     RunCuts();  // between batches: the snapshot cut sees exactly what was handed over
     // Bounded hand-off: do not run ahead of the shards by more than a few batches.
     WaitInFlightAtMost(2 * sink_->ShardCount(), 10000);

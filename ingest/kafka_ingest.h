@@ -146,6 +146,9 @@ class KafkaIngest {
   void WaitApplied();
   // Follows the registry: sidecar mode (re)assigns, group mode (re)subscribes.
   std::string SyncTopics();
+  // Once a second: topics the registry names, watermarks, and the start of
+  // partitions with nothing consumed yet. Only with no polled message held.
+  void RefreshPartitions();
   std::string AssignAll(const std::set<std::string>& topics);
   void OnAssigned(rd_kafka_topic_partition_list_s* parts);
   void OnRevoked(rd_kafka_topic_partition_list_s* parts);
