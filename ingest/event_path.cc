@@ -130,7 +130,7 @@ std::map<std::string, uint64_t> IngestStats::skipped_by_view() const {
 }
 
 std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_view json, int64_t now_ms,
-                               int64_t max_skew_ms, UpdateBatch* out, IngestStats* stats) {
+                               int64_t max_skew_ms, UpdateBatch* out, IngestStats* stats, const std::vector<char>* views) {
   const SourceDef& src = reg.sources()[static_cast<size_t>(src_index)];
   uncounted_ = false;
   simdjson::dom::element root;
@@ -183,8 +183,10 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
   }
   if (src.views.empty()) return "";
   std::string first_reason;
-  int accepted = 0;
+  int accepted = 0, taking = 0;
   for (int vi : src.views) {
+    if (views != nullptr && !(*views)[static_cast<size_t>(vi)]) continue;
+    taking++;
     const ViewDef& v = reg.views()[static_cast<size_t>(vi)];
     const EntityDef* ent = &reg.entities()[static_cast<size_t>(v.entity_index)];
     const FieldValue& k = slots_[static_cast<size_t>(v.entity_key_slot)];
@@ -269,7 +271,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     u.view_name = &v.name;
     out->updates_.push_back(u);
   }
-  if (accepted == 0) return first_reason;
+  if (accepted == 0 && taking > 0) return first_reason;
   return "";
 }
 

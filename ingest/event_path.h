@@ -136,8 +136,11 @@ class EventPlanner {
   // not_object, a typed source's bad_type / bad_enum / missing_field,
   // missing_timestamp, bad_timestamp, future, missing_key, bad_key,
   // missing_field, bad_field.
+  // `views`: when given, only the views i with views[i] != 0 take the event
+  // (the others are as if absent: a held backfill view, or the views a
+  // replay fills).
   std::string Plan(const Registry& reg, int src, std::string_view json, int64_t now_ms, int64_t max_skew_ms,
-                   UpdateBatch* out, IngestStats* stats);
+                   UpdateBatch* out, IngestStats* stats, const std::vector<char>* views = nullptr);
   // After a Plan with stats == nullptr: true when it would have counted
   // something (a future event, a view that skipped it, too-old inputs).
   bool uncounted() const { return uncounted_; }

@@ -71,6 +71,22 @@ struct KafkaIngest::Handles {
   rd_kafka_t* dlq = nullptr;  // producer of the dead-letter topic
 };
 
+// A running replay (ingest thread only).
+struct KafkaIngest::Replay {
+  rd_kafka_t* consumer = nullptr;
+  std::string source, topic;
+  int64_t from_ms = 0, to_ms = 0;
+  std::vector<std::string> views;
+  std::map<int, int64_t> end;  // partition -> the live position at the start (exclusive)
+  std::set<int> done;
+  ~Replay() {
+    if (consumer != nullptr) {
+      rd_kafka_consumer_close(consumer);
+      rd_kafka_destroy(consumer);
+    }
+  }
+};
+
 KafkaIngest::KafkaIngest(KafkaSettings settings, IngestSink* sink)
     : settings_(std::move(settings)), sink_(sink), h_(std::make_unique<Handles>()) {
   shard_queues_.resize(static_cast<size_t>(sink_->ShardCount()));
@@ -385,8 +401,8 @@ void KafkaIngest::OnRevoked(rd_kafka_topic_partition_list_s* parts) {
   spdlog::info("kafka: group {} revoked {} partition(s)", settings_.group, parts->cnt);
 }
 
-void KafkaIngest::Poll() {
-  if (rd_kafka_message_t* m = rd_kafka_consumer_poll(h_->consumer, 100)) batch_.push_back(m);
+void KafkaIngest::Poll(int wait_ms) {
+  if (rd_kafka_message_t* m = rd_kafka_consumer_poll(h_->consumer, wait_ms)) batch_.push_back(m);
   while (!batch_.empty() && batch_.size() < settings_.batch_max) {
     rd_kafka_message_t* m = rd_kafka_consumer_poll(h_->consumer, 0);
     if (m == nullptr) break;
@@ -404,14 +420,19 @@ void KafkaIngest::RefreshPartitions() {
   std::string e = SyncTopics();
   if (!e.empty()) spdlog::debug("kafka: {}", e);
   std::lock_guard lk(mu_);
-  rd_kafka_topic_partition_list_t* unknown = rd_kafka_topic_partition_list_new(4);
   for (auto& [k, f] : parts_) {
     int64_t lo = 0, hi = 0;
     if (f.assigned && rd_kafka_get_watermark_offsets(h_->consumer, f.topic.c_str(), f.partition, &lo, &hi) ==
                           RD_KAFKA_RESP_ERR_NO_ERROR)
       f.high = std::max(hi, f.position);  // the cached watermark may trail what we consumed
-    if (f.assigned && f.position < 0) rd_kafka_topic_partition_list_add(unknown, f.topic.c_str(), f.partition);
   }
+  FillUnknownPositions();
+}
+
+void KafkaIngest::FillUnknownPositions() {
+  rd_kafka_topic_partition_list_t* unknown = rd_kafka_topic_partition_list_new(4);
+  for (auto& [k, f] : parts_)
+    if (f.assigned && f.position < 0) rd_kafka_topic_partition_list_add(unknown, f.topic.c_str(), f.partition);
   // Nothing consumed yet: the fetch position (from the group's committed
   // offset or the earliest one) is where this process's state begins.
   if (unknown->cnt > 0 && rd_kafka_position(h_->consumer, unknown) == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -430,7 +451,7 @@ void KafkaIngest::Run() {
   planner_ = &planner;
   auto last_check = std::chrono::steady_clock::now();
   while (!stop_.load()) {
-    Poll();
+    Poll(replay_ ? 0 : 100);  // a replay reads while live ingest has nothing
     ProcessBatch(planner);
     // Once a second, with nothing polled held back (ProcessBatch emptied
     // batch_): librdkafka's position counts every message it returned, so
@@ -441,11 +462,14 @@ void KafkaIngest::Run() {
       last_check = now_tp;
       RefreshPartitions();
     }
+    StartPendingReplay();  // between batches: its end is what live ingest handed over
+    if (replay_) ReplayStep(planner);
     RunCuts();  // between batches: the snapshot cut sees exactly what was handed over
     // Bounded hand-off: do not run ahead of the shards by more than a few batches.
     WaitInFlightAtMost(2 * sink_->ShardCount(), 10000);
   }
   ProcessBatch(planner);  // what was polled is applied, not lost
+  if (replay_) EndReplay("cancelled", "server shutting down");
   planner_ = nullptr;
   {
     std::lock_guard lk(cut_mu_);
@@ -463,6 +487,7 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
   int64_t now = WallMs();
   int64_t skew = sink_->MaxEventSkewMs();
   IngestStats& stats = sink_->Stats();
+  const std::vector<char>* mask = LiveMask(*reg);
   UpdateBatch updates;
   std::vector<int64_t> kafka_ts;
   uint64_t applied = 0;
@@ -511,7 +536,7 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
     for (size_t si = 0; si < reg->sources().size(); si++) {
       if (reg->sources()[si].topic != topic) continue;
       planned = true;
-      std::string why = planner.Plan(*reg, static_cast<int>(si), json, now, skew, &updates, &stats);
+      std::string why = planner.Plan(*reg, static_cast<int>(si), json, now, skew, &updates, &stats, mask);
       if (why.empty()) applied++;
       else DeadLetter(m, reg->sources()[si].name, why, &stats);
     }
@@ -715,6 +740,269 @@ void KafkaIngest::Stop() {
   if (h_->mock_host) rd_kafka_destroy(h_->mock_host);
   h_->mock = nullptr;
   h_->mock_host = nullptr;
+}
+
+
+// ---- Replay ----
+
+std::string KafkaIngest::StartReplay(ReplayRequest r) {
+  auto reg = sink_->CurrentRegistry();
+  const int si = reg->FindSource(r.source);
+  if (si < 0) return "ERR unknown source '" + r.source + "'";
+  if (r.to_ms != 0 && r.to_ms <= r.from_ms) return "ERR TO must be after FROM";
+  std::lock_guard lk(replay_mu_);
+  if (replay_pending_ || replay_figs_.status == "running" || replay_figs_.status == "starting")
+    return "ERR a replay is running (FREPLAY CANCEL stops it)";
+  std::vector<std::string> views;
+  auto held = [&](const ViewDef& v) { return v.backfill && !released_.count(v.name); };
+  if (r.views.empty()) {
+    for (const ViewDef& v : reg->views())
+      if (v.source == r.source && held(v)) views.push_back(v.name);
+    if (views.empty()) return "ERR no view of source '" + r.source + "' waits for a backfill (backfill: true, not replayed yet)";
+  } else {
+    for (const std::string& name : r.views) {
+      const ViewDef* v = nullptr;
+      for (const ViewDef& d : reg->views())
+        if (d.name == name) v = &d;
+      if (v == nullptr) return "ERR unknown view '" + name + "' (name a version as view@N)";
+      if (v->source != r.source) return "ERR view '" + name + "' reads source '" + v->source + "', not '" + r.source + "'";
+      if (!v->backfill)
+        return "ERR view '" + name + "' is not marked backfill: true (it takes live events: a replay would count them twice)";
+      if (!held(*v)) return "ERR view '" + name + "' was already released by a replay (it takes live events now)";
+      if (std::find(views.begin(), views.end(), name) == views.end()) views.push_back(name);
+    }
+  }
+  replay_figs_ = ReplayFigures{};
+  replay_figs_.status = "starting";
+  replay_figs_.req = std::move(r);
+  replay_figs_.views = std::move(views);
+  replay_figs_.started_ms = WallMs();
+  replay_pending_ = true;
+  replay_cancel_ = false;
+  return "";
+}
+
+bool KafkaIngest::CancelReplay() {
+  std::lock_guard lk(replay_mu_);
+  if (!replay_pending_ && replay_figs_.status != "running" && replay_figs_.status != "starting") return false;
+  replay_cancel_ = true;
+  return true;
+}
+
+KafkaIngest::ReplayFigures KafkaIngest::replay() const {
+  std::lock_guard lk(replay_mu_);
+  return replay_figs_;
+}
+
+std::set<std::string> KafkaIngest::released() const {
+  std::lock_guard lk(replay_mu_);
+  return released_;
+}
+
+void KafkaIngest::SetReleased(std::set<std::string> names) {
+  std::lock_guard lk(replay_mu_);
+  released_ = std::move(names);
+}
+
+const std::vector<char>* KafkaIngest::LiveMask(const Registry& reg) {
+  std::lock_guard lk(replay_mu_);
+  bool any = false;
+  live_mask_.assign(reg.views().size(), 1);
+  for (size_t i = 0; i < reg.views().size(); i++)
+    if (reg.views()[i].backfill && !released_.count(reg.views()[i].name)) {
+      live_mask_[i] = 0;
+      any = true;
+    }
+  return any ? &live_mask_ : nullptr;
+}
+
+void KafkaIngest::EndReplay(const std::string& status, const std::string& error) {
+  replay_.reset();
+  std::lock_guard lk(replay_mu_);
+  replay_figs_.status = status;
+  replay_figs_.error = error;
+  replay_figs_.finished_ms = WallMs();
+  replay_cancel_ = false;
+  if (status == "failed") spdlog::warn("replay of {} failed: {}", replay_figs_.req.source, error);
+  else spdlog::info("replay of {}: {} ({} events applied)", replay_figs_.req.source, status, replay_figs_.applied);
+}
+
+void KafkaIngest::StartPendingReplay() {
+  ReplayRequest req;
+  std::vector<std::string> views;
+  {
+    std::lock_guard lk(replay_mu_);
+    if (!replay_pending_) return;
+    replay_pending_ = false;
+    req = replay_figs_.req;
+    views = replay_figs_.views;
+  }
+  auto reg = sink_->CurrentRegistry();
+  const int si = reg->FindSource(req.source);
+  if (si < 0) return EndReplay("failed", "source '" + req.source + "' left the registry");
+  auto r = std::make_unique<Replay>();
+  r->source = req.source;
+  r->topic = reg->sources()[static_cast<size_t>(si)].topic;
+  r->from_ms = req.from_ms;
+  r->to_ms = req.to_ms;
+  r->views = views;
+  // The end: where live ingest is now, in every partition of the topic it
+  // consumes. Live ingest applies to the views from the next batch on.
+  {
+    std::lock_guard lk(mu_);
+    FillUnknownPositions();  // batch_ is empty here: positions count only what was handed over
+    for (auto& [k, f] : parts_) {
+      if (!f.assigned || f.topic != r->topic) continue;
+      if (f.position < 0)
+        return EndReplay("failed", "partition " + f.topic + "/" + std::to_string(f.partition) +
+                                       " has no position yet (ingest is starting): try again");
+      r->end[f.partition] = f.position;
+    }
+  }
+  if (r->end.empty()) return EndReplay("failed", "no partition of topic '" + r->topic + "' is consumed here");
+  {
+    std::lock_guard lk(replay_mu_);
+    for (const std::string& v : views) released_.insert(v);
+  }
+  // The replay's own consumer: assigned, never in a group, never committing.
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  bool conf_ok = true;
+  for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{{"bootstrap.servers", bootstrap_},
+                                                                      {"group.id", "featurekv-replay"},
+                                                                      {"enable.auto.commit", "false"},
+                                                                      {"enable.auto.offset.store", "false"},
+                                                                      {"enable.partition.eof", "true"},
+                                                                      {"log_level", "3"}})
+    conf_ok = conf_ok && rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) == RD_KAFKA_CONF_OK;
+  for (auto& [k, v] : settings_.properties)
+    if (k != "group.id" && k != "group.instance.id") rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err);
+  NiceThreadsOf(conf, settings_.nice);
+  r->consumer = conf_ok ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err) : nullptr;
+  if (r->consumer == nullptr) {
+    if (!conf_ok) rd_kafka_conf_destroy(conf);
+    replay_ = std::move(r);
+    return EndReplay("failed", std::string("cannot create the replay consumer: ") + err);
+  }
+  rd_kafka_poll_set_consumer(r->consumer);
+  // The start: the first offset at or after from_ms. librdkafka's mock
+  // cluster (and a broker without a message that new) answers -1: then the
+  // earliest offset, and the timestamp filter skips what is older.
+  rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(static_cast<int>(r->end.size()));
+  for (auto& [p, end] : r->end) rd_kafka_topic_partition_list_add(parts, r->topic.c_str(), p)->offset = r->from_ms;
+  rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(r->consumer, parts, 10000);
+  rd_kafka_topic_partition_list_t* assign = rd_kafka_topic_partition_list_new(parts->cnt);
+  for (int i = 0; i < parts->cnt; i++) {
+    auto& el = parts->elems[i];
+    int64_t start = e == RD_KAFKA_RESP_ERR_NO_ERROR && el.err == RD_KAFKA_RESP_ERR_NO_ERROR ? el.offset : -1;
+    if (start < 0) {
+      int64_t lo = 0, hi = 0;
+      if (rd_kafka_query_watermark_offsets(r->consumer, r->topic.c_str(), el.partition, &lo, &hi, 10000) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR) {
+        std::string what = "cannot read the offsets of " + r->topic + "/" + std::to_string(el.partition);
+        rd_kafka_topic_partition_list_destroy(parts);
+        rd_kafka_topic_partition_list_destroy(assign);
+        replay_ = std::move(r);
+        return EndReplay("failed", what);
+      }
+      start = lo;
+    }
+    if (start >= r->end[el.partition]) r->done.insert(el.partition);
+    else rd_kafka_topic_partition_list_add(assign, r->topic.c_str(), el.partition)->offset = start;
+  }
+  rd_kafka_topic_partition_list_destroy(parts);
+  if (assign->cnt > 0) rd_kafka_assign(r->consumer, assign);
+  rd_kafka_topic_partition_list_destroy(assign);
+  {
+    std::lock_guard lk(replay_mu_);
+    replay_figs_.status = "running";
+    replay_figs_.partitions = static_cast<int>(r->end.size());
+    replay_figs_.partitions_done = static_cast<int>(r->done.size());
+  }
+  spdlog::info("replay of {} from {} to {} into {} view(s) started", r->source, r->from_ms, r->to_ms, r->views.size());
+  replay_ = std::move(r);
+  if (replay_->done.size() == replay_->end.size()) EndReplay("done", "");
+}
+
+void KafkaIngest::ReplayStep(EventPlanner& planner) {
+  Replay& r = *replay_;
+  bool cancel;
+  {
+    std::lock_guard lk(replay_mu_);
+    cancel = replay_cancel_;
+  }
+  if (cancel) {
+    WaitInFlightAtMost(0, 10000);
+    return EndReplay("cancelled", "");
+  }
+  auto reg = sink_->CurrentRegistry();
+  const int si = reg->FindSource(r.source);
+  if (si < 0) return EndReplay("failed", "source '" + r.source + "' left the registry");
+  std::vector<char> mask(reg->views().size(), 0);
+  for (size_t i = 0; i < reg->views().size(); i++)
+    if (std::find(r.views.begin(), r.views.end(), reg->views()[i].name) != r.views.end()) mask[i] = 1;
+  const int64_t now = WallMs(), skew = sink_->MaxEventSkewMs();
+  UpdateBatch updates;
+  uint64_t read = 0, applied = 0, out_of_range = 0, rejected = 0;
+  for (size_t n = 0; n < settings_.batch_max; n++) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(r.consumer, n == 0 ? 10 : 0);
+    if (m == nullptr) break;
+    const int p = m->partition;
+    auto end = r.end.find(p);
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      // At the high watermark: live ingest can be no further than that.
+      if (end != r.end.end() && m->offset >= end->second) r.done.insert(p);
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    if (m->err) {
+      spdlog::warn("replay: {}", rd_kafka_message_errstr(m));
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    if (end == r.end.end() || r.done.count(p) || m->offset >= end->second) {
+      if (end != r.end.end() && !r.done.count(p)) {
+        r.done.insert(p);
+        rd_kafka_topic_partition_list_t* one = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(one, r.topic.c_str(), p);
+        rd_kafka_pause_partitions(r.consumer, one);
+        rd_kafka_topic_partition_list_destroy(one);
+      }
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    read++;
+    if (m->offset + 1 >= end->second) r.done.insert(p);
+    rd_kafka_timestamp_type_t tt;
+    const int64_t ts = rd_kafka_message_timestamp(m, &tt);
+    if (ts < r.from_ms || (r.to_ms != 0 && ts >= r.to_ms)) {
+      out_of_range++;
+    } else {
+      std::string_view json(static_cast<const char*>(m->payload), m->payload ? m->len : 0);
+      std::string why = planner.Plan(*reg, si, json, now, skew, &updates, nullptr, &mask);
+      if (why.empty()) applied++;
+      else rejected++;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  if (!updates.empty()) {
+    in_flight_.fetch_add(1);
+    ApplyBatch(std::move(updates), reg, {}, 0);
+    ReleaseInFlight();
+  }
+  const bool finished = r.done.size() == r.end.size();
+  {
+    std::lock_guard lk(replay_mu_);
+    replay_figs_.read += read;
+    replay_figs_.applied += applied;
+    replay_figs_.out_of_range += out_of_range;
+    replay_figs_.rejected += rejected;
+    replay_figs_.partitions_done = static_cast<int>(r.done.size());
+  }
+  if (finished) {
+    WaitInFlightAtMost(0, 10000);  // "done" means applied: readable
+    EndReplay("done", "");
+  }
 }
 
 }  // namespace fkv

@@ -136,10 +136,48 @@ class KafkaIngest {
   // cover, however it was sliced.
   void ApplyPending(int shard, ShardStore& store) { ApplyQueued(shard, store, false); }
 
+  // ---- Replay (FREPLAY; docs/architecture.md, "Replay") ----
+  // A view with `backfill: true` is held: live ingest applies nothing to it
+  // until a replay releases it. The replay starts on the ingest thread
+  // between two batches: the positions live ingest has reached then are its
+  // end, and from the next batch on live ingest applies to the view. The
+  // replay reads the source's partitions from the first offset at or after
+  // `from_ms` (offsetsForTimes, else the earliest, filtering by timestamp)
+  // up to that end, and applies to the released views only the messages
+  // whose Kafka timestamp is in [from_ms, to_ms). So each message reaches a
+  // view once: by the replay below the end, live at or after it.
+  struct ReplayRequest {
+    std::string source;
+    int64_t from_ms = 0;
+    int64_t to_ms = 0;               // 0: no upper bound
+    std::vector<std::string> views;  // empty: every held view of the source
+  };
+  struct ReplayFigures {
+    std::string status = "none";  // none, starting, running, done, cancelled, failed
+    ReplayRequest req;
+    std::vector<std::string> views;  // the views it fills
+    uint64_t read = 0;          // messages read below the end
+    uint64_t applied = 0;       // events applied (in range, accepted by a view)
+    uint64_t out_of_range = 0;  // messages outside [from_ms, to_ms)
+    uint64_t rejected = 0;      // in range, refused by every view it fills
+    int partitions = 0, partitions_done = 0;
+    int64_t started_ms = 0, finished_ms = 0;
+    std::string error;
+  };
+  // Validates and queues a replay; "" or the error text (ERR ...).
+  std::string StartReplay(ReplayRequest r);
+  // Stops the running replay; false when none runs. The views stay released
+  // with what was replayed so far.
+  bool CancelReplay();
+  ReplayFigures replay() const;
+  // The backfill views released so far (kept in snapshots).
+  std::set<std::string> released() const;
+  void SetReleased(std::set<std::string> names);  // before Start
+
  private:
   void Run();
   // Polls up to batch_max messages into batch_ (waits up to 100 ms for the first).
-  void Poll();
+  void Poll(int wait_ms);
   // Plans batch_ and hands it to the shards; empties batch_.
   void ProcessBatch(EventPlanner& planner);
   // Waits (bounded) until every batch handed to the shards has been applied.
@@ -149,6 +187,9 @@ class KafkaIngest {
   // Once a second: topics the registry names, watermarks, and the start of
   // partitions with nothing consumed yet. Only with no polled message held.
   void RefreshPartitions();
+  // Under mu_, with batch_ empty: partitions with no position yet take
+  // librdkafka's fetch position.
+  void FillUnknownPositions();
   std::string AssignAll(const std::set<std::string>& topics);
   void OnAssigned(rd_kafka_topic_partition_list_s* parts);
   void OnRevoked(rd_kafka_topic_partition_list_s* parts);
@@ -200,6 +241,20 @@ class KafkaIngest {
   bool thread_running_ = false;  // under cut_mu_
   std::vector<std::function<void(std::vector<snap::KafkaPosition>)>> cuts_;  // under cut_mu_
   std::vector<snap::KafkaPosition> KnownPositions();
+  // Replay, on the ingest thread.
+  struct Replay;
+  std::unique_ptr<Replay> replay_;
+  void StartPendingReplay();
+  void ReplayStep(EventPlanner& planner);
+  void EndReplay(const std::string& status, const std::string& error);
+  // The live planner's view mask: held views are 0 (nullptr: none held).
+  const std::vector<char>* LiveMask(const Registry& reg);
+  std::vector<char> live_mask_;
+  mutable std::mutex replay_mu_;
+  std::set<std::string> released_;           // under replay_mu_
+  bool replay_pending_ = false;              // under replay_mu_: StartReplay queued one
+  bool replay_cancel_ = false;               // under replay_mu_
+  ReplayFigures replay_figs_;                // under replay_mu_
   void RunCuts();
   std::atomic<int> in_flight_{0};  // batches handed to shards, not yet applied
   // Wakes the ingest thread when in_flight_ drops (or on stop) instead of

@@ -293,7 +293,7 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
       for (const ViewDef& o : r->views_)
         if (o.name == v.name) L.Fail(kv.first, "view '" + v.base + "' version " + std::to_string(v.version) + " defined twice");
       v.id = Hash(v.name);
-      L.OnlyKeys(d, {"entity", "source", "ttl", "features", "version"}, "view '" + v.name + "'");
+      L.OnlyKeys(d, {"entity", "source", "ttl", "features", "version", "backfill"}, "view '" + v.name + "'");
       if (!d["entity"]) L.Fail(d, "view '" + v.name + "' needs an entity");
       if (!d["source"]) L.Fail(d, "view '" + v.name + "' needs a source");
       v.entity = L.Scalar(d["entity"], "entity");
@@ -309,6 +309,11 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
       if (v.source_index < 0) L.Fail(d["source"], "view '" + v.name + "': undefined source '" + v.source + "'");
       SourceDef& src = r->sources_[static_cast<size_t>(v.source_index)];
       v.ttl_ms = d["ttl"] ? L.Duration(d["ttl"], "ttl") : 0;
+      if (d["backfill"]) {
+        std::string b = L.Scalar(d["backfill"], "backfill");
+        if (b != "true" && b != "false") L.Fail(d["backfill"], "view '" + v.name + "': backfill is true or false, not '" + b + "'");
+        v.backfill = b == "true";
+      }
       v.entity_key_slot = SlotOf(src, ent->key_field);
       if (!d["features"] || !d["features"].IsMap() || d["features"].size() == 0)
         L.Fail(d, "view '" + v.name + "' needs a 'features' mapping");

@@ -67,6 +67,10 @@ struct ViewDef {
   int version = 1;
   uint64_t id = 0;  // hash of the name
   int64_t ttl_ms = 0;  // 0 = never
+  // backfill: true: Kafka ingest holds the view (applies nothing to it)
+  // until FREPLAY releases it, and the replay fills it with the events
+  // before that moment (docs/architecture.md, "Replay").
+  bool backfill = false;
   int entity_key_slot = -1;
   int source_index = -1;
   int entity_index = -1;

@@ -65,6 +65,7 @@ const std::pair<const char*, const char*> kCommandCategories[] = {
     {"fget", "read feature fast"}, {"fmget", "read feature slow"}, {"fwindow", "read feature slow"},
     {"fviews", "read feature slow"}, {"finfo", "read feature slow"}, {"fset", "write feature slow"},
     {"fevent", "write feature slow"}, {"fregistry", "admin dangerous feature slow"},
+    {"freplay", "admin dangerous feature slow"},
     {"fingest", "admin dangerous feature slow"}, {"fdrift", "admin feature slow"},
 };
 

@@ -12,6 +12,7 @@
 
 #include "ingest/duration.h"
 #include "ingest/event_path.h"
+#include "ingest/kafka_ingest.h"
 #include "ingest/registry.h"
 #include "server/command.h"
 #include "server/connection.h"
@@ -613,6 +614,40 @@ void FIngest(CommandContext& c) {
   }
 }
 
+// FREPLAY source FROM ms [TO ms] [VIEWS view ...] | FREPLAY CANCEL
+// (docs/commands.md): starts (or stops) a replay on the ingest thread; its
+// progress is in INFO ingest (replay_*).
+void FReplay(CommandContext& c) {
+  KafkaIngest* k = c.server->kafka();
+  if (c.args.size() == 2 && EqualsNoCase(c.args[1], "CANCEL")) {
+    if (k == nullptr || !k->CancelReplay()) return c.out.Error("ERR no replay is running");
+    c.conn->Audit("replay_cancel", {});
+    return c.out.Ok();
+  }
+  if (k == nullptr) return c.out.Error("ERR FREPLAY needs Kafka ingest (kafka-brokers)");
+  const char* usage = "ERR syntax error: FREPLAY source FROM ms [TO ms] [VIEWS view ...] | FREPLAY CANCEL";
+  if (c.args.size() < 4 || !EqualsNoCase(c.args[2], "FROM")) return c.out.Error(usage);
+  KafkaIngest::ReplayRequest r;
+  r.source = std::string(c.args[1]);
+  auto number = [&](std::string_view a, int64_t* v) { return ParseI64(a, v) && *v >= 0; };
+  if (!number(c.args[3], &r.from_ms)) return c.out.Error("ERR FROM is a time in Unix milliseconds");
+  size_t i = 4;
+  if (i < c.args.size() && EqualsNoCase(c.args[i], "TO")) {
+    if (i + 1 >= c.args.size() || !number(c.args[i + 1], &r.to_ms)) return c.out.Error("ERR TO is a time in Unix milliseconds");
+    i += 2;
+  }
+  if (i < c.args.size()) {
+    if (!EqualsNoCase(c.args[i], "VIEWS") || i + 1 >= c.args.size()) return c.out.Error(usage);
+    for (i++; i < c.args.size(); i++) r.views.emplace_back(c.args[i]);
+  }
+  std::string views;
+  for (const auto& v : r.views) views += (views.empty() ? "" : ",") + v;
+  std::string source = r.source, from = std::to_string(r.from_ms), to = std::to_string(r.to_ms);
+  if (std::string err = k->StartReplay(std::move(r)); !err.empty()) return c.out.Error(err);
+  c.conn->Audit("replay_start", {{"source", source}, {"from_ms", from}, {"to_ms", to}, {"views", views}});
+  c.out.Ok();
+}
+
 // FDRIFT BASELINE view | FDRIFT view (docs/commands.md): both walk the
 // view's entities in slices on every shard; the client waits, the shards
 // serve meanwhile.
@@ -676,6 +711,8 @@ void RegisterFeatureFamily(CommandTable& t) {
   t.Register({"fwindow", -4, R, 1, 1, 1, FWindow, "feature", "Computes a windowed aggregation over any window, optionally in buckets."});
   t.Register({"fset", -4, W, 1, 1, 1, FSet, "feature", "Pushes values of last / last_n features."});
   t.Register({"fevent", -3, W | M, 0, 0, 0, FEvent, "feature", "Feeds raw JSON events through the ingest path."});
+  t.Register({"freplay", -2, W | kCmdAdmin | kCmdNoMulti, 0, 0, 0, FReplay, "feature",
+              "Replays a time range of a Kafka source into views marked backfill: true."});
   t.Register({"fviews", 1, R, 0, 0, 0, FViews, "feature", "Lists the views of the registry."});
   t.Register({"finfo", 2, R, 0, 0, 0, FInfo, "feature", "Describes one view and its aggregations."});
   t.Register({"fdrift", -2, R | kCmdNoMulti, 0, 0, 0, FDrift, "feature", "FDRIFT BASELINE view | FDRIFT view: feature drift (PSI) against a baseline."});

@@ -672,6 +672,29 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
                  ",high=" + std::to_string(p.high) +
                  ",lag=" + std::to_string(p.high >= 0 ? std::max<int64_t>(0, p.high - pos) : 0));
       }
+      // FREPLAY's progress (docs/commands.md).
+      KafkaIngest::ReplayFigures rp = k->replay();
+      line("replay_status", rp.status);
+      if (rp.status != "none") {
+        std::string views;
+        for (const auto& v : rp.views) views += (views.empty() ? "" : ",") + v;
+        line("replay_source", rp.req.source);
+        line("replay_views", views);
+        line("replay_from_ms", std::to_string(rp.req.from_ms));
+        line("replay_to_ms", std::to_string(rp.req.to_ms));
+        num("replay_read", rp.read);
+        num("replay_applied", rp.applied);
+        num("replay_out_of_range", rp.out_of_range);
+        num("replay_rejected", rp.rejected);
+        num("replay_partitions", static_cast<uint64_t>(rp.partitions));
+        num("replay_partitions_done", static_cast<uint64_t>(rp.partitions_done));
+        line("replay_started_ms", std::to_string(rp.started_ms));
+        line("replay_finished_ms", std::to_string(rp.finished_ms));
+        if (!rp.error.empty()) line("replay_error", rp.error);
+      }
+      std::string released;
+      for (const auto& v : k->released()) released += (released.empty() ? "" : ",") + v;
+      line("replay_released_views", released);
     }
     num("events_applied", ingest_stats.events_applied.load());
     num("events_applied_per_sec", events_applied_per_sec.load());
