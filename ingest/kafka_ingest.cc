@@ -77,7 +77,8 @@ struct KafkaIngest::Replay {
   std::string source, topic;
   int64_t from_ms = 0, to_ms = 0;
   std::vector<std::string> views;
-  std::map<int, int64_t> end;  // partition -> the live position at the start (exclusive)
+  std::map<int, int64_t> end;   // partition -> the live position at the start (exclusive)
+  std::map<int, int64_t> next;  // partition -> the next offset to read
   std::set<int> done;
   ~Replay() {
     if (consumer != nullptr) {
@@ -469,7 +470,7 @@ void KafkaIngest::Run() {
     WaitInFlightAtMost(2 * sink_->ShardCount(), 10000);
   }
   ProcessBatch(planner);  // what was polled is applied, not lost
-  if (replay_) EndReplay("cancelled", "server shutting down");
+  if (replay_) EndReplay("interrupted", "server shutting down (it resumes from the last snapshot)");
   planner_ = nullptr;
   {
     std::lock_guard lk(cut_mu_);
@@ -799,13 +800,39 @@ std::set<std::string> KafkaIngest::released() const {
   return released_;
 }
 
-void KafkaIngest::SetReleased(std::set<std::string> names) {
+snap::ReplayState KafkaIngest::PersistentReplay() const {
   std::lock_guard lk(replay_mu_);
-  released_ = std::move(names);
+  snap::ReplayState st = checkpoint_;
+  st.released.assign(released_.begin(), released_.end());
+  return st;
+}
+
+void KafkaIngest::RestoreReplay(const snap::ReplayState& st) {
+  std::lock_guard lk(replay_mu_);
+  released_ = std::set<std::string>(st.released.begin(), st.released.end());
+  if (!st.running) return;
+  // The replay a snapshot was cut in the middle of goes on from where it
+  // stood (its views are released already; live ingest applies to them).
+  resume_ = st;
+  replay_figs_ = ReplayFigures{};
+  replay_figs_.status = "starting";
+  replay_figs_.req.source = st.source;
+  replay_figs_.req.from_ms = st.from_ms;
+  replay_figs_.req.to_ms = st.to_ms;
+  replay_figs_.views = st.views;
+  replay_figs_.started_ms = WallMs();
+  replay_figs_.resumed = true;
+  replay_pending_ = true;
 }
 
 const std::vector<char>* KafkaIngest::LiveMask(const Registry& reg) {
   std::lock_guard lk(replay_mu_);
+  // A released view the registry dropped is forgotten: added again, it is
+  // a new, empty view and waits for its own replay.
+  for (auto it = released_.begin(); it != released_.end();)
+    it = std::none_of(reg.views().begin(), reg.views().end(), [&](const ViewDef& v) { return v.name == *it; })
+             ? released_.erase(it)
+             : std::next(it);
   bool any = false;
   live_mask_.assign(reg.views().size(), 1);
   for (size_t i = 0; i < reg.views().size(); i++)
@@ -823,49 +850,87 @@ void KafkaIngest::EndReplay(const std::string& status, const std::string& error)
   replay_figs_.error = error;
   replay_figs_.finished_ms = WallMs();
   replay_cancel_ = false;
+  // Interrupted by a shutdown, the replay stays in the last snapshot and
+  // resumes at the next start; otherwise it is over.
+  if (status != "interrupted") checkpoint_ = snap::ReplayState{};
   if (status == "failed") spdlog::warn("replay of {} failed: {}", replay_figs_.req.source, error);
   else spdlog::info("replay of {}: {} ({} events applied)", replay_figs_.req.source, status, replay_figs_.applied);
+}
+
+void KafkaIngest::SaveCheckpoint() {
+  const Replay& r = *replay_;
+  std::lock_guard lk(replay_mu_);
+  checkpoint_ = snap::ReplayState{};
+  checkpoint_.running = true;
+  checkpoint_.source = r.source;
+  checkpoint_.topic = r.topic;
+  checkpoint_.from_ms = r.from_ms;
+  checkpoint_.to_ms = r.to_ms;
+  checkpoint_.views = r.views;
+  for (const auto& [p, end] : r.end) {
+    auto n = r.next.find(p);
+    checkpoint_.parts.push_back({p, r.done.count(p) || n == r.next.end() ? end : std::min(n->second, end), end});
+  }
+  replay_figs_.partitions = static_cast<int>(r.end.size());
+  replay_figs_.partitions_done = static_cast<int>(r.done.size());
 }
 
 void KafkaIngest::StartPendingReplay() {
   ReplayRequest req;
   std::vector<std::string> views;
+  snap::ReplayState resume;
   {
     std::lock_guard lk(replay_mu_);
     if (!replay_pending_) return;
     replay_pending_ = false;
     req = replay_figs_.req;
     views = replay_figs_.views;
+    resume = std::move(resume_);
+    resume_ = snap::ReplayState{};
   }
   auto reg = sink_->CurrentRegistry();
   const int si = reg->FindSource(req.source);
-  if (si < 0) return EndReplay("failed", "source '" + req.source + "' left the registry");
+  if (si < 0) return EndReplay("failed", "source '" + req.source + "' is not in the registry");
   auto r = std::make_unique<Replay>();
   r->source = req.source;
   r->topic = reg->sources()[static_cast<size_t>(si)].topic;
   r->from_ms = req.from_ms;
   r->to_ms = req.to_ms;
   r->views = views;
-  // The end: where live ingest is now, in every partition of the topic it
-  // consumes. Live ingest applies to the views from the next batch on.
-  {
-    std::lock_guard lk(mu_);
-    FillUnknownPositions();  // batch_ is empty here: positions count only what was handed over
-    for (auto& [k, f] : parts_) {
-      if (!f.assigned || f.topic != r->topic) continue;
-      if (f.position < 0)
-        return EndReplay("failed", "partition " + f.topic + "/" + std::to_string(f.partition) +
-                                       " has no position yet (ingest is starting): try again");
-      r->end[f.partition] = f.position;
+  if (resume.running) {
+    if (resume.topic != r->topic)
+      return EndReplay("failed", "source '" + req.source + "' reads topic '" + r->topic + "' now, not '" +
+                                     resume.topic + "'");
+    for (const auto& p : resume.parts) {
+      r->end[p.partition] = p.end;
+      r->next[p.partition] = p.next;
+      if (p.next >= p.end) r->done.insert(p.partition);
     }
-  }
-  if (r->end.empty()) return EndReplay("failed", "no partition of topic '" + r->topic + "' is consumed here");
-  {
-    std::lock_guard lk(replay_mu_);
-    for (const std::string& v : views) released_.insert(v);
+  } else {
+    // The end: where live ingest is now in every partition of the topic it
+    // consumes (batch_ is empty: that is exactly what was handed over).
+    {
+      std::lock_guard lk(mu_);
+      FillUnknownPositions();
+      for (auto& [k, f] : parts_)
+        if (f.assigned && f.topic == r->topic) r->end[f.partition] = f.position;
+    }
+    for (auto& [p, end] : r->end) {
+      int64_t lo = 0, hi = 0;
+      // No message of it returned yet: in sidecar mode live ingest reads it
+      // from the earliest offset, so it gives the views all of it.
+      if (end < 0 && !group_mode() &&
+          rd_kafka_query_watermark_offsets(h_->consumer, r->topic.c_str(), p, &lo, &hi, 5000) ==
+              RD_KAFKA_RESP_ERR_NO_ERROR)
+        end = lo;
+      if (end < 0)
+        return EndReplay("failed", "partition " + r->topic + "/" + std::to_string(p) +
+                                       " has no position yet (ingest is starting): try again");
+    }
+    if (r->end.empty()) return EndReplay("failed", "no partition of topic '" + r->topic + "' is consumed here");
   }
   // The replay's own consumer: assigned, never in a group, never committing.
-  char err[512];
+  char err[512] = "";
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   bool conf_ok = true;
   for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{{"bootstrap.servers", bootstrap_},
@@ -881,46 +946,47 @@ void KafkaIngest::StartPendingReplay() {
   r->consumer = conf_ok ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err) : nullptr;
   if (r->consumer == nullptr) {
     if (!conf_ok) rd_kafka_conf_destroy(conf);
-    replay_ = std::move(r);
     return EndReplay("failed", std::string("cannot create the replay consumer: ") + err);
   }
   rd_kafka_poll_set_consumer(r->consumer);
-  // The start: the first offset at or after from_ms. librdkafka's mock
-  // cluster (and a broker without a message that new) answers -1: then the
-  // earliest offset, and the timestamp filter skips what is older.
-  rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(static_cast<int>(r->end.size()));
-  for (auto& [p, end] : r->end) rd_kafka_topic_partition_list_add(parts, r->topic.c_str(), p)->offset = r->from_ms;
-  rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(r->consumer, parts, 10000);
-  rd_kafka_topic_partition_list_t* assign = rd_kafka_topic_partition_list_new(parts->cnt);
-  for (int i = 0; i < parts->cnt; i++) {
-    auto& el = parts->elems[i];
-    int64_t start = e == RD_KAFKA_RESP_ERR_NO_ERROR && el.err == RD_KAFKA_RESP_ERR_NO_ERROR ? el.offset : -1;
-    if (start < 0) {
+  if (!resume.running) {
+    // The start: the first offset at or after from_ms. librdkafka's mock
+    // cluster (and a broker without a message that new) answers -1: then
+    // the earliest offset, and the timestamp filter skips what is older.
+    rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(static_cast<int>(r->end.size()));
+    for (auto& [p, end] : r->end) rd_kafka_topic_partition_list_add(parts, r->topic.c_str(), p)->offset = r->from_ms;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(r->consumer, parts, 10000);
+    std::string failed;
+    for (int i = 0; i < parts->cnt && failed.empty(); i++) {
+      auto& el = parts->elems[i];
+      int64_t start = e == RD_KAFKA_RESP_ERR_NO_ERROR && el.err == RD_KAFKA_RESP_ERR_NO_ERROR ? el.offset : -1;
       int64_t lo = 0, hi = 0;
-      if (rd_kafka_query_watermark_offsets(r->consumer, r->topic.c_str(), el.partition, &lo, &hi, 10000) !=
-          RD_KAFKA_RESP_ERR_NO_ERROR) {
-        std::string what = "cannot read the offsets of " + r->topic + "/" + std::to_string(el.partition);
-        rd_kafka_topic_partition_list_destroy(parts);
-        rd_kafka_topic_partition_list_destroy(assign);
-        replay_ = std::move(r);
-        return EndReplay("failed", what);
-      }
-      start = lo;
+      if (start < 0 && rd_kafka_query_watermark_offsets(r->consumer, r->topic.c_str(), el.partition, &lo, &hi,
+                                                        10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        failed = "cannot read the offsets of " + r->topic + "/" + std::to_string(el.partition);
+      r->next[el.partition] = start < 0 ? lo : start;
+      if (r->next[el.partition] >= r->end[el.partition]) r->done.insert(el.partition);
     }
-    if (start >= r->end[el.partition]) r->done.insert(el.partition);
-    else rd_kafka_topic_partition_list_add(assign, r->topic.c_str(), el.partition)->offset = start;
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (!failed.empty()) return EndReplay("failed", failed);
   }
-  rd_kafka_topic_partition_list_destroy(parts);
-  if (assign->cnt > 0) rd_kafka_assign(r->consumer, assign);
+  rd_kafka_topic_partition_list_t* assign = rd_kafka_topic_partition_list_new(static_cast<int>(r->end.size()));
+  for (auto& [p, next] : r->next)
+    if (!r->done.count(p)) rd_kafka_topic_partition_list_add(assign, r->topic.c_str(), p)->offset = next;
+  rd_kafka_resp_err_t ae = assign->cnt > 0 ? rd_kafka_assign(r->consumer, assign) : RD_KAFKA_RESP_ERR_NO_ERROR;
   rd_kafka_topic_partition_list_destroy(assign);
+  if (ae) return EndReplay("failed", std::string("cannot assign the replay's partitions: ") + rd_kafka_err2str(ae));
+  // Last, with nothing left to fail: the views take live events from the
+  // next batch on (a resumed replay's views were released before the save).
   {
     std::lock_guard lk(replay_mu_);
+    for (const std::string& v : views) released_.insert(v);
     replay_figs_.status = "running";
-    replay_figs_.partitions = static_cast<int>(r->end.size());
-    replay_figs_.partitions_done = static_cast<int>(r->done.size());
   }
-  spdlog::info("replay of {} from {} to {} into {} view(s) started", r->source, r->from_ms, r->to_ms, r->views.size());
+  spdlog::info("replay of {} from {} to {} into {} view(s) {}", r->source, r->from_ms, r->to_ms, r->views.size(),
+               resume.running ? "resumed from the snapshot" : "started");
   replay_ = std::move(r);
+  SaveCheckpoint();
   if (replay_->done.size() == replay_->end.size()) EndReplay("done", "");
 }
 
@@ -944,44 +1010,41 @@ void KafkaIngest::ReplayStep(EventPlanner& planner) {
   const int64_t now = WallMs(), skew = sink_->MaxEventSkewMs();
   UpdateBatch updates;
   uint64_t read = 0, applied = 0, out_of_range = 0, rejected = 0;
+  auto finish_partition = [&](int p) {
+    if (!r.done.insert(p).second) return;
+    r.next[p] = r.end[p];
+    rd_kafka_topic_partition_list_t* one = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(one, r.topic.c_str(), p);
+    rd_kafka_pause_partitions(r.consumer, one);
+    rd_kafka_topic_partition_list_destroy(one);
+  };
   for (size_t n = 0; n < settings_.batch_max; n++) {
     rd_kafka_message_t* m = rd_kafka_consumer_poll(r.consumer, n == 0 ? 10 : 0);
     if (m == nullptr) break;
     const int p = m->partition;
     auto end = r.end.find(p);
+    const bool ours = end != r.end.end() && !r.done.count(p);
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       // At the high watermark: live ingest can be no further than that.
-      if (end != r.end.end() && m->offset >= end->second) r.done.insert(p);
-      rd_kafka_message_destroy(m);
-      continue;
-    }
-    if (m->err) {
+      if (ours && m->offset >= end->second) finish_partition(p);
+    } else if (m->err) {
       spdlog::warn("replay: {}", rd_kafka_message_errstr(m));
-      rd_kafka_message_destroy(m);
-      continue;
-    }
-    if (end == r.end.end() || r.done.count(p) || m->offset >= end->second) {
-      if (end != r.end.end() && !r.done.count(p)) {
-        r.done.insert(p);
-        rd_kafka_topic_partition_list_t* one = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(one, r.topic.c_str(), p);
-        rd_kafka_pause_partitions(r.consumer, one);
-        rd_kafka_topic_partition_list_destroy(one);
-      }
-      rd_kafka_message_destroy(m);
-      continue;
-    }
-    read++;
-    if (m->offset + 1 >= end->second) r.done.insert(p);
-    rd_kafka_timestamp_type_t tt;
-    const int64_t ts = rd_kafka_message_timestamp(m, &tt);
-    if (ts < r.from_ms || (r.to_ms != 0 && ts >= r.to_ms)) {
-      out_of_range++;
+    } else if (!ours || m->offset >= end->second) {
+      if (ours) finish_partition(p);  // live ingest applies from here
     } else {
-      std::string_view json(static_cast<const char*>(m->payload), m->payload ? m->len : 0);
-      std::string why = planner.Plan(*reg, si, json, now, skew, &updates, nullptr, &mask);
-      if (why.empty()) applied++;
-      else rejected++;
+      read++;
+      r.next[p] = m->offset + 1;
+      rd_kafka_timestamp_type_t tt;
+      const int64_t ts = rd_kafka_message_timestamp(m, &tt);
+      if (ts < r.from_ms || (r.to_ms != 0 && ts >= r.to_ms)) {
+        out_of_range++;
+      } else {
+        std::string_view json(static_cast<const char*>(m->payload), m->payload ? m->len : 0);
+        std::string why = planner.Plan(*reg, si, json, now, skew, &updates, nullptr, &mask);
+        if (why.empty()) applied++;
+        else rejected++;
+      }
+      if (m->offset + 1 >= end->second) finish_partition(p);
     }
     rd_kafka_message_destroy(m);
   }
@@ -990,16 +1053,15 @@ void KafkaIngest::ReplayStep(EventPlanner& planner) {
     ApplyBatch(std::move(updates), reg, {}, 0);
     ReleaseInFlight();
   }
-  const bool finished = r.done.size() == r.end.size();
   {
     std::lock_guard lk(replay_mu_);
     replay_figs_.read += read;
     replay_figs_.applied += applied;
     replay_figs_.out_of_range += out_of_range;
     replay_figs_.rejected += rejected;
-    replay_figs_.partitions_done = static_cast<int>(r.done.size());
   }
-  if (finished) {
+  SaveCheckpoint();  // handed over: a cut from here on holds these events and this cursor
+  if (r.done.size() == r.end.size()) {
     WaitInFlightAtMost(0, 10000);  // "done" means applied: readable
     EndReplay("done", "");
   }

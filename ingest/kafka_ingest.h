@@ -153,7 +153,8 @@ class KafkaIngest {
     std::vector<std::string> views;  // empty: every held view of the source
   };
   struct ReplayFigures {
-    std::string status = "none";  // none, starting, running, done, cancelled, failed
+    std::string status = "none";  // none, starting, running, done, cancelled, failed, interrupted
+    bool resumed = false;          // resumed from a snapshot
     ReplayRequest req;
     std::vector<std::string> views;  // the views it fills
     uint64_t read = 0;          // messages read below the end
@@ -170,9 +171,15 @@ class KafkaIngest {
   // with what was replayed so far.
   bool CancelReplay();
   ReplayFigures replay() const;
-  // The backfill views released so far (kept in snapshots).
+  // The backfill views released so far.
   std::set<std::string> released() const;
-  void SetReleased(std::set<std::string> names);  // before Start
+  // What a snapshot keeps: the released views and, while a replay runs, its
+  // cursor (consistent with the cut: both are taken on the ingest thread
+  // between batches, or with the thread stopped).
+  snap::ReplayState PersistentReplay() const;
+  // Before Start: what the loaded snapshot kept; a replay it was cut in the
+  // middle of resumes when ingest starts.
+  void RestoreReplay(const snap::ReplayState& st);
 
  private:
   void Run();
@@ -247,6 +254,7 @@ class KafkaIngest {
   void StartPendingReplay();
   void ReplayStep(EventPlanner& planner);
   void EndReplay(const std::string& status, const std::string& error);
+  void SaveCheckpoint();  // replay_'s cursor into checkpoint_
   // The live planner's view mask: held views are 0 (nullptr: none held).
   const std::vector<char>* LiveMask(const Registry& reg);
   std::vector<char> live_mask_;
@@ -255,6 +263,8 @@ class KafkaIngest {
   bool replay_pending_ = false;              // under replay_mu_: StartReplay queued one
   bool replay_cancel_ = false;               // under replay_mu_
   ReplayFigures replay_figs_;                // under replay_mu_
+  snap::ReplayState checkpoint_;             // under replay_mu_: the running replay's cursor
+  snap::ReplayState resume_;                 // under replay_mu_: from the snapshot, until started
   void RunCuts();
   std::atomic<int> in_flight_{0};  // batches handed to shards, not yet applied
   // Wakes the ingest thread when in_flight_ drops (or on stop) instead of

@@ -185,6 +185,7 @@ int Server::Start() {
     sink_ = std::make_unique<ServerSink>(this);
     kafka_ = std::make_unique<KafkaIngest>(ks, sink_.get());
     kafka_->SetInitialPositions(positions);
+    kafka_->RestoreReplay(snapshots_->loaded_replay());
     std::string err = kafka_->Start();
     if (!err.empty()) throw std::runtime_error("kafka: " + err);
   }

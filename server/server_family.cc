@@ -679,6 +679,7 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
         std::string views;
         for (const auto& v : rp.views) views += (views.empty() ? "" : ",") + v;
         line("replay_source", rp.req.source);
+        num("replay_resumed", rp.resumed ? 1 : 0);
         line("replay_views", views);
         line("replay_from_ms", std::to_string(rp.req.from_ms));
         line("replay_to_ms", std::to_string(rp.req.to_ms));

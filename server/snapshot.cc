@@ -178,6 +178,14 @@ void SnapshotManager::Cut(std::shared_ptr<Job> job, std::vector<snap::KafkaPosit
     snap::AppendFrame(&frames, snap::Frame::kDefaults, 0, snap::EncodeDefaults(defaults));
     nframes++;
   }
+  if (KafkaIngest* k = server_->kafka()) {
+    // FREPLAY's released views and running cursor, as of this cut (this
+    // runs where the positions were taken: docs/architecture.md, "Replay").
+    if (snap::ReplayState rs = k->PersistentReplay(); rs.running || !rs.released.empty()) {
+      snap::AppendFrame(&frames, snap::Frame::kReplay, 0, snap::EncodeReplay(rs));
+      nframes++;
+    }
+  }
   job->writer.Put(std::move(frames), nframes);
   ShardSet& set = server_->shards();
   for (int i = 0; i < set.size(); i++) {
@@ -380,6 +388,11 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     baselines = b;
     return std::string();
   };
+  snap::ReplayState replay;
+  v.replay = [&](const snap::ReplayState& r) {
+    replay = r;
+    return std::string();
+  };
   std::map<std::string, int> defaults;
   v.defaults = [&](const std::map<std::string, int>& d) {
     defaults = d;
@@ -435,6 +448,7 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     server_->SetRegistry(with);
     for (int i = 0; i < set.size(); i++) set.shard(i).registry = with;
   }
+  loaded_replay_ = std::move(replay);
   loaded_aof_gen_ = aof_gen;
   if (aof_gen != UINT64_MAX) last_good_aof_gen_ = aof_gen;
   int64_t ms = NowMs() - t0;

@@ -69,6 +69,9 @@ class SnapshotManager {
   // was loaded, replay every file; UINT64_MAX: the snapshot was saved with
   // appendonly off, so older files are not after its cut).
   uint64_t loaded_aof_generation() const { return loaded_aof_gen_; }
+  // After Load: FREPLAY's state the snapshot kept (released views, a
+  // replay to resume).
+  const snap::ReplayState& loaded_replay() const { return loaded_replay_; }
 
  private:
   struct Job;
@@ -87,6 +90,7 @@ class SnapshotManager {
   std::vector<std::function<void(const std::string&)>> next_waiters_;  // for the next save
   uint64_t changes_at_last_save_ = 0;
   uint64_t loaded_aof_gen_ = 0;
+  snap::ReplayState loaded_replay_;
   uint64_t last_good_aof_gen_ = 0;  // the last durable snapshot's (the worker thread's after start)
   int64_t last_attempt_ms_ = 0;
   std::condition_variable idle_cv_;

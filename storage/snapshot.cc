@@ -36,6 +36,7 @@ const char* FrameName(uint8_t kind) {
     case Frame::kDrift: return "DRIFT";
     case Frame::kAof: return "AOF";
     case Frame::kDefaults: return "DEFAULTS";
+    case Frame::kReplay: return "REPLAY";
   }
   return "unknown";
 }
@@ -243,6 +244,65 @@ bool DecodeDefaults(std::string_view payload, std::map<std::string, int>* defaul
     (*defaults)[std::string(name)] = static_cast<int>(version);
   }
   if (!d.done()) return *err = "bytes left in DEFAULTS", false;
+  return true;
+}
+
+std::string EncodeReplay(const ReplayState& r) {
+  std::string out;
+  Enc e(&out);
+  e.Varint(r.released.size());
+  for (const auto& v : r.released) e.Str(v);
+  e.U8(r.running ? 1 : 0);
+  if (!r.running) return out;
+  e.Str(r.source);
+  e.Str(r.topic);
+  e.I64(r.from_ms);
+  e.I64(r.to_ms);
+  e.Varint(r.views.size());
+  for (const auto& v : r.views) e.Str(v);
+  e.Varint(r.parts.size());
+  for (const auto& p : r.parts) {
+    e.Varint(static_cast<uint32_t>(p.partition));
+    e.I64(p.next);
+    e.I64(p.end);
+  }
+  return out;
+}
+
+bool DecodeReplay(std::string_view payload, ReplayState* r, std::string* err) {
+  Dec d(payload);
+  auto names = [&](std::vector<std::string>* out) {
+    uint64_t n;
+    if (!d.Count(&n, 2)) return false;
+    for (uint64_t i = 0; i < n; i++) {
+      std::string_view s;
+      if (!d.Str(&s) || s.empty()) return false;
+      out->emplace_back(s);
+    }
+    return true;
+  };
+  uint8_t running;
+  if (!names(&r->released) || !d.U8(&running) || running > 1) return *err = "bad REPLAY", false;
+  r->running = running == 1;
+  if (r->running) {
+    std::string_view source, topic;
+    uint64_t n;
+    if (!d.Str(&source) || !d.Str(&topic) || !d.I64(&r->from_ms) || !d.I64(&r->to_ms) || !names(&r->views) ||
+        !d.Count(&n, 17) || source.empty() || topic.empty() || r->from_ms < 0 || r->to_ms < 0)
+      return *err = "bad REPLAY", false;
+    r->source = source;
+    r->topic = topic;
+    for (uint64_t i = 0; i < n; i++) {
+      uint64_t p;
+      ReplayState::Part part;
+      if (!d.Varint(&p) || p > INT32_MAX || !d.I64(&part.next) || !d.I64(&part.end) || part.next < 0 ||
+          part.next > part.end)
+        return *err = "bad REPLAY partition", false;
+      part.partition = static_cast<int32_t>(p);
+      r->parts.push_back(part);
+    }
+  }
+  if (!d.done()) return *err = "bytes left in REPLAY", false;
   return true;
 }
 
@@ -710,7 +770,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
   const std::string_view file_header(base, off);
   Header header;
   bool have_header = false, have_views = false, have_kafka = false, have_drift = false, have_aof = false,
-       have_defaults = false;
+       have_defaults = false, have_replay = false;
   std::vector<std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)>> sums;
   std::vector<uint64_t> sec_records, sec_bytes;
   std::vector<bool> ended;
@@ -731,7 +791,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
                                kind == uint8_t(Frame::kLayouts)
                            ? " of section " + std::to_string(section)
                            : "");
-    if (base[off + 1] != 0 || kind < 1 || kind > 10) return where("frame", off) + "bad frame header";
+    if (base[off + 1] != 0 || kind < 1 || kind > 11) return where("frame", off) + "bad frame header";
     if (len > size - off - kFrameHeaderSize) return where(sec, off) + "truncated: frame runs past the end of the file";
     std::string_view payload(base + off + kFrameHeaderSize, len);
     if (XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(kind, section, len)) != sum)
@@ -814,6 +874,14 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
         if (!DecodeDefaults(payload, &defaults, &err)) return where(sec, off) + err;
         have_defaults = true;
         if (v.defaults && !(err = v.defaults(defaults)).empty()) return where(sec, off) + err;
+        break;
+      }
+      case Frame::kReplay: {
+        ReplayState r;
+        if (have_replay) return where(sec, off) + "second REPLAY";
+        if (!DecodeReplay(payload, &r, &err)) return where(sec, off) + err;
+        have_replay = true;
+        if (v.replay && !(err = v.replay(r)).empty()) return where(sec, off) + err;
         break;
       }
       case Frame::kSectionEnd: {

@@ -60,7 +60,7 @@ inline constexpr uint32_t kFlagEncrypted = 1;
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr size_t kChunkBytes = 256 * 1024;  // RECORDS payloads are cut near this size
 
-enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7, kDrift = 8, kAof = 9, kDefaults = 10 };
+enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7, kDrift = 8, kAof = 9, kDefaults = 10, kReplay = 11 };
 const char* FrameName(uint8_t kind);
 
 // Writes the 16-byte header of a frame carrying `payload` at h.
@@ -139,6 +139,22 @@ struct KafkaPosition {
   int64_t offset = 0;  // the next offset to consume
 };
 
+// FREPLAY's state at the cut: the backfill views released so far and, when
+// a replay was running, where it stands, so a restart resumes it.
+struct ReplayState {
+  std::vector<std::string> released;
+  bool running = false;
+  std::string source, topic;
+  int64_t from_ms = 0, to_ms = 0;  // to_ms 0: no upper bound
+  std::vector<std::string> views;  // the views it fills
+  struct Part {
+    int32_t partition = 0;
+    int64_t next = 0;  // the next offset the replay reads
+    int64_t end = 0;   // live ingest's position when the replay began (exclusive)
+  };
+  std::vector<Part> parts;
+};
+
 struct Footer {
   uint64_t frames = 0;   // frames before the footer
   uint64_t records = 0;  // records of every section
@@ -150,6 +166,9 @@ std::string EncodeKafka(const std::vector<KafkaPosition>& positions);
 // The DEFAULTS frame: varint count, then (name, varint version) each.
 std::string EncodeDefaults(const std::map<std::string, int>& defaults);
 bool DecodeDefaults(std::string_view payload, std::map<std::string, int>* defaults, std::string* err);
+// The REPLAY frame (docs/architecture.md, "Snapshot format").
+std::string EncodeReplay(const ReplayState& r);
+bool DecodeReplay(std::string_view payload, ReplayState* r, std::string* err);
 bool DecodeHeader(std::string_view payload, Header* h, std::string* err);
 bool DecodeViews(std::string_view payload, std::vector<ViewInfo>* views, std::string* err);
 bool DecodeKafka(std::string_view payload, std::vector<KafkaPosition>* positions, std::string* err);
@@ -261,6 +280,7 @@ struct Visitor {
   std::function<std::string(const std::vector<drift::ViewBaseline>&)> drift;
   std::function<std::string(uint64_t)> aof;  // the AOF frame's generation
   std::function<std::string(const std::map<std::string, int>&)> defaults;  // the DEFAULTS frame
+  std::function<std::string(const ReplayState&)> replay;                  // the REPLAY frame
   std::function<std::string(uint16_t section, std::string_view records, uint32_t count, const LayoutMap& layouts)>
       records;
 };

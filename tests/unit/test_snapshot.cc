@@ -1554,3 +1554,54 @@ TEST_CASE("snapshot encrypted: altered, moved and truncated frames are refused")
   flagged[12] |= 0x02;
   CHECK(Contains(read(flagged), "unknown flags"));
 }
+
+TEST_CASE("snapshot REPLAY frame: released views and a running replay's cursor round-trip; bad payloads are refused") {
+  snap::ReplayState idle;
+  idle.released = {"user_history", "user_history@2"};
+  snap::ReplayState got;
+  std::string err;
+  REQUIRE(snap::DecodeReplay(snap::EncodeReplay(idle), &got, &err));
+  CHECK(got.released == idle.released);
+  CHECK(!got.running);
+  CHECK(got.parts.empty());
+
+  snap::ReplayState run;
+  run.released = {"h"};
+  run.running = true;
+  run.source = "user_events";
+  run.topic = "events.v1";
+  run.from_ms = 1700000000000;
+  run.to_ms = 0;
+  run.views = {"h"};
+  run.parts = {{0, 10, 25}, {3, 7, 7}};
+  snap::ReplayState back;
+  const std::string enc = snap::EncodeReplay(run);
+  REQUIRE(snap::DecodeReplay(enc, &back, &err));
+  CHECK(back.running);
+  CHECK(back.source == "user_events");
+  CHECK(back.topic == "events.v1");
+  CHECK(back.from_ms == 1700000000000);
+  CHECK(back.views == run.views);
+  REQUIRE(back.parts.size() == 2);
+  CHECK(back.parts[0].partition == 0);
+  CHECK(back.parts[0].next == 10);
+  CHECK(back.parts[0].end == 25);
+  CHECK(back.parts[1].partition == 3);
+  CHECK(back.parts[1].next == 7);
+
+  // Every truncation, a trailing byte, a cursor past its end, a bad flag.
+  for (size_t n = 0; n < enc.size(); n++) {
+    snap::ReplayState x;
+    CHECK_MESSAGE(!snap::DecodeReplay(enc.substr(0, n), &x, &err), "truncated at " << n);
+  }
+  snap::ReplayState x;
+  CHECK(!snap::DecodeReplay(enc + "x", &x, &err));
+  CHECK(err == "bytes left in REPLAY");
+  snap::ReplayState past = run;
+  past.parts[0].next = 26;
+  CHECK(!snap::DecodeReplay(snap::EncodeReplay(past), &x, &err));
+  std::string flag = snap::EncodeReplay(idle);
+  flag.back() = 2;
+  snap::ReplayState y;
+  CHECK(!snap::DecodeReplay(flag, &y, &err));
+}
