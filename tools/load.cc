@@ -7,6 +7,11 @@
 // Exit 0 when every line was sent and answered (rejected lines are data, not
 // failures), 1 when the connection failed, the server closed it or refused a
 // whole command, 2 on usage errors.
+//
+// --replay: no input file; asks the server for FREPLAY of a Kafka time range
+// into its views marked backfill: true, then follows the progress in INFO
+// ingest once a second until the replay ends (exit 0 when done, 1 when it
+// failed or was cancelled).
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -26,8 +31,10 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
+#include "ingest/duration.h"
 #include "tools/resp_client.h"
 
 namespace {
@@ -40,7 +47,9 @@ using ull = unsigned long long;
   std::fprintf(stderr,
                "featurekv-load: %s\n"
                "usage: featurekv-load [--host 127.0.0.1] [--port 6380] [--password P] [--source user_events]\n"
-               "       [--batch 500] [--pipeline 16] FILE.jsonl|-\n",
+               "       [--batch 500] [--pipeline 16] FILE.jsonl|-\n"
+               "       featurekv-load [--host ...] [--port ...] [--password P] --replay --source S --from TIME\n"
+               "       [--to TIME] [--views v1,v2]    (TIME: Unix ms, or now-<duration> such as now-24h)\n",
                why.c_str());
   std::exit(2);
 }
@@ -115,15 +124,93 @@ std::string OnReply(char type, const std::string& body, const Pending& p, Totals
   for (; named < k; named++) t->Reject(p, p.events.size(), "unlisted");  // the server shortened its list
   return "";
 }
+// A --from / --to value: Unix milliseconds, or now-<duration> (now-90m, now-7d).
+int64_t TimeArg(const std::string& v, const char* what) {
+  int64_t ago = 0;
+  if (v.rfind("now-", 0) == 0 && fkv::ParseDurationMs(std::string_view(v).substr(4), &ago) && ago >= 0) {
+    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::system_clock::now().time_since_epoch());
+    return std::max<int64_t>(0, now.count() - ago);
+  }
+  return static_cast<int64_t>(Number(v.c_str(), what, 0, 1ULL << 53));
+}
+
+// The INFO ingest fields of one reply ("name:value" lines).
+std::map<std::string, std::string> InfoFields(const std::string& text) {
+  std::map<std::string, std::string> f;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find("\r\n", pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 2;
+    size_t colon = line.find(':');
+    if (colon != std::string::npos && line[0] != '#') f[line.substr(0, colon)] = line.substr(colon + 1);
+  }
+  return f;
+}
+
+// --replay: FREPLAY, then INFO ingest once a second until the replay ends.
+int Replay(int fd, const std::string& password, const std::string& source, int64_t from, int64_t to,
+           const std::string& views) {
+  auto exchange = [&](const std::vector<std::string_view>& args, fkv::tools::Reply* r) {
+    std::string out;
+    AppendCommand(&out, args);
+    std::vector<fkv::tools::Reply> replies;
+    std::string err = fkv::tools::Exchange(fd, out, 1, &replies);
+    if (err.empty()) *r = replies.at(0);
+    return err;
+  };
+  fkv::tools::Reply r;
+  std::string err;
+  if (!password.empty() && ((err = exchange({"AUTH", password}, &r)).empty() && r.type == '-'))
+    err = "AUTH failed: " + r.text;
+  std::vector<std::string> args = {"FREPLAY", source, "FROM", std::to_string(from)};
+  if (to > 0) args.insert(args.end(), {"TO", std::to_string(to)});
+  if (!views.empty()) {
+    args.push_back("VIEWS");
+    for (size_t pos = 0; pos <= views.size();) {
+      size_t comma = std::min(views.find(',', pos), views.size());
+      if (comma > pos) args.push_back(views.substr(pos, comma - pos));
+      pos = comma + 1;
+    }
+  }
+  std::vector<std::string_view> argv(args.begin(), args.end());
+  if (err.empty() && (err = exchange(argv, &r)).empty() && r.type == '-') err = "FREPLAY refused: " + r.text;
+  auto start = Clock::now();
+  while (err.empty()) {
+    if ((err = exchange({"INFO", "ingest"}, &r)).empty() && r.type == '-') err = "INFO refused: " + r.text;
+    if (!err.empty()) break;
+    auto f = InfoFields(r.text);
+    const std::string status = f["replay_status"];
+    double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    std::fprintf(stderr, "featurekv-load: replay %s: %s read, %s applied, %s out of range, partitions %s/%s (%.0f s)\n",
+                 status.c_str(), f["replay_read"].c_str(), f["replay_applied"].c_str(),
+                 f["replay_out_of_range"].c_str(), f["replay_partitions_done"].c_str(), f["replay_partitions"].c_str(),
+                 secs);
+    if (status == "done") return 0;
+    if (status != "starting" && status != "running") {
+      err = "replay " + status + (f["replay_error"].empty() ? "" : ": " + f["replay_error"]);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));  // the progress period
+  }
+  std::fprintf(stderr, "featurekv-load: %s\n", err.c_str());
+  return 1;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string host = "127.0.0.1", port = "6380", password, source = "user_events", file;
   uint64_t batch = 500, pipeline = 16;
+  bool replay = false;
+  std::string from, to, views;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") Usage("sends JSON lines to featurekv as FEVENT commands");
-    if (a.size() > 1 && a[0] == '-') {
+    if (a == "--replay") {
+      replay = true;
+    } else if (a.size() > 1 && a[0] == '-') {
       if (i + 1 >= argc) Usage("missing value for " + a);
       const char* v = argv[++i];
       if (a == "--host")
@@ -138,6 +225,12 @@ int main(int argc, char** argv) {
         batch = Number(v, "batch", 1, 100'000);
       else if (a == "--pipeline")
         pipeline = Number(v, "pipeline", 1, 1024);
+      else if (a == "--from")
+        from = v;
+      else if (a == "--to")
+        to = v;
+      else if (a == "--views")
+        views = v;
       else
         Usage("unknown option " + a);
     } else if (file.empty())
@@ -145,8 +238,23 @@ int main(int argc, char** argv) {
     else
       Usage("more than one input file");
   }
-  if (file.empty()) Usage("no input file (use - for standard input)");
   if (source.empty()) Usage("--source must not be empty");
+  if (replay) {
+    if (!file.empty()) Usage("--replay reads Kafka through the server: no input file");
+    if (from.empty()) Usage("--replay needs --from");
+    int64_t from_ms = TimeArg(from, "from"), to_ms = to.empty() ? 0 : TimeArg(to, "to");
+    std::string err;
+    int fd = Connect(host, port, &err);
+    if (fd < 0) {
+      std::fprintf(stderr, "featurekv-load: cannot connect to %s:%s: %s\n", host.c_str(), port.c_str(), err.c_str());
+      return 1;
+    }
+    int rc = Replay(fd, password, source, from_ms, to_ms, views);
+    ::close(fd);
+    return rc;
+  }
+  if (!from.empty() || !to.empty() || !views.empty()) Usage("--from, --to and --views go with --replay");
+  if (file.empty()) Usage("no input file (use - for standard input)");
   std::ifstream in_file;
   std::istream* input = &std::cin;
   if (file != "-") {

@@ -5,7 +5,7 @@ it once. Against a brute-force model of the messages (read back with kcat),
 with events flowing during the replay, by Kafka timestamp ranges, and across
 a kill -9 in the middle of a replay (it resumes from the snapshot).
 
-Usage: test_replay.py SERVER MOCK_KAFKA PRODUCE
+Usage: test_replay.py SERVER MOCK_KAFKA PRODUCE LOAD
 """
 
 import json
@@ -25,6 +25,7 @@ import redis  # noqa: E402
 SERVER = sys.argv[1] if len(sys.argv) > 1 else "build/server/featurekv-server"
 test_kafka_tools.MOCK = sys.argv[2] if len(sys.argv) > 2 else "build/tools/featurekv-mock-kafka"
 PRODUCE = sys.argv[3] if len(sys.argv) > 3 else "build/tools/featurekv-produce"
+LOAD = sys.argv[4] if len(sys.argv) > 4 else "build/tools/featurekv-load"
 DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "conf", "features.yaml")
 
 # A second view of the users, filled by replay: the demo's clicks again, and
@@ -100,6 +101,10 @@ class ReplayCase(unittest.TestCase):
                                  "--users", str(users), "--products", "20", "--seed", str(seed)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
+    def finish(self, proc, timeout):
+        _, err = proc.communicate(timeout=timeout)
+        self.assertEqual(proc.returncode, 0, err)
+
     def kcat(self, lines, partition=None):
         where = [] if partition is None else ["-p", str(partition)]
         p = subprocess.run(["kcat", "-b", self.mock.bootstrap, "-P", "-t", "user_events"] + where,
@@ -132,7 +137,7 @@ class ReplayTest(ReplayCase):
         self.write_registry(False)
         srv, r = self.start()
         p = self.produce(20000, seed=1)
-        self.assertEqual(p.wait(timeout=120), 0, p.stderr.read())
+        self.finish(p, 120)
         wait_for(lambda: caught_up(r, 20000), 120, "the first 20000 events")
         self.write_registry(True)
         self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
@@ -147,7 +152,7 @@ class ReplayTest(ReplayCase):
         wait_for(lambda: int(ingest(r)["events_applied"]) > 20100, 60, "events flowing")
         self.assertEqual(r.execute_command("FREPLAY", "user_events", "FROM", "0"), "OK")
         self.assertEqual(wait_for(lambda: replay_over(r), 120, "the replay"), "done", ingest(r).get("replay_error"))
-        self.assertEqual(flowing.wait(timeout=120), 0, flowing.stderr.read())
+        self.finish(flowing, 120)
         wait_for(lambda: caught_up(r, 26003), 120, "every event")
         info = ingest(r)
         self.assertEqual(info["replay_views"], "user_history")
@@ -230,6 +235,29 @@ class ReplayTest(ReplayCase):
         wait_for(lambda: caught_up(r, 27), 60, "G")
         self.assertEqual(r.execute_command("FGET", "user:1", "clicks_1h", "hist_clicks_1h"), [27, 0])
 
+    def test_featurekv_load_replay_drives_freplay_and_waits_for_it(self):
+        self.write_registry(True)
+        srv, r = self.start()
+        p = self.produce(3000, seed=6)
+        self.finish(p, 120)
+        wait_for(lambda: caught_up(r, 3000), 60, "3000 events")
+
+        def load(*args):
+            return subprocess.run([LOAD, "--port", str(srv.port), *args], capture_output=True, text=True, timeout=120)
+
+        self.assertEqual(load("--replay", "--source", "user_events", "--from", "now-1h", "x.jsonl").returncode, 2)
+        self.assertEqual(load("--replay", "--source", "user_events").returncode, 2)
+        self.assertEqual(load("--from", "5", "x.jsonl").returncode, 2)
+        out = load("--replay", "--source", "user_events", "--from", "now-1h", "--views", "user_history")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("featurekv-load: replay done: 3000 read, 3000 applied, 0 out of range, partitions 4/4",
+                      out.stderr)
+        self.assertEqual(ingest(r)["replay_from_ms"] > int(time.time() * 1000) - 3700 * 1000, True)
+        self.assert_history_matches(r, 3000)
+        again = load("--replay", "--source", "user_events", "--from", "0")
+        self.assertEqual(again.returncode, 1)
+        self.assertIn("FREPLAY refused: ERR no view of source 'user_events' waits for a backfill", again.stderr)
+
     def test_bad_calls_are_refused_and_change_nothing(self):
         self.write_registry(True)
         srv, r = self.start()
@@ -264,7 +292,7 @@ class ReplayTest(ReplayCase):
         self.write_registry(True)
         srv, r = self.start()
         p = self.produce(60000, seed=3)
-        self.assertEqual(p.wait(timeout=120), 0, p.stderr.read())
+        self.finish(p, 120)
         wait_for(lambda: caught_up(r, 60000), 120, "60000 events")
         self.assertEqual(r.execute_command("FREPLAY", "user_events", "FROM", "0"), "OK")
         try:
@@ -289,7 +317,7 @@ class ReplayCrashTest(ReplayCase):
         self.write_registry(True)
         srv, r = self.start()
         p = self.produce(150000, seed=4, users=200)
-        self.assertEqual(p.wait(timeout=180), 0, p.stderr.read())
+        self.finish(p, 180)
         wait_for(lambda: caught_up(r, 150000), 180, "150000 events")
         self.assertEqual(r.execute_command("FREPLAY", "user_events", "FROM", "0"), "OK")
         wait_for(lambda: ingest(r)["replay_status"] != "starting", 30, "the replay to start")
@@ -300,7 +328,7 @@ class ReplayCrashTest(ReplayCase):
         if resumed:
             self.assertEqual(wait_for(lambda: replay_over(r), 120, "the resumed replay"), "done")
         more = self.produce(3000, seed=5, users=200)
-        self.assertEqual(more.wait(timeout=120), 0, more.stderr.read())
+        self.finish(more, 120)
         wait_for(lambda: caught_up(r, 153000), 120, "every event")
         self.assertEqual(ingest(r)["replay_released_views"], "user_history")
         self.assert_history_matches(r, 153000)
@@ -308,4 +336,4 @@ class ReplayCrashTest(ReplayCase):
 
 
 if __name__ == "__main__":
-    unittest.main(argv=sys.argv[:1] + sys.argv[4:], verbosity=2)
+    unittest.main(argv=sys.argv[:1] + sys.argv[5:], verbosity=2)
