@@ -2535,6 +2535,7 @@ class ExampleRegistryTest(unittest.TestCase):
             self.assertEqual(got[4], 2)
             self.assertIn(got[5], ("click", "add_to_cart", "purchase", "view"))  # one time: the last applied
             self.assertEqual(got[6], 2)  # version 2 counts the cart too
+            self.assertEqual(r.execute_command("FGET", "user:1", "purchases_7d"), [1])  # FEVENT is not held
             p = r.execute_command("FGET", "product:8", "buyers_24h", "price_p50_24h")
             self.assertEqual(p[0], 2)
             self.assertIsNone(mismatch(quantile_expect([19.99, 5.0], 0.5), p[1]))

@@ -320,6 +320,7 @@ TEST_CASE("every kind of bad registry is refused with file, line and problem") {
       {with("{agg: last, field: kind}", "{agg: last, field: kind, colour: red}"), "unknown key 'colour'"},
       {with("{agg: sum, field: amt,", "{agg: sum,"), "needs a field"},
       {"views: [1, 2\n", "YAML syntax error"},
+      {with("ttl: 1h", "ttl: 1h\n    backfill: maybe"), "backfill is true or false, not 'maybe'"},
   };
   for (auto& c : cases) {
     INFO(c.expect);
