@@ -71,6 +71,14 @@ struct KafkaIngest::Handles {
   rd_kafka_t* dlq = nullptr;  // producer of the dead-letter topic
 };
 
+namespace {
+std::string Join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+}  // namespace
+
 // A running replay (ingest thread only).
 struct KafkaIngest::Replay {
   rd_kafka_t* consumer = nullptr;
@@ -80,6 +88,8 @@ struct KafkaIngest::Replay {
   std::map<int, int64_t> end;   // partition -> the live position at the start (exclusive)
   std::map<int, int64_t> next;  // partition -> the next offset to read
   std::set<int> done;
+  uint64_t read_total = 0;  // messages below the ends read, for kafka-replay-rate
+  std::chrono::steady_clock::time_point started;
   ~Replay() {
     if (consumer != nullptr) {
       rd_kafka_consumer_close(consumer);
@@ -452,7 +462,7 @@ void KafkaIngest::Run() {
   planner_ = &planner;
   auto last_check = std::chrono::steady_clock::now();
   while (!stop_.load()) {
-    Poll(replay_ ? 0 : 100);  // a replay reads while live ingest has nothing
+    Poll(replay_ && !replay_throttled_ ? 0 : replay_ ? 10 : 100);  // a replay reads while live ingest has nothing
     ProcessBatch(planner);
     // Once a second, with nothing polled held back (ProcessBatch emptied
     // batch_): librdkafka's position counts every message it returned, so
@@ -752,8 +762,12 @@ std::string KafkaIngest::StartReplay(ReplayRequest r) {
   if (si < 0) return "ERR unknown source '" + r.source + "'";
   if (r.to_ms != 0 && r.to_ms <= r.from_ms) return "ERR TO must be after FROM";
   std::lock_guard lk(replay_mu_);
+  PruneReleased(*reg);
   if (replay_pending_ || replay_figs_.status == "running" || replay_figs_.status == "starting")
     return "ERR a replay is running (FREPLAY CANCEL stops it)";
+  if (checkpoint_.running)
+    return "ERR the replay into " + Join(checkpoint_.views) + " failed to resume (" + replay_figs_.error +
+           "): a restart resumes it";
   std::vector<std::string> views;
   auto held = [&](const ViewDef& v) { return v.backfill && !released_.count(v.name); };
   if (r.views.empty()) {
@@ -808,31 +822,49 @@ snap::ReplayState KafkaIngest::PersistentReplay() const {
 }
 
 void KafkaIngest::RestoreReplay(const snap::ReplayState& st) {
+  auto reg = sink_->CurrentRegistry();
   std::lock_guard lk(replay_mu_);
   released_ = std::set<std::string>(st.released.begin(), st.released.end());
-  if (!st.running) return;
+  if (st.running) checkpoint_ = st;  // a cut before the resume starts keeps it
+  PruneReleased(*reg);
+  if (!checkpoint_.running) return;
+  const snap::ReplayState& cp = checkpoint_;
   // The replay a snapshot was cut in the middle of goes on from where it
   // stood (its views are released already; live ingest applies to them).
-  resume_ = st;
+  resume_ = cp;
   replay_figs_ = ReplayFigures{};
   replay_figs_.status = "starting";
-  replay_figs_.req.source = st.source;
-  replay_figs_.req.from_ms = st.from_ms;
-  replay_figs_.req.to_ms = st.to_ms;
-  replay_figs_.views = st.views;
+  replay_figs_.req.source = cp.source;
+  replay_figs_.req.from_ms = cp.from_ms;
+  replay_figs_.req.to_ms = cp.to_ms;
+  replay_figs_.views = cp.views;
   replay_figs_.started_ms = WallMs();
   replay_figs_.resumed = true;
   replay_pending_ = true;
 }
 
+void KafkaIngest::PruneReleased(const Registry& reg) {
+  // A released view the registry dropped is forgotten: added again, it is
+  // a new, empty view and waits for its own replay. A replay stops filling
+  // it, and a kept cursor whose views are all gone is dropped.
+  auto in_reg = [&](const std::string& name) {
+    return std::any_of(reg.views().begin(), reg.views().end(), [&](const ViewDef& v) { return v.name == name; });
+  };
+  for (auto it = released_.begin(); it != released_.end();) it = in_reg(*it) ? std::next(it) : released_.erase(it);
+  auto& cv = checkpoint_.views;
+  cv.erase(std::remove_if(cv.begin(), cv.end(), [&](const std::string& v) { return !released_.count(v); }), cv.end());
+  if (checkpoint_.running && cv.empty() && replay_figs_.status != "running" && replay_figs_.status != "starting")
+    checkpoint_ = snap::ReplayState{};
+}
+
+void KafkaIngest::OnRegistryChange(const Registry& reg) {
+  std::lock_guard lk(replay_mu_);
+  PruneReleased(reg);
+}
+
 const std::vector<char>* KafkaIngest::LiveMask(const Registry& reg) {
   std::lock_guard lk(replay_mu_);
-  // A released view the registry dropped is forgotten: added again, it is
-  // a new, empty view and waits for its own replay.
-  for (auto it = released_.begin(); it != released_.end();)
-    it = std::none_of(reg.views().begin(), reg.views().end(), [&](const ViewDef& v) { return v.name == *it; })
-             ? released_.erase(it)
-             : std::next(it);
+  PruneReleased(reg);
   bool any = false;
   live_mask_.assign(reg.views().size(), 1);
   for (size_t i = 0; i < reg.views().size(); i++)
@@ -843,16 +875,17 @@ const std::vector<char>* KafkaIngest::LiveMask(const Registry& reg) {
   return any ? &live_mask_ : nullptr;
 }
 
-void KafkaIngest::EndReplay(const std::string& status, const std::string& error) {
+void KafkaIngest::EndReplay(const std::string& status, const std::string& error, bool keep_cursor) {
   replay_.reset();
   std::lock_guard lk(replay_mu_);
   replay_figs_.status = status;
   replay_figs_.error = error;
   replay_figs_.finished_ms = WallMs();
   replay_cancel_ = false;
-  // Interrupted by a shutdown, the replay stays in the last snapshot and
-  // resumes at the next start; otherwise it is over.
-  if (status != "interrupted") checkpoint_ = snap::ReplayState{};
+  // Interrupted by a shutdown, or a resume that failed for a reason that
+  // may pass (the consumer, the broker), the replay stays in the snapshots
+  // and resumes at the next start; otherwise it is over.
+  if (status != "interrupted" && !keep_cursor) checkpoint_ = snap::ReplayState{};
   if (status == "failed") spdlog::warn("replay of {} failed: {}", replay_figs_.req.source, error);
   else spdlog::info("replay of {}: {} ({} events applied)", replay_figs_.req.source, status, replay_figs_.applied);
 }
@@ -891,6 +924,27 @@ void KafkaIngest::StartPendingReplay() {
   auto reg = sink_->CurrentRegistry();
   const int si = reg->FindSource(req.source);
   if (si < 0) return EndReplay("failed", "source '" + req.source + "' is not in the registry");
+  if (!resume.running) {
+    // Between FREPLAY and here a cancel, or a reload, may have come.
+    std::lock_guard lk(replay_mu_);
+    PruneReleased(*reg);
+    std::string why = replay_cancel_ ? "cancelled before it started (its views are still held)" : "";
+    for (const std::string& name : views) {
+      const ViewDef* v = nullptr;
+      for (const ViewDef& d : reg->views())
+        if (d.name == name) v = &d;
+      if (why.empty() && (v == nullptr || !v->backfill || v->source != req.source ||
+                          released_.count(name)))
+        why = "view '" + name + "' changed before the replay started (a reload): nothing replayed, ask again";
+    }
+    if (!why.empty()) {
+      replay_figs_.status = replay_cancel_ ? "cancelled" : "failed";
+      replay_figs_.error = why;
+      replay_figs_.finished_ms = WallMs();
+      replay_cancel_ = false;
+      return;
+    }
+  }
   auto r = std::make_unique<Replay>();
   r->source = req.source;
   r->topic = reg->sources()[static_cast<size_t>(si)].topic;
@@ -900,7 +954,7 @@ void KafkaIngest::StartPendingReplay() {
   if (resume.running) {
     if (resume.topic != r->topic)
       return EndReplay("failed", "source '" + req.source + "' reads topic '" + r->topic + "' now, not '" +
-                                     resume.topic + "'");
+                                     resume.topic + "': the views keep what was replayed");
     for (const auto& p : resume.parts) {
       r->end[p.partition] = p.end;
       r->next[p.partition] = p.next;
@@ -917,9 +971,10 @@ void KafkaIngest::StartPendingReplay() {
     }
     for (auto& [p, end] : r->end) {
       int64_t lo = 0, hi = 0;
-      // No message of it returned yet: in sidecar mode live ingest reads it
-      // from the earliest offset, so it gives the views all of it.
-      if (end < 0 && !group_mode() &&
+      // No message of it returned yet: live ingest reads it from the
+      // earliest offset (no committed offset in group mode: a committed
+      // one is a position already), so it gives the views all of it.
+      if (end < 0 &&
           rd_kafka_query_watermark_offsets(h_->consumer, r->topic.c_str(), p, &lo, &hi, 5000) ==
               RD_KAFKA_RESP_ERR_NO_ERROR)
         end = lo;
@@ -930,23 +985,27 @@ void KafkaIngest::StartPendingReplay() {
     if (r->end.empty()) return EndReplay("failed", "no partition of topic '" + r->topic + "' is consumed here");
   }
   // The replay's own consumer: assigned, never in a group, never committing.
+  // The user's properties (security, timeouts) first, then what the replay
+  // relies on: an offset gone to retention restarts at the earliest one
+  // (never at the latest: that would skip the rest silently).
   char err[512] = "";
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  for (auto& [k, v] : settings_.properties)
+    if (k != "group.instance.id") rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err);
   bool conf_ok = true;
   for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{{"bootstrap.servers", bootstrap_},
                                                                       {"group.id", "featurekv-replay"},
                                                                       {"enable.auto.commit", "false"},
                                                                       {"enable.auto.offset.store", "false"},
                                                                       {"enable.partition.eof", "true"},
+                                                                      {"auto.offset.reset", "earliest"},
                                                                       {"log_level", "3"}})
     conf_ok = conf_ok && rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) == RD_KAFKA_CONF_OK;
-  for (auto& [k, v] : settings_.properties)
-    if (k != "group.id" && k != "group.instance.id") rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err);
   NiceThreadsOf(conf, settings_.nice);
   r->consumer = conf_ok ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err) : nullptr;
   if (r->consumer == nullptr) {
     if (!conf_ok) rd_kafka_conf_destroy(conf);
-    return EndReplay("failed", std::string("cannot create the replay consumer: ") + err);
+    return EndReplay("failed", std::string("cannot create the replay consumer: ") + err, resume.running);
   }
   rd_kafka_poll_set_consumer(r->consumer);
   if (!resume.running) {
@@ -968,14 +1027,16 @@ void KafkaIngest::StartPendingReplay() {
       if (r->next[el.partition] >= r->end[el.partition]) r->done.insert(el.partition);
     }
     rd_kafka_topic_partition_list_destroy(parts);
-    if (!failed.empty()) return EndReplay("failed", failed);
+    if (!failed.empty()) return EndReplay("failed", failed);  // nothing released yet
   }
   rd_kafka_topic_partition_list_t* assign = rd_kafka_topic_partition_list_new(static_cast<int>(r->end.size()));
   for (auto& [p, next] : r->next)
     if (!r->done.count(p)) rd_kafka_topic_partition_list_add(assign, r->topic.c_str(), p)->offset = next;
   rd_kafka_resp_err_t ae = assign->cnt > 0 ? rd_kafka_assign(r->consumer, assign) : RD_KAFKA_RESP_ERR_NO_ERROR;
   rd_kafka_topic_partition_list_destroy(assign);
-  if (ae) return EndReplay("failed", std::string("cannot assign the replay's partitions: ") + rd_kafka_err2str(ae));
+  if (ae)
+    return EndReplay("failed", std::string("cannot assign the replay's partitions: ") + rd_kafka_err2str(ae),
+                     resume.running);
   // Last, with nothing left to fail: the views take live events from the
   // next batch on (a resumed replay's views were released before the save).
   {
@@ -985,9 +1046,16 @@ void KafkaIngest::StartPendingReplay() {
   }
   spdlog::info("replay of {} from {} to {} into {} view(s) {}", r->source, r->from_ms, r->to_ms, r->views.size(),
                resume.running ? "resumed from the snapshot" : "started");
+  r->started = std::chrono::steady_clock::now();
   replay_ = std::move(r);
   SaveCheckpoint();
-  if (replay_->done.size() == replay_->end.size()) EndReplay("done", "");
+  if (replay_->done.size() == replay_->end.size()) FinishReplay();
+}
+
+void KafkaIngest::FinishReplay() {
+  // "done" means applied: readable everywhere.
+  while (!WaitInFlightAtMost(0, 10000) && !stop_.load()) spdlog::warn("replay: waiting for the shards to apply it");
+  EndReplay(stop_.load() ? "interrupted" : "done", "");
 }
 
 void KafkaIngest::ReplayStep(EventPlanner& planner) {
@@ -997,16 +1065,36 @@ void KafkaIngest::ReplayStep(EventPlanner& planner) {
     std::lock_guard lk(replay_mu_);
     cancel = replay_cancel_;
   }
-  if (cancel) {
-    WaitInFlightAtMost(0, 10000);
-    return EndReplay("cancelled", "");
-  }
+  if (cancel) return EndReplay("cancelled", "");  // what was handed over applies: the views keep it
   auto reg = sink_->CurrentRegistry();
   const int si = reg->FindSource(r.source);
   if (si < 0) return EndReplay("failed", "source '" + r.source + "' left the registry");
+  if (reg->sources()[static_cast<size_t>(si)].topic != r.topic)
+    return EndReplay("failed", "source '" + r.source + "' reads another topic now: the views keep what was replayed");
+  // The views it fills: still released (a reload that dropped one, or
+  // dropped and added it again, takes it out).
   std::vector<char> mask(reg->views().size(), 0);
-  for (size_t i = 0; i < reg->views().size(); i++)
-    if (std::find(r.views.begin(), r.views.end(), reg->views()[i].name) != r.views.end()) mask[i] = 1;
+  bool any = false;
+  {
+    std::lock_guard lk(replay_mu_);
+    for (size_t i = 0; i < reg->views().size(); i++) {
+      const std::string& name = reg->views()[i].name;
+      if (released_.count(name) && std::find(r.views.begin(), r.views.end(), name) != r.views.end()) {
+        mask[i] = 1;
+        any = true;
+      }
+    }
+  }
+  if (!any) return EndReplay("failed", "its views left the registry");
+  // kafka-replay-rate: messages per second over the whole replay.
+  size_t quota = settings_.batch_max;
+  if (settings_.replay_rate > 0) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - r.started).count();
+    const double allowed = secs * static_cast<double>(settings_.replay_rate) - static_cast<double>(r.read_total);
+    quota = allowed <= 0 ? 0 : std::min(quota, static_cast<size_t>(allowed) + 1);
+  }
+  replay_throttled_ = quota == 0;
+  if (quota == 0) return;
   const int64_t now = WallMs(), skew = sink_->MaxEventSkewMs();
   UpdateBatch updates;
   uint64_t read = 0, applied = 0, out_of_range = 0, rejected = 0;
@@ -1018,21 +1106,30 @@ void KafkaIngest::ReplayStep(EventPlanner& planner) {
     rd_kafka_pause_partitions(r.consumer, one);
     rd_kafka_topic_partition_list_destroy(one);
   };
-  for (size_t n = 0; n < settings_.batch_max; n++) {
+  std::string failure;
+  for (size_t n = 0; n < quota && failure.empty(); n++) {
     rd_kafka_message_t* m = rd_kafka_consumer_poll(r.consumer, n == 0 ? 10 : 0);
     if (m == nullptr) break;
     const int p = m->partition;
     auto end = r.end.find(p);
     const bool ours = end != r.end.end() && !r.done.count(p);
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      // At the high watermark: live ingest can be no further than that.
+      // At the high watermark: live ingest can be no further than that,
+      // unless the partition lost messages (a recreated topic).
       if (ours && m->offset >= end->second) finish_partition(p);
+      else if (ours && m->offset >= 0 && m->offset < r.next[p])
+        failure = "partition " + std::to_string(p) + " ends at offset " + std::to_string(m->offset) +
+                  ", before the replay's next offset " + std::to_string(r.next[p]) + " (was the topic recreated?)";
+    } else if (m->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+               m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+      failure = rd_kafka_message_errstr(m);
     } else if (m->err) {
       spdlog::warn("replay: {}", rd_kafka_message_errstr(m));
     } else if (!ours || m->offset >= end->second) {
       if (ours) finish_partition(p);  // live ingest applies from here
     } else {
       read++;
+      r.read_total++;
       r.next[p] = m->offset + 1;
       rd_kafka_timestamp_type_t tt;
       const int64_t ts = rd_kafka_message_timestamp(m, &tt);
@@ -1061,10 +1158,8 @@ void KafkaIngest::ReplayStep(EventPlanner& planner) {
     replay_figs_.rejected += rejected;
   }
   SaveCheckpoint();  // handed over: a cut from here on holds these events and this cursor
-  if (r.done.size() == r.end.size()) {
-    WaitInFlightAtMost(0, 10000);  // "done" means applied: readable
-    EndReplay("done", "");
-  }
+  if (!failure.empty()) return EndReplay("failed", failure + ": the views keep what was replayed");
+  if (r.done.size() == r.end.size()) FinishReplay();
 }
 
 }  // namespace fkv

@@ -68,6 +68,9 @@ struct KafkaSettings {
   // librdkafka's threads, so a shard serving reads wins the CPU from them
   // (docs/operations.md, "Kafka ingest"). 0 = same as the shards.
   int nice = 10;
+  // kafka-replay-rate: FREPLAY reads at most this many messages per second
+  // (0 = as fast as it can, between live batches).
+  uint64_t replay_rate = 0;
 };
 
 // Per-partition figures for INFO ingest.
@@ -180,6 +183,9 @@ class KafkaIngest {
   // Before Start: what the loaded snapshot kept; a replay it was cut in the
   // middle of resumes when ingest starts.
   void RestoreReplay(const snap::ReplayState& st);
+  // A registry change (reload): released views the registry no longer has
+  // are forgotten at once, so one added back is held again.
+  void OnRegistryChange(const Registry& reg);
 
  private:
   void Run();
@@ -253,7 +259,10 @@ class KafkaIngest {
   std::unique_ptr<Replay> replay_;
   void StartPendingReplay();
   void ReplayStep(EventPlanner& planner);
-  void EndReplay(const std::string& status, const std::string& error);
+  void EndReplay(const std::string& status, const std::string& error, bool keep_cursor = false);
+  void FinishReplay();  // waits until every replayed batch is applied, then "done"
+  void PruneReleased(const Registry& reg);  // under replay_mu_
+  bool replay_throttled_ = false;  // kafka-replay-rate held the last step back
   void SaveCheckpoint();  // replay_'s cursor into checkpoint_
   // The live planner's view mask: held views are 0 (nullptr: none held).
   const std::vector<char>* LiveMask(const Registry& reg);

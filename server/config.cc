@@ -97,6 +97,7 @@ const Config::Directive kDirectives[] = {
     {"kafka-property", Kind::kKafkaProperty, "", false},
     {"kafka-fetch-wait-max-ms", Kind::kInt, "10", false, 0, 300000},
     {"kafka-ingest-nice", Kind::kInt, "10", false, 0, 19},
+    {"kafka-replay-rate", Kind::kInt, "0", false, 0, 100000000},
     {"max-event-skew", Kind::kDuration, "5m", true},
     {"loglevel", Kind::kEnum, "notice", true, 0, 0, "debug verbose notice warning"},
     {"logfile", Kind::kString, "", false},

@@ -711,7 +711,7 @@ void RegisterFeatureFamily(CommandTable& t) {
   t.Register({"fwindow", -4, R, 1, 1, 1, FWindow, "feature", "Computes a windowed aggregation over any window, optionally in buckets."});
   t.Register({"fset", -4, W, 1, 1, 1, FSet, "feature", "Pushes values of last / last_n features."});
   t.Register({"fevent", -3, W | M, 0, 0, 0, FEvent, "feature", "Feeds raw JSON events through the ingest path."});
-  t.Register({"freplay", -2, W | kCmdAdmin | kCmdNoMulti, 0, 0, 0, FReplay, "feature",
+  t.Register({"freplay", -2, kCmdAdmin | kCmdNoMulti, 0, 0, 0, FReplay, "feature",
               "Replays a time range of a Kafka source into views marked backfill: true."});
   t.Register({"fviews", 1, R, 0, 0, 0, FViews, "feature", "Lists the views of the registry."});
   t.Register({"finfo", 2, R, 0, 0, 0, FInfo, "feature", "Describes one view and its aggregations."});

@@ -177,6 +177,7 @@ int Server::Start() {
     ks.brokers = brokers;
     ks.fetch_wait_max_ms = std::stoi(config_.GetString("kafka-fetch-wait-max-ms"));
     ks.nice = std::stoi(config_.GetString("kafka-ingest-nice"));
+    ks.replay_rate = std::stoull(config_.GetString("kafka-replay-rate"));
     ks.dlq_topic = config_.GetString("kafka-dlq-topic");
     ks.group = config_.GetString("kafka-group");
     std::string props = config_.GetString("kafka-property");
@@ -251,6 +252,7 @@ std::string Server::ChangeRegistry(const RegistryMaker& make,
   std::shared_ptr<const Registry> base = pending_ ? pending_ : registry(), next;
   if (std::string err = make(base, &next); !err.empty()) return err;
   pending_ = next;
+  if (kafka_) kafka_->OnRegistryChange(*next);  // forgets released views the registry dropped
   // Posted under the lock: every shard gets the changes in this order.
   InstallEverywhere(next, ++change_seq_, [next, done = std::move(done)] { done(next); });
   return "";

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <set>
@@ -288,7 +289,8 @@ bool DecodeReplay(std::string_view payload, ReplayState* r, std::string* err) {
     std::string_view source, topic;
     uint64_t n;
     if (!d.Str(&source) || !d.Str(&topic) || !d.I64(&r->from_ms) || !d.I64(&r->to_ms) || !names(&r->views) ||
-        !d.Count(&n, 17) || source.empty() || topic.empty() || r->from_ms < 0 || r->to_ms < 0)
+        !d.Count(&n, 17) || source.empty() || topic.empty() || r->from_ms < 0 || r->to_ms < 0 ||
+        (r->to_ms != 0 && r->to_ms <= r->from_ms))
       return *err = "bad REPLAY", false;
     r->source = source;
     r->topic = topic;
@@ -296,7 +298,8 @@ bool DecodeReplay(std::string_view payload, ReplayState* r, std::string* err) {
       uint64_t p;
       ReplayState::Part part;
       if (!d.Varint(&p) || p > INT32_MAX || !d.I64(&part.next) || !d.I64(&part.end) || part.next < 0 ||
-          part.next > part.end)
+          part.next > part.end ||
+          std::any_of(r->parts.begin(), r->parts.end(), [&](const ReplayState::Part& q) { return static_cast<uint64_t>(q.partition) == p; }))
         return *err = "bad REPLAY partition", false;
       part.partition = static_cast<int32_t>(p);
       r->parts.push_back(part);
