@@ -40,6 +40,13 @@ void Store(fkv::ShardStore& st, fkv::snap::DecodedRecord& rec) {
         fkv::MergeQuantileTiles(sec, INT64_MIN / 4, INT64_MAX / 4, &sk);
         double q;
         for (double at : {0.0, 0.5, 0.99, 1.0}) (void)sk.Quantile(at, &q);
+      } else if (k == fkv::AggKind::kSession) {
+        fkv::ForEachSession(sec, [](const fkv::SessionView& s) {
+          char buf[21];
+          if (s.op == fkv::AggKind::kCountDistinct) (void)fkv::DistinctValueCount(s.value);
+          if (s.op == fkv::AggKind::kLast) (void)fkv::LastValueText(s.value, buf);
+          return true;
+        });
       } else if (fkv::IsWindowed(k)) {
         (void)fkv::MergeTiles(k, sec, INT64_MIN / 4, INT64_MAX / 4);
       } else {
@@ -76,7 +83,12 @@ const fkv::snap::LayoutMap& Layouts() {
       all.aggs.push_back(fkv::AggSpec{k, sig++, fkv::IsWindowed(k) ? 1000 : 0, fkv::IsWindowed(k) ? 3'600'000 : 0,
                                       k == fkv::AggKind::kLastN ? 5 : 0});
     fkv::ViewLayout small{2, 0, {fkv::AggSpec{fkv::AggKind::kCount, 7, 60'000, 86'400'000, 0}}};
-    for (const fkv::ViewLayout* l : {&all, &small}) {
+    // Session aggregations (layout 3): each operation, a 30 min gap.
+    fkv::ViewLayout sessions{3, 0, {}};
+    for (fkv::AggKind op : {fkv::AggKind::kCount, fkv::AggKind::kSum, fkv::AggKind::kMean,
+                            fkv::AggKind::kCountDistinct, fkv::AggKind::kLast})
+      sessions.aggs.push_back(fkv::AggSpec{fkv::AggKind::kSession, sig++, 1'800'000, 86'400'000, static_cast<int>(op)});
+    for (const fkv::ViewLayout* l : {&all, &small, &sessions}) {
       uint16_t id = fkv::InternLayout(*l);
       m[id] = id;
     }

@@ -200,12 +200,15 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
       for (size_t ai = 0; ai < v.aggs.size(); ai++) {
         const AggregationDef& a = v.aggs[ai];
         if (a.where && !a.where->Eval(slots_.data())) continue;
+        // (A session aggregation takes late events too: one may join a
+        // session still kept; the trim drops what is past every window.)
+        const AggKind input = InputKind(a);
         UpdateBatch::Agg au;
         au.index = static_cast<uint16_t>(ai);
         if (a.field_slot >= 0) {
           const FieldValue& f = slots_[static_cast<size_t>(a.field_slot)];
           bool missing = f.kind == ValueKind::kMissing || f.kind == ValueKind::kNull;
-          bool numeric = IsNumeric(a.kind);
+          bool numeric = IsNumeric(input);
           if (missing) {
             reason = "missing_field";
             break;
@@ -221,7 +224,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
               break;
             }
           }
-          if (a.kind == AggKind::kCountDistinct) {
+          if (input == AggKind::kCountDistinct) {
             std::string_view t = f.s;
             if (f.kind != ValueKind::kString) {
               scratch_.clear();
@@ -230,7 +233,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
             }
             au.hash = DistinctHash(XXH3_64bits(t.data(), t.size()));
           }
-          if (a.kind == AggKind::kLast || a.kind == AggKind::kLastN) {
+          if (input == AggKind::kLast || input == AggKind::kLastN) {
             au.text_off = static_cast<uint32_t>(out->bytes_.size());
             f.AppendText(&out->bytes_);
             au.text_len = static_cast<uint32_t>(out->bytes_.size() - au.text_off);

@@ -323,7 +323,7 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         a.name = fkv.first.as<std::string>();
         const YAML::Node& fd = fkv.second;
         std::string where = "feature '" + a.name + "' of view '" + v.name + "'";
-        L.OnlyKeys(fd, {"agg", "field", "where", "windows", "resolution", "n", "q"}, where);
+        L.OnlyKeys(fd, {"agg", "field", "where", "windows", "resolution", "n", "q", "session"}, where);
         if (!fd["agg"]) L.Fail(fd, where + " needs 'agg'");
         std::string agg = L.Scalar(fd["agg"], "agg");
         static const std::pair<const char*, AggKind> kinds[] = {
@@ -381,7 +381,37 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
           if (!f) L.Fail(fd["where"], where + ": bad where \"" + a.where_text + "\": " + err);
           a.where = std::move(f);
         }
-        if (IsWindowed(a.kind)) {
+        if (fd["session"]) {
+          // Session windows (docs/architecture.md, "Session windows"): the
+          // operation runs over sessions of events closer than the gap.
+          if (!IsSessionOp(a.kind))
+            L.Fail(fd["session"], where + ": a session aggregation is count, sum, min, max, mean, count_distinct or last, not '" + agg + "'");
+          for (const char* k : {"windows", "resolution", "n"})
+            if (fd[k])
+              L.Fail(fd[k], where + ": '" + k + "' does not go with 'session' (its windows go inside it: session: {gap: 30m, windows: [24h]})");
+          const YAML::Node& sn = fd["session"];
+          if (!sn.IsMap()) L.Fail(sn, where + ": 'session' is a mapping, e.g. session: {gap: 30m}");
+          L.OnlyKeys(sn, {"gap", "windows"}, where + " (session)");
+          if (!sn["gap"]) L.Fail(sn, where + ": session needs 'gap'");
+          a.n = static_cast<int>(a.kind);
+          a.kind = AggKind::kSession;
+          a.resolution_ms = L.Duration(sn["gap"], "gap");
+          if (a.resolution_ms <= 0) L.Fail(sn["gap"], where + ": the session gap must be more than 0");
+          if (sn["windows"]) {
+            if (!sn["windows"].IsSequence() || sn["windows"].size() == 0)
+              L.Fail(sn["windows"], where + ": session 'windows' is a non-empty list, e.g. [1h, 24h]");
+            for (const auto& w : sn["windows"]) {
+              int64_t ms = L.Duration(w, "window");
+              std::string text = w.as<std::string>();
+              if (std::find(a.window_texts.begin(), a.window_texts.end(), text) != a.window_texts.end())
+                L.Fail(w, where + ": window '" + text + "' listed twice");
+              if (ms <= 0) L.Fail(w, where + ": a window must be more than 0");
+              a.windows_ms.push_back(ms);
+              a.window_texts.push_back(text);
+              a.max_window_ms = std::max(a.max_window_ms, ms);
+            }
+          }
+        } else if (IsWindowed(a.kind)) {
           if (!fd["windows"] || !fd["windows"].IsSequence() || fd["windows"].size() == 0)
             L.Fail(fd, where + ": aggregation '" + agg + "' needs a non-empty 'windows' list");
           int64_t smallest = INT64_MAX;
@@ -426,7 +456,12 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         }
         // Feature names must be unique inside the view.
         std::vector<std::string> fnames;
-        if (a.kind == AggKind::kQuantile)
+        if (a.kind == AggKind::kSession)
+          for (int part = 0; part < kSessionParts; part++)
+            if (part != kSessionCount) fnames.push_back(a.name + kSessionSuffix[part]);
+            else
+              for (auto& t : a.window_texts) fnames.push_back(a.name + kSessionSuffix[part] + t);
+        else if (a.kind == AggKind::kQuantile)
           for (auto& q : a.quantile_texts)
             for (auto& t : a.window_texts) fnames.push_back(a.name + "_" + q + "_" + t);
         else if (IsWindowed(a.kind))
@@ -437,7 +472,7 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
           if (!names.insert(fn).second) L.Fail(fkv.first, where + ": feature name '" + fn + "' defined twice in the view");
         std::string sig = v.name + "|" + a.name + "|" + agg + "|" + a.field + "|" + a.where_text + "|" +
                           std::to_string(a.resolution_ms) + "|" + std::to_string(a.max_window_ms) + "|" +
-                          std::to_string(a.n) + "|" + v.source;
+                          std::to_string(a.n) + "|" + v.source + (a.kind == AggKind::kSession ? "|session" : "");
         a.signature = Hash(sig);
         std::string wins;
         for (auto& t : a.window_texts) wins += t + ",";
@@ -528,6 +563,8 @@ const std::vector<int>* Registry::ViewsOfEntity(std::string_view entity) const {
 
 std::string Registry::FeatureName(const FeatureRef& f) const {
   const AggregationDef& a = views_[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
+  if (a.kind == AggKind::kSession)
+    return a.name + kSessionSuffix[f.q] + (f.q == kSessionCount ? a.window_texts[static_cast<size_t>(f.window)] : "");
   if (f.window < 0) return a.name;
   std::string q = f.q < 0 ? "" : a.quantile_texts[static_cast<size_t>(f.q)] + "_";
   return a.name + "_" + q + a.window_texts[static_cast<size_t>(f.window)];
@@ -563,6 +600,17 @@ std::vector<std::pair<std::string, FeatureRef>> Registry::FeaturesOfView(int vi)
         for (size_t w = 0; w < a.windows_ms.size(); w++) {
           FeatureRef f{vi, static_cast<int>(ai), static_cast<int>(w), static_cast<int>(q)};
           out.emplace_back(FeatureName(f), f);
+        }
+    } else if (a.kind == AggKind::kSession) {
+      for (int part = 0; part < kSessionParts; part++)
+        if (part != kSessionCount) {
+          FeatureRef f{vi, static_cast<int>(ai), -1, part};
+          out.emplace_back(FeatureName(f), f);
+        } else {
+          for (size_t w = 0; w < a.windows_ms.size(); w++) {
+            FeatureRef f{vi, static_cast<int>(ai), static_cast<int>(w), part};
+            out.emplace_back(FeatureName(f), f);
+          }
         }
     } else if (IsWindowed(a.kind)) {
       for (size_t w = 0; w < a.windows_ms.size(); w++) {
@@ -667,6 +715,10 @@ bool Registry::ResolveAggregation(std::string_view entity, std::string_view name
       const ViewDef& v = views_[static_cast<size_t>(vi)];
       for (size_t ai = 0; ai < v.aggs.size(); ai++) {
         const AggregationDef& a = v.aggs[ai];
+        if (a.kind == AggKind::kSession && a.name == aname) {  // FWINDOW lists its sessions
+          hits.push_back({v.base, FeatureRef{vi, static_cast<int>(ai), -1}});
+          continue;
+        }
         if (!IsWindowed(a.kind)) continue;
         // A quantile aggregation is named with one of its quantiles
         // ("latency_p95"), or bare when it has only one.

@@ -80,9 +80,16 @@ struct ViewDef {
 
 // One servable feature name: aggregation `agg` of view `view`, window
 // `window` (-1 for last / last_n), quantile `q` (quantile only, else -1).
+// A session aggregation's features are its parts: q is the part
+// (kSessionValue...), window the window of sessions_<W>.
 struct FeatureRef {
   int view = -1, agg = -1, window = -1, q = -1;
 };
+enum SessionPart { kSessionValue, kSessionStart, kSessionDuration, kSessionEvents, kSessionCount, kSessionParts };
+// <name><suffix>: visits_session, visits_session_start, ...,
+// visits_sessions_24h (the window's text follows).
+inline constexpr const char* kSessionSuffix[kSessionParts] = {"_session", "_session_start", "_session_duration_ms",
+                                                              "_session_events", "_sessions_"};
 
 struct RegistryError : std::runtime_error {
   using std::runtime_error::runtime_error;

@@ -179,6 +179,47 @@ void FMGet(CommandContext& c) {
       });
 }
 
+// FWINDOW over a session aggregation: the sessions that overlap the window
+// (t - w, t], newest first, each [start_ms, duration_ms, events, value].
+void FWindowSessions(CommandContext& c, const Registry& reg, const FeatureRef& f, int64_t w, bool buckets, int64_t t) {
+  const ViewDef& v = reg.views()[static_cast<size_t>(f.view)];
+  const AggregationDef& a = v.aggs[static_cast<size_t>(f.agg)];
+  if (buckets) return c.out.Error("ERR BUCKETS is for windowed aggregations: FWINDOW lists the sessions of '" + a.name + "'");
+  const int64_t kept = std::max(a.max_window_ms, a.resolution_ms);
+  if (w > kept)
+    return c.out.Error("ERR window " + std::string(c.args[3]) + " is larger than the " + std::to_string(kept) +
+                       " ms retained for '" + v.name + "." + a.name + "'");
+  const EntityRecord* e;
+  if (OpStatus s = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &e); s != OpStatus::kOk) return WriteStatus(c.out, s);
+  if (e == nullptr) return c.out.Array(0);
+  std::string_view sec = SectionOf(reg, f, e, c.now_ms);
+  std::vector<SessionView> hits;
+  ForEachSession(sec, [&](const SessionView& s) {
+    if (s.end <= t - w) return false;  // this one and every older one ended before the window
+    if (s.start <= t) hits.push_back(s);
+    return true;
+  });
+  const AggKind op = SessionOp(a);
+  c.out.Array(hits.size());
+  for (const SessionView& s : hits) {
+    c.out.Array(4);
+    c.out.Integer(s.start);
+    c.out.Integer(s.end - s.start);
+    c.out.Integer(static_cast<int64_t>(s.events));
+    switch (op) {
+      case AggKind::kCount: c.out.Integer(static_cast<int64_t>(s.events)); break;
+      case AggKind::kCountDistinct: c.out.Integer(static_cast<int64_t>(DistinctValueCount(s.value))); break;
+      case AggKind::kMean: c.out.Double(s.x / static_cast<double>(s.events)); break;
+      case AggKind::kLast: {
+        char buf[21];
+        c.out.Bulk(LastValueText(s.value, buf));
+        break;
+      }
+      default: c.out.Double(s.x + 0.0); break;
+    }
+  }
+}
+
 // FWINDOW key aggregation window [AT ts] [BUCKETS size]
 void FWindow(CommandContext& c) {
   auto reg = RegOf(c);
@@ -205,6 +246,7 @@ void FWindow(CommandContext& c) {
   int64_t w;
   if (!ParseDurationMs(c.args[3], &w) || w <= 0)
     return c.out.Error("ERR bad duration '" + std::string(c.args[3]) + "' (use e.g. 500ms, 30s, 5m, 1h, 7d)");
+  if (a.kind == AggKind::kSession) return FWindowSessions(c, *reg, f, w, has_buckets, has_at ? at : c.now_ms);
   if (w > a.max_window_ms)
     return c.out.Error("ERR window " + std::string(c.args[3]) + " is larger than the " + std::to_string(a.max_window_ms) +
                        " ms retained for '" + v.name + "." + a.name + "'");
@@ -522,12 +564,12 @@ void FInfo(CommandContext& c) {
   c.out.Bulk("aggregations");
   c.out.Array(v.aggs.size());
   for (const auto& a : v.aggs) {
-    const bool quantile = a.kind == AggKind::kQuantile;
-    c.out.Map(quantile ? 8 : 7);
+    const bool quantile = a.kind == AggKind::kQuantile, session = a.kind == AggKind::kSession;
+    c.out.Map(quantile || session ? 8 : 7);
     c.out.Bulk("name");
     c.out.Bulk(a.name);
     c.out.Bulk("agg");
-    c.out.Bulk(AggName(a.kind));
+    c.out.Bulk(AggName(InputKind(a)));
     c.out.Bulk("field");
     c.out.Bulk(a.field);
     c.out.Bulk("where");
@@ -538,7 +580,11 @@ void FInfo(CommandContext& c) {
     c.out.Bulk("resolution_ms");
     c.out.Integer(a.resolution_ms);
     c.out.Bulk("n");
-    c.out.Integer(a.n);
+    c.out.Integer(session ? 0 : a.n);
+    if (session) {  // resolution_ms is its gap; windows those of sessions_<W>
+      c.out.Bulk("session_gap_ms");
+      c.out.Integer(a.resolution_ms);
+    }
     if (quantile) {
       c.out.Bulk("q");
       c.out.Array(a.quantiles.size());

@@ -85,6 +85,73 @@ void QuantileValue(const AggregationDef& a, const dds::Sketch& sk, int q, Featur
   if (q >= 0 && sk.Quantile(a.quantiles[static_cast<size_t>(q)], &out->d)) out->kind = FeatureValue::Kind::kDouble;
 }
 
+// A session aggregation's part at time t (docs/commands.md, "Session
+// windows"): sessions that start after t are not seen; the current session
+// is the newest one still open at t (t - its last event < gap).
+void SessionValue(const AggregationDef& a, std::string_view sec, const FeatureRef& f, int64_t t, FeatureValue* out) {
+  using K = FeatureValue::Kind;
+  const AggKind op = SessionOp(a);
+  out->kind = K::kNull;
+  if (f.q == kSessionCount) {
+    const int64_t w = a.windows_ms[static_cast<size_t>(f.window)];
+    int64_t n = 0;
+    ForEachSession(sec, [&](const SessionView& s) {
+      if (s.start <= t - w) return false;  // newest first: the rest started earlier still
+      n += s.start <= t;
+      return true;
+    });
+    out->kind = K::kInt;
+    out->i = n;
+    return;
+  }
+  SessionView cur;
+  bool open = false;
+  ForEachSession(sec, [&](const SessionView& s) {
+    if (s.start > t) return true;
+    open = t - s.end < a.resolution_ms;
+    cur = s;
+    return false;
+  });
+  auto integer = [&](int64_t v) {
+    out->kind = K::kInt;
+    out->i = v;
+  };
+  switch (f.q) {
+    case kSessionStart:
+      if (open) integer(cur.start);
+      return;
+    case kSessionDuration:
+      if (open) integer(cur.end - cur.start);
+      return;
+    case kSessionEvents: return integer(open ? static_cast<int64_t>(cur.events) : 0);
+    default: break;
+  }
+  switch (op) {  // the operation over the current session
+    case AggKind::kCount: return integer(open ? static_cast<int64_t>(cur.events) : 0);
+    case AggKind::kCountDistinct: return integer(open ? static_cast<int64_t>(DistinctValueCount(cur.value)) : 0);
+    case AggKind::kSum:
+      out->kind = K::kDouble;
+      out->d = open ? cur.x + 0.0 : 0.0;
+      return;
+    case AggKind::kMin:
+    case AggKind::kMax:
+    case AggKind::kMean:
+      if (!open) return;
+      out->kind = K::kDouble;
+      out->d = op == AggKind::kMean ? cur.x / static_cast<double>(cur.events) : cur.x;
+      return;
+    case AggKind::kLast: {
+      if (!open) return;
+      char buf[21];
+      out->text.assign(LastValueText(cur.value, buf));
+      out->kind = K::kString;
+      out->s = out->text;
+      return;
+    }
+    default: return;
+  }
+}
+
 const AggregationDef& AggOf(const Registry& reg, const FeatureRef& f) {
   return reg.views()[static_cast<size_t>(f.view)].aggs[static_cast<size_t>(f.agg)];
 }
@@ -115,6 +182,7 @@ void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord
   if (e == nullptr) return;
   const AggregationDef& a = AggOf(reg, f);
   std::string_view sec = SectionOf(reg, f, e, now);
+  if (a.kind == AggKind::kSession) return SessionValue(a, sec, f, t, out);
   if (!IsWindowed(a.kind)) return LastValues(a, sec, t, as_of, out);
   int64_t lo, hi;
   CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
@@ -158,6 +226,10 @@ void ReadEntityFeatures(const Registry& reg, const EntityRecord* e, std::span<co
     const FeatureRef& f = refs[i];
     const AggregationDef& a = AggOf(reg, f);
     std::string_view sec = SectionIn(reg, f, e, now, vc);
+    if (a.kind == AggKind::kSession) {
+      SessionValue(a, sec, f, t, &(*out)[i]);
+      continue;
+    }
     if (!IsWindowed(a.kind)) {
       LastValues(a, sec, t, as_of, &(*out)[i]);
       continue;

@@ -18,6 +18,7 @@ const char* AggName(AggKind k) {
     case AggKind::kLast: return "last";
     case AggKind::kLastN: return "last_n";
     case AggKind::kQuantile: return "quantile";
+    case AggKind::kSession: return "session";
   }
   return "?";
 }

@@ -13,9 +13,14 @@
 
 namespace fkv {
 
-enum class AggKind : uint8_t { kCount, kSum, kMin, kMax, kMean, kStddev, kCountDistinct, kLast, kLastN, kQuantile };
+enum class AggKind : uint8_t { kCount, kSum, kMin, kMax, kMean, kStddev, kCountDistinct, kLast, kLastN, kQuantile, kSession };
 const char* AggName(AggKind k);
-inline bool IsWindowed(AggKind k) { return k != AggKind::kLast && k != AggKind::kLastN; }
+inline bool IsWindowed(AggKind k) { return k != AggKind::kLast && k != AggKind::kLastN && k != AggKind::kSession; }
+// The operations a session aggregation may run over its sessions.
+inline bool IsSessionOp(AggKind k) {
+  return k == AggKind::kCount || k == AggKind::kSum || k == AggKind::kMin || k == AggKind::kMax ||
+         k == AggKind::kMean || k == AggKind::kCountDistinct || k == AggKind::kLast;
+}
 // Kinds whose field must be a number.
 inline bool IsNumeric(AggKind k) {
   return k == AggKind::kSum || k == AggKind::kMin || k == AggKind::kMax || k == AggKind::kMean ||
@@ -28,8 +33,14 @@ struct AggSpec {
   uint64_t signature = 0;    // hash of the definition: state survives reloads while unchanged
   int64_t resolution_ms = 0; // tile width (windowed kinds)
   int64_t max_window_ms = 0; // retention (windowed kinds)
-  int n = 0;                 // last_n
+  int n = 0;                 // last_n; session: the operation (an AggKind)
+  // Session aggregations (kind kSession) keep sessions of events closer
+  // than resolution_ms (the gap); max_window_ms is the largest window of
+  // sessions_<W> (0: none).
 };
+inline AggKind SessionOp(const AggSpec& a) { return static_cast<AggKind>(a.n); }
+// What an event gives the aggregation: its own kind, or a session's operation.
+inline AggKind InputKind(const AggSpec& a) { return a.kind == AggKind::kSession ? SessionOp(a) : a.kind; }
 
 // Running merge of tiles (or of raw values, in the reference model).
 struct Accum {

@@ -274,8 +274,53 @@ size_t RunCursor::ValueSize(AggKind k, const uint8_t* p) {
       return static_cast<size_t>(q - p) + (h & 1 ? 0 : h >> 1);
     }
     case AggKind::kQuantile: return dds::EncodedSize(p);
+    case AggKind::kSession: {
+      const auto op = static_cast<AggKind>(p[0]);
+      const uint8_t* q = p + 1;
+      q += VarintSize(q);
+      q += VarintSize(q);
+      switch (op) {
+        case AggKind::kSum:
+        case AggKind::kMin:
+        case AggKind::kMax:
+        case AggKind::kMean: q += 8; break;
+        case AggKind::kCountDistinct: q += ValueSize(AggKind::kCountDistinct, q); break;
+        case AggKind::kLast:
+          q += VarintSize(q);
+          q += ValueSize(AggKind::kLast, q);
+          break;
+        default: break;
+      }
+      return static_cast<size_t>(q - p);
+    }
   }
   return 0;
+}
+
+SessionView ParseSession(int64_t start, const uint8_t* p) {
+  SessionView s;
+  s.start = start;
+  s.op = static_cast<AggKind>(p[0]);
+  uint64_t dur, ev;
+  const uint8_t* q = varint::Get(p + 1, &dur);
+  q = varint::Get(q, &ev);
+  s.end = start + static_cast<int64_t>(dur);
+  s.events = ev;
+  switch (s.op) {
+    case AggKind::kSum:
+    case AggKind::kMin:
+    case AggKind::kMax:
+    case AggKind::kMean: s.x = GetF64(q); break;
+    case AggKind::kCountDistinct: s.value = q; break;
+    case AggKind::kLast: {
+      uint64_t off;
+      s.value = varint::Get(q, &off);
+      s.last_ts = start + static_cast<int64_t>(off);
+      break;
+    }
+    default: break;
+  }
+  return s;
 }
 
 std::string_view LastValueText(const uint8_t* p, char* buf) {
@@ -601,6 +646,189 @@ void ApplyLast(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, int6
 }
 }  // namespace
 
+// ---- sessions ----
+
+namespace {
+// A session decoded for an edit.
+struct SessionState {
+  int64_t start = 0, end = 0;
+  uint64_t events = 0;
+  double x = 0;
+  int64_t last_ts = 0;
+  std::string value;  // count_distinct: its value; last: its value
+};
+
+SessionState ToState(AggKind op, const SessionView& v) {
+  SessionState s;
+  s.start = v.start;
+  s.end = v.end;
+  s.events = v.events;
+  s.x = v.x;
+  s.last_ts = v.last_ts;
+  if (op == AggKind::kCountDistinct || op == AggKind::kLast)
+    s.value.assign(reinterpret_cast<const char*>(v.value), RunCursor::ValueSize(op, v.value));
+  return s;
+}
+
+void PutSessionValue(AggKind op, const SessionState& s, std::string& out) {
+  out.push_back(static_cast<char>(op));
+  PutVarint(out, static_cast<uint64_t>(s.end - s.start));
+  PutVarint(out, s.events);
+  switch (op) {
+    case AggKind::kSum:
+    case AggKind::kMin:
+    case AggKind::kMax:
+    case AggKind::kMean: PutF64(out, s.x); break;
+    case AggKind::kCountDistinct: out += s.value; break;
+    case AggKind::kLast:
+      PutVarint(out, static_cast<uint64_t>(s.last_ts - s.start));
+      out += s.value;
+      break;
+    default: break;
+  }
+}
+
+// Folds the registers of a sketch value (sparse or dense; q: after its
+// tag) into regs, keeping the larger rank of each.
+void SketchRegisters(uint64_t tag, const uint8_t* q, uint8_t* regs) {
+  if (tag == 1) {
+    for (size_t r = 0; r < hll::kRegisters; r++) regs[r] = std::max(regs[r], q[r]);
+    return;
+  }
+  for (uint64_t j = 0; j < tag / 2; j++) {
+    uint16_t r;
+    std::memcpy(&r, q + 3 * j, 2);
+    regs[r] = std::max(regs[r], q[3 * j + 2]);
+  }
+}
+
+// a := a merged with b (count_distinct values).
+void MergeDistinct(std::string& a, std::string_view b_in) {
+  std::string b(b_in);
+  uint64_t ta, tb;
+  varint::Get(reinterpret_cast<const uint8_t*>(a.data()), &ta);
+  varint::Get(reinterpret_cast<const uint8_t*>(b.data()), &tb);
+  if (ta % 2 == 0 && tb % 2 != 0) {  // add the exact side into the sketch
+    std::swap(a, b);
+    std::swap(ta, tb);
+  }
+  std::string out;
+  if (tb % 2 == 0) {  // b exact: add its values one by one
+    const uint8_t* q = varint::Get(reinterpret_cast<const uint8_t*>(b.data()), &tb);
+    for (uint64_t j = 0; j < tb / 2; j++) {
+      uint32_t h;
+      std::memcpy(&h, q + 4 * j, 4);
+      out.clear();
+      DistinctAdd(reinterpret_cast<const uint8_t*>(a.data()), h, out);
+      a.swap(out);
+    }
+    return;
+  }
+  uint8_t regs[hll::kRegisters] = {};  // both sketches: the larger rank of each register
+  SketchRegisters(ta, varint::Get(reinterpret_cast<const uint8_t*>(a.data()), &ta), regs);
+  SketchRegisters(tb, varint::Get(reinterpret_cast<const uint8_t*>(b.data()), &tb), regs);
+  std::vector<std::pair<uint16_t, uint8_t>> pairs;
+  for (size_t r = 0; r < hll::kRegisters; r++)
+    if (regs[r]) pairs.emplace_back(static_cast<uint16_t>(r), regs[r]);
+  PutSparse(out, pairs);
+  a.swap(out);
+}
+
+// into := into merged with o (two sessions of one aggregation).
+void MergeSession(AggKind op, SessionState& into, const SessionState& o) {
+  into.start = std::min(into.start, o.start);
+  into.end = std::max(into.end, o.end);
+  into.events += o.events;
+  switch (op) {
+    case AggKind::kSum:
+    case AggKind::kMean: into.x += o.x; break;
+    case AggKind::kMin: into.x = std::min(into.x, o.x); break;
+    case AggKind::kMax: into.x = std::max(into.x, o.x); break;
+    case AggKind::kCountDistinct: MergeDistinct(into.value, o.value); break;
+    case AggKind::kLast:
+      if (o.last_ts > into.last_ts) {  // ties: `into` holds the event being applied, the later one
+        into.last_ts = o.last_ts;
+        into.value = o.value;
+      }
+      break;
+    default: break;
+  }
+}
+
+// Folds the event at ts into the sessions (docs/architecture.md, "Session
+// windows"): it joins every session closer than the gap (so an event
+// between two sessions joins them), or starts one.
+void ApplySession(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, int64_t ts, const AggInput& in) {
+  const AggKind op = SessionOp(spec);
+  const int64_t gap = spec.resolution_ms;
+  thread_local std::string buf;
+  buf.clear();
+  SessionState cur;
+  cur.start = cur.end = ts;
+  cur.events = 1;
+  switch (op) {
+    case AggKind::kSum:
+    case AggKind::kMin:
+    case AggKind::kMax:
+    case AggKind::kMean: cur.x = in.x; break;
+    case AggKind::kCountDistinct: InitValue(AggKind::kCountDistinct, in, cur.value); break;
+    case AggKind::kLast:
+      cur.last_ts = ts;
+      PutLastValue(cur.value, in.text);
+      break;
+    default: break;
+  }
+  RunCursor c(AggKind::kSession, SectionView(*pe, s));
+  if (!c.Next()) {  // the first session
+    PutVarint(buf, varint::ZigZag(ts));
+    PutSessionValue(op, cur, buf);
+    return EditSection(pe, s, 0, 0, buf);
+  }
+  SessionState newest = ToState(op, ParseSession(c.key(), c.value()));
+  if (ts >= newest.start) {  // the common case: only the newest session can be touched
+    if (ts < newest.end + gap) {  // it goes on
+      MergeSession(op, cur, newest);
+      PutSessionValue(op, cur, buf);
+      return EditSection(pe, s, c.value_offset(), c.end_offset(), buf);
+    }
+    PutVarint(buf, varint::ZigZag(ts));  // a new session before the newest
+    PutSessionValue(op, cur, buf);
+    PutVarint(buf, static_cast<uint64_t>(ts - newest.start));
+    return EditSection(pe, s, 0, c.value_offset(), buf);
+  }
+  // Out of order, before the newest session's start: every session is
+  // decoded, the ones the event reaches merge with it, and the section is
+  // written again (newest first).
+  thread_local std::vector<SessionState> all;
+  all.clear();
+  auto take = [&](SessionState&& o) {
+    if (ts < o.end + gap && o.start < ts + gap) MergeSession(op, cur, o);
+    else all.push_back(std::move(o));
+  };
+  take(std::move(newest));
+  while (c.Next()) take(ToState(op, ParseSession(c.key(), c.value())));
+  auto at = std::find_if(all.begin(), all.end(), [&](const SessionState& o) { return o.start < cur.start; });
+  all.insert(at, std::move(cur));
+  if (all.size() > kMaxSessions) all.resize(kMaxSessions);
+  int64_t prev = 0;
+  for (size_t i = 0; i < all.size(); i++) {
+    PutVarint(buf, i == 0 ? varint::ZigZag(all[i].start) : static_cast<uint64_t>(prev - all[i].start));
+    PutSessionValue(op, all[i], buf);
+    prev = all[i].start;
+  }
+  EditSection(pe, s, 0, s.len, buf);
+}
+}  // namespace
+
+uint64_t DistinctValueCount(const uint8_t* p) {
+  uint64_t tag;
+  const uint8_t* q = varint::Get(p, &tag);
+  if (tag % 2 == 0) return tag / 2;
+  uint8_t regs[hll::kRegisters] = {};
+  SketchRegisters(tag, q, regs);
+  return static_cast<uint64_t>(std::llround(hll::Estimate(regs)));
+}
+
 namespace {
 // A block the new views of this thread are built in (see EntityApply).
 struct Scratch {
@@ -675,6 +903,7 @@ void ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* 
     SectionPos s = k > 0 && order[k - 1].first == idx ? SectionOf(*pe, v.offset, idx) : pos[idx];
     const AggSpec& spec = VL.aggs[idx];
     if (IsWindowed(spec.kind)) ApplyWindowed(pe, s, spec, ts, in[i]);
+    else if (spec.kind == AggKind::kSession) ApplySession(pe, s, spec, ts, in[i]);
     else ApplyLast(pe, s, spec, ts, in[i]);
   }
 }
@@ -727,6 +956,18 @@ bool EntityTrim(EntityRecord** pe, int64_t now_ms) {
         RunCursor c(spec.kind, SectionView(*pe, s));
         while (c.Next())
           if (c.key() < min_tile) {
+            EditSection(pe, s, c.key_offset(), s.len, {});
+            s = SectionOf(*pe, off, a);
+            break;
+          }
+      } else if (spec.kind == AggKind::kSession && s.len > 0) {
+        // Sessions that ended before every window and the gap, and the
+        // oldest beyond kMaxSessions (newest first: disjoint sessions are
+        // in end order too).
+        const int64_t keep_after = now_ms - std::max(spec.max_window_ms, spec.resolution_ms);
+        RunCursor c(spec.kind, SectionView(*pe, s));
+        for (size_t n = 0; c.Next(); n++)
+          if (n >= kMaxSessions || ParseSession(c.key(), c.value()).end <= keep_after) {
             EditSection(pe, s, c.key_offset(), s.len, {});
             s = SectionOf(*pe, off, a);
             break;
@@ -1081,17 +1322,42 @@ std::string CheckValue(AggKind k, Checked& c) {
       if (!c.Skip(n >> 1)) return "truncated last value";
       return "";
     case AggKind::kQuantile: return dds::Check(&c.p, c.end);
+    case AggKind::kSession: {
+      if (c.p >= c.end) return "truncated session";
+      const auto op = static_cast<AggKind>(*c.p++);
+      uint64_t dur;
+      if (!IsSessionOp(op)) return "bad session operation";
+      if (!c.Varint(&dur) || dur > static_cast<uint64_t>(kMaxAbs)) return "bad session duration";
+      if (!c.Varint(&n) || n == 0 || n > (uint64_t{1} << 53)) return "bad session events";
+      switch (op) {
+        case AggKind::kSum:
+        case AggKind::kMin:
+        case AggKind::kMax:
+        case AggKind::kMean: return c.Skip(8) ? "" : "truncated session";
+        case AggKind::kCountDistinct: return CheckValue(AggKind::kCountDistinct, c);
+        case AggKind::kLast: {
+          uint64_t off;
+          if (!c.Varint(&off) || off > dur) return "bad session last time";
+          return CheckValue(AggKind::kLast, c);
+        }
+        default: return "";
+      }
+    }
   }
   return "unknown kind";
 }
 
 std::string CheckSection(const AggSpec& spec, std::string_view sec) {
   Checked c{reinterpret_cast<const uint8_t*>(sec.data()), reinterpret_cast<const uint8_t*>(sec.data()) + sec.size()};
-  const bool windowed = IsWindowed(spec.kind);
-  const size_t cap = spec.kind == AggKind::kLast ? 1 : static_cast<size_t>(std::max(1, spec.n));
-  int64_t key = 0;
+  const bool session = spec.kind == AggKind::kSession;
+  const bool windowed = IsWindowed(spec.kind) || session;  // keys strictly newest first
+  const size_t cap = spec.kind == AggKind::kLast ? 1 : session ? SIZE_MAX : static_cast<size_t>(std::max(1, spec.n));
+  int64_t key = 0, newer_start = 0;
   size_t entries = 0;
   while (c.p < c.end) {
+    if (session && entries > 0) {  // the previous (newer) session: this one must end before it starts
+      newer_start = key;
+    }
     uint64_t v;
     if (!c.Varint(&v)) return "truncated entry";
     if (entries == 0) {
@@ -1105,7 +1371,14 @@ std::string CheckSection(const AggSpec& spec, std::string_view sec) {
     }
     entries++;
     if (!windowed && entries > cap) return "more last values than the aggregation keeps";
+    const uint8_t* value = c.p;
+    if (session && (c.p >= c.end || static_cast<AggKind>(*c.p) != SessionOp(spec)))
+      return "session of another operation";
     if (std::string e = CheckValue(spec.kind, c); !e.empty()) return e;
+    if (session) {
+      const SessionView sv = ParseSession(key, value);
+      if (sv.end > kMaxAbs || (entries > 1 && sv.end >= newer_start)) return "sessions overlap or out of order";
+    }
   }
   return "";
 }

@@ -23,6 +23,11 @@
 //   last | last_n    varint h: h even -> h/2 bytes of text follow; h odd ->
 //                    the text is the canonical decimal integer
 //                    unzigzag(h >> 1) (as a listpack stores "12345")
+//   session          keyed by the session's first event time: u8 operation |
+//                    varint duration (last - first event time) | varint
+//                    events | the operation's value: nothing (count), f64
+//                    (sum, min, max; mean: the sum), a count_distinct value,
+//                    or varint (last event time - first) | a last value
 //
 // Owned by a Record; touched only by the owning shard's thread. Every
 // mutation may move the block (it grows in place when it can): functions
@@ -174,6 +179,24 @@ void MergeQuantileTiles(std::string_view section, int64_t lo, int64_t hi, dds::S
 // items are rendered into a local buffer).
 template <class F>
 void ForEachLastItem(std::string_view section, F&& f);
+// One session of a session section (docs/architecture.md, "Session windows").
+struct SessionView {
+  int64_t start = 0, end = 0;  // first and last event time
+  uint64_t events = 0;
+  AggKind op = AggKind::kCount;
+  double x = 0;                    // sum, min, max; mean: the sum
+  const uint8_t* value = nullptr;  // count_distinct: its set or sketch; last: its value (LastValueText)
+  int64_t last_ts = 0;             // last: the time of the value
+};
+SessionView ParseSession(int64_t start, const uint8_t* value);
+// Calls f(const SessionView&) for each session, newest first, while f returns true.
+template <class F>
+void ForEachSession(std::string_view section, F&& f);
+// The number of distinct values of one count_distinct value (a set or a sketch).
+uint64_t DistinctValueCount(const uint8_t* value);
+// Sessions kept per aggregation: the oldest beyond this are dropped.
+inline constexpr size_t kMaxSessions = 4096;
+
 // Counts of a section, for featurekv-snapshot and MEMORY statistics.
 struct SectionCounts {
   uint64_t tiles = 0, sketches = 0, values = 0;  // values: distinct hashes or last items
@@ -254,6 +277,13 @@ class RunCursor {
 
 // A last / last_n value at p: text, or an integer rendered into buf[21].
 std::string_view LastValueText(const uint8_t* p, char* buf);
+
+template <class F>
+void ForEachSession(std::string_view section, F&& f) {
+  RunCursor c(AggKind::kSession, section);
+  while (c.Next())
+    if (!f(ParseSession(c.key(), c.value()))) return;
+}
 
 template <class F>
 void ForEachLastItem(std::string_view section, F&& f) {

@@ -397,13 +397,15 @@ bool DecodeLayouts(std::string_view payload, LayoutMap* map, std::string* err) {
       if (!d.U8(&kind) || !d.U64(&a.signature) || !d.I64(&a.resolution_ms) || !d.I64(&a.max_window_ms) ||
           !d.Varint(&nn))
         return fail("");
-      if (kind > static_cast<uint8_t>(AggKind::kQuantile)) return fail("unknown aggregation kind " + std::to_string(kind));
+      if (kind > static_cast<uint8_t>(AggKind::kSession)) return fail("unknown aggregation kind " + std::to_string(kind));
       a.kind = static_cast<AggKind>(kind);
       if (nn > 1'000'000) return fail("bad last_n size");
       a.n = static_cast<int>(nn);
       if (a.resolution_ms < 0 || a.max_window_ms < 0 || !TimeOk(a.resolution_ms) || !TimeOk(a.max_window_ms) ||
           (IsWindowed(a.kind) && (a.resolution_ms == 0 || a.max_window_ms == 0)))
         return fail("bad tile resolution");
+      if (a.kind == AggKind::kSession && (a.resolution_ms == 0 || nn > 255 || !IsSessionOp(SessionOp(a))))
+        return fail("bad session aggregation");
       if (l.Find(a.signature) >= 0) return fail("duplicate aggregation");
       l.aggs.push_back(a);
     }

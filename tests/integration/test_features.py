@@ -2536,6 +2536,10 @@ class ExampleRegistryTest(unittest.TestCase):
             self.assertIn(got[5], ("click", "add_to_cart", "purchase", "view"))  # one time: the last applied
             self.assertEqual(got[6], 2)  # version 2 counts the cart too
             self.assertEqual(r.execute_command("FGET", "user:1", "purchases_7d"), [1])  # FEVENT is not held
+            # One session: every event of user 1 is at t.
+            self.assertEqual(r.execute_command("FGET", "user:1", "visits_session", "visits_session_start",
+                                               "visits_session_duration_ms", "visits_sessions_24h", "session_spend_session"),
+                             [8, t * 1000, 0, 1, "19.99"])
             p = r.execute_command("FGET", "product:8", "buyers_24h", "price_p50_24h")
             self.assertEqual(p[0], 2)
             self.assertIsNone(mismatch(quantile_expect([19.99, 5.0], 0.5), p[1]))

@@ -33,7 +33,8 @@ struct OneAgg {
     static uint64_t next_view = 1'000'000;
     ViewLayout l;
     l.view_id = next_view++;
-    l.aggs.push_back(AggSpec{k, 1, IsWindowed(k) ? res : 0, IsWindowed(k) ? maxw : 0, n});
+    const bool timed = IsWindowed(k) || k == AggKind::kSession;  // session: res is the gap
+    l.aggs.push_back(AggSpec{k, 1, timed ? res : 0, timed ? maxw : 0, n});
     layout = InternLayout(l);
   }
   ~OneAgg() { EntityRecord::Destroy(e); }
@@ -845,4 +846,170 @@ TEST_CASE("reconcile: a view with nothing left under its new layout is dropped a
   CHECK(now == std::vector<uint16_t>{b2, c2});  // a dropped, b and c both moved
   CHECK(MergeTiles(AggKind::kCount, e->Section(e->ViewAt(0), 0), 0, 10).n == 1);
   EntityRecord::Destroy(e);
+}
+
+namespace {
+// One session aggregation (operation `op`, gap, sessions_<W> up to maxw).
+struct OneSession : OneAgg {
+  OneSession(AggKind op, int64_t gap, int64_t maxw) : OneAgg(AggKind::kSession, static_cast<int>(op), gap, maxw) {}
+  std::vector<SessionView> All() const {
+    std::vector<SessionView> out;
+    ForEachSession(Sec(), [&](const SessionView& s) {
+      out.push_back(s);
+      return true;
+    });
+    return out;
+  }
+};
+}  // namespace
+
+TEST_CASE("sessions: in order, out of order and bridging events give the sessions of the sorted events") {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 20; round++) {
+    const int64_t gap = 100;
+    OneSession s(AggKind::kSum, gap, 1'000'000);
+    std::vector<std::pair<int64_t, double>> evs;
+    int64_t t = 0;
+    for (int i = 0; i < 200; i++) {
+      t += rng() % 3 == 0 ? 100 + rng() % 300 : rng() % 99 + 1;
+      evs.emplace_back(t, static_cast<double>(rng() % 50));
+    }
+    auto sent = evs;
+    std::shuffle(sent.begin(), sent.end(), rng);
+    for (auto [ts, x] : sent) s.Add(ts, x);
+    std::sort(evs.begin(), evs.end());
+    struct Want {
+      int64_t start, end;
+      uint64_t n;
+      double sum;
+    };
+    std::vector<Want> want;
+    for (auto [ts, x] : evs) {
+      if (!want.empty() && ts - want.back().end < gap) {
+        want.back().end = ts;
+        want.back().n++;
+        want.back().sum += x;
+      } else {
+        want.push_back({ts, ts, 1, x});
+      }
+    }
+    std::reverse(want.begin(), want.end());  // newest first
+    auto got = s.All();
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); i++) {
+      CHECK(got[i].start == want[i].start);
+      CHECK(got[i].end == want[i].end);
+      CHECK(got[i].events == want[i].n);
+      CHECK(got[i].x == doctest::Approx(want[i].sum));
+    }
+  }
+}
+
+TEST_CASE("sessions: count_distinct merges exact sets and sketches when a late event joins two sessions") {
+  OneSession s(AggKind::kCountDistinct, 1000, 1'000'000);
+  std::mt19937 rng(3);
+  std::set<uint32_t> all;
+  for (int i = 0; i < 3000; i++) {  // session A: 0..2999 ms, session B: 5000..7999 ms
+    uint32_t a = static_cast<uint32_t>(rng()), b = static_cast<uint32_t>(rng());
+    s.Add(i, 0, a);
+    s.Add(5000 + i, 0, b);
+    all.insert(a);
+    all.insert(b);
+  }
+  uint32_t few[] = {1, 2, 3};
+  OneSession small(AggKind::kCountDistinct, 1000, 1'000'000);
+  for (uint32_t h : few) small.Add(10 + h, 0, h);
+  small.Add(1500, 0, 2);  // no bridge: 1500 - 13 >= 1000
+  small.Add(700, 0, 9);   // joins both: 700 - 13 < 1000 and 1500 - 700 < 1000
+  auto sm = small.All();
+  REQUIRE(sm.size() == 1);
+  CHECK(DistinctValueCount(sm[0].value) == 4);
+  REQUIRE(s.All().size() == 2);
+  s.Add(4000, 0, 42);  // 4000 - 2999 < 1000 and 5000 - 4000 < 1000... no: 1001 and 1000
+  CHECK(s.All().size() == 3);
+  s.Add(3990, 0, 42);  // 3990 - 2999 = 991 and 4000 - 3990 = 10: joins A and the event at 4000
+  s.Add(4500, 0, 43);  // 4500 - 4000 = 500 and 5000 - 4500 = 500: joins everything
+  all.insert(42);
+  all.insert(43);
+  auto one = s.All();
+  REQUIRE(one.size() == 1);
+  CHECK(one[0].events == 6003);
+  const double est = static_cast<double>(DistinctValueCount(one[0].value));
+  CHECK(std::abs(est - static_cast<double>(all.size())) / static_cast<double>(all.size()) < 0.05);
+}
+
+TEST_CASE("sessions: the trim keeps the current session and those inside the windows; last keeps the newest value") {
+  const int64_t gap = 1000, maxw = 10'000;
+  OneSession s(AggKind::kLast, gap, maxw);
+  s.Add(0, 0, 0, "a");
+  s.Add(5000, 0, 0, "b");
+  s.Add(20'000, 0, 0, "c");
+  s.Add(19'500, 0, 0, "older");  // late: joins the session of "c" but is not its last
+  REQUIRE(s.All().size() == 3);
+  char buf[21];
+  CHECK(LastValueText(s.All()[0].value, buf) == "c");
+  CHECK(s.All()[0].start == 19'500);
+  // At 16,000 the session of 5000 ended 11,000 ago (> the 10 s window): gone.
+  CHECK(!EntityTrim(&s.e, 16'000));
+  auto left = s.All();
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].start == 19'500);
+  CHECK(EntityTrim(&s.e, 20'000 + maxw + 1));  // everything past: the entity is empty
+}
+
+TEST_CASE("sessions: a snapshot's session section is checked (operation, order, overlap, truncation)") {
+  OneSession s(AggKind::kMean, 100, 1'000'000);
+  s.Add(0, 1);
+  s.Add(50, 3);
+  s.Add(1000, 5);
+  const std::string good(s.e->bytes());
+  std::vector<uint16_t> ids(s.layout + 1u, 0);
+  ids[s.layout] = s.layout;
+  std::string copy = good;
+  CHECK(ValidateEntityBytes(&copy, 1, ids) == "");
+  // The section: varint length at the view header's end, then the newest session.
+  const size_t sec = 10 + 1;  // u16 layout | i64 newest | varint length (1 byte here)
+  std::vector<std::pair<std::string, std::string>> bad;
+  {
+    std::string b = good;
+    size_t key_len = 2;  // zigzag(1000) takes 2 bytes
+    b[sec + key_len] = static_cast<char>(AggKind::kSum);  // another operation
+    bad.emplace_back(b, "session of another operation");
+  }
+  {
+    std::string b = good;
+    b[sec + 2] = static_cast<char>(AggKind::kStddev);
+    bad.emplace_back(b, "session of another operation");
+  }
+  {
+    std::string b = good;
+    b[sec + 2 + 1 + 1] = 0;  // events 0
+    bad.emplace_back(b, "bad session events");
+  }
+  {
+    // Two sessions 100 ms apart (gap 100: not one); the older one's
+    // duration made 100 runs into the newer one.
+    OneSession f(AggKind::kMean, 100, 1'000'000);
+    f.Add(0, 1);
+    f.Add(100, 5);
+    std::string b(f.e->bytes());
+    std::vector<uint16_t> fids(f.layout + 1u, 0);
+    fids[f.layout] = f.layout;
+    std::string ok = b;
+    REQUIRE(ValidateEntityBytes(&ok, 1, fids) == "");
+    // newest: key zigzag(100) (2 bytes), op, duration, events, f64; then
+    // the older: key difference (1 byte), op, duration.
+    const size_t older_dur = sec + 2 + 1 + 1 + 1 + 8 + 1 + 1;
+    REQUIRE(b[older_dur] == 0);
+    b[older_dur] = 100;
+    CHECK(ValidateEntityBytes(&b, 1, fids).find("sessions overlap or out of order") != std::string::npos);
+  }
+  for (auto& [b, why] : bad) {
+    std::string x = b;
+    CHECK(ValidateEntityBytes(&x, 1, ids).find(why) != std::string::npos);
+  }
+  for (size_t n = sec; n < good.size(); n++) {  // every truncation of the section
+    std::string x = good.substr(0, n);
+    CHECK(ValidateEntityBytes(&x, 1, ids) != "");
+  }
 }
