@@ -222,18 +222,21 @@ BENCHMARK(BM_EventDecodePlanApplyBatched)->Arg(10000)->Arg(1000000);
 
 // The cost of one more kind of aggregation: decode + plan + apply of demo
 // events that carry a price, over 100,000 users, with the demo registry
-// (Arg 0) and with the demo registry plus a quantile of the price per
-// product over 1h in 1-minute tiles (Arg 1): p50, p95, p99.
-void BM_EventApplyWithQuantile(benchmark::State& state) {
-  static std::shared_ptr<const Registry> regs[2];
+// (Arg 0); plus a quantile of the price per product over 1h in 1-minute
+// tiles, p50, p95, p99 (Arg 1); plus a session count per user, gap 30m,
+// sessions_24h (Arg 2).
+void BM_EventApplyOneMoreKind(benchmark::State& state) {
+  static std::shared_ptr<const Registry> regs[3];
   if (!regs[0]) {
     std::ifstream f(FKV_SOURCE_DIR "/conf/features.yaml");
     std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     regs[0] = Registry::LoadText(text, "demo");
-    const std::string anchor = "      views:     {agg: count";
-    text.insert(text.find(anchor),
-                "      price_q:   {agg: quantile, field: price, q: [0.5, 0.95, 0.99], windows: [1h], resolution: 1m}\n");
-    regs[1] = Registry::LoadText(text, "demo+quantile");
+    std::string q = text, sess = text;
+    q.insert(q.find("      views:     {agg: count"),
+             "      price_q:   {agg: quantile, field: price, q: [0.5, 0.95, 0.99], windows: [1h], resolution: 1m}\n");
+    regs[1] = Registry::LoadText(q, "demo+quantile");
+    sess.insert(sess.find("      last_action:"), "      visits: {agg: count, session: {gap: 30m, windows: [24h]}}\n");
+    regs[2] = Registry::LoadText(sess, "demo+session");
   }
   const Registry& reg = *regs[state.range(0)];
   int64_t now_ms = int64_t{1'790'000'000} * 1000;
@@ -256,7 +259,7 @@ void BM_EventApplyWithQuantile(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
-BENCHMARK(BM_EventApplyWithQuantile)->Arg(0)->Arg(1);
+BENCHMARK(BM_EventApplyOneMoreKind)->Arg(0)->Arg(1)->Arg(2);
 
 // FGET of every demo feature of one user (8 features, 6 windowed), reply
 // written RESP3: the work of the command handler, without the network.

@@ -175,11 +175,11 @@ class SessionCase:
             body = [json.dumps({k: v for k, v in e.items() if k != "seq"}) for e in chunk]
             self.assertEqual(r.execute_command("FEVENT", "ev", *body), len(chunk))
 
-    def check(self, r, events, users, at):
+    def check(self, r, events, users, at, features=FEATURES):
         by_user = {u: [e for e in events if e["u"] == u] for u in users}
-        got = r.execute_command("FMGET", *["user:%d" % u for u in users], "FEATURES", *FEATURES, "AT", at)
+        got = r.execute_command("FMGET", *["user:%d" % u for u in users], "FEATURES", *features, "AT", at)
         for u, row in zip(users, got):
-            for f, g in zip(FEATURES, row):
+            for f, g in zip(features, row):
                 want = expect(by_user[u], f, at)
                 g = normalize(g)
                 if isinstance(want, float) and isinstance(g, float):
@@ -223,6 +223,21 @@ class SessionCase:
         # A reload that keeps the definitions keeps the sessions.
         self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
         self.check(r, events, users, now)
+        # One that drops `spend` frees its sessions; added back it starts
+        # empty (and takes new events); `visits` is untouched by both.
+        with open(self.reg, "w") as f:
+            f.write(REGISTRY.replace("      spend:  {agg: sum, field: p, session: {gap: 30m}}\n", ""))
+        self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        with self.assertRaises(redis.ResponseError):
+            r.execute_command("FGET", "user:1", "spend_session")
+        with open(self.reg, "w") as f:
+            f.write(REGISTRY)
+        self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        self.assertEqual(r.execute_command("FGET", "user:1", "spend_session", "spend_session_events"), ["0", 0])
+        late = {"u": 1, "ts": now - 2 * MIN, "p": 11, "page": "pgx", "kind": "view", "seq": len(events)}
+        self.send(r, [late])
+        self.assertEqual(r.execute_command("FGET", "user:1", "spend_session", "AT", now), ["11"])
+        self.check(r, events + [late], users, now, [f for f in FEATURES if not f.startswith("spend")])
 
     def test_shapes_errors_and_the_bridge(self):
         r = self.start()
