@@ -146,7 +146,7 @@ void ApplyAll(const Registry& reg, const std::vector<std::string>& events, int64
     planner->Plan(reg, 0, e, now_ms, 300000, &ups, nullptr);
     for (size_t k = 0; k < ups.size(); k++) {
       ups[k].key_hash = HashKey(ups.key(k));
-      ApplyViewUpdate(*store, ups, k, now_ms);
+      ApplyViewUpdate(*store, ups, k, now_ms, nullptr);
     }
   }
 }
@@ -186,7 +186,7 @@ void BM_EventDecodePlanApply(benchmark::State& state) {
     planner.Plan(*reg, 0, events[i++ % events.size()], now_ms, 300000, &ups, nullptr);
     for (size_t k = 0; k < ups.size(); k++) {
       ups[k].key_hash = HashKey(ups.key(k));
-      ApplyViewUpdate(store, ups, k, now_ms);
+      ApplyViewUpdate(store, ups, k, now_ms, nullptr);
     }
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
@@ -213,7 +213,7 @@ void BM_EventDecodePlanApplyBatched(benchmark::State& state) {
     }
     for (size_t k = 0; k < keys.size(); k++) {
       PrefetchAhead(store, ups, keys, k);
-      ApplyViewUpdate(store, ups, keys[k], now_ms);
+      ApplyViewUpdate(store, ups, keys[k], now_ms, nullptr);
     }
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
@@ -254,7 +254,7 @@ void BM_EventApplyOneMoreKind(benchmark::State& state) {
     planner.Plan(reg, 0, events[i++ % events.size()], now_ms, 300000, &ups, nullptr);
     for (size_t k = 0; k < ups.size(); k++) {
       ups[k].key_hash = HashKey(ups.key(k));
-      ApplyViewUpdate(store, ups, k, now_ms);
+      ApplyViewUpdate(store, ups, k, now_ms, nullptr);
     }
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));

@@ -32,7 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < updates.size(); i++) {
     fkv::ViewUpdate& u = updates[i];
     u.key_hash = fkv::HashKey(updates.key(i));
-    fkv::ApplyViewUpdate(store, updates, i, now);
+    fkv::ApplyViewUpdate(store, updates, i, now, nullptr);
     if (fkv::Record* r = store.Find(updates.key(i), u.key_hash, now); r && r->type == fkv::ValueType::kFeature) {
       const fkv::EntityRecord* e = r->entity();
       e->ForEachView([&](const fkv::EntityRecord::View& v) {

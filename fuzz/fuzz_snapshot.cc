@@ -54,17 +54,23 @@ void Store(fkv::ShardStore& st, fkv::snap::DecodedRecord& rec) {
       }
     }
   });
+  // An event to every view, now and (the out-of-order paths) 5 hours back.
   fkv::EntityRecord* m = r->entity();
-  fkv::EntityRecord::View v0 = m->ViewAt(0);
-  std::vector<fkv::AggInput> in(v0.layout->aggs.size());
-  for (size_t i = 0; i < in.size(); i++) {
-    in[i].index = static_cast<uint16_t>(i);
-    in[i].x = 1.5;
-    in[i].hash = static_cast<uint32_t>(i * 2654435761u);
-    in[i].text = "v";
+  std::vector<uint16_t> ids;
+  m->ForEachView([&](const fkv::EntityRecord::View& v) { ids.push_back(v.layout_id); });
+  const int64_t now = 1'795'680'000'000;
+  for (uint16_t id : ids) {
+    std::vector<fkv::AggInput> in(fkv::LayoutAt(id).aggs.size());
+    for (size_t i = 0; i < in.size(); i++) {
+      in[i].index = static_cast<uint16_t>(i);
+      in[i].x = 1.5;
+      in[i].hash = static_cast<uint32_t>(i * 2654435761u);
+      in[i].text = "v";
+    }
+    for (int64_t ts : {now, now - 5 * 3'600'000})
+      fkv::EntityApply(&m, id, ts, now, in.data(), in.size());
   }
-  fkv::EntityApply(&m, v0.layout_id, 1'795'680'000'000, in.data(), in.size());
-  fkv::EntityTrim(&m, 1'795'680'000'000);
+  fkv::EntityTrim(&m, now);
   r->set_object(m);
 }
 
@@ -83,10 +89,11 @@ const fkv::snap::LayoutMap& Layouts() {
       all.aggs.push_back(fkv::AggSpec{k, sig++, fkv::IsWindowed(k) ? 1000 : 0, fkv::IsWindowed(k) ? 3'600'000 : 0,
                                       k == fkv::AggKind::kLastN ? 5 : 0});
     fkv::ViewLayout small{2, 0, {fkv::AggSpec{fkv::AggKind::kCount, 7, 60'000, 86'400'000, 0}}};
-    // Session aggregations (layout 3): each operation, a 30 min gap.
+    // Session aggregations (layout 3): each operation, a 30 min gap,
+    // sessions_24h.
     fkv::ViewLayout sessions{3, 0, {}};
-    for (fkv::AggKind op : {fkv::AggKind::kCount, fkv::AggKind::kSum, fkv::AggKind::kMean,
-                            fkv::AggKind::kCountDistinct, fkv::AggKind::kLast})
+    for (fkv::AggKind op : {fkv::AggKind::kCount, fkv::AggKind::kSum, fkv::AggKind::kMin, fkv::AggKind::kMax,
+                            fkv::AggKind::kMean, fkv::AggKind::kCountDistinct, fkv::AggKind::kLast})
       sessions.aggs.push_back(fkv::AggSpec{fkv::AggKind::kSession, sig++, 1'800'000, 86'400'000, static_cast<int>(op)});
     for (const fkv::ViewLayout* l : {&all, &small, &sessions}) {
       uint16_t id = fkv::InternLayout(*l);

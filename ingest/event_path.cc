@@ -200,8 +200,6 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
       for (size_t ai = 0; ai < v.aggs.size(); ai++) {
         const AggregationDef& a = v.aggs[ai];
         if (a.where && !a.where->Eval(slots_.data())) continue;
-        // (A session aggregation takes late events too: one may join a
-        // session still kept; the trim drops what is past every window.)
         const AggKind input = InputKind(a);
         UpdateBatch::Agg au;
         au.index = static_cast<uint16_t>(ai);
@@ -239,7 +237,9 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
             au.text_len = static_cast<uint32_t>(out->bytes_.size() - au.text_off);
           }
         }
-        if (IsWindowed(a.kind)) {  // (no text was appended: only last / last_n have one)
+        // (A session input is too old or not by the state it meets: its
+        // apply decides. Only last, last_n and sessions have a text.)
+        if (IsWindowed(a.kind)) {
           int64_t tile_start = FloorDiv(ts, a.resolution_ms) * a.resolution_ms;
           if (tile_start <= now_ms - a.max_window_ms) {
             too_old++;
@@ -315,7 +315,7 @@ void PrefetchAhead(const ShardStore& store, const UpdateBatch& batch, std::span<
   store.PrefetchAhead(k, keys.size(), [&](size_t i) { return batch[keys[i]].key_hash; });
 }
 
-bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int64_t now_ms) {
+bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int64_t now_ms, IngestStats* stats) {
   const ViewUpdate& u = batch[i];
   Record* rec = store.GetOrCreateEntityRecord(batch.key(i), u.key_hash, now_ms, LayoutAt(u.layout).ttl_ms > 0);
   if (rec == nullptr) return false;
@@ -329,7 +329,8 @@ bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int6
     in[j].text = batch.text(aggs[j]);
   }
   EntityRecord* e = rec->entity();
-  EntityApply(&e, u.layout, u.ts, in.data(), in.size());
+  const size_t too_old = EntityApply(&e, u.layout, u.ts, now_ms, in.data(), in.size());
+  if (too_old && stats) stats->events_too_old.fetch_add(too_old, std::memory_order_relaxed);
   rec->set_object(e);
   store.UpdateEntityExpiry(rec, u.key_hash, now_ms);
   return true;

@@ -154,7 +154,9 @@ class EventPlanner {
 
 // Applies update i of the batch to the shard's store. Returns false when the
 // key holds a non-entity value (the update is dropped and counted `wrongtype`).
-bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int64_t now_ms);
+// Session inputs too old for the sessions they meet count in
+// stats->events_too_old (stats may be null: not counted).
+bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int64_t now_ms, IngestStats* stats);
 // Before applying batch[keys[k]]: prefetches the table slots, records and
 // entity blocks of the updates a few places ahead, so the cache misses of
 // a batch overlap instead of following one another.

@@ -667,7 +667,7 @@ void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {
       size_t stop = std::min(keys.size(), k + kCheckEvery);
       for (; k < stop; k++) {
         PrefetchAhead(store, b->updates, keys, k);
-        if (!ApplyViewUpdate(store, b->updates, keys[k], now)) stats.ViewSkip(*b->updates[keys[k]].view_name, "wrongtype");
+        if (!ApplyViewUpdate(store, b->updates, keys[k], now, &stats)) stats.ViewSkip(*b->updates[keys[k]].view_name, "wrongtype");
       }
       if (sliced && Clock::now() >= deadline) {
         out_of_time = true;

@@ -51,10 +51,14 @@ class Loader {
     return n.as<std::string>();
   }
 
+  static constexpr int64_t kMaxDurationMs = int64_t{3650} * 86'400'000;
   int64_t Duration(const YAML::Node& n, const std::string& what) {
     std::string s = Scalar(n, what);
     int64_t ms;
     if (!ParseDurationMs(s, &ms) || ms <= 0) Fail(n, "bad duration '" + s + "' for " + what + " (use e.g. 500ms, 30s, 5m, 1h, 7d)");
+    // Ten years at most: time arithmetic on windows, gaps and TTLs then
+    // stays far from overflow.
+    if (ms > kMaxDurationMs) Fail(n, "duration '" + s + "' for " + what + " is longer than 3650d");
     return ms;
   }
 

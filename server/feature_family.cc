@@ -185,7 +185,7 @@ void FWindowSessions(CommandContext& c, const Registry& reg, const FeatureRef& f
   const ViewDef& v = reg.views()[static_cast<size_t>(f.view)];
   const AggregationDef& a = v.aggs[static_cast<size_t>(f.agg)];
   if (buckets) return c.out.Error("ERR BUCKETS is for windowed aggregations: FWINDOW lists the sessions of '" + a.name + "'");
-  const int64_t kept = std::max(a.max_window_ms, a.resolution_ms);
+  const int64_t kept = SessionHorizon(a);
   if (w > kept)
     return c.out.Error("ERR window " + std::string(c.args[3]) + " is larger than the " + std::to_string(kept) +
                        " ms retained for '" + v.name + "." + a.name + "'");
@@ -193,13 +193,14 @@ void FWindowSessions(CommandContext& c, const Registry& reg, const FeatureRef& f
   if (OpStatus s = EntityAt(*c.store, c.args[1], c.key_hash, c.now_ms, &e); s != OpStatus::kOk) return WriteStatus(c.out, s);
   if (e == nullptr) return c.out.Array(0);
   std::string_view sec = SectionOf(reg, f, e, c.now_ms);
+  const AggKind op = SessionOp(a);
   std::vector<SessionView> hits;
   ForEachSession(sec, [&](const SessionView& s) {
-    if (s.end <= t - w) return false;  // this one and every older one ended before the window
+    // This one and every older one ended before the window, or are closed.
+    if (s.end <= t - w || s.end <= c.now_ms - kept || s.op != op) return false;
     if (s.start <= t) hits.push_back(s);
     return true;
   });
-  const AggKind op = SessionOp(a);
   c.out.Array(hits.size());
   for (const SessionView& s : hits) {
     c.out.Array(4);
@@ -310,7 +311,7 @@ void FSet(CommandContext& c) {
     batch.AddText(c.args[1], c.key_hash, v.layout_id, ts, &v.name, static_cast<uint16_t>(f.agg), value);
   }
   for (size_t i = 0; i < batch.size(); i++)
-    if (!ApplyViewUpdate(*c.store, batch, i, c.now_ms)) return c.out.Error(kErrWrongType);  // the first: nothing changed
+    if (!ApplyViewUpdate(*c.store, batch, i, c.now_ms, nullptr)) return c.out.Error(kErrWrongType);  // the first: nothing changed
   c.out.Ok();
 }
 
@@ -482,7 +483,7 @@ void FEvent(CommandContext& c) {
       std::span<const uint32_t> keys = local_plan.indexes(c.shard);
       for (size_t k = 0; k < keys.size(); k++) {
         PrefetchAhead(*c.store, *updates, keys, k);
-        if (!ApplyViewUpdate(*c.store, *updates, keys[k], now)) sp->ViewSkip(*(*updates)[keys[k]].view_name, "wrongtype");
+        if (!ApplyViewUpdate(*c.store, *updates, keys[k], now, sp)) sp->ViewSkip(*(*updates)[keys[k]].view_name, "wrongtype");
       }
       aof::LogWrite(*c.store, aof::Kind::kEvents, now, c.args);
     }
@@ -503,7 +504,7 @@ void FEvent(CommandContext& c) {
       [updates = std::move(shared), now, sp, reg, &args = c.args](ShardStore& st, std::span<const uint32_t> keys) {  // reg: the updates point into it
         for (size_t k = 0; k < keys.size(); k++) {
           PrefetchAhead(st, *updates, keys, k);
-          if (!ApplyViewUpdate(st, *updates, keys[k], now)) sp->ViewSkip(*(*updates)[keys[k]].view_name, "wrongtype");
+          if (!ApplyViewUpdate(st, *updates, keys[k], now, sp)) sp->ViewSkip(*(*updates)[keys[k]].view_name, "wrongtype");
         }
         // The events again in this shard's append-only file: a replay plans
         // them and applies this shard's updates only.
@@ -744,7 +745,7 @@ void ReplayEvents(Server& server, std::span<const std::string_view> args, int64_
   for (size_t k = 0; k < updates.size(); k++) {
     uint64_t h = updates[k].key_hash;
     if (ShardOfHash(h, static_cast<int>(nshards)) != static_cast<int>(shard)) continue;
-    ApplyViewUpdate(set.shard(set.ShardOf(h)).store, updates, k, now_ms);
+    ApplyViewUpdate(set.shard(set.ShardOf(h)).store, updates, k, now_ms, nullptr);  // counted when they arrived
   }
 }
 

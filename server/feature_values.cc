@@ -30,7 +30,7 @@ std::string_view SectionIn(const Registry& reg, const FeatureRef& f, const Entit
   }
   if (!vc.usable) return {};
   int idx = f.agg;
-  if (vc.vs.layout_id != v.layout_id) idx = vc.vs.layout->Find(v.aggs[static_cast<size_t>(f.agg)].signature);
+  if (vc.vs.layout_id != v.layout_id) idx = vc.vs.layout->FindSame(LayoutAt(v.layout_id).aggs[static_cast<size_t>(f.agg)]);
   return idx < 0 ? std::string_view() : e->Section(vc.vs, static_cast<size_t>(idx));
 }
 
@@ -86,17 +86,21 @@ void QuantileValue(const AggregationDef& a, const dds::Sketch& sk, int q, Featur
 }
 
 // A session aggregation's part at time t (docs/commands.md, "Session
-// windows"): sessions that start after t are not seen; the current session
-// is the newest one still open at t (t - its last event < gap).
-void SessionValue(const AggregationDef& a, std::string_view sec, const FeatureRef& f, int64_t t, FeatureValue* out) {
+// windows"): sessions that start after t, or closed for good by now, are
+// not seen; the current session is the newest one still open at t (t - its
+// last event < gap).
+void SessionValue(const AggregationDef& a, std::string_view sec, const FeatureRef& f, int64_t t, int64_t now,
+                  FeatureValue* out) {
   using K = FeatureValue::Kind;
   const AggKind op = SessionOp(a);
+  const int64_t closed = now - SessionHorizon(a);
   out->kind = K::kNull;
   if (f.q == kSessionCount) {
     const int64_t w = a.windows_ms[static_cast<size_t>(f.window)];
     int64_t n = 0;
     ForEachSession(sec, [&](const SessionView& s) {
-      if (s.start <= t - w) return false;  // newest first: the rest started earlier still
+      // Newest first: the rest started earlier still, or are closed too.
+      if (s.start <= t - w || s.end <= closed || s.op != op) return false;  // (another op: never, see ApplySession)
       n += s.start <= t;
       return true;
     });
@@ -107,6 +111,7 @@ void SessionValue(const AggregationDef& a, std::string_view sec, const FeatureRe
   SessionView cur;
   bool open = false;
   ForEachSession(sec, [&](const SessionView& s) {
+    if (s.op != op || s.end <= closed) return false;  // (another op: never, see ApplySession)
     if (s.start > t) return true;
     open = t - s.end < a.resolution_ms;
     cur = s;
@@ -182,7 +187,7 @@ void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord
   if (e == nullptr) return;
   const AggregationDef& a = AggOf(reg, f);
   std::string_view sec = SectionOf(reg, f, e, now);
-  if (a.kind == AggKind::kSession) return SessionValue(a, sec, f, t, out);
+  if (a.kind == AggKind::kSession) return SessionValue(a, sec, f, t, now, out);
   if (!IsWindowed(a.kind)) return LastValues(a, sec, t, as_of, out);
   int64_t lo, hi;
   CoveredTiles(t, a.windows_ms[static_cast<size_t>(f.window)], a.resolution_ms, &lo, &hi);
@@ -227,7 +232,7 @@ void ReadEntityFeatures(const Registry& reg, const EntityRecord* e, std::span<co
     const AggregationDef& a = AggOf(reg, f);
     std::string_view sec = SectionIn(reg, f, e, now, vc);
     if (a.kind == AggKind::kSession) {
-      SessionValue(a, sec, f, t, &(*out)[i]);
+      SessionValue(a, sec, f, t, now, &(*out)[i]);
       continue;
     }
     if (!IsWindowed(a.kind)) {

@@ -4,6 +4,7 @@
 // count_distinct. No registry, no clock; the encoding is storage/entity.h.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -39,6 +40,12 @@ struct AggSpec {
   // sessions_<W> (0: none).
 };
 inline AggKind SessionOp(const AggSpec& a) { return static_cast<AggKind>(a.n); }
+// A session of a session aggregation closes for good once its last event
+// is `horizon` old (by the clock of the apply): later events no longer join
+// it, reads no longer see it, the trim frees it; an event that reaches no
+// open session and is itself that old is too old (docs/architecture.md,
+// "Session windows").
+inline int64_t SessionHorizon(const AggSpec& a) { return std::max(a.max_window_ms, a.resolution_ms); }
 // What an event gives the aggregation: its own kind, or a session's operation.
 inline AggKind InputKind(const AggSpec& a) { return a.kind == AggKind::kSession ? SessionOp(a) : a.kind; }
 

@@ -27,14 +27,22 @@ int ViewLayout::Find(uint64_t signature) const {
   return -1;
 }
 
+namespace {
+bool SameSpec(const AggSpec& a, const AggSpec& b) {
+  return a.kind == b.kind && a.signature == b.signature && a.resolution_ms == b.resolution_ms &&
+         a.max_window_ms == b.max_window_ms && a.n == b.n;
+}
+}  // namespace
+
+int ViewLayout::FindSame(const AggSpec& a) const {
+  int i = Find(a.signature);
+  return i >= 0 && SameSpec(aggs[static_cast<size_t>(i)], a) ? i : -1;
+}
+
 bool ViewLayout::operator==(const ViewLayout& o) const {
   if (view_id != o.view_id || ttl_ms != o.ttl_ms || aggs.size() != o.aggs.size()) return false;
-  for (size_t i = 0; i < aggs.size(); i++) {
-    const AggSpec &a = aggs[i], &b = o.aggs[i];
-    if (a.kind != b.kind || a.signature != b.signature || a.resolution_ms != b.resolution_ms ||
-        a.max_window_ms != b.max_window_ms || a.n != b.n)
-      return false;
-  }
+  for (size_t i = 0; i < aggs.size(); i++)
+    if (!SameSpec(aggs[i], o.aggs[i])) return false;
   return true;
 }
 
@@ -285,10 +293,7 @@ size_t RunCursor::ValueSize(AggKind k, const uint8_t* p) {
         case AggKind::kMax:
         case AggKind::kMean: q += 8; break;
         case AggKind::kCountDistinct: q += ValueSize(AggKind::kCountDistinct, q); break;
-        case AggKind::kLast:
-          q += VarintSize(q);
-          q += ValueSize(AggKind::kLast, q);
-          break;
+        case AggKind::kLast: q += ValueSize(AggKind::kLast, q); break;
         default: break;
       }
       return static_cast<size_t>(q - p);
@@ -311,13 +316,8 @@ SessionView ParseSession(int64_t start, const uint8_t* p) {
     case AggKind::kMin:
     case AggKind::kMax:
     case AggKind::kMean: s.x = GetF64(q); break;
-    case AggKind::kCountDistinct: s.value = q; break;
-    case AggKind::kLast: {
-      uint64_t off;
-      s.value = varint::Get(q, &off);
-      s.last_ts = start + static_cast<int64_t>(off);
-      break;
-    }
+    case AggKind::kCountDistinct:
+    case AggKind::kLast: s.value = q; break;
     default: break;
   }
   return s;
@@ -649,12 +649,11 @@ void ApplyLast(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, int6
 // ---- sessions ----
 
 namespace {
-// A session decoded for an edit.
+// A session decoded for an out-of-order edit.
 struct SessionState {
   int64_t start = 0, end = 0;
   uint64_t events = 0;
   double x = 0;
-  int64_t last_ts = 0;
   std::string value;  // count_distinct: its value; last: its value
 };
 
@@ -664,26 +663,26 @@ SessionState ToState(AggKind op, const SessionView& v) {
   s.end = v.end;
   s.events = v.events;
   s.x = v.x;
-  s.last_ts = v.last_ts;
   if (op == AggKind::kCountDistinct || op == AggKind::kLast)
     s.value.assign(reinterpret_cast<const char*>(v.value), RunCursor::ValueSize(op, v.value));
   return s;
 }
 
-void PutSessionValue(AggKind op, const SessionState& s, std::string& out) {
+void PutSessionHead(AggKind op, int64_t start, int64_t end, uint64_t events, std::string& out) {
   out.push_back(static_cast<char>(op));
-  PutVarint(out, static_cast<uint64_t>(s.end - s.start));
-  PutVarint(out, s.events);
+  PutVarint(out, static_cast<uint64_t>(end - start));
+  PutVarint(out, events);
+}
+
+void PutSessionValue(AggKind op, const SessionState& s, std::string& out) {
+  PutSessionHead(op, s.start, s.end, s.events, out);
   switch (op) {
     case AggKind::kSum:
     case AggKind::kMin:
     case AggKind::kMax:
     case AggKind::kMean: PutF64(out, s.x); break;
-    case AggKind::kCountDistinct: out += s.value; break;
-    case AggKind::kLast:
-      PutVarint(out, static_cast<uint64_t>(s.last_ts - s.start));
-      out += s.value;
-      break;
+    case AggKind::kCountDistinct:
+    case AggKind::kLast: out += s.value; break;
     default: break;
   }
 }
@@ -703,21 +702,19 @@ void SketchRegisters(uint64_t tag, const uint8_t* q, uint8_t* regs) {
 }
 
 // a := a merged with b (count_distinct values).
-void MergeDistinct(std::string& a, std::string_view b_in) {
-  std::string b(b_in);
+void MergeDistinct(std::string& a, std::string b) {
+  auto tag = [](const std::string& v, uint64_t* t) { return varint::Get(reinterpret_cast<const uint8_t*>(v.data()), t); };
   uint64_t ta, tb;
-  varint::Get(reinterpret_cast<const uint8_t*>(a.data()), &ta);
-  varint::Get(reinterpret_cast<const uint8_t*>(b.data()), &tb);
-  if (ta % 2 == 0 && tb % 2 != 0) {  // add the exact side into the sketch
-    std::swap(a, b);
-    std::swap(ta, tb);
-  }
+  tag(a, &ta);
+  tag(b, &tb);
+  if (ta % 2 == 0 && tb % 2 != 0) a.swap(b);  // add the exact side into the sketch
+  const uint8_t* qa = tag(a, &ta);
+  const uint8_t* qb = tag(b, &tb);
   std::string out;
   if (tb % 2 == 0) {  // b exact: add its values one by one
-    const uint8_t* q = varint::Get(reinterpret_cast<const uint8_t*>(b.data()), &tb);
     for (uint64_t j = 0; j < tb / 2; j++) {
       uint32_t h;
-      std::memcpy(&h, q + 4 * j, 4);
+      std::memcpy(&h, qb + 4 * j, 4);
       out.clear();
       DistinctAdd(reinterpret_cast<const uint8_t*>(a.data()), h, out);
       a.swap(out);
@@ -725,8 +722,8 @@ void MergeDistinct(std::string& a, std::string_view b_in) {
     return;
   }
   uint8_t regs[hll::kRegisters] = {};  // both sketches: the larger rank of each register
-  SketchRegisters(ta, varint::Get(reinterpret_cast<const uint8_t*>(a.data()), &ta), regs);
-  SketchRegisters(tb, varint::Get(reinterpret_cast<const uint8_t*>(b.data()), &tb), regs);
+  SketchRegisters(ta, qa, regs);
+  SketchRegisters(tb, qb, regs);
   std::vector<std::pair<uint16_t, uint8_t>> pairs;
   for (size_t r = 0; r < hll::kRegisters; r++)
     if (regs[r]) pairs.emplace_back(static_cast<uint16_t>(r), regs[r]);
@@ -734,8 +731,12 @@ void MergeDistinct(std::string& a, std::string_view b_in) {
   a.swap(out);
 }
 
-// into := into merged with o (two sessions of one aggregation).
-void MergeSession(AggKind op, SessionState& into, const SessionState& o) {
+// into := into merged with o (the event being applied, or sessions it
+// reached, with another session it reached).
+void MergeSession(AggKind op, SessionState& into, SessionState&& o) {
+  // last: the value of the later end; on a tie `into`, which holds the
+  // event being applied (stored sessions never tie: they are disjoint).
+  if (op == AggKind::kLast && o.end > into.end) into.value.swap(o.value);
   into.start = std::min(into.start, o.start);
   into.end = std::max(into.end, o.end);
   into.events += o.events;
@@ -744,23 +745,44 @@ void MergeSession(AggKind op, SessionState& into, const SessionState& o) {
     case AggKind::kMean: into.x += o.x; break;
     case AggKind::kMin: into.x = std::min(into.x, o.x); break;
     case AggKind::kMax: into.x = std::max(into.x, o.x); break;
-    case AggKind::kCountDistinct: MergeDistinct(into.value, o.value); break;
+    case AggKind::kCountDistinct: MergeDistinct(into.value, std::move(o.value)); break;
+    default: break;
+  }
+}
+
+// The newest session v with the event at ts >= v.start added, into out.
+void PutExtended(AggKind op, const SessionView& v, int64_t ts, const AggInput& in, std::string& out) {
+  PutSessionHead(op, v.start, std::max(v.end, ts), v.events + 1, out);
+  switch (op) {
+    case AggKind::kSum:
+    case AggKind::kMean: PutF64(out, v.x + in.x); break;
+    case AggKind::kMin: PutF64(out, std::min(v.x, in.x)); break;
+    case AggKind::kMax: PutF64(out, std::max(v.x, in.x)); break;
+    case AggKind::kCountDistinct: {
+      thread_local std::string set;
+      set.clear();
+      DistinctAdd(v.value, in.hash, set);
+      out += set;
+      break;
+    }
     case AggKind::kLast:
-      if (o.last_ts > into.last_ts) {  // ties: `into` holds the event being applied, the later one
-        into.last_ts = o.last_ts;
-        into.value = o.value;
-      }
+      if (ts >= v.end) PutLastValue(out, in.text);
+      else out.append(reinterpret_cast<const char*>(v.value), RunCursor::ValueSize(AggKind::kLast, v.value));
       break;
     default: break;
   }
 }
 
 // Folds the event at ts into the sessions (docs/architecture.md, "Session
-// windows"): it joins every session closer than the gap (so an event
-// between two sessions joins them), or starts one.
-void ApplySession(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, int64_t ts, const AggInput& in) {
+// windows"): it joins every open session closer than the gap (so an event
+// between two sessions joins them), or starts one. Returns false when the
+// event is too old (it reaches no open session and is older than the
+// horizon itself): nothing changed.
+bool ApplySession(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, int64_t ts, int64_t now,
+                  const AggInput& in) {
   const AggKind op = SessionOp(spec);
   const int64_t gap = spec.resolution_ms;
+  const int64_t closed = now - SessionHorizon(spec);  // sessions that ended by then are closed for good
   thread_local std::string buf;
   buf.clear();
   SessionState cur;
@@ -772,41 +794,72 @@ void ApplySession(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, i
     case AggKind::kMax:
     case AggKind::kMean: cur.x = in.x; break;
     case AggKind::kCountDistinct: InitValue(AggKind::kCountDistinct, in, cur.value); break;
-    case AggKind::kLast:
-      cur.last_ts = ts;
-      PutLastValue(cur.value, in.text);
-      break;
+    case AggKind::kLast: PutLastValue(cur.value, in.text); break;
     default: break;
   }
   RunCursor c(AggKind::kSession, SectionView(*pe, s));
-  if (!c.Next()) {  // the first session
+  // The first open session (the rest are dropped). (Sessions of another
+  // operation cannot be here: state moves only between equal definitions,
+  // ViewLayout::FindSame.)
+  const bool first = !c.Next() || ParseSession(c.key(), c.value()).op != op ||
+                     ParseSession(c.key(), c.value()).end <= closed;
+  if (first) {
+    if (ts <= closed) return false;
     PutVarint(buf, varint::ZigZag(ts));
     PutSessionValue(op, cur, buf);
-    return EditSection(pe, s, 0, 0, buf);
+    EditSection(pe, s, 0, s.len, buf);
+    return true;
   }
-  SessionState newest = ToState(op, ParseSession(c.key(), c.value()));
+  const SessionView newest = ParseSession(c.key(), c.value());
   if (ts >= newest.start) {  // the common case: only the newest session can be touched
     if (ts < newest.end + gap) {  // it goes on
-      MergeSession(op, cur, newest);
-      PutSessionValue(op, cur, buf);
-      return EditSection(pe, s, c.value_offset(), c.end_offset(), buf);
+      PutExtended(op, newest, ts, in, buf);
+      EditSection(pe, s, c.value_offset(), c.end_offset(), buf);
+      return true;
     }
-    PutVarint(buf, varint::ZigZag(ts));  // a new session before the newest
+    // A new session before the newest; past kMaxSessions the oldest goes
+    // (an entry takes 4 bytes or more: shorter sections are not counted).
+    PutVarint(buf, varint::ZigZag(ts));
     PutSessionValue(op, cur, buf);
     PutVarint(buf, static_cast<uint64_t>(ts - newest.start));
-    return EditSection(pe, s, 0, c.value_offset(), buf);
+    const size_t rest = c.value_offset();
+    size_t cut = s.len;
+    if (s.len >= 4 * (kMaxSessions - 1)) {
+      size_t n = 1;
+      while (c.Next())
+        if (++n == kMaxSessions) {
+          cut = c.key_offset();
+          break;
+        }
+    }
+    if (cut == s.len) {
+      EditSection(pe, s, 0, rest, buf);
+    } else {
+      buf.append(SectionView(*pe, s).substr(rest, cut - rest));
+      EditSection(pe, s, 0, s.len, buf);
+    }
+    return true;
   }
-  // Out of order, before the newest session's start: every session is
+  // Out of order, before the newest session's start: the open sessions are
   // decoded, the ones the event reaches merge with it, and the section is
-  // written again (newest first).
+  // written again (newest first; closed sessions are dropped).
   thread_local std::vector<SessionState> all;
   all.clear();
-  auto take = [&](SessionState&& o) {
-    if (ts < o.end + gap && o.start < ts + gap) MergeSession(op, cur, o);
-    else all.push_back(std::move(o));
+  bool reached = false;
+  auto take = [&](const SessionView& o) {
+    if (o.end <= closed || o.op != op) return false;  // this one and every older one are closed
+    if (ts < o.end + gap && o.start < ts + gap) {
+      MergeSession(op, cur, ToState(op, o));
+      reached = true;
+    } else {
+      all.push_back(ToState(op, o));
+    }
+    return true;
   };
-  take(std::move(newest));
-  while (c.Next()) take(ToState(op, ParseSession(c.key(), c.value())));
+  if (take(newest))
+    while (c.Next() && take(ParseSession(c.key(), c.value()))) {
+    }
+  if (!reached && ts <= closed) return false;
   auto at = std::find_if(all.begin(), all.end(), [&](const SessionState& o) { return o.start < cur.start; });
   all.insert(at, std::move(cur));
   if (all.size() > kMaxSessions) all.resize(kMaxSessions);
@@ -817,6 +870,7 @@ void ApplySession(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, i
     prev = all[i].start;
   }
   EditSection(pe, s, 0, s.len, buf);
+  return true;
 }
 }  // namespace
 
@@ -836,30 +890,40 @@ struct Scratch {
   ~Scratch() { EntityRecord::Destroy(e); }
 };
 
-void ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* in, size_t n, bool in_scratch);
+size_t ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, int64_t now, const AggInput* in, size_t n,
+               bool in_scratch);
 }  // namespace
 
-void EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* in, size_t n) {
-  ApplyTo(pe, layout_id, ts, in, n, false);
+size_t EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, int64_t now_ms, const AggInput* in, size_t n) {
+  return ApplyTo(pe, layout_id, ts, now_ms, in, n, false);
 }
 
 namespace {
-void ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* in, size_t n, bool in_scratch) {
+size_t ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, int64_t now, const AggInput* in, size_t n,
+               bool in_scratch) {
   (*pe)->set_ttl_override(false);  // new data: the view TTLs decide again
   const ViewLayout& L = LayoutAt(layout_id);
   EntityRecord::View v;
   if (!(*pe)->FindView(L.view_id, &v)) {
-    if ((*pe)->nviews() == 255) return;  // the registry refuses more views per entity type
+    // Session inputs too old to start a session: a view is not made for
+    // them alone.
+    size_t too_old = 0;
+    for (size_t i = 0; i < n; i++) {
+      const AggSpec& a = L.aggs[in[i].index];
+      too_old += a.kind == AggKind::kSession && ts <= now - SessionHorizon(a);
+    }
+    if (too_old == n && n > 0) return too_old;
+    if ((*pe)->nviews() == 255) return 0;  // the registry refuses more views per entity type
     if (!in_scratch) {
       // A new view grows by a section per input. It is built alone in a
       // scratch block (which keeps its capacity), then appended with one
       // edit: one reallocation of the entity instead of one per section.
       thread_local Scratch scratch;
       EntityEditor::Reset(scratch.e);
-      ApplyTo(&scratch.e, layout_id, ts, in, n, true);
+      const size_t dropped = ApplyTo(&scratch.e, layout_id, ts, now, in, n, true);
       EntityEditor::Replace(pe, (*pe)->size(), 0, scratch.e->data(), scratch.e->size());
       EntityEditor::SetViews(*pe, 1);
-      return;
+      return dropped;
     }
     std::string hdr(kViewHeader + L.aggs.size(), '\0');  // every section empty
     std::memcpy(hdr.data(), &layout_id, 2);
@@ -869,9 +933,8 @@ void ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* 
     v = (*pe)->ViewAt((*pe)->size() - static_cast<uint32_t>(hdr.size()));
   } else if (v.layout_id < layout_id) {
     EntityMoveView(pe, v.offset, layout_id);
-    if (!(*pe)->FindView(L.view_id, &v)) return ApplyTo(pe, layout_id, ts, in, n, in_scratch);  // it had no data left
+    if (!(*pe)->FindView(L.view_id, &v)) return ApplyTo(pe, layout_id, ts, now, in, n, in_scratch);  // it had no data left
   }
-  if (ts > v.newest_ts) std::memcpy((*pe)->data() + v.offset + 2, &ts, 8);
   const ViewLayout& VL = *v.layout;
   const bool stale = v.layout_id != layout_id;
   // (section index, input) pairs, applied from the last section back so
@@ -882,10 +945,13 @@ void ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* 
   order.clear();
   for (size_t i = 0; i < n; i++) {
     int idx = in[i].index;
-    if (stale) idx = VL.Find(L.aggs[in[i].index].signature);
+    if (stale) idx = VL.FindSame(L.aggs[in[i].index]);
     if (idx >= 0) order.emplace_back(static_cast<size_t>(idx), i);
   }
-  if (order.empty()) return;
+  if (order.empty()) {
+    if (ts > v.newest_ts) std::memcpy((*pe)->data() + v.offset + 2, &ts, 8);
+    return 0;
+  }
   for (size_t a = 1; a < order.size(); a++)  // insertion sort, stable: a few inputs
     for (size_t b = a; b > 0 && order[b - 1].first < order[b].first; b--) std::swap(order[b - 1], order[b]);
   pos.clear();
@@ -897,15 +963,19 @@ void ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* 
     pos.push_back({static_cast<size_t>(p - base), static_cast<size_t>(q - base), static_cast<size_t>(len)});
     p = q + len;
   }
+  size_t too_old = 0;
   for (size_t k = 0; k < order.size(); k++) {
     auto [idx, i] = order[k];
     // Two inputs of one section (not planned today): the first edit moved it.
     SectionPos s = k > 0 && order[k - 1].first == idx ? SectionOf(*pe, v.offset, idx) : pos[idx];
     const AggSpec& spec = VL.aggs[idx];
     if (IsWindowed(spec.kind)) ApplyWindowed(pe, s, spec, ts, in[i]);
-    else if (spec.kind == AggKind::kSession) ApplySession(pe, s, spec, ts, in[i]);
+    else if (spec.kind == AggKind::kSession) too_old += !ApplySession(pe, s, spec, ts, now, in[i]);
     else ApplyLast(pe, s, spec, ts, in[i]);
   }
+  // The view's newest event time, unless the event changed nothing.
+  if (too_old < order.size() && ts > v.newest_ts) std::memcpy((*pe)->data() + v.offset + 2, &ts, 8);
+  return too_old;
 }
 }  // namespace
 
@@ -926,14 +996,14 @@ bool EntityMoveView(EntityRecord** pe, uint32_t view_offset, uint16_t to_layout)
   std::memcpy(body.data() + 2, &v.newest_ts, 8);
   bool changed = from.ttl_ms != to.ttl_ms, any = false;
   for (const AggSpec& a : to.aggs) {
-    int i = from.Find(a.signature);
+    int i = from.FindSame(a);
     std::string_view sec = i >= 0 ? (*pe)->Section(v, static_cast<size_t>(i)) : std::string_view();
     PutVarint(body, sec.size());
     body.append(sec);
     any |= !sec.empty();
   }
   for (size_t i = 0; i < from.aggs.size(); i++)
-    if (to.Find(from.aggs[i].signature) < 0 && !(*pe)->Section(v, i).empty()) changed = true;  // its data is freed
+    if (to.FindSame(from.aggs[i]) < 0 && !(*pe)->Section(v, i).empty()) changed = true;  // its data is freed
   if (!any) return EntityDropView(pe, view_offset);
   EntityEditor::Replace(pe, view_offset, (*pe)->EndOfView(v) - view_offset, body.data(), body.size());
   return changed;
@@ -961,10 +1031,10 @@ bool EntityTrim(EntityRecord** pe, int64_t now_ms) {
             break;
           }
       } else if (spec.kind == AggKind::kSession && s.len > 0) {
-        // Sessions that ended before every window and the gap, and the
-        // oldest beyond kMaxSessions (newest first: disjoint sessions are
-        // in end order too).
-        const int64_t keep_after = now_ms - std::max(spec.max_window_ms, spec.resolution_ms);
+        // Closed sessions (SessionHorizon: nothing reads or joins them),
+        // and the oldest beyond kMaxSessions (newest first: disjoint
+        // sessions are in end order too).
+        const int64_t keep_after = now_ms - SessionHorizon(spec);
         RunCursor c(spec.kind, SectionView(*pe, s));
         for (size_t n = 0; c.Next(); n++)
           if (n >= kMaxSessions || ParseSession(c.key(), c.value()).end <= keep_after) {
@@ -1335,11 +1405,7 @@ std::string CheckValue(AggKind k, Checked& c) {
         case AggKind::kMax:
         case AggKind::kMean: return c.Skip(8) ? "" : "truncated session";
         case AggKind::kCountDistinct: return CheckValue(AggKind::kCountDistinct, c);
-        case AggKind::kLast: {
-          uint64_t off;
-          if (!c.Varint(&off) || off > dur) return "bad session last time";
-          return CheckValue(AggKind::kLast, c);
-        }
+        case AggKind::kLast: return CheckValue(AggKind::kLast, c);
         default: return "";
       }
     }
@@ -1351,33 +1417,32 @@ std::string CheckSection(const AggSpec& spec, std::string_view sec) {
   Checked c{reinterpret_cast<const uint8_t*>(sec.data()), reinterpret_cast<const uint8_t*>(sec.data()) + sec.size()};
   const bool session = spec.kind == AggKind::kSession;
   const bool windowed = IsWindowed(spec.kind) || session;  // keys strictly newest first
-  const size_t cap = spec.kind == AggKind::kLast ? 1 : session ? SIZE_MAX : static_cast<size_t>(std::max(1, spec.n));
+  const size_t cap = spec.kind == AggKind::kLast ? 1 : session ? kMaxSessions : static_cast<size_t>(std::max(1, spec.n));
+  const char* order = session ? "sessions out of order" : windowed ? "tiles out of order" : "last values out of order";
   int64_t key = 0, newer_start = 0;
   size_t entries = 0;
   while (c.p < c.end) {
-    if (session && entries > 0) {  // the previous (newer) session: this one must end before it starts
-      newer_start = key;
-    }
+    newer_start = key;  // sessions: the newer one, which this one must end a gap before
     uint64_t v;
     if (!c.Varint(&v)) return "truncated entry";
     if (entries == 0) {
       key = varint::UnZigZag(v);
-      if (key < -kMaxAbs || key > kMaxAbs) return windowed ? "bad tile" : "bad event time";
+      if (key < -kMaxAbs || key > kMaxAbs) return session ? "bad session start" : windowed ? "bad tile" : "bad event time";
     } else {
-      if (windowed ? v == 0 : false) return "tiles out of order";
-      if (v > static_cast<uint64_t>(kMaxAbs) || key - static_cast<int64_t>(v) < -kMaxAbs)
-        return windowed ? "tiles out of order" : "last values out of order";
+      if (windowed && v == 0) return order;
+      if (v > static_cast<uint64_t>(kMaxAbs) || key - static_cast<int64_t>(v) < -kMaxAbs) return order;
       key -= static_cast<int64_t>(v);
     }
     entries++;
     if (!windowed && entries > cap) return "more last values than the aggregation keeps";
+    if (session && entries > cap) return "more sessions than an aggregation keeps";
     const uint8_t* value = c.p;
-    if (session && (c.p >= c.end || static_cast<AggKind>(*c.p) != SessionOp(spec)))
-      return "session of another operation";
+    if (session && c.p < c.end && static_cast<AggKind>(*c.p) != SessionOp(spec)) return "session of another operation";
     if (std::string e = CheckValue(spec.kind, c); !e.empty()) return e;
     if (session) {
       const SessionView sv = ParseSession(key, value);
-      if (sv.end > kMaxAbs || (entries > 1 && sv.end >= newer_start)) return "sessions overlap or out of order";
+      if (sv.end > kMaxAbs) return "bad session duration";
+      if (entries > 1 && newer_start - sv.end < spec.resolution_ms) return "sessions closer than the gap";
     }
   }
   return "";

@@ -27,7 +27,7 @@
 //                    varint duration (last - first event time) | varint
 //                    events | the operation's value: nothing (count), f64
 //                    (sum, min, max; mean: the sum), a count_distinct value,
-//                    or varint (last event time - first) | a last value
+//                    or a last value (of the session's last event)
 //
 // Owned by a Record; touched only by the owning shard's thread. Every
 // mutation may move the block (it grows in place when it can): functions
@@ -58,6 +58,11 @@ struct ViewLayout {
   int64_t ttl_ms = 0;  // 0 = never expires
   std::vector<AggSpec> aggs;
   int Find(uint64_t signature) const;  // index or -1
+  // The index of the aggregation with a's signature and the same kind,
+  // tiles, retention and n, or -1: state moves between layouts only to the
+  // same definition (a snapshot's layouts are not trusted to agree with
+  // their signatures).
+  int FindSame(const AggSpec& a) const;
   bool operator==(const ViewLayout& o) const;
 };
 
@@ -152,8 +157,10 @@ struct AggInput {
 // entity: creates the view when absent; moves a view kept under an older
 // layout of the same view to this one first; maps the inputs of an update
 // planned with an older layout by aggregation signature (dropping those
-// the view no longer has). Clears the TTL override.
-void EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, const AggInput* in, size_t n);
+// the view no longer has). Clears the TTL override. now_ms is the clock of
+// the apply: sessions close by it (SessionHorizon). Returns the number of
+// session inputs dropped as too old.
+size_t EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, int64_t now_ms, const AggInput* in, size_t n);
 // Drops expired views (unless the TTL override is on) and tiles that can
 // no longer be inside any window (tile start <= now - largest window), then
 // views left without any data. Returns true when nothing is left.
@@ -185,8 +192,7 @@ struct SessionView {
   uint64_t events = 0;
   AggKind op = AggKind::kCount;
   double x = 0;                    // sum, min, max; mean: the sum
-  const uint8_t* value = nullptr;  // count_distinct: its set or sketch; last: its value (LastValueText)
-  int64_t last_ts = 0;             // last: the time of the value
+  const uint8_t* value = nullptr;  // count_distinct: its set or sketch; last: the value at `end` (LastValueText)
 };
 SessionView ParseSession(int64_t start, const uint8_t* value);
 // Calls f(const SessionView&) for each session, newest first, while f returns true.

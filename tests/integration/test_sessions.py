@@ -1,9 +1,10 @@
 """Session windows (docs/commands.md, "Session windows") against a brute-force
 model: seeded events, out of order (so late events join and bridge
-sessions), through FEVENT on 1 and 4 shards; every session feature of every
-user through FGET, FMGET and AT, FWINDOW's session list, RESP3, a snapshot
-and restart in the middle, a reload that keeps them, and bad definitions
-refused with file:line.
+sessions, and sessions close for good once their last event is the horizon
+old), through FEVENT on 1 and 4 shards; every session feature of every user
+through FGET, FMGET and AT, FWINDOW's session list, RESP3, a snapshot and
+restart in the middle, a reload that keeps them, too old events counted,
+and bad definitions refused with file:line.
 
 Usage: test_sessions.py SERVER
 """
@@ -41,30 +42,47 @@ views:
     features:
       visits: {agg: count, session: {gap: 30m, windows: [6h, 24h]}}
       clicks: {agg: count, where: "kind == 'click'", session: {gap: 30m}}
-      spend:  {agg: sum, field: p, session: {gap: 30m}}
-      low:    {agg: min, field: p, session: {gap: 30m}}
-      high:   {agg: max, field: p, session: {gap: 30m}}
+      spend:  {agg: sum, field: p, session: {gap: 30m, windows: [24h]}}
+      low:    {agg: min, field: p, session: {gap: 30m, windows: [24h]}}
+      high:   {agg: max, field: p, session: {gap: 30m, windows: [24h]}}
       avg:    {agg: mean, field: p, session: {gap: 30m}}
-      pages:  {agg: count_distinct, field: page, session: {gap: 30m}}
+      pages:  {agg: count_distinct, field: page, session: {gap: 30m, windows: [24h]}}
       page:   {agg: last, field: page, session: {gap: 30m}}
+      short:  {agg: count, session: {gap: 30m, windows: [10m]}}
       total:  {agg: count, windows: [24h]}
 """
 
 OPS = {"visits": "count", "clicks": "count", "spend": "sum", "low": "min", "high": "max", "avg": "mean",
-       "pages": "count_distinct", "page": "last"}
+       "pages": "count_distinct", "page": "last", "short": "count"}
+WINDOWS = {"visits": {"6h": 6 * HOUR, "24h": 24 * HOUR}, "spend": {"24h": 24 * HOUR}, "low": {"24h": 24 * HOUR},
+           "high": {"24h": 24 * HOUR}, "pages": {"24h": 24 * HOUR}, "short": {"10m": 10 * MIN}}
 
 
-def sessions_of(events, where=None):
-    """Sessions from the events (sorted by time; ties in send order): events
-    closer than GAP share one."""
-    evs = sorted((e for e in events if where is None or where(e)), key=lambda e: (e["ts"], e["seq"]))
-    out = []
-    for e in evs:
-        if out and e["ts"] - out[-1][-1]["ts"] < GAP:
-            out[-1].append(e)
-        else:
-            out.append([e])
-    return out
+def horizon(name):
+    """A session closes for good once its last event is this old."""
+    return max([GAP] + list(WINDOWS.get(name, {}).values()))
+
+
+def sessions_of(events, name, now):
+    """The sessions of aggregation `name` as the server keeps them, the
+    events applied in send order (seq) by the clock `now`: an event joins
+    every open session closer than GAP to it; a session whose last event is
+    the horizon old is closed (nothing joins it, nothing reads it); an event
+    that reaches no open session and is that old itself is too old."""
+    where = (lambda e: e["kind"] == "click") if name == "clicks" else None
+    closed = now - horizon(name)
+    sess = []
+    for e in sorted(events, key=lambda e: e["seq"]):
+        if where is not None and not where(e):
+            continue
+        sess = [s for s in sess if s[-1]["ts"] > closed]
+        reach = [s for s in sess if e["ts"] < s[-1]["ts"] + GAP and s[0]["ts"] < e["ts"] + GAP]
+        if not reach and e["ts"] <= closed:
+            continue
+        merged = [e] + [x for s in reach for x in s]
+        sess = [s for s in sess if all(s is not r for r in reach)]
+        sess.append(sorted(merged, key=lambda x: (x["ts"], x["seq"])))
+    return sorted(sess, key=lambda s: s[0]["ts"])
 
 
 def op_value(op, sess):
@@ -86,12 +104,11 @@ def op_value(op, sess):
     raise ValueError(op)
 
 
-def model(events, name, part, t, window=None):
+def model(events, name, part, t, now, window=None):
     """The value of <name><part> at t, as the server defines it: sessions
     that start after t are not seen; the current session is the newest one
     still open at t."""
-    where = (lambda e: e["kind"] == "click") if name == "clicks" else None
-    sess = [s for s in sessions_of(events, where) if s[0]["ts"] <= t]
+    sess = [s for s in sessions_of(events, name, now) if s[0]["ts"] <= t]
     if part == "sessions":
         return sum(1 for s in sess if s[0]["ts"] > t - window)
     cur = sess[-1] if sess and t - sess[-1][-1]["ts"] < GAP else None
@@ -108,16 +125,16 @@ def model(events, name, part, t, window=None):
 
 
 FEATURES = ([n + "_session" for n in OPS] + [n + "_session_" + p for n in OPS for p in ("start", "duration_ms", "events")]
-            + ["visits_sessions_6h", "visits_sessions_24h"])
+            + [n + "_sessions_" + w for n in WINDOWS for w in WINDOWS[n]])
 
 
-def expect(events, feature, t):
+def expect(events, feature, t, now):
     name = feature.split("_", 1)[0]
     rest = feature[len(name):]
     if rest.startswith("_sessions_"):
-        return model(events, name, "sessions", t, {"6h": 6 * HOUR, "24h": 24 * HOUR}[rest[len("_sessions_"):]])
+        return model(events, name, "sessions", t, now, WINDOWS[name][rest[len("_sessions_"):]])
     part = rest[len("_session_"):] if rest != "_session" else "value"
-    return model(events, name, part, t)
+    return model(events, name, part, t, now)
 
 
 def normalize(v):
@@ -154,7 +171,10 @@ class SessionCase:
 
     def events(self, rnd, now, users, n):
         """Bursts of activity per user over the last 5 hours, sent shuffled
-        within each user (late events join and bridge sessions)."""
+        within each user (late events join and bridge sessions). None within
+        3 minutes of now - 30m (the horizon of aggregations without windows
+        or with shorter ones): whether a session is closed then does not
+        depend on how long the test takes."""
         out = []
         for u in users:
             t = now - 5 * HOUR + rnd.randrange(HOUR)
@@ -162,6 +182,8 @@ class SessionCase:
                 t += rnd.choice([rnd.randrange(1, 5 * MIN), rnd.randrange(1, 25 * MIN), rnd.randrange(31 * MIN, 90 * MIN)])
                 if t >= now - MIN:
                     break
+                if abs(t - (now - GAP)) < 3 * MIN:
+                    continue
                 out.append({"u": u, "ts": t, "p": rnd.randrange(1, 100), "page": "pg%d" % rnd.randrange(6),
                             "kind": rnd.choice(["click", "view"])})
         rnd.shuffle(out)
@@ -175,12 +197,12 @@ class SessionCase:
             body = [json.dumps({k: v for k, v in e.items() if k != "seq"}) for e in chunk]
             self.assertEqual(r.execute_command("FEVENT", "ev", *body), len(chunk))
 
-    def check(self, r, events, users, at, features=FEATURES):
+    def check(self, r, events, users, at, now, features=FEATURES):
         by_user = {u: [e for e in events if e["u"] == u] for u in users}
         got = r.execute_command("FMGET", *["user:%d" % u for u in users], "FEATURES", *features, "AT", at)
         for u, row in zip(users, got):
             for f, g in zip(features, row):
-                want = expect(by_user[u], f, at)
+                want = expect(by_user[u], f, at, now)
                 g = normalize(g)
                 if isinstance(want, float) and isinstance(g, float):
                     self.assertAlmostEqual(g, want, 6, "user %d %s AT %d" % (u, f, at))
@@ -200,21 +222,21 @@ class SessionCase:
         self.srv.stop()
         r = self.start()
         self.send(r, events[half:])
-        for at in (now, now - HOUR, now - 3 * HOUR, now - 4 * HOUR - 17 * MIN):
-            self.check(r, events, users, at)
+        for at in (now, now - 20 * MIN, now - HOUR, now - 3 * HOUR, now - 4 * HOUR - 17 * MIN):
+            self.check(r, events, users, at, now)
         # FGET without AT: "now" moved a little; the current session is
         # still open (the last events are minutes old), so the same values.
         t = int(time.time() * 1000)
         u = users[0]
         mine = [e for e in events if e["u"] == u]
         got = r.execute_command("FGET", "user:%d" % u, "visits_session_events", "visits_sessions_24h", "page_session")
-        self.assertEqual(got, [expect(mine, "visits_session_events", t), expect(mine, "visits_sessions_24h", t),
-                               expect(mine, "page_session", t)])
+        self.assertEqual(got, [expect(mine, "visits_session_events", t, now), expect(mine, "visits_sessions_24h", t, now),
+                               expect(mine, "page_session", t, now)])
         # FWINDOW lists the sessions that overlap the window, newest first.
         for u in users[:10]:
             mine = [e for e in events if e["u"] == u]
             want = [[s[0]["ts"], s[-1]["ts"] - s[0]["ts"], len(s), op_value("sum", s)]
-                    for s in reversed(sessions_of(mine)) if s[-1]["ts"] > now - 6 * HOUR and s[0]["ts"] <= now]
+                    for s in reversed(sessions_of(mine, "spend", now)) if s[-1]["ts"] > now - 6 * HOUR and s[0]["ts"] <= now]
             got = r.execute_command("FWINDOW", "user:%d" % u, "spend", "30m", "AT", now)
             self.assertEqual([[a, b, c, float(d)] for a, b, c, d in got],
                              [w for w in want if w[0] + w[1] > now - 30 * MIN], u)
@@ -222,11 +244,11 @@ class SessionCase:
             self.assertEqual(got, [[w[0], w[1], w[2], w[2]] for w in want], u)
         # A reload that keeps the definitions keeps the sessions.
         self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
-        self.check(r, events, users, now)
+        self.check(r, events, users, now, now)
         # One that drops `spend` frees its sessions; added back it starts
         # empty (and takes new events); `visits` is untouched by both.
         with open(self.reg, "w") as f:
-            f.write(REGISTRY.replace("      spend:  {agg: sum, field: p, session: {gap: 30m}}\n", ""))
+            f.write(REGISTRY.replace("      spend:  {agg: sum, field: p, session: {gap: 30m, windows: [24h]}}\n", ""))
         self.assertEqual(r.execute_command("FREGISTRY", "RELOAD"), "OK")
         with self.assertRaises(redis.ResponseError):
             r.execute_command("FGET", "user:1", "spend_session")
@@ -237,7 +259,7 @@ class SessionCase:
         late = {"u": 1, "ts": now - 2 * MIN, "p": 11, "page": "pgx", "kind": "view", "seq": len(events)}
         self.send(r, [late])
         self.assertEqual(r.execute_command("FGET", "user:1", "spend_session", "AT", now), ["11"])
-        self.check(r, events + [late], users, now, [f for f in FEATURES if not f.startswith("spend")])
+        self.check(r, events + [late], users, now, now, [f for f in FEATURES if not f.startswith("spend")])
 
     def test_shapes_errors_and_the_bridge(self):
         r = self.start()
@@ -259,7 +281,7 @@ class SessionCase:
         self.assertEqual(r.execute_command("FGET", "user:8", "visits_session", "visits_sessions_6h"), [None, None])
         for args, err in [(["FWINDOW", "user:7", "visits", "6h", "BUCKETS", "1h"], "BUCKETS is for windowed aggregations"),
                           (["FWINDOW", "user:7", "visits", "25h"], "is larger than the 86400000 ms retained"),
-                          (["FWINDOW", "user:7", "spend", "31m"], "is larger than the 1800000 ms retained"),
+                          (["FWINDOW", "user:7", "avg", "31m"], "is larger than the 1800000 ms retained"),
                           (["FSET", "user:7", "page_session", "x"], "")]:
             with self.assertRaises(redis.ResponseError) as cm:
                 r.execute_command(*args)
@@ -268,12 +290,59 @@ class SessionCase:
         raw = self.srv.raw()
         raw.command("HELLO", "3")
         t = str(now - 3 * HOUR + 80 * MIN)
-        self.assertEqual(raw.command("FGET", "user:7", "visits_session", "spend_session", "avg_session", "AT", t),
-                         [4, 17.0, 4.25])
+        self.assertEqual(raw.command("FGET", "user:7", "visits_session", "spend_session", "high_session", "AT", t),
+                         [4, 17.0, 9.0])
         info = r.execute_command("FINFO", "act")
         aggs = {a[1]: dict(zip(a[::2], a[1::2])) for a in info[info.index("aggregations") + 1]}
         self.assertEqual((aggs["visits"]["agg"], aggs["visits"]["session_gap_ms"], aggs["visits"]["windows"]),
                          ("count", GAP, ["6h", "24h"]))
+
+    def test_sessions_close_and_too_old_events_are_counted(self):
+        r = self.start()
+        now = int(time.time() * 1000)
+        ev = lambda ts, p: json.dumps({"u": 9, "ts": ts, "p": p, "page": "pg%d" % p, "kind": "view"})
+        too_old = lambda: r.info("ingest")["events_too_old"]
+        base = too_old()
+        # Two hours old: too old for avg, page and short (horizon 30m), not
+        # for the 24h ones; the event itself is accepted.
+        self.assertEqual(r.execute_command("FEVENT", "ev", ev(now - 2 * HOUR, 1)), 1)
+        self.assertEqual(too_old() - base, 3)
+        self.assertEqual(r.execute_command("FGET", "user:9", "total_24h", "visits_sessions_24h", "avg_session_events",
+                                           "visits_session_events", "AT", now - 2 * HOUR + 1), [1, 1, 0, 1])
+        # An event as old joins a session still open (25 minutes before it).
+        self.assertEqual(r.execute_command("FEVENT", "ev", ev(now - 20 * MIN, 4), ev(now - 45 * MIN, 8)), 2)
+        self.assertEqual(too_old() - base, 3)
+        self.assertEqual(r.execute_command("FGET", "user:9", "avg_session_start", "avg_session", "avg_session_events",
+                                           "page_session", "short_sessions_10m"),
+                         [now - 45 * MIN, "6", 2, "pg4", 0])
+        # One that reaches no open session (35 minutes before it) is too old.
+        self.assertEqual(r.execute_command("FEVENT", "ev", ev(now - 80 * MIN, 16)), 1)
+        self.assertEqual(too_old() - base, 6)
+        self.assertEqual(r.execute_command("FGET", "user:9", "avg_session_events", "visits_session_events",
+                                           "visits_sessions_24h"), [2, 2, 3])
+
+    def test_a_closed_session_is_seen_by_no_read(self):
+        with open(self.reg, "w") as f:
+            f.write(REGISTRY + "      blink: {agg: count, session: {gap: 1s, windows: [2s]}}\n")
+        r = self.start()
+        now = int(time.time() * 1000)
+        self.assertEqual(r.execute_command("FEVENT", "ev", json.dumps({"u": 5, "ts": now, "p": 1, "page": "a",
+                                                                       "kind": "view"})), 1)
+        self.assertEqual(r.execute_command("FGET", "user:5", "blink_session_events", "blink_sessions_2s", "AT", now), [1, 1])
+        self.assertEqual(len(r.execute_command("FWINDOW", "user:5", "blink", "2s", "AT", now)), 1)
+        deadline = time.time() + 10
+        while time.time() * 1000 <= now + 2000 + 50:  # closed 2 s (the horizon) after its last event
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+        # Read as of its time, the session is gone all the same (whether
+        # or not the sweep has freed it yet).
+        self.assertEqual(r.execute_command("FGET", "user:5", "blink_session_events", "blink_sessions_2s", "AT", now), [0, 0])
+        self.assertEqual(r.execute_command("FWINDOW", "user:5", "blink", "2s", "AT", now), [])
+        # And an event that would have joined it starts a session of its own.
+        self.assertEqual(r.execute_command("FEVENT", "ev", json.dumps({"u": 5, "ts": now + 500, "p": 1, "page": "a",
+                                                                       "kind": "view"})), 1)
+        self.assertEqual(r.execute_command("FGET", "user:5", "blink_session_start", "blink_session_events",
+                                           "AT", now + 500), [now + 500, 1])
 
     def test_bad_definitions_are_refused_with_file_and_line(self):
         base = REGISTRY.split("    features:\n")[0] + "    features:\n"

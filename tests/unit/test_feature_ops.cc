@@ -138,7 +138,7 @@ TEST_CASE("ReadFeatures equals a brute-force model of the window rule") {
     REQUIRE(planner.Plan(*reg, 0, json, now, 300000, &ups, &stats) == "");
     for (size_t i = 0; i < ups.size(); i++) {
       ups[i].key_hash = HashKey(ups.key(i));
-      REQUIRE(ApplyViewUpdate(st, ups, i, now));
+      REQUIRE(ApplyViewUpdate(st, ups, i, now, nullptr));
     }
   }
   auto feats = reg->FeaturesOf("user");

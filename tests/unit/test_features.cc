@@ -38,12 +38,14 @@ struct OneAgg {
     layout = InternLayout(l);
   }
   ~OneAgg() { EntityRecord::Destroy(e); }
-  void Add(int64_t ts, double x = 0, uint32_t hash = 0, std::string_view text = {}) {
+  int64_t now = INT64_MIN / 4;  // the clock of the apply: by default no session closes
+  // Returns false when the input was dropped as too old.
+  bool Add(int64_t ts, double x = 0, uint32_t hash = 0, std::string_view text = {}) {
     AggInput in;
     in.x = x;
     in.hash = hash;
     in.text = text;
-    EntityApply(&e, layout, ts, &in, 1);
+    return EntityApply(&e, layout, ts, now, &in, 1) == 0;
   }
   std::string_view Sec() const {
     EntityRecord::View v;
@@ -352,7 +354,7 @@ TEST_CASE("the event path plans per view and applies on the store") {
   CHECK(ups.aggs(0).size() == 3);
   ShardStore st;
   ups[0].key_hash = HashKey(ups.key(0));
-  CHECK(ApplyViewUpdate(st, ups, 0, now));
+  CHECK(ApplyViewUpdate(st, ups, 0, now, nullptr));
   Record* rec = st.Find("user:7", HashKey("user:7"), now);
   REQUIRE(rec != nullptr);
   CHECK(rec->type == ValueType::kFeature);
@@ -362,7 +364,7 @@ TEST_CASE("the event path plans per view and applies on the store") {
   UpdateBatch late;
   late.AddText("user:9", HashKey("user:9"), ups[0].layout, now - 2 * 3'600'000, ups[0].view_name, 0, "");
   late[0].key_hash = HashKey("user:9");
-  CHECK(ApplyViewUpdate(st, late, 0, now));
+  CHECK(ApplyViewUpdate(st, late, 0, now, nullptr));
   CHECK(st.Find("user:9", HashKey("user:9"), now) == nullptr);
   CHECK(st.expires_count() == 1);
   CHECK(st.size() == 1);
@@ -370,7 +372,7 @@ TEST_CASE("the event path plans per view and applies on the store") {
   UpdateBatch other;
   other.AddText("user:8", HashKey("user:8"), ups[0].layout, ups[0].ts, ups[0].view_name, 0, "");
   CHECK(other.key(0) == "user:8");
-  CHECK_FALSE(ApplyViewUpdate(st, other, 0, now));  // wrongtype: the plain key is untouched
+  CHECK_FALSE(ApplyViewUpdate(st, other, 0, now, nullptr));  // wrongtype: the plain key is untouched
   CHECK(st.Find("user:8", HashKey("user:8"), now)->string_value() == "plain");
 
   // A view without a TTL: the new key has no expiry at all.
@@ -384,7 +386,7 @@ TEST_CASE("the event path plans per view and applies on the store") {
   REQUIRE(ups2.size() == 1);
   ShardStore st2;
   ups2[0].key_hash = HashKey(ups2.key(0));
-  CHECK(ApplyViewUpdate(st2, ups2, 0, now));
+  CHECK(ApplyViewUpdate(st2, ups2, 0, now, nullptr));
   Record* rec2 = st2.Find("user:5", HashKey("user:5"), now);
   REQUIRE(rec2 != nullptr);
   CHECK_FALSE(rec2->has_expiry());
@@ -837,7 +839,7 @@ TEST_CASE("reconcile: a view with nothing left under its new layout is dropped a
   uint16_t a2 = layout(a, {12}, 0), b2 = layout(b, {21}, 3'600'000), c2 = layout(c, {31, 32}, 0);
   EntityRecord* e = EntityRecord::New();
   AggInput in;
-  for (uint16_t l : {a1, b1, c1}) EntityApply(&e, l, 5000, &in, 1);
+  for (uint16_t l : {a1, b1, c1}) EntityApply(&e, l, 5000, 5000, &in, 1);
   REQUIRE(e->nviews() == 3);
   std::map<uint64_t, uint16_t> to{{a, a2}, {b, b2}, {c, c2}};
   CHECK(EntityReconcile(&e, [&](uint64_t view) { return to[view]; }));
@@ -949,12 +951,17 @@ TEST_CASE("sessions: the trim keeps the current session and those inside the win
   char buf[21];
   CHECK(LastValueText(s.All()[0].value, buf) == "c");
   CHECK(s.All()[0].start == 19'500);
-  // At 16,000 the session of 5000 ended 11,000 ago (> the 10 s window): gone.
-  CHECK(!EntityTrim(&s.e, 16'000));
+  // A session goes once closed: its last event is the horizon (10 s, the
+  // largest window) old.
+  const int64_t reach = maxw;
+  CHECK(!EntityTrim(&s.e, 5000 + reach - 1));
+  CHECK(s.All().size() == 2);  // the session of 0 went, that of 5000 not yet
+  CHECK(!EntityTrim(&s.e, 5000 + reach));
   auto left = s.All();
   REQUIRE(left.size() == 1);
   CHECK(left[0].start == 19'500);
-  CHECK(EntityTrim(&s.e, 20'000 + maxw + 1));  // everything past: the entity is empty
+  CHECK(!EntityTrim(&s.e, 20'000 + reach - 1));
+  CHECK(EntityTrim(&s.e, 20'000 + reach));  // everything past: the entity is empty
 }
 
 TEST_CASE("sessions: a snapshot's session section is checked (operation, order, overlap, truncation)") {
@@ -1001,8 +1008,11 @@ TEST_CASE("sessions: a snapshot's session section is checked (operation, order, 
     // the older: key difference (1 byte), op, duration.
     const size_t older_dur = sec + 2 + 1 + 1 + 1 + 8 + 1 + 1;
     REQUIRE(b[older_dur] == 0);
-    b[older_dur] = 100;
-    CHECK(ValidateEntityBytes(&b, 1, fids).find("sessions overlap or out of order") != std::string::npos);
+    for (char dur : {100, 1}) {  // overlapping, or less than the gap before the newer one
+      b[older_dur] = dur;
+      std::string x = b;
+      CHECK(ValidateEntityBytes(&x, 1, fids).find("sessions closer than the gap") != std::string::npos);
+    }
   }
   for (auto& [b, why] : bad) {
     std::string x = b;
@@ -1012,4 +1022,116 @@ TEST_CASE("sessions: a snapshot's session section is checked (operation, order, 
     std::string x = good.substr(0, n);
     CHECK(ValidateEntityBytes(&x, 1, ids) != "");
   }
+}
+
+TEST_CASE("sessions: a session closes for good a horizon after its last event; an older event starts none") {
+  OneSession s(AggKind::kCount, 1000, 0);  // no windows: the horizon is the gap
+  s.now = 10'000;
+  CHECK_FALSE(s.Add(9'000));  // 9000 <= 10000 - 1000: too old, and no session to join
+  EntityRecord::View v;
+  CHECK_FALSE(s.e->FindView(LayoutAt(s.layout).view_id, &v));  // no view made for it
+  CHECK(s.Add(9'500));
+  s.now = 10'400;
+  CHECK(s.Add(9'000));  // as old, but it reaches the open session (9500 - 9000 < gap): it joins
+  auto one = s.All();
+  REQUIRE(one.size() == 1);
+  CHECK((one[0].start == 9'000 && one[0].end == 9'500 && one[0].events == 2));
+  s.now = 10'500;  // the session ended at 9500: closed now
+  CHECK_FALSE(s.Add(9'400));  // it would have joined; closed, so too old
+  CHECK(s.Add(9'600));        // newer than the horizon: a session of its own, the closed one is not joined
+  one = s.All();
+  REQUIRE(one.size() == 1);  // (the closed one went with the rewrite)
+  CHECK((one[0].start == 9'600 && one[0].events == 1));
+  // Out of order: only the open sessions are joined.
+  OneSession w(AggKind::kSum, 100, 5'000);  // horizon 5 s
+  w.now = 0;
+  for (int64_t t : {1'000, 2'000, 3'000}) CHECK(w.Add(t, 1));
+  w.now = 6'050;  // 1000 closed (6050 - 5000 = 1050 >= 1000), 2000 and 3000 open
+  CHECK(w.Add(2'050, 5));  // joins 2000
+  CHECK_FALSE(w.Add(1'040, 7));  // would join 1000, closed; 1040 is older than the horizon
+  auto ws = w.All();
+  REQUIRE(ws.size() == 2);  // the rewrite dropped the closed session
+  CHECK((ws[0].start == 3'000 && ws[1].start == 2'000 && ws[1].x == 6 && ws[1].end == 2'050));
+}
+
+TEST_CASE("sessions: at most kMaxSessions are kept, in order and out of order") {
+  OneSession s(AggKind::kCount, 3, 0);
+  for (int64_t i = 0; i < 5000; i++) CHECK(s.Add(4 * i));
+  auto all = s.All();
+  REQUIRE(all.size() == kMaxSessions);
+  CHECK(all.front().start == 4 * 4999);
+  CHECK(all.back().start == 4 * static_cast<int64_t>(5000 - kMaxSessions));
+  CHECK(s.Add(4 * 4000 + 2));  // bridges two sessions
+  CHECK(s.All().size() == kMaxSessions - 1);
+  CHECK(s.Add(4 * 100));  // older than every kept one: kept, the oldest now
+  CHECK(s.All().size() == kMaxSessions);
+  CHECK(s.All().back().start == 400);
+  CHECK(s.Add(4 * 50));  // older still: past the cap, so it is the one that goes
+  CHECK(s.All().size() == kMaxSessions);
+  CHECK(s.All().back().start == 400);
+  // Every entry is at least 4 bytes: the section holds the cap in 16 KB or more.
+  CHECK(s.Sec().size() >= 4 * kMaxSessions);
+}
+
+TEST_CASE("sessions: count_distinct merges two sparse sketches when a late event joins their sessions") {
+  OneSession s(AggKind::kCountDistinct, 1000, 0);
+  std::mt19937 rng(11);
+  std::set<uint32_t> all;
+  for (int i = 0; i < 300; i++) {  // past the exact set (64), short of the dense sketch
+    uint32_t a = static_cast<uint32_t>(rng()), b = static_cast<uint32_t>(rng());
+    s.Add(i, 0, a);
+    s.Add(2000 + i, 0, b);
+    all.insert(a);
+    all.insert(b);
+  }
+  REQUIRE(s.All().size() == 2);
+  uint64_t tag;
+  varint::Get(s.All()[0].value, &tag);
+  REQUIRE(tag % 2 == 1);
+  REQUIRE(tag != 1);  // sparse
+  s.Add(1200, 0, 5);  // 1200 - 299 < 1000 and 2000 - 1200 < 1000: one session
+  all.insert(5);
+  auto one = s.All();
+  REQUIRE(one.size() == 1);
+  CHECK(one[0].events == 601);
+  const double est = static_cast<double>(DistinctValueCount(one[0].value));
+  CHECK(std::abs(est - static_cast<double>(all.size())) / static_cast<double>(all.size()) < 0.05);
+}
+
+TEST_CASE("sessions: state moves only to the same definition (a signature with another operation starts empty)") {
+  ViewLayout l;
+  l.view_id = 77'000'001;
+  l.aggs.push_back(AggSpec{AggKind::kSession, 9, 100, 0, static_cast<int>(AggKind::kSum)});
+  const uint16_t sum = InternLayout(l);
+  l.aggs[0].n = static_cast<int>(AggKind::kCountDistinct);  // same signature (a hostile snapshot's claim)
+  const uint16_t distinct = InternLayout(l);
+  REQUIRE(distinct > sum);
+  EntityRecord* e = EntityRecord::New();
+  AggInput in;
+  in.x = 5;
+  in.hash = 7;
+  CHECK(EntityApply(&e, sum, 1000, 1000, &in, 1) == 0);
+  CHECK(EntityApply(&e, distinct, 1050, 1050, &in, 1) == 0);  // the view moves to the newer layout
+  EntityRecord::View v;
+  REQUIRE(e->FindView(l.view_id, &v));
+  CHECK(v.layout_id == distinct);
+  std::vector<SessionView> got;
+  auto collect = [&] {
+    got.clear();
+    REQUIRE(e->FindView(l.view_id, &v));
+    ForEachSession(e->Section(v, 0), [&](const SessionView& x) {
+      got.push_back(x);
+      return true;
+    });
+  };
+  collect();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].op == AggKind::kCountDistinct);
+  CHECK(got[0].events == 1);
+  CHECK(DistinctValueCount(got[0].value) == 1);
+  CHECK(EntityApply(&e, sum, 1060, 1060, &in, 1) == 0);  // planned with the old layout: not applied to the new one
+  collect();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].events == 1);
+  EntityRecord::Destroy(e);
 }

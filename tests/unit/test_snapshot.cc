@@ -285,7 +285,7 @@ void FillEntity(EntityRecord** e, Rng& rng, int64_t now, const std::vector<uint1
         in.push_back(a);
       }
       for (size_t i = 0; i < in.size(); i++) in[i].text = texts[i];
-      EntityApply(e, id, ts, in.data(), in.size());
+      EntityApply(e, id, ts, ts, in.data(), in.size());
     }
     for (size_t i = 0; i < l.aggs.size(); i++)
       if (l.aggs[i].kind == AggKind::kCountDistinct && rng() % 3 == 0) {
@@ -296,7 +296,7 @@ void FillEntity(EntityRecord** e, Rng& rng, int64_t now, const std::vector<uint1
         a.index = static_cast<uint16_t>(i);
         for (size_t k = 0; k < n; k++) {
           a.hash = static_cast<uint32_t>(rng());
-          EntityApply(e, id, ts, &a, 1);
+          EntityApply(e, id, ts, ts, &a, 1);
         }
       }
   }
@@ -854,7 +854,7 @@ std::string SmallFile(const TempDir& dir, Rng& rng) {
   in[1].index = 1;
   in[1].text = "click";
   EntityRecord* e = r->entity();
-  EntityApply(&e, id, 1000, in, 2);
+  EntityApply(&e, id, 1000, 1000, in, 2);
   r->set_object(e);
   FileParts p = SampleParts(rng, 2, 2000);
   WriteFile(dir, "small.snap", stores, p);
@@ -1201,7 +1201,7 @@ TEST_CASE("snapshot DecodeRecord: a view whose aggregations hold nothing yet, la
   ViewLayout l{1, 0, {}};
   for (uint64_t sig = 1; sig <= 3; sig++) l.aggs.push_back(AggSpec{AggKind::kCount, sig, 1000, 60'000, 0});
   EntityRecord* e = r->entity();
-  EntityApply(&e, InternLayout(l), 1000, nullptr, 0);
+  EntityApply(&e, InternLayout(l), 1000, 1000, nullptr, 0);
   r->set_object(e);
   std::string enc;
   snap::EncodeRecord(*r, &enc);
@@ -1225,10 +1225,10 @@ TEST_CASE("snapshot DecodeRecord: times whose sums would overflow int64 are refu
     in.text = "x";
     EntityRecord* e = r->entity();
     if (which == 0) {
-      EntityApply(&e, id, 1000, &in, 1);
-      EntityApply(&e, id, INT64_MAX - 1, nullptr, 0);  // the view's newest event time
+      EntityApply(&e, id, 1000, 1000, &in, 1);
+      EntityApply(&e, id, INT64_MAX - 1, 1000, nullptr, 0);  // the view's newest event time
     } else {
-      EntityApply(&e, id, INT64_MIN + 1, &in, 1);  // an item's time
+      EntityApply(&e, id, INT64_MIN + 1, 1000, &in, 1);  // an item's time
     }
     r->set_object(e);
     std::string enc;
