@@ -30,7 +30,7 @@ std::string_view SectionIn(const Registry& reg, const FeatureRef& f, const Entit
   }
   if (!vc.usable) return {};
   int idx = f.agg;
-  if (vc.vs.layout_id != v.layout_id) idx = vc.vs.layout->FindSame(LayoutAt(v.layout_id).aggs[static_cast<size_t>(f.agg)]);
+  if (vc.vs.layout_id != v.layout_id) idx = MapAggregation(v.layout_id, static_cast<size_t>(f.agg), vc.vs.layout_id);
   return idx < 0 ? std::string_view() : e->Section(vc.vs, static_cast<size_t>(idx));
 }
 

@@ -252,6 +252,12 @@ std::string Server::ChangeRegistry(const RegistryMaker& make,
   std::shared_ptr<const Registry> base = pending_ ? pending_ : registry(), next;
   if (std::string err = make(base, &next); !err.empty()) return err;
   pending_ = next;
+  // A view the change drops ends its run of layouts: defined again later,
+  // it starts empty, whatever updates planned before were still to apply.
+  std::set<uint64_t> kept;
+  for (const ViewDef& v : next->views()) kept.insert(v.id);
+  for (const ViewDef& v : base->views())
+    if (!kept.count(v.id)) RetireView(v.id);
   if (kafka_) kafka_->OnRegistryChange(*next);  // forgets released views the registry dropped
   // Posted under the lock: every shard gets the changes in this order.
   InstallEverywhere(next, ++change_seq_, [next, done = std::move(done)] { done(next); });

@@ -53,24 +53,57 @@ std::mutex g_layout_mu;
 uint32_t g_layout_count = 0;                     // under g_layout_mu
 std::unordered_map<uint64_t, uint16_t> g_latest;  // view id -> newest layout id, under g_layout_mu
 std::unordered_map<uint64_t, std::vector<uint16_t>> g_by_view;  // view id -> its layout ids, under g_layout_mu
-}  // namespace
+std::atomic<uint16_t> g_newest[kMaxLayouts + 1];  // layout id -> the latest layout of its view
 
-uint16_t InternLayout(const ViewLayout& l) {
-  std::lock_guard lk(g_layout_mu);
-  auto it = g_latest.find(l.view_id);
-  if (it != g_latest.end() && *FindLayout(it->second) == l) return it->second;
+uint16_t InternLocked(const ViewLayout& in) {
   if (g_layout_count >= kMaxLayouts)
     throw std::length_error("too many distinct view definitions in this process (65,535): restart the server");
   uint32_t id = ++g_layout_count;
+  ViewLayout l = in;
+  l.since.assign(l.aggs.size(), static_cast<uint16_t>(id));
+  if (auto it = g_latest.find(l.view_id); it != g_latest.end()) {
+    const ViewLayout& prev = *FindLayout(it->second);
+    for (size_t i = 0; i < l.aggs.size(); i++)
+      if (int j = prev.FindSame(l.aggs[i]); j >= 0) l.since[i] = prev.since[static_cast<size_t>(j)];
+  }
   Slot* chunk = g_chunks[id >> 8].load(std::memory_order_acquire);
   if (chunk == nullptr) {
     chunk = new Slot[256]();
     g_chunks[id >> 8].store(chunk, std::memory_order_release);
   }
-  chunk[id & 255].store(new ViewLayout(l), std::memory_order_release);  // kept for the process lifetime
-  g_latest[l.view_id] = static_cast<uint16_t>(id);
-  g_by_view[l.view_id].push_back(static_cast<uint16_t>(id));
+  chunk[id & 255].store(new ViewLayout(std::move(l)), std::memory_order_release);  // kept for the process lifetime
+  g_latest[in.view_id] = static_cast<uint16_t>(id);
+  auto& ids = g_by_view[in.view_id];
+  ids.push_back(static_cast<uint16_t>(id));
+  for (uint16_t o : ids) g_newest[o].store(static_cast<uint16_t>(id), std::memory_order_release);
   return static_cast<uint16_t>(id);
+}
+}  // namespace
+
+uint16_t NewestOf(uint16_t id) { return g_newest[id].load(std::memory_order_acquire); }
+
+void RetireView(uint64_t view_id) {
+  std::lock_guard lk(g_layout_mu);
+  auto it = g_latest.find(view_id);
+  if (it == g_latest.end() || FindLayout(it->second)->aggs.empty()) return;  // none, or retired already
+  ViewLayout empty;
+  empty.view_id = view_id;
+  InternLocked(empty);
+}
+
+int MapAggregation(uint16_t from_id, size_t from_index, uint16_t to_id) {
+  const ViewLayout &from = LayoutAt(from_id), &to = LayoutAt(to_id);
+  const int j = to.FindSame(from.aggs[from_index]);
+  if (j < 0 || from_id == to_id) return j;
+  const uint16_t since = to_id > from_id ? to.since[static_cast<size_t>(j)] : from.since[from_index];
+  return since <= std::min(from_id, to_id) ? j : -1;
+}
+
+uint16_t InternLayout(const ViewLayout& l) {
+  std::lock_guard lk(g_layout_mu);
+  auto it = g_latest.find(l.view_id);
+  if (it != g_latest.end() && *FindLayout(it->second) == l) return it->second;
+  return InternLocked(l);
 }
 
 uint16_t FindEqualLayout(const ViewLayout& l) {
@@ -97,7 +130,9 @@ uint16_t LatestLayout(uint64_t view_id) {
 std::vector<std::pair<uint16_t, const ViewLayout*>> AllLayouts() {
   std::lock_guard lk(g_layout_mu);
   std::vector<std::pair<uint16_t, const ViewLayout*>> out;
-  for (uint32_t id = 1; id <= g_layout_count; id++) out.emplace_back(static_cast<uint16_t>(id), FindLayout(static_cast<uint16_t>(id)));
+  for (uint32_t id = 1; id <= g_layout_count; id++)
+    if (const ViewLayout* l = FindLayout(static_cast<uint16_t>(id)); !l->aggs.empty())  // (RetireView's: no block has one)
+      out.emplace_back(static_cast<uint16_t>(id), l);
   return out;
 }
 
@@ -895,6 +930,20 @@ size_t ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, int64_t now, c
 }  // namespace
 
 size_t EntityApply(EntityRecord** pe, uint16_t layout_id, int64_t ts, int64_t now_ms, const AggInput* in, size_t n) {
+  // Planned under an older layout of the view: its inputs go to the view's
+  // latest layout, those whose aggregation lives on (MapAggregation), so
+  // no block is made or kept under a layout a reload replaced.
+  if (const uint16_t newest = NewestOf(layout_id); newest != layout_id && newest != 0) {
+    thread_local std::vector<AggInput> mapped;
+    mapped.clear();
+    for (size_t i = 0; i < n; i++)
+      if (int idx = MapAggregation(layout_id, in[i].index, newest); idx >= 0) {
+        mapped.push_back(in[i]);
+        mapped.back().index = static_cast<uint16_t>(idx);
+      }
+    if (mapped.empty()) return 0;  // nothing of it lives on
+    return ApplyTo(pe, newest, ts, now_ms, mapped.data(), mapped.size(), false);
+  }
   return ApplyTo(pe, layout_id, ts, now_ms, in, n, false);
 }
 
@@ -945,7 +994,7 @@ size_t ApplyTo(EntityRecord** pe, uint16_t layout_id, int64_t ts, int64_t now, c
   order.clear();
   for (size_t i = 0; i < n; i++) {
     int idx = in[i].index;
-    if (stale) idx = VL.FindSame(L.aggs[in[i].index]);
+    if (stale) idx = MapAggregation(layout_id, in[i].index, v.layout_id);
     if (idx >= 0) order.emplace_back(static_cast<size_t>(idx), i);
   }
   if (order.empty()) {
@@ -995,15 +1044,15 @@ bool EntityMoveView(EntityRecord** pe, uint32_t view_offset, uint16_t to_layout)
   std::memcpy(body.data(), &to_layout, 2);
   std::memcpy(body.data() + 2, &v.newest_ts, 8);
   bool changed = from.ttl_ms != to.ttl_ms, any = false;
-  for (const AggSpec& a : to.aggs) {
-    int i = from.FindSame(a);
+  for (size_t t = 0; t < to.aggs.size(); t++) {
+    int i = MapAggregation(to_layout, t, v.layout_id);
     std::string_view sec = i >= 0 ? (*pe)->Section(v, static_cast<size_t>(i)) : std::string_view();
     PutVarint(body, sec.size());
     body.append(sec);
     any |= !sec.empty();
   }
   for (size_t i = 0; i < from.aggs.size(); i++)
-    if (to.FindSame(from.aggs[i]) < 0 && !(*pe)->Section(v, i).empty()) changed = true;  // its data is freed
+    if (MapAggregation(v.layout_id, i, to_layout) < 0 && !(*pe)->Section(v, i).empty()) changed = true;  // its data is freed
   if (!any) return EntityDropView(pe, view_offset);
   EntityEditor::Replace(pe, view_offset, (*pe)->EndOfView(v) - view_offset, body.data(), body.size());
   return changed;

@@ -63,7 +63,14 @@ struct ViewLayout {
   // same definition (a snapshot's layouts are not trusted to agree with
   // their signatures).
   int FindSame(const AggSpec& a) const;
-  bool operator==(const ViewLayout& o) const;
+  bool operator==(const ViewLayout& o) const;  // (since is not compared)
+  // Set by InternLayout: since[i] is the id of the first layout of the run
+  // of this view's layouts, up to this one, that all have aggregation i
+  // unchanged. State moves between two layouts only within such a run
+  // (MapAggregation): an aggregation dropped and defined again (or a view
+  // dropped, RetireView, and added again) starts empty, even for updates
+  // planned before the drop and applied after it.
+  std::vector<uint16_t> since = {};
 };
 
 // The process-wide table of layouts. Intern returns the id (>= 1) of an
@@ -75,12 +82,23 @@ inline constexpr uint32_t kMaxLayouts = 65535;
 uint16_t InternLayout(const ViewLayout& l);
 const ViewLayout* FindLayout(uint16_t id);  // nullptr when not interned
 uint16_t LatestLayout(uint64_t view_id);    // 0 when the view has none
+// The latest layout of the view of layout `id` (lock-free).
+uint16_t NewestOf(uint16_t id);
+// A view left the registry: its next layout starts a new run (an empty
+// layout is interned as its latest), so nothing of it lives on into a
+// view of that name defined again.
+void RetireView(uint64_t view_id);
+// The index in layout to_id of aggregation from_index of layout from_id
+// (two layouts of one view) when it lives on unchanged between them (see
+// ViewLayout::since), else -1.
+int MapAggregation(uint16_t from_id, size_t from_index, uint16_t to_id);
 // The id of an interned layout equal to `l` (the newest such), or 0: how
 // a snapshot or an append-only PUT names an older definition it holds
 // without minting a new id at every read.
 uint16_t FindEqualLayout(const ViewLayout& l);
 inline const ViewLayout& LayoutAt(uint16_t id) { return *FindLayout(id); }
-// Every interned layout as (id, layout), for snapshots.
+// Every interned layout as (id, layout), for snapshots (but RetireView's
+// empty ones, which no entity names).
 std::vector<std::pair<uint16_t, const ViewLayout*>> AllLayouts();
 
 // ---- the entity block ----

@@ -836,11 +836,11 @@ TEST_CASE("reconcile: a view with nothing left under its new layout is dropped a
   };
   const uint64_t a = 0xa1a1, b = 0xb2b2, c = 0xc3c3;
   uint16_t a1 = layout(a, {11}, 0), b1 = layout(b, {21}, 0), c1 = layout(c, {31}, 0);
-  uint16_t a2 = layout(a, {12}, 0), b2 = layout(b, {21}, 3'600'000), c2 = layout(c, {31, 32}, 0);
   EntityRecord* e = EntityRecord::New();
   AggInput in;
   for (uint16_t l : {a1, b1, c1}) EntityApply(&e, l, 5000, 5000, &in, 1);
   REQUIRE(e->nviews() == 3);
+  uint16_t a2 = layout(a, {12}, 0), b2 = layout(b, {21}, 3'600'000), c2 = layout(c, {31, 32}, 0);
   std::map<uint64_t, uint16_t> to{{a, a2}, {b, b2}, {c, c2}};
   CHECK(EntityReconcile(&e, [&](uint64_t view) { return to[view]; }));
   std::vector<uint16_t> now;
@@ -1133,5 +1133,44 @@ TEST_CASE("sessions: state moves only to the same definition (a signature with a
   collect();
   REQUIRE(got.size() == 1);
   CHECK(got[0].events == 1);
+  EntityRecord::Destroy(e);
+}
+
+TEST_CASE("layouts: an aggregation dropped and defined again, or a view retired and added again, starts empty") {
+  auto layout = [](uint64_t view, std::vector<uint64_t> sigs) {
+    ViewLayout l;
+    l.view_id = view;
+    for (uint64_t s : sigs) l.aggs.push_back(AggSpec{AggKind::kCount, s, 1000, 60'000, 0});
+    return InternLayout(l);
+  };
+  auto count = [](EntityRecord* e, uint64_t view, uint64_t sig) -> int64_t {
+    EntityRecord::View v;
+    if (!e->FindView(view, &v)) return -1;
+    int i = v.layout->Find(sig);
+    return i < 0 ? -1 : static_cast<int64_t>(MergeTiles(AggKind::kCount, e->Section(v, static_cast<size_t>(i)), 0, 10).n);
+  };
+  const uint64_t view = 0xd4d4;
+  const uint16_t l1 = layout(view, {1, 2});
+  EntityRecord* e = EntityRecord::New();
+  AggInput in[2];
+  in[1].index = 1;
+  EntityApply(&e, l1, 5000, 5000, in, 2);
+  const uint16_t l2 = layout(view, {1});     // 2 dropped
+  const uint16_t l3 = layout(view, {1, 2});  // 2 defined again
+  CHECK(l3 > l2);
+  CHECK(MapAggregation(l1, 0, l3) == 0);   // 1 lived on through l2
+  CHECK(MapAggregation(l1, 1, l3) == -1);  // 2 did not
+  EntityApply(&e, l1, 5000, 5000, in, 2);  // planned before the drops, applied after
+  CHECK(count(e, view, 1) == 2);
+  CHECK(count(e, view, 2) == 0);  // not the old 1 + 1
+  // The view leaves the registry and comes back: nothing lives on, even
+  // what was planned under its first definition.
+  RetireView(view);
+  const uint16_t l5 = layout(view, {1, 2});
+  CHECK(MapAggregation(l3, 0, l5) == -1);
+  EntityApply(&e, l3, 5000, 5000, in, 2);  // stale: dropped
+  EntityApply(&e, l5, 5000, 5000, in, 2);
+  CHECK(count(e, view, 1) == 1);
+  CHECK(count(e, view, 2) == 1);
   EntityRecord::Destroy(e);
 }
