@@ -55,27 +55,37 @@ std::unordered_map<uint64_t, uint16_t> g_latest;  // view id -> newest layout id
 std::unordered_map<uint64_t, std::vector<uint16_t>> g_by_view;  // view id -> its layout ids, under g_layout_mu
 std::atomic<uint16_t> g_newest[kMaxLayouts + 1];  // layout id -> the latest layout of its view
 
-uint16_t InternLocked(const ViewLayout& in) {
+uint32_t g_runs = 0;  // run numbers handed out, under g_layout_mu
+
+// older: a definition read from a snapshot that is not the view's latest:
+// interned without becoming the latest.
+uint16_t InternLocked(const ViewLayout& in, bool older = false) {
   if (g_layout_count >= kMaxLayouts)
     throw std::length_error("too many distinct view definitions in this process (65,535): restart the server");
   uint32_t id = ++g_layout_count;
   ViewLayout l = in;
-  l.since.assign(l.aggs.size(), static_cast<uint16_t>(id));
-  if (auto it = g_latest.find(l.view_id); it != g_latest.end()) {
-    const ViewLayout& prev = *FindLayout(it->second);
-    for (size_t i = 0; i < l.aggs.size(); i++)
-      if (int j = prev.FindSame(l.aggs[i]); j >= 0) l.since[i] = prev.since[static_cast<size_t>(j)];
+  l.run.assign(l.aggs.size(), 0);
+  auto it = g_latest.find(l.view_id);
+  const ViewLayout* prev = it == g_latest.end() ? nullptr : FindLayout(it->second);
+  for (size_t i = 0; i < l.aggs.size(); i++) {
+    int j = prev ? prev->FindSame(l.aggs[i]) : -1;
+    l.run[i] = j >= 0 ? prev->run[static_cast<size_t>(j)] : ++g_runs;
   }
+  older = older && prev != nullptr;
   Slot* chunk = g_chunks[id >> 8].load(std::memory_order_acquire);
   if (chunk == nullptr) {
     chunk = new Slot[256]();
     g_chunks[id >> 8].store(chunk, std::memory_order_release);
   }
   chunk[id & 255].store(new ViewLayout(std::move(l)), std::memory_order_release);  // kept for the process lifetime
-  g_latest[in.view_id] = static_cast<uint16_t>(id);
   auto& ids = g_by_view[in.view_id];
   ids.push_back(static_cast<uint16_t>(id));
-  for (uint16_t o : ids) g_newest[o].store(static_cast<uint16_t>(id), std::memory_order_release);
+  if (older) {
+    g_newest[id].store(it->second, std::memory_order_release);
+  } else {
+    g_latest[in.view_id] = static_cast<uint16_t>(id);
+    for (uint16_t o : ids) g_newest[o].store(static_cast<uint16_t>(id), std::memory_order_release);
+  }
   return static_cast<uint16_t>(id);
 }
 }  // namespace
@@ -94,9 +104,7 @@ void RetireView(uint64_t view_id) {
 int MapAggregation(uint16_t from_id, size_t from_index, uint16_t to_id) {
   const ViewLayout &from = LayoutAt(from_id), &to = LayoutAt(to_id);
   const int j = to.FindSame(from.aggs[from_index]);
-  if (j < 0 || from_id == to_id) return j;
-  const uint16_t since = to_id > from_id ? to.since[static_cast<size_t>(j)] : from.since[from_index];
-  return since <= std::min(from_id, to_id) ? j : -1;
+  return j >= 0 && to.run[static_cast<size_t>(j)] == from.run[from_index] ? j : -1;
 }
 
 uint16_t InternLayout(const ViewLayout& l) {
@@ -104,6 +112,11 @@ uint16_t InternLayout(const ViewLayout& l) {
   auto it = g_latest.find(l.view_id);
   if (it != g_latest.end() && *FindLayout(it->second) == l) return it->second;
   return InternLocked(l);
+}
+
+uint16_t InternOlderLayout(const ViewLayout& l) {
+  std::lock_guard lk(g_layout_mu);
+  return InternLocked(l, true);
 }
 
 uint16_t FindEqualLayout(const ViewLayout& l) {

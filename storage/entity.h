@@ -63,14 +63,14 @@ struct ViewLayout {
   // same definition (a snapshot's layouts are not trusted to agree with
   // their signatures).
   int FindSame(const AggSpec& a) const;
-  bool operator==(const ViewLayout& o) const;  // (since is not compared)
-  // Set by InternLayout: since[i] is the id of the first layout of the run
-  // of this view's layouts, up to this one, that all have aggregation i
-  // unchanged. State moves between two layouts only within such a run
-  // (MapAggregation): an aggregation dropped and defined again (or a view
-  // dropped, RetireView, and added again) starts empty, even for updates
-  // planned before the drop and applied after it.
-  std::vector<uint16_t> since = {};
+  bool operator==(const ViewLayout& o) const;  // (run is not compared)
+  // Set by InternLayout: run[i] names the run of this view's successive
+  // layouts that all had aggregation i unchanged (a new number when the
+  // view's latest layout lacked it). State moves between two layouts only
+  // within one run (MapAggregation): an aggregation dropped and defined
+  // again (or a view dropped, RetireView, and added again) starts empty,
+  // even for updates planned before the drop and applied after it.
+  std::vector<uint32_t> run = {};
 };
 
 // The process-wide table of layouts. Intern returns the id (>= 1) of an
@@ -80,6 +80,10 @@ struct ViewLayout {
 // kMaxLayouts (65,535 distinct definitions in one process lifetime).
 inline constexpr uint32_t kMaxLayouts = 65535;
 uint16_t InternLayout(const ViewLayout& l);
+// An older definition read from a snapshot (not the view's latest, which
+// the registry interned first): a new id that does not become the view's
+// latest; its aggregations continue the latest's runs where they match.
+uint16_t InternOlderLayout(const ViewLayout& l);
 const ViewLayout* FindLayout(uint16_t id);  // nullptr when not interned
 uint16_t LatestLayout(uint64_t view_id);    // 0 when the view has none
 // The latest layout of the view of layout `id` (lock-free).
@@ -90,7 +94,7 @@ uint16_t NewestOf(uint16_t id);
 void RetireView(uint64_t view_id);
 // The index in layout to_id of aggregation from_index of layout from_id
 // (two layouts of one view) when it lives on unchanged between them (see
-// ViewLayout::since), else -1.
+// ViewLayout::run), else -1.
 int MapAggregation(uint16_t from_id, size_t from_index, uint16_t to_id);
 // The id of an interned layout equal to `l` (the newest such), or 0: how
 // a snapshot or an append-only PUT names an older definition it holds

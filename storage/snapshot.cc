@@ -427,7 +427,7 @@ bool DecodeLayouts(std::string_view payload, LayoutMap* map, std::string* err) {
       if (pass == 0 && !(latest != 0 && LayoutAt(latest) == l)) continue;
       try {
         if (pass == 1) local = FindEqualLayout(l);
-        if (local == 0) local = InternLayout(l);
+        if (local == 0) local = pass == 0 ? InternLayout(l) : InternOlderLayout(l);
       } catch (const std::length_error& e) {
         return fail(e.what());
       }

@@ -1174,3 +1174,30 @@ TEST_CASE("layouts: an aggregation dropped and defined again, or a view retired 
   CHECK(count(e, view, 2) == 1);
   EntityRecord::Destroy(e);
 }
+
+TEST_CASE("layouts: an older definition read from a snapshot does not become the view's latest, and its state carries over") {
+  auto spec = [](uint64_t s) { return AggSpec{AggKind::kCount, s, 1000, 60'000, 0}; };
+  const uint64_t view = 0xe5e5;
+  ViewLayout reg_l;
+  reg_l.view_id = view;
+  reg_l.aggs = {spec(1), spec(2)};  // the registry's: 2 is new since the snapshot
+  const uint16_t r1 = InternLayout(reg_l);
+  ViewLayout old_l;
+  old_l.view_id = view;
+  old_l.aggs = {spec(1)};
+  const uint16_t s = InternOlderLayout(old_l);
+  CHECK(s > r1);
+  CHECK(LatestLayout(view) == r1);
+  CHECK(NewestOf(r1) == r1);
+  CHECK(NewestOf(s) == r1);
+  CHECK(MapAggregation(s, 0, r1) == 0);  // the snapshot's state of 1 carries over
+  EntityRecord* e = EntityRecord::New();
+  AggInput in[2];
+  in[1].index = 1;
+  EntityApply(&e, r1, 5000, 5000, in, 2);
+  EntityRecord::View v;
+  REQUIRE(e->FindView(view, &v));
+  CHECK(v.layout_id == r1);
+  CHECK(MergeTiles(AggKind::kCount, e->Section(v, 1), 0, 10).n == 1);  // 2 is applied
+  EntityRecord::Destroy(e);
+}
