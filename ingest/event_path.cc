@@ -124,20 +124,35 @@ std::vector<IngestStatsViewCount> UpdateBatch::CountByView() const {
   return out;
 }
 
+void IngestStats::JoinMissing(const std::string& view) {
+  std::lock_guard lk(mu_);
+  join_missing_[view]++;
+}
+
+std::map<std::string, uint64_t> IngestStats::join_missing_by_view() const {
+  std::lock_guard lk(mu_);
+  return join_missing_;
+}
+
 std::map<std::string, uint64_t> IngestStats::skipped_by_view() const {
   std::lock_guard lk(mu_);
   return view_skips_;
 }
 
 std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_view json, int64_t now_ms,
-                               int64_t max_skew_ms, UpdateBatch* out, IngestStats* stats, const std::vector<char>* views) {
+                               int64_t max_skew_ms, UpdateBatch* out, IngestStats* stats, const std::vector<char>* views,
+                               JoinResolver* joins) {
   const SourceDef& src = reg.sources()[static_cast<size_t>(src_index)];
   uncounted_ = false;
   simdjson::dom::element root;
   if (parser_.parse(json.data(), json.size()).get(root) != simdjson::SUCCESS) return "invalid_json";
   if (root.type() != simdjson::dom::element_type::OBJECT) return "not_object";
   slots_.resize(src.slots.size());
-  for (size_t i = 0; i < src.slots.size(); i++) Extract(root, src.slots[i], &slots_[i]);
+  if (joins != nullptr) joins->BeginEvent();
+  for (size_t i = 0; i < src.slots.size(); i++) {
+    if (src.slots[i][0] == kJoinedSlot) slots_[i] = FieldValue{};  // the view's join fills it
+    else Extract(root, src.slots[i], &slots_[i]);
+  }
   for (const FieldCheck& c : src.checks) {
     const FieldValue& f = slots_[static_cast<size_t>(c.slot)];
     if (f.kind == ValueKind::kMissing || f.kind == ValueKind::kNull) {
@@ -196,6 +211,7 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     // This view's inputs go straight into the batch, taken back if it skips the event.
     const size_t agg_mark = out->aggs_.size(), byte_mark = out->bytes_.size();
     uint64_t too_old = 0;
+    if (reason.empty()) ResolveJoins(reg, v, joins, stats);
     if (reason.empty()) {
       for (size_t ai = 0; ai < v.aggs.size(); ai++) {
         const AggregationDef& a = v.aggs[ai];
@@ -276,6 +292,40 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
   }
   if (accepted == 0 && taking > 0) return first_reason;
   return "";
+}
+
+const JoinValues& BatchJoins::Lookup(const ViewDef&, const JoinDef& j, std::string_view key) {
+  auto it = index_.find(std::make_pair(&j, std::string(key)));
+  if (it != index_.end()) return collecting ? none_ : requests[it->second].values;
+  if (!collecting) return none_;  // (a key the collecting pass did not see: none)
+  index_.emplace(std::make_pair(&j, std::string(key)), requests.size());
+  requests.push_back(JoinRequest{&j, std::string(key), {}});
+  return none_;
+}
+
+void EventPlanner::ResolveJoins(const Registry& reg, const ViewDef& v, JoinResolver* joins, IngestStats* stats) {
+  for (const JoinDef& j : v.joins) {
+    const FieldValue& k = slots_[static_cast<size_t>(j.key_slot)];
+    const JoinValues* got = nullptr;
+    if (joins != nullptr && (k.kind == ValueKind::kString || k.kind == ValueKind::kInt)) {
+      const ViewDef& jv = reg.views()[static_cast<size_t>(j.view)];
+      join_key_ = reg.entities()[static_cast<size_t>(jv.entity_index)].name;
+      join_key_ += ':';
+      k.AppendText(&join_key_);
+      got = &joins->Lookup(v, j, join_key_);
+    }
+    const bool found = got != nullptr && got->found && got->values.size() == j.refs.size();
+    for (size_t r = 0; r < j.refs.size(); r++) {
+      FieldValue& slot = slots_[static_cast<size_t>(j.refs[r].slot)];
+      slot = FieldValue{};
+      slot.kind = ValueKind::kNull;
+      if (found) slot = got->values[r];
+    }
+    if (!found) {
+      if (stats) stats->JoinMissing(v.name);
+      else uncounted_ = true;
+    }
+  }
 }
 
 void UpdateBatch::clear() {

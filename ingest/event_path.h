@@ -117,15 +117,71 @@ class IngestStats {
   void Reject(const std::string& source, const std::string& reason);
   std::map<std::pair<std::string, std::string>, uint64_t> rejected_by_source() const;  // (source, reason)
   void ViewSkip(const std::string& view, const std::string& reason);  // one view skipped the event
+  // A view's join found no entity (or the event had no usable key): its
+  // joined features were null for the event.
+  void JoinMissing(const std::string& view);
+  std::map<std::string, uint64_t> join_missing_by_view() const;
   std::map<std::string, uint64_t> rejected_by_reason() const;
   std::map<std::string, uint64_t> skipped_by_view() const;
 
  private:
   mutable std::mutex mu_;
-  std::map<std::string, uint64_t> reasons_, view_skips_;
+  std::map<std::string, uint64_t> reasons_, view_skips_, join_missing_;
   std::map<std::string, ViewFigures> applied_;
   std::map<std::pair<std::string, std::string>, uint64_t> by_source_;
   std::vector<RejectSample> samples_;
+};
+
+// The values of one joined entity's features (JoinDef::refs order) for the
+// planner; strings point into `text`.
+struct JoinValues {
+  bool found = false;  // false: the entity is missing (every value null)
+  std::vector<FieldValue> values;
+  std::vector<std::string> text;
+  void Clear() {
+    found = false;
+    values.clear();
+    text.clear();
+  }
+};
+
+// Join lookups (docs/architecture.md, "Joins"): what the planner asks for
+// the current values of a view's joined features. Per thread.
+class JoinResolver {
+ public:
+  virtual ~JoinResolver() = default;
+  // A new event: what earlier lookups returned may go.
+  virtual void BeginEvent() {}
+  // Join j of view v, for the joined entity `key` ("product:7"). The
+  // result stays valid until the Plan call returns.
+  virtual const JoinValues& Lookup(const ViewDef& v, const JoinDef& j, std::string_view key) = 0;
+};
+
+// One joined entity a batch of events needs (BatchJoins).
+struct JoinRequest {
+  const JoinDef* join = nullptr;
+  std::string key;  // "product:7"
+  JoinValues values;
+};
+
+// The lookups of a batch of events done in one round (the Kafka ingest,
+// docs/architecture.md, "Joins"): planned once collecting, every distinct
+// (join, key) goes in `requests`; once they hold the values, planned again
+// answering from them.
+class BatchJoins : public JoinResolver {
+ public:
+  bool collecting = true;
+  std::vector<JoinRequest> requests;
+  const JoinValues& Lookup(const ViewDef& v, const JoinDef& j, std::string_view key) override;
+  void Clear() {
+    collecting = true;
+    requests.clear();
+    index_.clear();
+  }
+
+ private:
+  std::map<std::pair<const JoinDef*, std::string>, size_t, std::less<>> index_;
+  JoinValues none_;
 };
 
 class EventPlanner {
@@ -138,17 +194,22 @@ class EventPlanner {
   // missing_field, bad_field.
   // `views`: when given, only the views i with views[i] != 0 take the event
   // (the others are as if absent: a held backfill view, or the views a
-  // replay fills).
+  // replay fills). `joins` looks up the joined features of views with
+  // joins (null: every joined entity is missing).
   std::string Plan(const Registry& reg, int src, std::string_view json, int64_t now_ms, int64_t max_skew_ms,
-                   UpdateBatch* out, IngestStats* stats, const std::vector<char>* views = nullptr);
+                   UpdateBatch* out, IngestStats* stats, const std::vector<char>* views = nullptr,
+                   JoinResolver* joins = nullptr);
   // After a Plan with stats == nullptr: true when it would have counted
   // something (a future event, a view that skipped it, too-old inputs).
   bool uncounted() const { return uncounted_; }
 
  private:
+  // Fills the joined slots of view v (null where the entity is missing).
+  void ResolveJoins(const Registry& reg, const ViewDef& v, JoinResolver* joins, IngestStats* stats);
   bool uncounted_ = false;
   simdjson::dom::parser parser_;
   std::vector<FieldValue> slots_;
+  std::string join_key_;
   std::string scratch_;  // the text of a non-string distinct value
 };
 

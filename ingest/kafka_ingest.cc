@@ -538,6 +538,8 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
                             RD_KAFKA_RESP_ERR_NO_ERROR)
       f->high = std::max(hi, f->position);
   }
+  std::vector<PlanItem> items;
+  std::vector<rd_kafka_message_t*> item_msg;
   for (rd_kafka_message_t* m : msgs) {
     if (m == nullptr) continue;
     const char* topic = rd_kafka_topic_name(m->rkt);
@@ -547,19 +549,47 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
     for (size_t si = 0; si < reg->sources().size(); si++) {
       if (reg->sources()[si].topic != topic) continue;
       planned = true;
-      std::string why = planner.Plan(*reg, static_cast<int>(si), json, now, skew, &updates, &stats, mask);
-      if (why.empty()) applied++;
-      else DeadLetter(m, reg->sources()[si].name, why, &stats);
+      items.push_back({static_cast<int>(si), json});
+      item_msg.push_back(m);
     }
     if (!planned) DeadLetter(m, topic, "no_source", &stats);
     rd_kafka_timestamp_type_t tt;
     int64_t ts = rd_kafka_message_timestamp(m, &tt);
     if (ts > 0) kafka_ts.push_back(ts);
-    rd_kafka_message_destroy(m);
   }
+  std::vector<std::string> why;
+  PlanEvents(planner, *reg, items, now, skew, &updates, &stats, mask, &why);
+  for (size_t i = 0; i < items.size(); i++) {
+    if (why[i].empty()) applied++;
+    else DeadLetter(item_msg[i], reg->sources()[static_cast<size_t>(items[i].src)].name, why[i], &stats);
+  }
+  for (rd_kafka_message_t* m : msgs)
+    if (m != nullptr) rd_kafka_message_destroy(m);
   if (h_->dlq) rd_kafka_poll(h_->dlq, 0);
   ApplyBatch(std::move(updates), reg, std::move(kafka_ts), applied);
   ReleaseInFlight();
+}
+
+void KafkaIngest::PlanEvents(EventPlanner& planner, const Registry& reg, const std::vector<PlanItem>& items,
+                             int64_t now, int64_t skew, UpdateBatch* updates, IngestStats* stats,
+                             const std::vector<char>* mask, std::vector<std::string>* why) {
+  auto joined = [&](const PlanItem& it) { return reg.sources()[static_cast<size_t>(it.src)].has_joins; };
+  thread_local BatchJoins joins;
+  joins.Clear();
+  if (std::any_of(items.begin(), items.end(), joined)) {
+    UpdateBatch scratch;  // the collecting pass: only the lookups it asks for count
+    for (const PlanItem& it : items)
+      if (joined(it)) {
+        planner.Plan(reg, it.src, it.json, now, skew, &scratch, nullptr, mask, &joins);
+        scratch.clear();
+      }
+    if (!joins.requests.empty()) sink_->JoinLookups(reg, &joins.requests, now);
+    joins.collecting = false;
+  }
+  why->clear();
+  for (const PlanItem& it : items)
+    why->push_back(planner.Plan(reg, it.src, it.json, now, skew, updates, stats, mask, joined(it) ? &joins : nullptr));
+  joins.Clear();
 }
 
 void KafkaIngest::ReleaseInFlight() {
@@ -1107,6 +1137,8 @@ void KafkaIngest::ReplayStep(EventPlanner& planner) {
     rd_kafka_topic_partition_list_destroy(one);
   };
   std::string failure;
+  std::vector<PlanItem> items;
+  std::vector<rd_kafka_message_t*> kept;
   for (size_t n = 0; n < quota && failure.empty(); n++) {
     rd_kafka_message_t* m = rd_kafka_consumer_poll(r.consumer, n == 0 ? 10 : 0);
     if (m == nullptr) break;
@@ -1136,15 +1168,17 @@ void KafkaIngest::ReplayStep(EventPlanner& planner) {
       if (ts < r.from_ms || (r.to_ms != 0 && ts >= r.to_ms)) {
         out_of_range++;
       } else {
-        std::string_view json(static_cast<const char*>(m->payload), m->payload ? m->len : 0);
-        std::string why = planner.Plan(*reg, si, json, now, skew, &updates, nullptr, &mask);
-        if (why.empty()) applied++;
-        else rejected++;
+        items.push_back({si, std::string_view(static_cast<const char*>(m->payload), m->payload ? m->len : 0)});
+        kept.push_back(m);  // planned below, all together
       }
       if (m->offset + 1 >= end->second) finish_partition(p);
     }
-    rd_kafka_message_destroy(m);
+    if (kept.empty() || kept.back() != m) rd_kafka_message_destroy(m);
   }
+  std::vector<std::string> why;
+  PlanEvents(planner, *reg, items, now, skew, &updates, nullptr, &mask, &why);
+  for (const std::string& w : why) (w.empty() ? applied : rejected)++;
+  for (rd_kafka_message_t* m : kept) rd_kafka_message_destroy(m);
   if (!updates.empty()) {
     in_flight_.fetch_add(1);
     ApplyBatch(std::move(updates), reg, {}, 0);

@@ -55,6 +55,9 @@ class IngestSink {
   // Commands shard s has executed so far; read on shard s's thread.
   virtual uint64_t ShardCommands(int s) = 0;
   virtual IngestStats& Stats() = 0;
+  // Reads each request's joined entity on its shard (every shard in
+  // parallel) and returns when all are read (docs/architecture.md, "Joins").
+  virtual void JoinLookups(const Registry& reg, std::vector<JoinRequest>* requests, int64_t now_ms) = 0;
 };
 
 struct KafkaSettings {
@@ -193,6 +196,16 @@ class KafkaIngest {
   void Poll(int wait_ms);
   // Plans batch_ and hands it to the shards; empties batch_.
   void ProcessBatch(EventPlanner& planner);
+  // Plans events (source index, payload) into *updates, why[i] the result
+  // of item i; the lookups of the items whose source joins are done first,
+  // in one round to the shards (docs/architecture.md, "Joins").
+  struct PlanItem {
+    int src;
+    std::string_view json;
+  };
+  void PlanEvents(EventPlanner& planner, const Registry& reg, const std::vector<PlanItem>& items, int64_t now,
+                  int64_t skew, UpdateBatch* updates, IngestStats* stats, const std::vector<char>* mask,
+                  std::vector<std::string>* why);
   // Waits (bounded) until every batch handed to the shards has been applied.
   void WaitApplied();
   // Follows the registry: sidecar mode (re)assigns, group mode (re)subscribes.

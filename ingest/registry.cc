@@ -10,6 +10,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -212,6 +213,11 @@ std::shared_ptr<const Registry> Registry::Empty() {
 
 void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std::string* canonical) {
   if (root.IsNull()) return;
+  struct JoinNode {
+    size_t view, join;
+    YAML::Node node;
+  };
+  std::vector<JoinNode> join_nodes;  // resolved once every view is known
   L.OnlyKeys(root, {"sources", "entities", "views"}, "the registry");
   // Sources.
   if (root["sources"]) {
@@ -297,7 +303,7 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
       for (const ViewDef& o : r->views_)
         if (o.name == v.name) L.Fail(kv.first, "view '" + v.base + "' version " + std::to_string(v.version) + " defined twice");
       v.id = Hash(v.name);
-      L.OnlyKeys(d, {"entity", "source", "ttl", "features", "version", "backfill"}, "view '" + v.name + "'");
+      L.OnlyKeys(d, {"entity", "source", "ttl", "features", "version", "backfill", "join"}, "view '" + v.name + "'");
       if (!d["entity"]) L.Fail(d, "view '" + v.name + "' needs an entity");
       if (!d["source"]) L.Fail(d, "view '" + v.name + "' needs a source");
       v.entity = L.Scalar(d["entity"], "entity");
@@ -319,10 +325,51 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         v.backfill = b == "true";
       }
       v.entity_key_slot = SlotOf(src, ent->key_field);
+      // Joins (docs/architecture.md, "Joins"): `join: {alias: {view: V, key: field}}`.
+      if (d["join"]) {
+        const YAML::Node& jn = d["join"];
+        if (!jn.IsMap() || jn.size() == 0)
+          L.Fail(jn, "view '" + v.name + "': 'join' is a mapping of alias to {view: V, key: field}");
+        for (const auto& jkv : jn) {
+          JoinDef j;
+          j.alias = jkv.first.as<std::string>();
+          const std::string where = "join '" + j.alias + "' of view '" + v.name + "'";
+          if (j.alias.empty() || j.alias.find('.') != std::string::npos)
+            L.Fail(jkv.first, where + ": an alias is a name without dots");
+          if (!jkv.second.IsMap()) L.Fail(jkv.second, where + " is a mapping {view: V, key: field}");
+          L.OnlyKeys(jkv.second, {"view", "key"}, where);
+          if (!jkv.second["view"] || !jkv.second["key"]) L.Fail(jkv.second, where + " needs 'view' and 'key'");
+          j.view_name = L.Scalar(jkv.second["view"], "view");
+          j.key_field = L.Scalar(jkv.second["key"], "key");
+          j.key_slot = SlotOf(src, j.key_field);
+          join_nodes.push_back({r->views_.size(), v.joins.size(), jkv.second});
+          v.joins.push_back(std::move(j));
+        }
+      }
+      // A field or where path "alias.feature" names a joined feature: it
+      // gets a slot of its own (a path no event has), filled by the planner.
+      std::set<std::string> aliases_used;
+      auto slot_of = [&](const std::string& path) {
+        size_t dot = path.find('.');
+        for (JoinDef& j : v.joins) {
+          if (dot != j.alias.size() || path.compare(0, dot, j.alias) != 0) continue;
+          aliases_used.insert(j.alias);
+          std::string feature = path.substr(dot + 1);
+          for (const JoinDef::Ref& ref : j.refs)
+            if (ref.feature == feature) return ref.slot;
+          JoinDef::Ref ref;
+          ref.feature = feature;
+          ref.slot = SlotOf(src, std::string(1, kJoinedSlot) + v.name + std::string(1, kJoinedSlot) + path);
+          j.refs.push_back(ref);
+          return ref.slot;
+        }
+        return SlotOf(src, path);
+      };
       if (!d["features"] || !d["features"].IsMap() || d["features"].size() == 0)
         L.Fail(d, "view '" + v.name + "' needs a 'features' mapping");
       std::set<std::string> names;
       for (const auto& fkv : d["features"]) {
+        aliases_used.clear();
         AggregationDef a;
         a.name = fkv.first.as<std::string>();
         const YAML::Node& fd = fkv.second;
@@ -341,7 +388,7 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         if (!found) L.Fail(fd["agg"], where + ": unknown aggregation '" + agg + "' (count, sum, min, max, mean, stddev, count_distinct, quantile, last, last_n)");
         if (fd["field"]) a.field = L.Scalar(fd["field"], "field");
         if (a.kind != AggKind::kCount && a.field.empty()) L.Fail(fd, where + ": aggregation '" + agg + "' needs a field");
-        if (!a.field.empty()) a.field_slot = SlotOf(src, a.field);
+        if (!a.field.empty()) a.field_slot = slot_of(a.field);
         if (IsNumeric(a.kind)) {
           // A typed source says what the field holds: a number aggregation of
           // a string, boolean or enum field could only reject every event.
@@ -381,7 +428,7 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         if (fd["where"]) {
           a.where_text = L.Scalar(fd["where"], "where");
           std::string err;
-          auto f = Filter::Compile(a.where_text, [&](const std::string& p) { return SlotOf(src, p); }, &err);
+          auto f = Filter::Compile(a.where_text, slot_of, &err);
           if (!f) L.Fail(fd["where"], where + ": bad where \"" + a.where_text + "\": " + err);
           a.where = std::move(f);
         }
@@ -477,6 +524,9 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         std::string sig = v.name + "|" + a.name + "|" + agg + "|" + a.field + "|" + a.where_text + "|" +
                           std::to_string(a.resolution_ms) + "|" + std::to_string(a.max_window_ms) + "|" +
                           std::to_string(a.n) + "|" + v.source + (a.kind == AggKind::kSession ? "|session" : "");
+        // A joined field means what its join says: the join is part of it.
+        for (const JoinDef& j : v.joins)
+          if (aliases_used.count(j.alias)) sig += "|join " + j.alias + "=" + j.view_name + "/" + j.key_field;
         a.signature = Hash(sig);
         std::string wins;
         for (auto& t : a.window_texts) wins += t + ",";
@@ -500,6 +550,45 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
       r->views_.push_back(std::move(v));
     }
   }
+  // Joins: the joined view by its exact name ("v" is version 1, "v@2"
+  // version 2), the features used, and no cycle.
+  for (auto& [vi, ji, node] : join_nodes) {
+    ViewDef& v = r->views_[vi];
+    JoinDef& j = v.joins[ji];
+    const std::string where = "join '" + j.alias + "' of view '" + v.name + "'";
+    for (size_t k = 0; k < r->views_.size(); k++)
+      if (r->views_[k].name == j.view_name) j.view = static_cast<int>(k);
+    if (j.view < 0) L.Fail(node["view"], where + ": undefined view '" + j.view_name + "'");
+    if (j.refs.empty())
+      L.Fail(node, where + ": no feature of the view uses it (name its features '" + j.alias + ".<feature>')");
+    const auto features = r->FeaturesOfView(j.view);
+    for (JoinDef::Ref& ref : j.refs) {
+      auto it = std::find_if(features.begin(), features.end(), [&](const auto& f) { return f.first == ref.feature; });
+      if (it == features.end()) L.Fail(node, where + ": view '" + j.view_name + "' has no feature '" + ref.feature + "'");
+      ref.f = it->second;
+    }
+    *canonical += "join " + v.name + " " + j.alias + " " + j.view_name + " " + j.key_field + "\n";
+    r->sources_[static_cast<size_t>(v.source_index)].has_joins = true;
+  }
+  // A cycle (a view that joins itself, directly or through others) is
+  // refused: its enrichment would depend on its own updates.
+  std::vector<int> state(r->views_.size(), 0);  // 0 new, 1 on the path, 2 done
+  std::function<void(size_t)> visit = [&](size_t vi) {
+    state[vi] = 1;
+    for (size_t ji = 0; ji < r->views_[vi].joins.size(); ji++) {
+      const auto to = static_cast<size_t>(r->views_[vi].joins[ji].view);
+      if (state[to] == 1) {
+        for (auto& n : join_nodes)
+          if (n.view == vi && n.join == ji)
+            L.Fail(n.node, "join '" + r->views_[vi].joins[ji].alias + "' of view '" + r->views_[vi].name +
+                               "' closes a cycle of joins through view '" + r->views_[to].name + "'");
+      }
+      if (state[to] == 0) visit(to);
+    }
+    state[vi] = 2;
+  };
+  for (size_t vi = 0; vi < r->views_.size(); vi++)
+    if (state[vi] == 0) visit(vi);
 }
 
 int Registry::FindSource(std::string_view name) const {

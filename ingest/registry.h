@@ -43,6 +43,7 @@ struct SourceDef {
   std::vector<std::string> slots;  // slot -> field path, for the decoder
   std::vector<int> views;          // indexes of the views fed by this source
   std::vector<FieldCheck> checks;  // declared field types, in declaration order
+  bool has_joins = false;          // a view of it joins (its events need lookups)
 };
 
 struct EntityDef {
@@ -61,6 +62,36 @@ struct AggregationDef : AggSpec {  // AggSpec: kind, signature, resolution, max 
   std::shared_ptr<const Filter> where;  // null: every event
 };
 
+// One servable feature name: aggregation `agg` of view `view`, window
+// `window` (-1 for last / last_n), quantile `q` (quantile only, else -1).
+// A session aggregation's features are its parts: q is the part
+// (kSessionValue...), window the window of sessions_<W>.
+struct FeatureRef {
+  int view = -1, agg = -1, window = -1, q = -1;
+};
+
+// An enrichment join of a view (docs/architecture.md, "Joins"): for each
+// event, the current values of features of another view, for the entity
+// whose key is the event's field `key_field`; `where` and `field` name them
+// `alias.feature`. Each joined feature the view uses has an event slot of
+// its own, which the planner fills before it evaluates the view.
+// The slot path of a joined feature starts with this byte: no event field
+// has such a name, so the decoder leaves it missing for the planner.
+inline constexpr char kJoinedSlot = '\x01';
+struct JoinDef {
+  std::string alias;      // "product"
+  std::string view_name;  // the joined view, as written ("product_info", "product_info@2")
+  int view = -1;          // its index in the registry
+  std::string key_field;  // the event field holding the joined entity's key
+  int key_slot = -1;
+  struct Ref {
+    std::string feature;  // as written after the alias ("price_last")
+    FeatureRef f;
+    int slot = -1;
+  };
+  std::vector<Ref> refs;
+};
+
 struct ViewDef {
   std::string name, entity, source;  // name: "user_activity", or "user_activity@2" for version 2
   std::string base;                  // the name without its version: "user_activity"
@@ -75,15 +106,8 @@ struct ViewDef {
   int source_index = -1;
   int entity_index = -1;
   std::vector<AggregationDef> aggs;
+  std::vector<JoinDef> joins;
   uint16_t layout_id = 0;  // the interned storage layout of this definition (storage/entity.h)
-};
-
-// One servable feature name: aggregation `agg` of view `view`, window
-// `window` (-1 for last / last_n), quantile `q` (quantile only, else -1).
-// A session aggregation's features are its parts: q is the part
-// (kSessionValue...), window the window of sessions_<W>.
-struct FeatureRef {
-  int view = -1, agg = -1, window = -1, q = -1;
 };
 enum SessionPart { kSessionValue, kSessionStart, kSessionDuration, kSessionEvents, kSessionCount, kSessionParts };
 // <name><suffix>: visits_session, visits_session_start, ...,

@@ -17,7 +17,9 @@
 #include "server/command.h"
 #include "server/connection.h"
 #include "server/feature_values.h"
+#include "server/joins.h"
 #include "server/server.h"
+#include "server/transaction.h"
 #include "storage/entity.h"
 #include "storage/key_table.h"
 #include "storage/shard_store.h"
@@ -372,7 +374,7 @@ class FeventLookahead {
       const char* end = c.conn->PeekCommand(next_, &a.args);
       if (end == nullptr || a.args.size() < 3 || a.args.size() > 2 + kMaxEvents || !EqualsFevent(a.args[0])) break;
       int src = reg->FindSource(a.args[1]);
-      if (src < 0) break;
+      if (src < 0 || reg->sources()[static_cast<size_t>(src)].has_joins) break;  // joins look up when the command runs
       a.batch.clear();
       bool clean = true;
       for (size_t i = 2; clean && i < a.args.size(); i++)
@@ -426,6 +428,56 @@ class FeventLookahead {
   const char* next_ = nullptr;  // the first byte after the last command planned
 };
 
+// FEVENT of a source whose views join (docs/architecture.md, "Joins"): the
+// lookups read the joined entities' stores inline, so it runs with one
+// shard, or with every shard parked; the append-only file gets each event
+// with what its lookups returned.
+void FEventJoined(CommandContext& c, const Registry& reg, int src) {
+  ShardSet& set = c.server->shards();
+  if (set.size() > 1 && !ShardSet::inline_posts()) return RunExclusive(c);
+  thread_local EventPlanner planner;
+  StoreJoins joins(set, reg, c.now_ms);
+  UpdateBatch updates;
+  IngestStats& stats = c.server->ingest_stats;
+  const size_t n = c.args.size() - 2;
+  std::vector<std::string> logged{std::string(c.args[0]), std::string(c.args[1])};
+  std::vector<std::pair<size_t, std::string>> rejected;
+  const int64_t skew = c.server->config().max_event_skew_ms();
+  for (size_t i = 0; i < n; i++) {
+    std::string why = planner.Plan(reg, src, c.args[i + 2], c.now_ms, skew, &updates, &stats, nullptr, &joins);
+    logged.push_back(joins.EnrichEvent(c.args[i + 2]));
+    if (!why.empty()) {
+      stats.Reject(std::string(c.args[1]), why);
+      stats.Sample(RejectSample{why, "FEVENT " + std::string(c.args[1]) + " #" + std::to_string(i + 1), c.now_ms,
+                                std::string(c.args[i + 2])});
+      rejected.emplace_back(i + 1, why);
+    }
+  }
+  if (const AclUser& u = c.conn->user(); !u.allkeys) {
+    for (size_t i = 0; i < updates.size(); i++) {
+      if (u.KeyAllowed(updates.key(i))) continue;
+      c.conn->LogDenied("key", updates.key(i));
+      return c.out.Error(kAclKeyDenied);
+    }
+  }
+  ShardPlan plan = updates.PlanShards(set.size());
+  for (int s : plan.shards()) {
+    ShardStore& st = set.shard(s).store;
+    for (uint32_t k : plan.indexes(s))
+      if (!ApplyViewUpdate(st, updates, k, c.now_ms, &stats)) stats.ViewSkip(*updates[k].view_name, "wrongtype");
+    std::vector<std::string_view> args(logged.begin(), logged.end());
+    aof::LogWrite(st, aof::Kind::kEvents, c.now_ms, args);
+  }
+  const uint64_t applied = n - rejected.size();
+  stats.events_applied.fetch_add(applied, std::memory_order_relaxed);
+  stats.ViewsApplied(updates.CountByView());
+  if (rejected.empty()) return c.out.Integer(static_cast<int64_t>(applied));
+  std::string err = "ERR " + std::to_string(rejected.size()) + " of " + std::to_string(n) + " events rejected: ";
+  for (size_t i = 0; i < rejected.size(); i++)
+    err += (i ? "; #" : "#") + std::to_string(rejected[i].first) + ": " + rejected[i].second;
+  c.out.Error(err);
+}
+
 // FEVENT source json [json ...]
 void FEvent(CommandContext& c) {
   // The shard's registry, by reference: it is swapped only on this thread,
@@ -433,6 +485,7 @@ void FEvent(CommandContext& c) {
   const std::shared_ptr<const Registry>& reg = c.server->shards().shard(c.shard).registry;
   int src = reg->FindSource(c.args[1]);
   if (src < 0) return c.out.Error("ERR unknown source '" + std::string(c.args[1]) + "'");
+  if (reg->sources()[static_cast<size_t>(src)].has_joins) return FEventJoined(c, *reg, src);
   thread_local EventPlanner planner;
   thread_local FeventLookahead ahead;
   // Planned into a batch this thread reuses; moved out only for a fan-out.
@@ -739,7 +792,14 @@ void ReplayEvents(Server& server, std::span<const std::string_view> args, int64_
   UpdateBatch updates;
   IngestStats scratch;  // the events were counted when they arrived
   int64_t skew = server.config().max_event_skew_ms();
-  for (size_t i = 2; i < args.size(); i++) planner.Plan(*reg, src, args[i], now_ms, skew, &updates, &scratch);
+  // Joined features as they were looked up when the event was acknowledged
+  // (FEventJoined embedded them).
+  EmbeddedJoins joins;
+  const bool joined = reg->sources()[static_cast<size_t>(src)].has_joins;
+  for (size_t i = 2; i < args.size(); i++) {
+    if (joined) joins.SetEvent(args[i]);
+    planner.Plan(*reg, src, args[i], now_ms, skew, &updates, &scratch, nullptr, joined ? &joins : nullptr);
+  }
   ShardSet& set = server.shards();
   updates.PlanShards(set.size());  // sets each update's key hash
   for (size_t k = 0; k < updates.size(); k++) {

@@ -286,4 +286,38 @@ void RenderFeatureValue(ReplyWriter& out, const FeatureValue& v) {
   }
 }
 
+void ReadJoined(ShardStore& st, const Registry& reg, const JoinDef& j, std::string_view key, uint64_t hash, int64_t now,
+                JoinValues* out) {
+  out->Clear();
+  const EntityRecord* e;
+  if (EntityAt(st, key, hash, now, &e) != OpStatus::kOk || e == nullptr) return;
+  out->found = true;
+  // Text values are copied first, then pointed at (the vector no longer grows).
+  FeatureValue fv;
+  std::vector<std::pair<size_t, size_t>> texts;  // (value, text index)
+  for (const JoinDef::Ref& ref : j.refs) {
+    FeatureValueAt(reg, ref.f, e, now, now, false, &fv);
+    FieldValue v;
+    switch (fv.kind) {
+      case FeatureValue::Kind::kNull: v.kind = ValueKind::kNull; break;
+      case FeatureValue::Kind::kInt:
+        v.kind = ValueKind::kInt;
+        v.i = fv.i;
+        break;
+      case FeatureValue::Kind::kDouble:
+        v.kind = ValueKind::kDouble;
+        v.d = fv.d;
+        break;
+      case FeatureValue::Kind::kString:
+        v.kind = ValueKind::kString;
+        texts.emplace_back(out->values.size(), out->text.size());
+        out->text.emplace_back(fv.s);
+        break;
+      case FeatureValue::Kind::kList: v.kind = ValueKind::kOther; break;  // last_n: not a scalar
+    }
+    out->values.push_back(v);
+  }
+  for (auto [vi, ti] : texts) out->values[vi].s = out->text[ti];
+}
+
 }  // namespace fkv

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ingest/event_path.h"
 #include "ingest/registry.h"
 #include "protocol/reply_writer.h"
 #include "storage/entity.h"
@@ -51,6 +52,11 @@ void WindowValue(const AggregationDef& a, std::string_view section, int64_t lo, 
 // as_of: an AT was given (last/last_n then show only values with ts <= t).
 void FeatureValueAt(const Registry& reg, const FeatureRef& f, const EntityRecord* e, int64_t t, int64_t now, bool as_of,
                     FeatureValue* out);
+// The current values of join j's features for the joined entity at key, on
+// its shard's store (docs/architecture.md, "Joins"): out->found is false
+// when there is no such entity (or the key holds another type).
+void ReadJoined(ShardStore& st, const Registry& reg, const JoinDef& j, std::string_view key, uint64_t hash, int64_t now,
+                JoinValues* out);
 // The entity at key: *e is null when the key does not exist; kWrongType
 // when it holds something else. Counts a keyspace hit or miss.
 OpStatus EntityAt(ShardStore& st, std::string_view key, uint64_t hash, int64_t now, const EntityRecord** e);

@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -11,6 +13,7 @@
 
 #include "server/allocator_stats.h"
 #include "server/connection.h"
+#include "server/feature_values.h"
 #include "storage/key_table.h"
 
 namespace fkv {
@@ -45,6 +48,33 @@ class ServerSink : public IngestSink {
     return s_->shards().shard(shard).counters.commands.load(std::memory_order_relaxed);
   }
   IngestStats& Stats() override { return s_->ingest_stats; }
+  void JoinLookups(const Registry& reg, std::vector<JoinRequest>* requests, int64_t now_ms) override {
+    ShardSet* set = &s_->shards();
+    std::vector<std::vector<size_t>> by_shard(static_cast<size_t>(set->size()));
+    for (size_t i = 0; i < requests->size(); i++)
+      by_shard[static_cast<size_t>(set->ShardOf(HashKey((*requests)[i].key)))].push_back(i);
+    struct Wait {
+      std::mutex mu;
+      std::condition_variable cv;
+      int left = 0;
+    };
+    auto w = std::make_shared<Wait>();
+    for (const auto& idx : by_shard) w->left += !idx.empty();
+    for (int s = 0; s < set->size(); s++) {
+      if (by_shard[static_cast<size_t>(s)].empty()) continue;
+      // The caller waits below: requests and reg outlive the task.
+      set->Post(s, [set, s, requests, &reg, now_ms, w, idx = std::move(by_shard[static_cast<size_t>(s)])] {
+        for (size_t i : idx) {
+          JoinRequest& r = (*requests)[i];
+          ReadJoined(set->shard(s).store, reg, *r.join, r.key, HashKey(r.key), now_ms, &r.values);
+        }
+        std::lock_guard lk(w->mu);
+        if (--w->left == 0) w->cv.notify_all();
+      });
+    }
+    std::unique_lock lk(w->mu);
+    w->cv.wait(lk, [&] { return w->left == 0; });
+  }
 
  private:
   Server* s_;

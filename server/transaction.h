@@ -63,6 +63,13 @@ void Enqueue(ShardSet& set, Transaction& tx, const CommandSpec* spec, const ArgL
 // key does not exist. On the key's shard.
 uint64_t KeyDigest(ShardStore& st, std::string_view key, uint64_t hash, int64_t now_ms);
 
+// Runs the command of c again on the ExclusiveRunner's thread while every
+// shard is parked (as a transaction over many shards), replying when it is
+// done: for a command that must read other shards' stores inline (FEVENT
+// of a source whose views join). c's handler must not call this again
+// when ShardSet::inline_posts() is on.
+void RunExclusive(CommandContext& c);
+
 // Runs bodies on a thread of its own, one at a time, each while every
 // shard's thread is parked.
 class ExclusiveRunner {

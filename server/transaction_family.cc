@@ -198,6 +198,30 @@ void Exec(CommandContext& c) {
   });
 }
 
+}  // namespace
+
+void RunExclusive(CommandContext& c) {
+  auto args = std::make_shared<std::vector<std::string>>(c.args.begin(), c.args.end());
+  Server* server = c.server;
+  const CommandSpec* spec = c.spec;
+  auto reply = c.Defer();
+  auto conn = c.conn->self();
+  const int proto = c.conn->protocol();
+  server->exclusive().Run([server, spec, args, reply, conn, proto](bool ok) {
+    if (!ok) return reply([](ReplyWriter& out) { out.Error("ERR the server is shutting down"); });
+    ShardSet::InlinePosts inline_posts;
+    auto buf = std::make_shared<std::string>();
+    ReplyWriter w(buf.get(), proto);
+    ArgList a(args->begin(), args->end());
+    const int home = conn->home();
+    CommandContext ctx{server, conn.get(), spec, a, w, home, &server->shards().shard(home).store, 0, NowMs()};
+    spec->handler(ctx);
+    reply([buf](ReplyWriter& out) { out.buffer()->append(*buf); });
+  });
+}
+
+namespace {
+
 // WATCH key [key ...]: the digest of every key, read on its shard.
 void Watch(CommandContext& c) {
   Transaction& tx = c.conn->tx();
