@@ -2,7 +2,10 @@
 #include "server/feature_values.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 
 #include "storage/quantile.h"
 
@@ -308,11 +311,30 @@ void ReadJoined(ShardStore& st, const Registry& reg, const JoinDef& j, std::stri
         v.kind = ValueKind::kDouble;
         v.d = fv.d;
         break;
-      case FeatureValue::Kind::kString:
+      case FeatureValue::Kind::kString: {
+        // A `last` value is text; one that reads as a number is the
+        // number, as the event field it came from was (docs/architecture.md, "Joins").
+        std::string t(fv.s);
+        char* end = nullptr;
+        errno = 0;
+        const long long i = t.empty() ? 0 : std::strtoll(t.c_str(), &end, 10);
+        if (!t.empty() && *end == '\0' && errno == 0 && !std::isspace(static_cast<unsigned char>(t[0]))) {
+          v.kind = ValueKind::kInt;
+          v.i = i;
+          break;
+        }
+        const double d = t.empty() ? 0 : std::strtod(t.c_str(), &end);
+        if (!t.empty() && *end == '\0' && std::isfinite(d) && !std::isspace(static_cast<unsigned char>(t[0])) &&
+            t.find_first_of("xXnN") == std::string::npos) {  // not hex floats, inf or nan
+          v.kind = ValueKind::kDouble;
+          v.d = d;
+          break;
+        }
         v.kind = ValueKind::kString;
         texts.emplace_back(out->values.size(), out->text.size());
-        out->text.emplace_back(fv.s);
+        out->text.push_back(std::move(t));
         break;
+      }
       case FeatureValue::Kind::kList: v.kind = ValueKind::kOther; break;  // last_n: not a scalar
     }
     out->values.push_back(v);
