@@ -224,9 +224,26 @@ BENCHMARK(BM_EventDecodePlanApplyBatched)->Arg(10000)->Arg(1000000);
 // events that carry a price, over 100,000 users, with the demo registry
 // (Arg 0); plus a quantile of the price per product over 1h in 1-minute
 // tiles, p50, p95, p99 (Arg 1); plus a session count per user, gap 30m,
-// sessions_24h (Arg 2).
+// sessions_24h (Arg 2); plus a user view joining the product's views_1h,
+// looked up in the store for each event (Arg 3: the lookup FEVENT does;
+// Kafka batches them per shard).
+class BenchStoreJoins : public JoinResolver {
+ public:
+  BenchStoreJoins(ShardStore& st, const Registry& reg, int64_t now) : st_(st), reg_(reg), now_(now) {}
+  const JoinValues& Lookup(const ViewDef&, const JoinDef& j, std::string_view key) override {
+    ReadJoined(st_, reg_, j, key, HashKey(key), now_, &v_);
+    return v_;
+  }
+
+ private:
+  ShardStore& st_;
+  const Registry& reg_;
+  int64_t now_;
+  JoinValues v_;
+};
+
 void BM_EventApplyOneMoreKind(benchmark::State& state) {
-  static std::shared_ptr<const Registry> regs[3];
+  static std::shared_ptr<const Registry> regs[4];
   if (!regs[0]) {
     std::ifstream f(FKV_SOURCE_DIR "/conf/features.yaml");
     std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -237,6 +254,10 @@ void BM_EventApplyOneMoreKind(benchmark::State& state) {
     regs[1] = Registry::LoadText(q, "demo+quantile");
     sess.insert(sess.find("      last_action:"), "      visits: {agg: count, session: {gap: 30m, windows: [24h]}}\n");
     regs[2] = Registry::LoadText(sess, "demo+session");
+    regs[3] = Registry::LoadText(text + "  user_taste:\n    entity: user\n    source: user_events\n    join:\n"
+                                        "      product: {view: product_popularity, key: product_id}\n    features:\n"
+                                        "      popular: {agg: count, where: \"product.views_1h >= 5\", windows: [1h]}\n",
+                                 "demo+join");
   }
   const Registry& reg = *regs[state.range(0)];
   int64_t now_ms = int64_t{1'790'000'000} * 1000;
@@ -248,10 +269,11 @@ void BM_EventApplyOneMoreKind(benchmark::State& state) {
   ShardStore store;
   ApplyAll(reg, events, now_ms, &planner, &store);  // warm: every entity exists
   UpdateBatch ups;
+  BenchStoreJoins joins(store, reg, now_ms);
   size_t i = 0;
   for (auto _ : state) {
     ups.clear();
-    planner.Plan(reg, 0, events[i++ % events.size()], now_ms, 300000, &ups, nullptr);
+    planner.Plan(reg, 0, events[i++ % events.size()], now_ms, 300000, &ups, nullptr, nullptr, &joins);
     for (size_t k = 0; k < ups.size(); k++) {
       ups[k].key_hash = HashKey(ups.key(k));
       ApplyViewUpdate(store, ups, k, now_ms, nullptr);
@@ -259,7 +281,7 @@ void BM_EventApplyOneMoreKind(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
-BENCHMARK(BM_EventApplyOneMoreKind)->Arg(0)->Arg(1)->Arg(2);
+BENCHMARK(BM_EventApplyOneMoreKind)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
 
 // FGET of every demo feature of one user (8 features, 6 windowed), reply
 // written RESP3: the work of the command handler, without the network.

@@ -2546,6 +2546,13 @@ class ExampleRegistryTest(unittest.TestCase):
             with self.assertRaises(redis.ResponseError) as cm:
                 r.execute_command("FEVENT", "user_events", json.dumps({"user_id": 1, "action": "swipe", "timestamp": t}))
             self.assertIn("bad_enum", str(cm.exception))
+            # The join: the five views of product 7 were looked up before
+            # any of them applied; one more view sees views_1h = 5.
+            self.assertEqual(r.execute_command("FGET", "user:1", "popular_views_1h"), [0])
+            view = {"user_id": 1, "product_id": 7, "action": "view", "dwell_ms": 10.0, "timestamp": t}
+            self.assertEqual(r.execute_command("FEVENT", "user_events", json.dumps(view)), 1)
+            self.assertEqual(r.execute_command("FGET", "user:1", "popular_views_1h"), [1])
+            self.assertEqual(r.execute_command("FGET", "product:7", "views_1h"), [6])
         finally:
             server.stop()
 

@@ -5,24 +5,29 @@ updates between orders (each order keeps what it saw); missing products
 counted per view; a kill -9 with the append-only file, whose replay
 enriches each order as it was enriched when acknowledged (not with the
 product's later price); a snapshot and restart; a reload that drops the
-join; RESP3; bad definitions refused with file:line.
+join; RESP3; bad definitions refused with file:line. And from Kafka
+(featurekv-mock-kafka, kcat): a batch's lookups in one round to the shards.
 
-Usage: test_joins.py SERVER
+Usage: test_joins.py SERVER MOCK_KAFKA
 """
 
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fkv_testlib import ServerProcess  # noqa: E402
+from fkv_testlib import ServerProcess, wait_until  # noqa: E402
+from test_kafka_tools import MockCluster  # noqa: E402
+import test_kafka_tools  # noqa: E402
 import redis  # noqa: E402
 
 SERVER = sys.argv[1] if len(sys.argv) > 1 else "build/server/featurekv-server"
+test_kafka_tools.MOCK = sys.argv[2] if len(sys.argv) > 2 else "build/tools/featurekv-mock-kafka"
 
 REGISTRY = """
 sources:
@@ -256,6 +261,61 @@ class JoinCase:
             self.assertIn("bad.yaml:", str(cm.exception), want)
 
 
+class KafkaJoinTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="fkv-joins-kafka-")
+        self.reg = os.path.join(self.dir, "reg.yaml")
+        with open(self.reg, "w") as f:
+            f.write(REGISTRY + SPEND)
+        self.mock = MockCluster("--partitions", "2", "--topic", "orders", "--topic", "products")
+        self.srv = ServerProcess(SERVER, shards=3, directives=[("registry", self.reg), ("save", ""),
+                                                               ("kafka-brokers", self.mock.bootstrap)]).start()
+        self.r = self.srv.redis(decode_responses=True)
+
+    def tearDown(self):
+        self.srv.stop()
+        self.mock.kill()
+
+    def kcat(self, topic, events):
+        p = subprocess.run(["kcat", "-b", self.mock.bootstrap, "-P", "-t", topic],
+                           input="\n".join(json.dumps(e) for e in events) + "\n",
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def settled(self, applied, rejected):
+        def done():
+            i = self.r.info("ingest")
+            return i["events_applied"] == applied and i["events_rejected"] == rejected
+        wait_until(done, 60, what="%d applied, %d rejected" % (applied, rejected))
+
+    def test_orders_from_kafka_are_enriched_in_batches(self):
+        rnd = random.Random(7)
+        now = int(time.time() * 1000)
+        model = Model()
+        products = [{"pid": pid, "ts": now - 600_000, "price": rnd.randrange(1, 100),
+                     "cat": rnd.choice(["toys", "books", "food"])} for pid in range(1, 21)]
+        sent = [0]
+
+        def step(topic, events):
+            """Produces the events, feeds the model, waits until all are applied or rejected."""
+            self.kcat(topic, events)
+            for e in events:
+                (model.product if topic == "products" else model.order)(e)
+            sent[0] += len(events)
+            self.settled(sent[0] - model.missing, model.missing)
+
+        step("products", products)
+        step("orders", [{"u": rnd.randrange(1, 31), "pid": rnd.randrange(1, 23), "ts": now - 500_000 + i}
+                        for i in range(400)])
+        JoinCase.check(self, self.r, model, now)
+        self.assertEqual(self.r.info("ingest")["join_missing_user_spend"], model.missing)
+        # New prices, then more orders: they take the new ones.
+        step("products", [{"pid": pid, "ts": now - 400_000, "price": 200 + pid, "cat": "toys"} for pid in range(1, 21)])
+        step("orders", [{"u": rnd.randrange(1, 31), "pid": rnd.randrange(1, 21), "ts": now - 300_000 + i}
+                        for i in range(100)])
+        JoinCase.check(self, self.r, model, now)
+
+
 class OneShard(JoinCase, unittest.TestCase):
     SHARDS = 1
 
@@ -265,4 +325,4 @@ class FourShards(JoinCase, unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(argv=sys.argv[:1] + sys.argv[2:], verbosity=2)
+    unittest.main(argv=sys.argv[:1] + sys.argv[3:], verbosity=2)
