@@ -56,8 +56,11 @@ class IngestSink {
   virtual uint64_t ShardCommands(int s) = 0;
   virtual IngestStats& Stats() = 0;
   // Reads each request's joined entity on its shard (every shard in
-  // parallel) and returns when all are read (docs/architecture.md, "Joins").
-  virtual void JoinLookups(const Registry& reg, std::vector<JoinRequest>* requests, int64_t now_ms) = 0;
+  // parallel) and returns true when all are read (docs/architecture.md,
+  // "Joins"); false, leaving them missing, when `stop` was set first (a
+  // shard may be the one stopping the ingest: it must not wait for it).
+  virtual bool JoinLookups(std::shared_ptr<const Registry> reg, std::vector<JoinRequest>* requests, int64_t now_ms,
+                           const std::atomic<bool>& stop) = 0;
 };
 
 struct KafkaSettings {
@@ -203,7 +206,7 @@ class KafkaIngest {
     int src;
     std::string_view json;
   };
-  void PlanEvents(EventPlanner& planner, const Registry& reg, const std::vector<PlanItem>& items, int64_t now,
+  void PlanEvents(EventPlanner& planner, const std::shared_ptr<const Registry>& reg_ptr, const std::vector<PlanItem>& items, int64_t now,
                   int64_t skew, UpdateBatch* updates, IngestStats* stats, const std::vector<char>* mask,
                   std::vector<std::string>* why);
   // Waits (bounded) until every batch handed to the shards has been applied.

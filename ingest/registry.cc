@@ -525,8 +525,11 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
                           std::to_string(a.resolution_ms) + "|" + std::to_string(a.max_window_ms) + "|" +
                           std::to_string(a.n) + "|" + v.source + (a.kind == AggKind::kSession ? "|session" : "");
         // A joined field means what its join says: the join is part of it.
-        for (const JoinDef& j : v.joins)
-          if (aliases_used.count(j.alias)) sig += "|join " + j.alias + "=" + j.view_name + "/" + j.key_field;
+        for (size_t ji = 0; ji < v.joins.size(); ji++)
+          if (const JoinDef& j = v.joins[ji]; aliases_used.count(j.alias)) {
+            sig += "|join " + j.alias + "=" + j.view_name + "/" + j.key_field;
+            a.joins_used.push_back(static_cast<int>(ji));
+          }
         a.signature = Hash(sig);
         std::string wins;
         for (auto& t : a.window_texts) wins += t + ",";
@@ -584,6 +587,16 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
                                "' closes a cycle of joins through view '" + r->views_[to].name + "'");
       }
       if (state[to] == 0) visit(to);
+    }
+    // The joined features are part of what an aggregation reads: their
+    // definitions (final: the joined views are done) go into its signature,
+    // so redefining one starts it empty.
+    for (AggregationDef& a : r->views_[vi].aggs) {
+      std::string sig = std::to_string(a.signature);
+      for (int ji : a.joins_used)
+        for (const JoinDef::Ref& ref : r->views_[vi].joins[static_cast<size_t>(ji)].refs)
+          sig += "|" + std::to_string(r->views_[static_cast<size_t>(ref.f.view)].aggs[static_cast<size_t>(ref.f.agg)].signature);
+      if (!a.joins_used.empty()) a.signature = Hash(sig);
     }
     state[vi] = 2;
   };

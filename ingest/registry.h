@@ -60,6 +60,7 @@ struct AggregationDef : AggSpec {  // AggSpec: kind, signature, resolution, max 
   std::vector<std::string> quantile_texts; // "p95", "p99.9" -> "p999": in feature names
   std::string where_text;
   std::shared_ptr<const Filter> where;  // null: every event
+  std::vector<int> joins_used;          // the view's joins its field or where reads (indexes)
 };
 
 // One servable feature name: aggregation `agg` of view `view`, window

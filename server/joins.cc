@@ -103,7 +103,8 @@ const JoinValues& StoreJoins::Lookup(const ViewDef& v, const JoinDef& j, std::st
 }
 
 std::string StoreJoins::EnrichEvent(std::string_view json) const {
-  size_t open = json.find_first_not_of(" \t\r\n");
+  const size_t bom = json.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0;  // (the decoder skips one too)
+  size_t open = json.find_first_not_of(" \t\r\n", bom);
   if (done_.empty() || open == std::string_view::npos || json[open] != '{') return std::string(json);
   std::string out = "{\"\\u0001join\":{";
   for (size_t i = 0; i < done_.size(); i++) {

@@ -48,32 +48,41 @@ class ServerSink : public IngestSink {
     return s_->shards().shard(shard).counters.commands.load(std::memory_order_relaxed);
   }
   IngestStats& Stats() override { return s_->ingest_stats; }
-  void JoinLookups(const Registry& reg, std::vector<JoinRequest>* requests, int64_t now_ms) override {
-    ShardSet* set = &s_->shards();
-    std::vector<std::vector<size_t>> by_shard(static_cast<size_t>(set->size()));
-    for (size_t i = 0; i < requests->size(); i++)
-      by_shard[static_cast<size_t>(set->ShardOf(HashKey((*requests)[i].key)))].push_back(i);
-    struct Wait {
+  bool JoinLookups(std::shared_ptr<const Registry> reg, std::vector<JoinRequest>* requests, int64_t now_ms,
+                   const std::atomic<bool>& stop) override {
+    // The tasks work on a copy they share: one the caller stopped waiting
+    // for still has live memory (and registry) when it runs.
+    struct Shared {
       std::mutex mu;
       std::condition_variable cv;
       int left = 0;
+      std::vector<JoinRequest> reqs;
+      std::shared_ptr<const Registry> reg;
     };
-    auto w = std::make_shared<Wait>();
-    for (const auto& idx : by_shard) w->left += !idx.empty();
+    auto sh = std::make_shared<Shared>();
+    sh->reg = std::move(reg);
+    for (const JoinRequest& r : *requests) sh->reqs.push_back(JoinRequest{r.join, r.key, {}});
+    ShardSet* set = &s_->shards();
+    std::vector<std::vector<size_t>> by_shard(static_cast<size_t>(set->size()));
+    for (size_t i = 0; i < sh->reqs.size(); i++)
+      by_shard[static_cast<size_t>(set->ShardOf(HashKey(sh->reqs[i].key)))].push_back(i);
+    for (const auto& idx : by_shard) sh->left += !idx.empty();
     for (int s = 0; s < set->size(); s++) {
       if (by_shard[static_cast<size_t>(s)].empty()) continue;
-      // The caller waits below: requests and reg outlive the task.
-      set->Post(s, [set, s, requests, &reg, now_ms, w, idx = std::move(by_shard[static_cast<size_t>(s)])] {
+      set->Post(s, [set, s, now_ms, sh, idx = std::move(by_shard[static_cast<size_t>(s)])] {
         for (size_t i : idx) {
-          JoinRequest& r = (*requests)[i];
-          ReadJoined(set->shard(s).store, reg, *r.join, r.key, HashKey(r.key), now_ms, &r.values);
+          JoinRequest& r = sh->reqs[i];
+          ReadJoined(set->shard(s).store, *sh->reg, *r.join, r.key, HashKey(r.key), now_ms, &r.values);
         }
-        std::lock_guard lk(w->mu);
-        if (--w->left == 0) w->cv.notify_all();
+        std::lock_guard lk(sh->mu);
+        if (--sh->left == 0) sh->cv.notify_all();
       });
     }
-    std::unique_lock lk(w->mu);
-    w->cv.wait(lk, [&] { return w->left == 0; });
+    std::unique_lock lk(sh->mu);
+    while (sh->left > 0)
+      if (!sh->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return sh->left == 0; }) && stop.load()) return false;
+    for (size_t i = 0; i < requests->size(); i++) (*requests)[i].values = std::move(sh->reqs[i].values);
+    return true;
   }
 
  private:

@@ -1201,3 +1201,48 @@ TEST_CASE("layouts: an older definition read from a snapshot does not become the
   CHECK(MergeTiles(AggKind::kCount, e->Section(v, 1), 0, 10).n == 1);  // 2 is applied
   EntityRecord::Destroy(e);
 }
+
+TEST_CASE("joins: an aggregation's signature follows its join and the joined features' definitions") {
+  const std::string head = R"(
+sources:
+  orders: {topic: orders, format: json}
+  products: {topic: products, format: json}
+entities:
+  user: {key: u}
+  product: {key: pid}
+views:
+  product_info:
+    entity: product
+    source: products
+    features:
+)";
+  const std::string user = R"(
+  user_spend:
+    entity: user
+    source: orders
+    join:
+      product: {view: product_info, key: pid}
+    features:
+      spend: {agg: sum, field: product.price, windows: [1h]}
+      orders: {agg: count, windows: [1h]}
+)";
+  auto sigs = [&](const std::string& price, const std::string& u) {
+    auto reg = Registry::LoadText(head + "      price: " + price + "\n" + u, "joins");
+    const ViewDef& v = reg->views()[static_cast<size_t>(reg->FindView("user_spend"))];
+    return std::make_pair(v.aggs[0].signature, v.aggs[1].signature);
+  };
+  auto base = sigs("{agg: last, field: price}", user);
+  auto redefined = sigs("{agg: last, field: cost}", user);
+  CHECK(redefined.first != base.first);    // spend reads another price
+  CHECK(redefined.second == base.second);  // orders reads no joined feature
+  std::string other_key = user;
+  other_key.replace(other_key.find("key: pid"), 8, "key: sku");
+  CHECK(sigs("{agg: last, field: price}", other_key).first != base.first);
+  CHECK(sigs("{agg: last, field: price}", user) == base);
+  // A view that joins itself is refused.
+  std::string self = user;
+  self.replace(self.find("view: product_info"), 18, "view: user_spend");
+  self.replace(self.find("product.price"), 13, "product.orders_1h");
+  CHECK_THROWS_WITH_AS(Registry::LoadText(head + "      price: {agg: last, field: price}\n" + self, "joins"),
+                       doctest::Contains("closes a cycle of joins"), RegistryError);
+}
