@@ -141,9 +141,15 @@ std::map<std::string, uint64_t> IngestStats::skipped_by_view() const {
 
 std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_view json, int64_t now_ms,
                                int64_t max_skew_ms, UpdateBatch* out, IngestStats* stats, const std::vector<char>* views,
-                               JoinResolver* joins) {
+                               JoinResolver* joins, const MessageMeta* msg) {
   const SourceDef& src = reg.sources()[static_cast<size_t>(src_index)];
   uncounted_ = false;
+  const bool by_message_key = src.table && msg != nullptr && msg->has_key;
+  if (src.table && msg != nullptr && msg->tombstone) {
+    if (!by_message_key) return "missing_key";
+    if (stats) stats->tombstones.fetch_add(1, std::memory_order_relaxed);
+    return PlanTombstone(reg, src, msg->key, now_ms, out, views);
+  }
   simdjson::dom::element root;
   if (parser_.parse(json.data(), json.size()).get(root) != simdjson::SUCCESS) return "invalid_json";
   if (root.type() != simdjson::dom::element_type::OBJECT) return "not_object";
@@ -204,7 +210,10 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     taking++;
     const ViewDef& v = reg.views()[static_cast<size_t>(vi)];
     const EntityDef* ent = &reg.entities()[static_cast<size_t>(v.entity_index)];
-    const FieldValue& k = slots_[static_cast<size_t>(v.entity_key_slot)];
+    FieldValue message_key;
+    message_key.kind = ValueKind::kString;
+    if (by_message_key) message_key.s = msg->key;
+    const FieldValue& k = by_message_key ? message_key : slots_[static_cast<size_t>(v.entity_key_slot)];
     std::string reason;
     if (k.kind == ValueKind::kMissing || k.kind == ValueKind::kNull) reason = "missing_key";
     else if (k.kind != ValueKind::kString && k.kind != ValueKind::kInt) reason = "bad_key";
@@ -219,10 +228,16 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
         const AggKind input = InputKind(a);
         UpdateBatch::Agg au;
         au.index = static_cast<uint16_t>(ai);
+        au.replace = src.table;
         if (a.field_slot >= 0) {
           const FieldValue& f = slots_[static_cast<size_t>(a.field_slot)];
           bool missing = f.kind == ValueKind::kMissing || f.kind == ValueKind::kNull;
           bool numeric = IsNumeric(input);
+          if (missing && src.table) {  // a table's message is the whole row: what it lacks is null
+            au.clear = true;
+            out->aggs_.push_back(au);
+            continue;
+          }
           if (missing) {
             reason = "missing_field";
             break;
@@ -291,6 +306,27 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     out->updates_.push_back(u);
   }
   if (accepted == 0 && taking > 0) return first_reason;
+  return "";
+}
+
+std::string EventPlanner::PlanTombstone(const Registry& reg, const SourceDef& src, std::string_view key,
+                                        int64_t now_ms, UpdateBatch* out, const std::vector<char>* views) {
+  for (int vi : src.views) {
+    if (views != nullptr && !(*views)[static_cast<size_t>(vi)]) continue;
+    const ViewDef& v = reg.views()[static_cast<size_t>(vi)];
+    ViewUpdate u;
+    u.key_off = static_cast<uint32_t>(out->bytes_.size());
+    out->bytes_ += reg.entities()[static_cast<size_t>(v.entity_index)].name;
+    out->bytes_ += ':';
+    out->bytes_ += key;
+    u.key_len = static_cast<uint32_t>(out->bytes_.size() - u.key_off);
+    u.agg_begin = static_cast<uint32_t>(out->aggs_.size());
+    u.agg_count = 0;
+    u.layout = v.layout_id;
+    u.ts = now_ms;
+    u.view_name = &v.name;
+    out->updates_.push_back(u);
+  }
   return "";
 }
 
@@ -367,6 +403,19 @@ void PrefetchAhead(const ShardStore& store, const UpdateBatch& batch, std::span<
 
 bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int64_t now_ms, IngestStats* stats) {
   const ViewUpdate& u = batch[i];
+  if (u.agg_count == 0) {  // a tombstone
+    Record* rec = store.Find(batch.key(i), u.key_hash, now_ms);
+    if (rec == nullptr) return true;
+    if (rec->type != ValueType::kFeature) return false;
+    EntityRecord* e = rec->entity();
+    EntityRecord::View v;
+    if (!e->FindView(LayoutAt(u.layout).view_id, &v)) return true;
+    EntityDropView(&e, v.offset);
+    EntityShrink(&e);
+    rec->set_object(e);
+    store.SyncEntity(batch.key(i), u.key_hash, now_ms);
+    return true;
+  }
   Record* rec = store.GetOrCreateEntityRecord(batch.key(i), u.key_hash, now_ms, LayoutAt(u.layout).ttl_ms > 0);
   if (rec == nullptr) return false;
   thread_local std::vector<AggInput> in;
@@ -377,6 +426,8 @@ bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int6
     in[j].x = aggs[j].x;
     in[j].hash = aggs[j].hash;
     in[j].text = batch.text(aggs[j]);
+    in[j].replace = aggs[j].replace;
+    in[j].clear = aggs[j].clear;
   }
   EntityRecord* e = rec->entity();
   const size_t too_old = EntityApply(&e, u.layout, u.ts, now_ms, in.data(), in.size());

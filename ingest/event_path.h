@@ -34,6 +34,8 @@ struct IngestStatsViewCount {
 // Everything one view does with one event, ready to apply on the key's
 // shard: a header in an UpdateBatch, whose key bytes and aggregation inputs
 // live in the batch's flat arrays.
+// (An update without aggregation inputs is a table's tombstone: it deletes
+// the view's state of the entity, docs/architecture.md "Table sources".)
 struct ViewUpdate {
   uint64_t key_hash = 0;
   int64_t ts = 0;           // event time, ms
@@ -62,6 +64,8 @@ class UpdateBatch {
   // One aggregation's share of update i.
   struct Agg {
     uint16_t index = 0;    // the aggregation's place in its view (and in the view's layout)
+    bool replace = false;  // a table's last: replaces the value whatever its time (latest by offset)
+    bool clear = false;    // a table's last whose field is absent or null: the value goes
     uint32_t hash = 0;     // count_distinct: DistinctHash of the value's text
     double x = 0;          // sum, min, max, mean, stddev
     uint32_t text_off = 0; // last, last_n: the value's text in the bytes
@@ -103,6 +107,7 @@ class IngestStats {
   std::atomic<uint64_t> events_rejected{0};
   std::atomic<uint64_t> events_too_old{0};   // (event, aggregation) pairs dropped as too old
   std::atomic<uint64_t> events_future{0};
+  std::atomic<uint64_t> tombstones{0};      // table tombstones taken (each deletes its entity's views)
   // Applied view updates by view: how many, and the newest event time
   // (the /metrics families events_applied_total{view} and view freshness).
   using ViewCount = IngestStatsViewCount;
@@ -184,6 +189,14 @@ class BatchJoins : public JoinResolver {
   JoinValues none_;
 };
 
+// What a Kafka message adds to its JSON value, for a table source: its key
+// (the entity's id) and whether it is a tombstone (no value).
+struct MessageMeta {
+  std::string_view key;
+  bool has_key = false;
+  bool tombstone = false;
+};
+
 class EventPlanner {
  public:
   // Decodes one JSON event of source `src` and appends the updates of its
@@ -195,10 +208,13 @@ class EventPlanner {
   // `views`: when given, only the views i with views[i] != 0 take the event
   // (the others are as if absent: a held backfill view, or the views a
   // replay fills). `joins` looks up the joined features of views with
-  // joins (null: every joined entity is missing).
+  // joins (null: every joined entity is missing). `msg`: the Kafka
+  // message's key and tombstone flag, which only a table source reads
+  // (its entity key is the message key when there is one; a tombstone
+  // plans a deletion per view, or missing_key without a key).
   std::string Plan(const Registry& reg, int src, std::string_view json, int64_t now_ms, int64_t max_skew_ms,
                    UpdateBatch* out, IngestStats* stats, const std::vector<char>* views = nullptr,
-                   JoinResolver* joins = nullptr);
+                   JoinResolver* joins = nullptr, const MessageMeta* msg = nullptr);
   // After a Plan with stats == nullptr: true when it would have counted
   // something (a future event, a view that skipped it, too-old inputs).
   bool uncounted() const { return uncounted_; }
@@ -206,6 +222,9 @@ class EventPlanner {
  private:
   // Fills the joined slots of view v (null where the entity is missing).
   void ResolveJoins(const Registry& reg, const ViewDef& v, JoinResolver* joins, IngestStats* stats);
+  // A table's tombstone: a deletion of the entity `key` per view taking it.
+  std::string PlanTombstone(const Registry& reg, const SourceDef& src, std::string_view key, int64_t now_ms,
+                            UpdateBatch* out, const std::vector<char>* views);
   bool uncounted_ = false;
   simdjson::dom::parser parser_;
   std::vector<FieldValue> slots_;
@@ -213,8 +232,10 @@ class EventPlanner {
   std::string scratch_;  // the text of a non-string distinct value
 };
 
-// Applies update i of the batch to the shard's store. Returns false when the
-// key holds a non-entity value (the update is dropped and counted `wrongtype`).
+// Applies update i of the batch to the shard's store (a tombstone deletes
+// the view's state, and the key when no view is left). Returns false when
+// the key holds a non-entity value (the update is dropped and counted
+// `wrongtype`).
 // Session inputs too old for the sessions they meet count in
 // stats->events_too_old (stats may be null: not counted).
 bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int64_t now_ms, IngestStats* stats);

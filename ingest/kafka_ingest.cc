@@ -544,12 +544,11 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
     if (m == nullptr) continue;
     const char* topic = rd_kafka_topic_name(m->rkt);
     messages_.fetch_add(1, std::memory_order_relaxed);
-    std::string_view json(static_cast<const char*>(m->payload), m->len);
     bool planned = false;
     for (size_t si = 0; si < reg->sources().size(); si++) {
       if (reg->sources()[si].topic != topic) continue;
       planned = true;
-      items.push_back({static_cast<int>(si), json});
+      items.push_back(ItemOf(static_cast<int>(si), m));
       item_msg.push_back(m);
     }
     if (!planned) DeadLetter(m, topic, "no_source", &stats);
@@ -570,6 +569,14 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
   ReleaseInFlight();
 }
 
+KafkaIngest::PlanItem KafkaIngest::ItemOf(int src, const rd_kafka_message_t* m) {
+  PlanItem it{src, std::string_view(static_cast<const char*>(m->payload), m->payload ? m->len : 0), {}};
+  it.msg.tombstone = m->payload == nullptr;
+  it.msg.has_key = m->key != nullptr && m->key_len > 0;
+  if (it.msg.has_key) it.msg.key = std::string_view(static_cast<const char*>(m->key), m->key_len);
+  return it;
+}
+
 void KafkaIngest::PlanEvents(EventPlanner& planner, const std::shared_ptr<const Registry>& reg_ptr,
                              const std::vector<PlanItem>& items, int64_t now, int64_t skew, UpdateBatch* updates,
                              IngestStats* stats, const std::vector<char>* mask, std::vector<std::string>* why) {
@@ -581,7 +588,7 @@ void KafkaIngest::PlanEvents(EventPlanner& planner, const std::shared_ptr<const 
     UpdateBatch scratch;  // the collecting pass: only the lookups it asks for count
     for (const PlanItem& it : items)
       if (joined(it)) {
-        planner.Plan(reg, it.src, it.json, now, skew, &scratch, nullptr, mask, &joins);
+        planner.Plan(reg, it.src, it.json, now, skew, &scratch, nullptr, mask, &joins, &it.msg);
         scratch.clear();
       }
     // Stopping (a shard may be waiting for this thread): the lookups left
@@ -593,7 +600,8 @@ void KafkaIngest::PlanEvents(EventPlanner& planner, const std::shared_ptr<const 
   }
   why->clear();
   for (const PlanItem& it : items)
-    why->push_back(planner.Plan(reg, it.src, it.json, now, skew, updates, stats, mask, joined(it) ? &joins : nullptr));
+    why->push_back(
+        planner.Plan(reg, it.src, it.json, now, skew, updates, stats, mask, joined(it) ? &joins : nullptr, &it.msg));
   joins.Clear();
 }
 
@@ -1173,7 +1181,7 @@ void KafkaIngest::ReplayStep(EventPlanner& planner) {
       if (ts < r.from_ms || (r.to_ms != 0 && ts >= r.to_ms)) {
         out_of_range++;
       } else {
-        items.push_back({si, std::string_view(static_cast<const char*>(m->payload), m->payload ? m->len : 0)});
+        items.push_back(ItemOf(si, m));
         kept.push_back(m);  // planned below, all together
       }
       if (m->offset + 1 >= end->second) finish_partition(p);

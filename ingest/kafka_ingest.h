@@ -205,7 +205,9 @@ class KafkaIngest {
   struct PlanItem {
     int src;
     std::string_view json;
+    MessageMeta msg;  // the key and tombstone flag (a table source reads them)
   };
+  static PlanItem ItemOf(int src, const rd_kafka_message_s* m);
   void PlanEvents(EventPlanner& planner, const std::shared_ptr<const Registry>& reg_ptr, const std::vector<PlanItem>& items, int64_t now,
                   int64_t skew, UpdateBatch* updates, IngestStats* stats, const std::vector<char>* mask,
                   std::vector<std::string>* why);

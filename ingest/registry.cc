@@ -227,7 +227,13 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
       SourceDef s;
       s.name = kv.first.as<std::string>();
       const YAML::Node& d = kv.second;
-      L.OnlyKeys(d, {"topic", "format", "timestamp", "fields"}, "source '" + s.name + "'");
+      L.OnlyKeys(d, {"topic", "format", "timestamp", "fields", "kind"}, "source '" + s.name + "'");
+      if (d["kind"]) {
+        std::string kind = L.Scalar(d["kind"], "kind");
+        if (kind != "stream" && kind != "table")
+          L.Fail(d["kind"], "source '" + s.name + "': unknown kind '" + kind + "' (stream or table)");
+        s.table = kind == "table";
+      }
       s.topic = d["topic"] ? L.Scalar(d["topic"], "topic") : s.name;
       s.format = d["format"] ? L.Scalar(d["format"], "format") : "json";
       if (s.format != "json") L.Fail(d["format"], "unknown format '" + s.format + "' (only json)");
@@ -245,7 +251,7 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
       }
       if (d["fields"]) ParseFieldChecks(L, d["fields"], &s);
       *canonical += "source " + s.name + " " + s.topic + " " + s.format + " " + s.ts_field + " " +
-                    std::to_string(static_cast<int>(s.ts_unit)) + "\n";
+                    std::to_string(static_cast<int>(s.ts_unit)) + (s.table ? " table" : "") + "\n";
       for (const FieldCheck& c : s.checks) {
         *canonical += "field " + std::to_string(c.field.size()) + ":" + c.field + " " +
                       std::to_string(static_cast<int>(c.type)) + (c.required ? " required" : "");
@@ -318,6 +324,11 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
       v.source_index = r->FindSource(v.source);
       if (v.source_index < 0) L.Fail(d["source"], "view '" + v.name + "': undefined source '" + v.source + "'");
       SourceDef& src = r->sources_[static_cast<size_t>(v.source_index)];
+      // A table's message key names one entity: every view of it has that entity.
+      for (const ViewDef& o : r->views_)
+        if (src.table && o.source == v.source && o.entity != v.entity)
+          L.Fail(d["entity"], "view '" + v.name + "': table source '" + src.name + "' feeds view '" + o.name +
+                                  "' of entity '" + o.entity + "': a table's message key names an entity of one type");
       v.ttl_ms = d["ttl"] ? L.Duration(d["ttl"], "ttl") : 0;
       if (d["backfill"]) {
         std::string b = L.Scalar(d["backfill"], "backfill");
@@ -505,6 +516,9 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
             L.Fail(fd["n"], where + ": 'n' is only for last_n");
           }
         }
+        if (src.table && a.kind != AggKind::kLast)
+          L.Fail(fd["agg"], where + ": source '" + src.name + "' is a table: its views hold only 'last' features " +
+                                "(a table keeps each entity's latest values), not '" + agg + "'");
         // Feature names must be unique inside the view.
         std::vector<std::string> fnames;
         if (a.kind == AggKind::kSession)

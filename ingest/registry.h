@@ -44,6 +44,11 @@ struct SourceDef {
   std::vector<int> views;          // indexes of the views fed by this source
   std::vector<FieldCheck> checks;  // declared field types, in declaration order
   bool has_joins = false;          // a view of it joins (its events need lookups)
+  // kind: table (docs/architecture.md, "Table sources"): a changelog, as a
+  // compacted topic: the Kafka message key is the entity's id, each message
+  // replaces its entity's `last` features (latest by offset, not by event
+  // time) and a message without a value (a tombstone) deletes them.
+  bool table = false;
 };
 
 struct EntityDef {

@@ -571,12 +571,12 @@ void FEvent(CommandContext& c) {
       });
 }
 
-// The head shared by FVIEWS and FINFO: an 8-entry map whose first seven
-// entries are name, entity, source, ttl_ms, version, versions (every
-// version of the view's name) and default (the version unqualified names
-// read); the caller writes the eighth.
-void WriteViewHead(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
-  out.Map(8);
+// The head shared by FVIEWS and FINFO: a map whose first seven entries
+// are name, entity, source, ttl_ms, version, versions (every version of
+// the view's name) and default (the version unqualified names read); the
+// caller writes the `more` others.
+void WriteViewHead(ReplyWriter& out, const Registry& reg, const ViewDef& v, size_t more) {
+  out.Map(7 + more);
   out.Bulk("name");
   out.Bulk(v.name);
   out.Bulk("entity");
@@ -596,7 +596,7 @@ void WriteViewHead(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
 }
 
 void WriteViewSummary(ReplyWriter& out, const Registry& reg, const ViewDef& v) {
-  WriteViewHead(out, reg, v);
+  WriteViewHead(out, reg, v, 1);
   auto feats = reg.FeaturesOfView(static_cast<int>(&v - reg.views().data()));
   out.Bulk("features");
   out.Array(feats.size());
@@ -614,7 +614,23 @@ void FInfo(CommandContext& c) {
   int vi = reg->FindView(c.args[1]);
   if (vi < 0) return c.out.Error("ERR unknown view '" + std::string(c.args[1]) + "'");
   const ViewDef& v = reg->views()[static_cast<size_t>(vi)];
-  WriteViewHead(c.out, *reg, v);
+  WriteViewHead(c.out, *reg, v, 3);
+  c.out.Bulk("source_kind");
+  c.out.Bulk(reg->sources()[static_cast<size_t>(v.source_index)].table ? "table" : "stream");
+  c.out.Bulk("joins");  // alias, the joined view, the event field of its key, the features read
+  c.out.Array(v.joins.size());
+  for (const JoinDef& j : v.joins) {
+    c.out.Map(4);
+    c.out.Bulk("alias");
+    c.out.Bulk(j.alias);
+    c.out.Bulk("view");
+    c.out.Bulk(j.view_name);
+    c.out.Bulk("key");
+    c.out.Bulk(j.key_field);
+    c.out.Bulk("features");
+    c.out.Array(j.refs.size());
+    for (const JoinDef::Ref& ref : j.refs) c.out.Bulk(ref.feature);
+  }
   c.out.Bulk("aggregations");
   c.out.Array(v.aggs.size());
   for (const auto& a : v.aggs) {

@@ -294,6 +294,10 @@ void ReadJoined(ShardStore& st, const Registry& reg, const JoinDef& j, std::stri
   out->Clear();
   const EntityRecord* e;
   if (EntityAt(st, key, hash, now, &e) != OpStatus::kOk || e == nullptr) return;
+  // Missing too: an entity without the joined view's state (another view
+  // of it made it; a table's tombstone deleted the joined one).
+  EntityRecord::View jv;
+  if (!e->FindView(reg.views()[static_cast<size_t>(j.view)].id, &jv) || !(e->ttl_override() || jv.Live(now))) return;
   out->found = true;
   // Text values are copied first, then pointed at (the vector no longer grows).
   FeatureValue fv;

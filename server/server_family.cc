@@ -703,6 +703,7 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     for (auto& [reason, n] : ingest_stats.rejected_by_reason()) num("rejected_" + reason, n);
     num("events_too_old", ingest_stats.events_too_old.load());
     num("events_future", ingest_stats.events_future.load());
+    num("tombstones", ingest_stats.tombstones.load());
     for (auto& [vr, n] : ingest_stats.skipped_by_view()) num("view_skipped_" + vr, n);
     for (auto& [v, n] : ingest_stats.join_missing_by_view()) num("join_missing_" + v, n);
     num("entities", tot.entities);

@@ -665,6 +665,13 @@ void ApplyLast(EntityRecord** pe, const SectionPos& s, const AggSpec& spec, int6
   thread_local std::string buf;
   buf.clear();
   const size_t cap = spec.kind == AggKind::kLast ? 1 : static_cast<size_t>(std::max(1, spec.n));
+  if (in.replace && cap == 1) {  // a table's value: the latest message wins, whatever its time
+    if (!in.clear) {
+      PutVarint(buf, varint::ZigZag(ts));
+      PutLastValue(buf, in.text);
+    }
+    return EditSection(pe, s, 0, s.len, buf);
+  }
   RunCursor c(AggKind::kLast, SectionView(*pe, s));
   bool first = true, found = false;
   int64_t prev = 0;

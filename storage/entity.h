@@ -173,6 +173,8 @@ struct AggInput {
   double x = 0;           // sum, min, max, mean, stddev
   uint32_t hash = 0;      // count_distinct: the value's 32-bit hash
   std::string_view text;  // last, last_n
+  bool replace = false;   // last: replaces the value whatever its time (a table source)
+  bool clear = false;     // with replace: removes the value instead
 };
 
 // Applies one event of view layout `layout_id` (event time ts) to the

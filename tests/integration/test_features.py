@@ -2553,6 +2553,13 @@ class ExampleRegistryTest(unittest.TestCase):
             self.assertEqual(r.execute_command("FEVENT", "user_events", json.dumps(view)), 1)
             self.assertEqual(r.execute_command("FGET", "user:1", "popular_views_1h"), [1])
             self.assertEqual(r.execute_command("FGET", "product:7", "views_1h"), [6])
+            # The table: FEVENT names the product by its key field (Kafka by
+            # the message key); a later message replaces the values.
+            self.assertEqual(r.execute_command("FEVENT", "catalog", json.dumps({"product_id": 7, "category": "books"}),
+                                               json.dumps({"product_id": 7, "category": "toys", "list_price": 24.5})), 2)
+            self.assertEqual(r.execute_command("FGET", "product:7", "category", "list_price"), ["toys", "24.5"])
+            self.assertEqual(r.execute_command("FEVENT", "user_events", json.dumps(view)), 1)
+            self.assertEqual(r.execute_command("FGET", "user:1", "toy_views_1h"), [1])
         finally:
             server.stop()
 

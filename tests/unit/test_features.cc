@@ -1246,3 +1246,119 @@ views:
   CHECK_THROWS_WITH_AS(Registry::LoadText(head + "      price: {agg: last, field: price}\n" + self, "joins"),
                        doctest::Contains("closes a cycle of joins"), RegistryError);
 }
+
+TEST_CASE("tables: the message key names the entity, the latest message wins, a tombstone deletes the view") {
+  auto reg = Registry::LoadText(R"(
+sources:
+  products: {topic: products, kind: table, timestamp: {field: ts, unit: ms}}
+  clicks: {topic: clicks}
+entities:
+  product: {key: pid}
+views:
+  info:
+    entity: product
+    source: products
+    features:
+      price: {agg: last, field: price}
+  hits:
+    entity: product
+    source: clicks
+    features:
+      n: {agg: count, windows: [1h]}
+)",
+                                "tables");
+  REQUIRE(reg->sources()[0].table);
+  CHECK_FALSE(reg->sources()[1].table);
+  const int64_t now = 1'700'000'000'000;
+  EventPlanner p;
+  IngestStats stats;
+  ShardStore st;
+  auto apply = [&](UpdateBatch& b) {
+    for (size_t i = 0; i < b.size(); i++) {
+      b[i].key_hash = HashKey(b.key(i));
+      CHECK(ApplyViewUpdate(st, b, i, now, nullptr));
+    }
+    b.clear();
+  };
+  auto price = [&]() -> std::string {
+    Record* r = st.Find("product:7", HashKey("product:7"), now);
+    if (r == nullptr) return "(no key)";
+    EntityRecord::View v;
+    if (!r->entity()->FindView(reg->views()[0].id, &v)) return "(no view)";
+    std::string out;
+    ForEachLastItem(r->entity()->Section(v, 0), [&](int64_t, std::string_view value) { out = std::string(value); });
+    return out;
+  };
+  UpdateBatch b;
+  MessageMeta key7{"7", true, false};
+  CHECK(p.Plan(*reg, 0, R"({"pid": 8, "price": 10, "ts": 1699999990000})", now, 0, &b, &stats, nullptr, nullptr, &key7) == "");
+  REQUIRE(b.size() == 1);
+  CHECK(b.key(0) == "product:7");  // the message key, not the value's pid
+  CHECK(b.aggs(0)[0].replace);
+  apply(b);
+  CHECK(price() == "10");
+  // An older event time replaces it still: the latest message wins.
+  CHECK(p.Plan(*reg, 0, R"({"price": 9, "ts": 1699999000000})", now, 0, &b, &stats, nullptr, nullptr, &key7) == "");
+  apply(b);
+  CHECK(price() == "9");
+  // Without a message key (FEVENT), the entity's key field names it.
+  CHECK(p.Plan(*reg, 0, R"({"pid": 7, "price": 8, "ts": 1699998000000})", now, 0, &b, &stats) == "");
+  apply(b);
+  CHECK(price() == "8");
+  // A message is the whole row: a field it lacks (or has null) is null now.
+  CHECK(p.Plan(*reg, 0, R"({"price": null, "ts": 1699998000000})", now, 0, &b, &stats, nullptr, nullptr, &key7) == "");
+  apply(b);
+  CHECK(price() == "");
+  CHECK(p.Plan(*reg, 0, R"({"price": 8, "ts": 1699998000000})", now, 0, &b, &stats, nullptr, nullptr, &key7) == "");
+  apply(b);
+  CHECK(price() == "8");
+  CHECK(p.Plan(*reg, 1, R"({"pid": 7})", now, 0, &b, &stats) == "");  // another view of the entity
+  apply(b);
+  // A tombstone: the table's view goes, the entity stays for the other one.
+  MessageMeta tomb7{"7", true, true}, keyless{"", false, true};
+  CHECK(p.Plan(*reg, 0, "", now, 0, &b, &stats, nullptr, nullptr, &keyless) == "missing_key");
+  CHECK(b.empty());
+  CHECK(p.Plan(*reg, 0, "", now, 0, &b, &stats, nullptr, nullptr, &tomb7) == "");
+  REQUIRE(b.size() == 1);
+  CHECK(b.aggs(0).empty());
+  apply(b);
+  CHECK(price() == "(no view)");
+  CHECK(stats.tombstones.load() == 1);
+  // A second tombstone with the view gone changes nothing; a tombstone of
+  // a stream source is not one (a message without a JSON value).
+  CHECK(p.Plan(*reg, 0, "", now, 0, &b, &stats, nullptr, nullptr, &tomb7) == "");
+  apply(b);
+  MessageMeta tomb_stream{"7", true, true};
+  CHECK(p.Plan(*reg, 1, "", now, 0, &b, &stats, nullptr, nullptr, &tomb_stream) == "invalid_json");
+  // With the last view gone, the key goes.
+  CHECK(p.Plan(*reg, 0, R"({"price": 1})", now, 0, &b, &stats, nullptr, nullptr, &key7) == "missing_timestamp");
+  MessageMeta key9{"9", true, false}, tomb9{"9", true, true};
+  CHECK(p.Plan(*reg, 0, R"({"price": 1, "ts": 1699999990000})", now, 0, &b, &stats, nullptr, nullptr, &key9) == "");
+  apply(b);
+  CHECK(st.Find("product:9", HashKey("product:9"), now) != nullptr);
+  CHECK(p.Plan(*reg, 0, "", now, 0, &b, &stats, nullptr, nullptr, &tomb9) == "");
+  apply(b);
+  CHECK(st.Find("product:9", HashKey("product:9"), now) == nullptr);
+  CHECK(st.entities() == 1);
+  // A table feeds views of one entity type, and only `last` features.
+  CHECK_THROWS_WITH_AS(Registry::LoadText(R"(
+sources:
+  t: {topic: t, kind: table}
+entities:
+  a: {key: k}
+  b: {key: k}
+views:
+  va: {entity: a, source: t, features: {x: {agg: last, field: x}}}
+  vb: {entity: b, source: t, features: {x: {agg: last, field: x}}}
+)", "tables"),
+                       doctest::Contains("a table's message key names an entity of one type"), RegistryError);
+  CHECK_THROWS_WITH_AS(Registry::LoadText(R"(
+sources:
+  t: {topic: t, kind: table}
+entities:
+  a: {key: k}
+views:
+  va: {entity: a, source: t, features: {x: {agg: last_n, field: x, n: 3}}}
+)", "tables"),
+                       doctest::Contains("its views hold only 'last' features"), RegistryError);
+}
