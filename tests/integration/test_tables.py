@@ -4,7 +4,8 @@ whose message key is the entity's id, each message replacing the entity's
 message without a value) deleting them; used as the joined side of an
 enrichment join. Against a model, from Kafka (featurekv-mock-kafka, kcat
 with keys and null values) on 1 and 4 shards, with a snapshot and restart
-in the middle; FEVENT to a table (the key from the event); RESP3; bad
+in the middle; FEVENT to a table (the key from the event); reloads that make
+a source a table and drop its view; RESP3; bad
 definitions refused with file:line.
 
 Usage: test_tables.py SERVER MOCK_KAFKA
@@ -306,6 +307,38 @@ class TableRulesTest(unittest.TestCase):
         src = self.r.execute_command("FINFO", "product_info")
         src = dict(zip(src[::2], src[1::2])) if isinstance(src, list) else src
         self.assertEqual(src["source_kind"], "table")
+
+    def test_a_reload_makes_a_source_a_table_and_another_drops_its_view(self):
+        now = int(time.time() * 1000)
+        stream = REGISTRY.replace("kind: table, ", "")
+        with open(self.reg, "w") as f:
+            f.write(stream)
+        self.assertEqual(self.r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        ev = [json.dumps({"pid": 4, "price": 40, "cat": "toys", "ts": now - 1000}),
+              json.dumps({"pid": 4, "price": 30, "cat": "food", "ts": now - 5000})]
+        self.r.execute_command("FEVENT", "products", *ev)
+        # A stream's last keeps the newest event time.
+        self.assertEqual(self.r.execute_command("FGET", "product:4", "price", "category"), ["40", "toys"])
+        info = self.r.execute_command("FINFO", "product_info")
+        self.assertEqual(dict(zip(info[::2], info[1::2]))["source_kind"], "stream")
+        # The same view as a table: the state stays, the latest now wins.
+        with open(self.reg, "w") as f:
+            f.write(REGISTRY)
+        self.assertEqual(self.r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        self.assertEqual(self.r.execute_command("FGET", "product:4", "price", "category"), ["40", "toys"])
+        self.r.execute_command("FEVENT", "products", ev[1])
+        self.assertEqual(self.r.execute_command("FGET", "product:4", "price", "category"), ["30", "food"])
+        # Without the table's view (and the join that reads it): its state
+        # goes with it; a tombstone then deletes nothing.
+        without = REGISTRY.split("  product_clicks:")[0].split("  product_info:")[0] + \
+            "  product_clicks:" + REGISTRY.split("  product_clicks:")[1].split("  user_spend:")[0]
+        with open(self.reg, "w") as f:
+            f.write(without)
+        self.assertEqual(self.r.execute_command("FREGISTRY", "RELOAD"), "OK")
+        self.assertEqual(self.r.exists("product:4"), 0)
+        self.kcat(["4|"], "-K", "|")
+        wait_until(lambda: self.r.info("ingest")["tombstones"] == 1, 60, what="the tombstone taken")
+        self.assertEqual(self.r.info("ingest")["events_rejected"], 0)
 
     def test_bad_table_definitions_are_refused_with_file_and_line(self):
         cases = [
