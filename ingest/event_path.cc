@@ -113,6 +113,7 @@ std::map<std::string, IngestStats::ViewFigures> IngestStats::applied_by_view() c
 std::vector<IngestStatsViewCount> UpdateBatch::CountByView() const {
   std::vector<IngestStatsViewCount> out;  // a handful of views: a linear search beats a map
   for (const ViewUpdate& u : updates_) {
+    if (u.agg_count == 0) continue;  // a tombstone: no event applied, the view is not fresher
     auto it = std::find_if(out.begin(), out.end(), [&](const IngestStatsViewCount& c) { return c.view == u.view_name; });
     if (it == out.end()) {
       out.push_back({u.view_name, 0, u.ts});
@@ -224,11 +225,17 @@ std::string EventPlanner::Plan(const Registry& reg, int src_index, std::string_v
     if (reason.empty()) {
       for (size_t ai = 0; ai < v.aggs.size(); ai++) {
         const AggregationDef& a = v.aggs[ai];
-        if (a.where && !a.where->Eval(slots_.data())) continue;
-        const AggKind input = InputKind(a);
         UpdateBatch::Agg au;
         au.index = static_cast<uint16_t>(ai);
         au.replace = src.table;
+        if (a.where && !a.where->Eval(slots_.data())) {
+          if (src.table) {  // a table's row is whole: this feature is null in it
+            au.clear = true;
+            out->aggs_.push_back(au);
+          }
+          continue;
+        }
+        const AggKind input = InputKind(a);
         if (a.field_slot >= 0) {
           const FieldValue& f = slots_[static_cast<size_t>(a.field_slot)];
           bool missing = f.kind == ValueKind::kMissing || f.kind == ValueKind::kNull;
@@ -377,7 +384,7 @@ ShardPlan UpdateBatch::PlanShards(int nshards) {
 }
 
 void UpdateBatch::AddText(std::string_view key, uint64_t key_hash, uint16_t layout, int64_t ts,
-                          const std::string* view_name, uint16_t agg_index, std::string_view text) {
+                          const std::string* view_name, uint16_t agg_index, std::string_view text, bool replace) {
   ViewUpdate u;
   u.key_hash = key_hash;
   u.ts = ts;
@@ -388,6 +395,7 @@ void UpdateBatch::AddText(std::string_view key, uint64_t key_hash, uint16_t layo
   bytes_ += key;
   Agg a;
   a.index = agg_index;
+  a.replace = replace;
   a.text_off = static_cast<uint32_t>(bytes_.size());
   a.text_len = static_cast<uint32_t>(text.size());
   bytes_ += text;
@@ -432,6 +440,14 @@ bool ApplyViewUpdate(ShardStore& store, const UpdateBatch& batch, size_t i, int6
   EntityRecord* e = rec->entity();
   const size_t too_old = EntityApply(&e, u.layout, u.ts, now_ms, in.data(), in.size());
   if (too_old && stats) stats->events_too_old.fetch_add(too_old, std::memory_order_relaxed);
+  // A table's row that cleared every feature is a deletion, at once (the
+  // sweep would drop the empty view later, so reads would depend on when).
+  const bool cleared = std::any_of(aggs.begin(), aggs.end(), [](const UpdateBatch::Agg& a) { return a.clear; });
+  if (cleared && EntityDropViewIfEmpty(&e, LayoutAt(u.layout).view_id)) {
+    rec->set_object(e);
+    store.SyncEntity(batch.key(i), u.key_hash, now_ms);
+    return true;
+  }
   rec->set_object(e);
   store.UpdateEntityExpiry(rec, u.key_hash, now_ms);
   return true;

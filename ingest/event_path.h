@@ -78,9 +78,10 @@ class UpdateBatch {
   ShardPlan PlanShards(int nshards);
   // The updates by view (in order of first appearance), for IngestStats::ViewsApplied.
   std::vector<IngestStatsViewCount> CountByView() const;
-  // Appends an update of one aggregation with a text value (FSET).
+  // Appends an update of one aggregation with a text value (FSET;
+  // `replace` for a table's view: the value wins whatever its time).
   void AddText(std::string_view key, uint64_t key_hash, uint16_t layout, int64_t ts, const std::string* view_name,
-               uint16_t agg_index, std::string_view text);
+               uint16_t agg_index, std::string_view text, bool replace = false);
 
  private:
   friend class EventPlanner;

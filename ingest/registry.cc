@@ -334,6 +334,11 @@ void RegistryBuilder::Build(Loader& L, const YAML::Node& root, Registry* r, std:
         std::string b = L.Scalar(d["backfill"], "backfill");
         if (b != "true" && b != "false") L.Fail(d["backfill"], "view '" + v.name + "': backfill is true or false, not '" + b + "'");
         v.backfill = b == "true";
+        // A replay applies a table's older messages after live ones: by
+        // offset, the older rows would win.
+        if (v.backfill && src.table)
+          L.Fail(d["backfill"], "view '" + v.name + "': source '" + src.name +
+                                    "' is a table: its views load from the topic's start, not by backfill");
       }
       v.entity_key_slot = SlotOf(src, ent->key_field);
       // Joins (docs/architecture.md, "Joins"): `join: {alias: {view: V, key: field}}`.

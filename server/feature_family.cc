@@ -310,7 +310,8 @@ void FSet(CommandContext& c) {
   UpdateBatch batch;
   for (auto& [f, value] : sets) {
     const ViewDef& v = reg->views()[static_cast<size_t>(f.view)];
-    batch.AddText(c.args[1], c.key_hash, v.layout_id, ts, &v.name, static_cast<uint16_t>(f.agg), value);
+    batch.AddText(c.args[1], c.key_hash, v.layout_id, ts, &v.name, static_cast<uint16_t>(f.agg), value,
+                  reg->sources()[static_cast<size_t>(v.source_index)].table);
   }
   for (size_t i = 0; i < batch.size(); i++)
     if (!ApplyViewUpdate(*c.store, batch, i, c.now_ms, nullptr)) return c.out.Error(kErrWrongType);  // the first: nothing changed

@@ -1057,6 +1057,16 @@ bool EntityDropView(EntityRecord** pe, uint32_t view_offset) {
   return true;
 }
 
+bool EntityDropViewIfEmpty(EntityRecord** pe, uint64_t view_id) {
+  EntityRecord::View v;
+  if (!(*pe)->FindView(view_id, &v)) return false;
+  for (size_t i = 0; i < v.layout->aggs.size(); i++)
+    if (!(*pe)->Section(v, i).empty()) return false;
+  EntityDropView(pe, v.offset);
+  EntityShrink(pe);
+  return true;
+}
+
 bool EntityMoveView(EntityRecord** pe, uint32_t view_offset, uint16_t to_layout) {
   EntityRecord::View v = (*pe)->ViewAt(view_offset);
   const ViewLayout &from = *v.layout, &to = LayoutAt(to_layout);

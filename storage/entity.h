@@ -325,6 +325,8 @@ void ForEachLastItem(std::string_view section, F&& f) {
 // Rebuilds one view under a new layout (EntityReconcile's step).
 bool EntityMoveView(EntityRecord** pe, uint32_t view_offset, uint16_t to_layout);
 bool EntityDropView(EntityRecord** pe, uint32_t view_offset);
+// Drops view `view_id` when none of its sections holds data; true if it did.
+bool EntityDropViewIfEmpty(EntityRecord** pe, uint64_t view_id);
 // Gives back the block's spare capacity when it is more than half unused.
 void EntityShrink(EntityRecord** pe);
 

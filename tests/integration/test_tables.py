@@ -296,6 +296,10 @@ class TableRulesTest(unittest.TestCase):
         # A stream `last` keeps the newest by event time (the contrast).
         self.r.execute_command("FEVENT", "orders", json.dumps({"u": 1, "pid": 3, "ts": now - 100}))
         self.assertEqual(self.r.execute_command("FGET", "user:1", "spend_1h", "toys_1h", "AT", now), ["20", 0])
+        # FSET on a table's feature replaces it too, whatever its TS.
+        self.assertEqual(self.r.execute_command("FSET", "product:3", "price", "25", "TS", now - 60_000), "OK")
+        self.assertEqual(self.r.execute_command("FGET", "product:3", "price"), ["25"])
+        self.r.execute_command("FSET", "product:3", "price", "20")
         raw = self.srv.raw()
         raw.command("HELLO", "3")
         self.assertEqual(raw.command("FGET", "product:3", "price"), ["20"])

@@ -1305,10 +1305,12 @@ views:
   CHECK(p.Plan(*reg, 0, R"({"pid": 7, "price": 8, "ts": 1699998000000})", now, 0, &b, &stats) == "");
   apply(b);
   CHECK(price() == "8");
-  // A message is the whole row: a field it lacks (or has null) is null now.
+  // A message is the whole row: a field it lacks (or has null) is null
+  // now; this row has no other, so it is a deletion (and the entity no
+  // other view).
   CHECK(p.Plan(*reg, 0, R"({"price": null, "ts": 1699998000000})", now, 0, &b, &stats, nullptr, nullptr, &key7) == "");
   apply(b);
-  CHECK(price() == "");
+  CHECK(price() == "(no key)");
   CHECK(p.Plan(*reg, 0, R"({"price": 8, "ts": 1699998000000})", now, 0, &b, &stats, nullptr, nullptr, &key7) == "");
   apply(b);
   CHECK(price() == "8");
@@ -1330,6 +1332,22 @@ views:
   apply(b);
   MessageMeta tomb_stream{"7", true, true};
   CHECK(p.Plan(*reg, 1, "", now, 0, &b, &stats, nullptr, nullptr, &tomb_stream) == "invalid_json");
+  // A row that clears every feature is a deletion too: the view goes at
+  // once (and a new entity is not made of one).
+  CHECK(p.Plan(*reg, 0, R"({"price": 3, "ts": 1699999990000})", now, 0, &b, &stats, nullptr, nullptr, &key7) == "");
+  apply(b);
+  CHECK(price() == "3");
+  CHECK(p.Plan(*reg, 0, R"({"ts": 1699999990000})", now, 0, &b, &stats, nullptr, nullptr, &key7) == "");
+  CHECK(b.CountByView().size() == 1);
+  apply(b);
+  CHECK(price() == "(no view)");
+  MessageMeta key5{"5", true, false};
+  CHECK(p.Plan(*reg, 0, R"({"ts": 1699999990000})", now, 0, &b, &stats, nullptr, nullptr, &key5) == "");
+  apply(b);
+  CHECK(st.Find("product:5", HashKey("product:5"), now) == nullptr);
+  CHECK(p.Plan(*reg, 0, "", now, 0, &b, &stats, nullptr, nullptr, &tomb7) == "");
+  CHECK(b.CountByView().empty());  // a tombstone is no applied event of the view
+  b.clear();
   // With the last view gone, the key goes.
   CHECK(p.Plan(*reg, 0, R"({"price": 1})", now, 0, &b, &stats, nullptr, nullptr, &key7) == "missing_timestamp");
   MessageMeta key9{"9", true, false}, tomb9{"9", true, true};
@@ -1361,4 +1379,32 @@ views:
   va: {entity: a, source: t, features: {x: {agg: last_n, field: x, n: 3}}}
 )", "tables"),
                        doctest::Contains("its views hold only 'last' features"), RegistryError);
+  CHECK_THROWS_WITH_AS(Registry::LoadText(R"(
+sources:
+  t: {topic: t, kind: table}
+entities:
+  a: {key: k}
+views:
+  va: {entity: a, source: t, backfill: true, features: {x: {agg: last, field: x}}}
+)", "tables"),
+                       doctest::Contains("is a table: its views load from the topic's start"), RegistryError);
+  // A `where` that does not hold clears the feature: the row is whole.
+  auto filtered = Registry::LoadText(R"(
+sources:
+  t: {topic: t, kind: table}
+entities:
+  a: {key: k}
+views:
+  va:
+    entity: a
+    source: t
+    features:
+      x: {agg: last, field: x, where: "x > 10"}
+      y: {agg: last, field: y}
+)", "tables");
+  UpdateBatch fb;
+  CHECK(p.Plan(*filtered, 0, R"({"k": 1, "x": 5, "y": 2})", now, 0, &fb, &stats) == "");
+  REQUIRE(fb.aggs(0).size() == 2);
+  CHECK(fb.aggs(0)[0].clear);
+  CHECK_FALSE(fb.aggs(0)[1].clear);
 }
