@@ -114,6 +114,7 @@ void RegisterHashFamily(CommandTable& t);
 void RegisterFeatureFamily(CommandTable& t);
 void RegisterTransactionFamily(CommandTable& t);
 void RegisterAclFamily(CommandTable& t);
+void RegisterClusterFamily(CommandTable& t);
 
 // Standard error texts (Redis 7).
 inline constexpr std::string_view kErrWrongType = "WRONGTYPE Operation against a key holding the wrong kind of value";

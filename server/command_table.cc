@@ -21,6 +21,7 @@ CommandTable& CommandTable::Get() {
     RegisterFeatureFamily(*t);
     RegisterTransactionFamily(*t);
     RegisterAclFamily(*t);
+    RegisterClusterFamily(*t);
     t->Freeze();
     return t;
   }();

@@ -345,6 +345,10 @@ void Connection::Execute(int shard) {
     if (close_after_write_) return;  // the user is gone: no reply, the connection closes
     return reject(denied);
   }
+  // Cluster mode: a key of a slot another node owns is redirected (as Redis
+  // Cluster does, after the ACL check).
+  if (sh.cluster != nullptr)
+    if (std::string route = ClusterRoute(*sh.cluster, *spec, args_); !route.empty()) return reject(route);
   if ((spec->flags & kCmdDenyOom) && server_->config().maxmemory() > 0 &&
       server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory())
     return reject("OOM command not allowed when used memory > 'maxmemory'.");

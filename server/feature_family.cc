@@ -481,6 +481,10 @@ void FEventJoined(CommandContext& c, const Registry& reg, int src) {
 
 // FEVENT source json [json ...]
 void FEvent(CommandContext& c) {
+  // Cluster mode routes events through the repartition topic, which is not
+  // built yet (docs/architecture.md, "Cluster mode").
+  if (c.server->cluster() != nullptr)
+    return c.out.Error("ERR FEVENT is not available in cluster mode yet: events reach a cluster through Kafka");
   // The shard's registry, by reference: it is swapped only on this thread,
   // never while a handler runs; the fan-out below takes a counted copy.
   const std::shared_ptr<const Registry>& reg = c.server->shards().shard(c.shard).registry;

@@ -206,12 +206,27 @@ int Server::Start() {
     if (std::string err = aof_->Replay(base); !err.empty()) throw std::runtime_error(err);
     if (std::string err = aof_->Start(); !err.empty()) throw std::runtime_error("append-only file: " + err);
   }
+  if (config_.GetString("cluster-enabled") == "yes") {
+    // Until membership says otherwise no slot has an owner (set before the
+    // shard threads start; later maps reach them by a post).
+    auto none = std::make_shared<const ClusterMap>(std::stoi(config_.GetString("cluster-repartition-partitions")),
+                                                   std::vector<ClusterNode>{});
+    for (int i = 0; i < shards_->size(); i++) shards_->shard(i).cluster = none;
+  }
   shards_->Start([this](Shard& s) {
     s.cron = std::make_unique<asio::steady_timer>(s.io);
     ScheduleCron(s);
   });
+  if (config_.GetString("cluster-enabled") == "yes") StartCluster();
   std::string brokers = config_.GetString("kafka-brokers");
-  if (!brokers.empty()) {
+  if (cluster_ && !registry()->sources().empty()) {
+    // The sources' events must reach each entity's owner through the
+    // repartition topic, which is not built yet: consuming them here would
+    // leave partial states on every node.
+    spdlog::warn("cluster mode: the registry's sources are not consumed (their repartitioning is not built yet)");
+    brokers.clear();
+  }
+  if (!brokers.empty() && !cluster_) {
     KafkaSettings ks;
     ks.brokers = brokers;
     ks.fetch_wait_max_ms = std::stoi(config_.GetString("kafka-fetch-wait-max-ms"));
@@ -231,6 +246,41 @@ int Server::Start() {
   }
   serving_.store(true, std::memory_order_release);
   return port_;
+}
+
+// Cluster mode (docs/architecture.md, "Cluster mode"): the node id kept in
+// cluster-config-file (made at the first start), the membership thread, and
+// each shard's copy of the slot map.
+void Server::StartCluster() {
+  const std::string brokers = config_.GetString("kafka-brokers"), group = config_.GetString("kafka-group");
+  if (brokers.empty() || group.empty())
+    throw std::runtime_error("cluster-enabled yes needs kafka-brokers and kafka-group (Kafka is the cluster's log and coordinator)");
+  if (brokers == "mock")
+    throw std::runtime_error("cluster-enabled yes needs a Kafka the nodes share; 'kafka-brokers mock' is one per process");
+  ClusterSettings cs;
+  cs.brokers = brokers;
+  cs.group = group + "-repartition";
+  cs.repartition_topic = config_.GetString("cluster-repartition-topic");
+  if (cs.repartition_topic.empty()) cs.repartition_topic = group + "-repartition";
+  cs.members_topic = cs.repartition_topic + "-members";
+  cs.partitions = std::stoi(config_.GetString("cluster-repartition-partitions"));
+  cs.node_timeout_ms = std::stoll(config_.GetString("cluster-node-timeout"));
+  std::istringstream in(config_.GetString("kafka-property"));
+  for (std::string k, v; in >> k >> v;) cs.properties.emplace_back(k, v);
+  cs.ip = config_.GetString("cluster-announce-ip");
+  if (cs.ip.empty()) cs.ip = config_.bind().front() == "*" || config_.bind().front() == "0.0.0.0" ? "127.0.0.1" : config_.bind().front();
+  cs.port = std::stoi(config_.GetString("cluster-announce-port"));
+  if (cs.port == 0) cs.port = port_;
+  std::string path = config_.GetString("cluster-config-file");
+  if (!path.empty() && path[0] != '/') path = config_.GetString("dir") + "/" + path;
+  cs.node_id = ReadOrMakeNodeId(path);
+  cluster_ = std::make_unique<ClusterMember>(cs, [this](std::shared_ptr<const ClusterMap> map) {
+    for (int i = 0; i < shards_->size(); i++)
+      shards_->Post(i, [this, i, map] { shards_->shard(i).cluster = map; });
+  });
+  if (std::string err = cluster_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
+  spdlog::info("cluster mode: node {} announced as {}:{}, {} repartition partitions of {}", cs.node_id, cs.ip, cs.port,
+               cs.partitions, cs.repartition_topic);
 }
 
 void Server::WaitSignal() {
@@ -460,6 +510,7 @@ void Server::Shutdown(const std::string& reason) {
   if (stopping_.exchange(true)) return;
   spdlog::info("shutting down ({})", reason);
   if (kafka_) kafka_->Stop();  // no new batches; those already posted still apply
+  if (cluster_) cluster_->Stop();  // leaves the group: its slots go to the others at once
   if (!shards_) return;
   // Close the listeners on their own thread, then stop every shard.
   asio::post(shards_->shard(0).io, [this] {

@@ -20,6 +20,7 @@
 #include "server/acl.h"
 #include "server/asio.h"
 #include "server/audit.h"
+#include "server/cluster_member.h"
 #include "server/tls.h"
 #include "server/aof.h"
 #include "server/config.h"
@@ -138,6 +139,8 @@ class Server {
   IngestStats ingest_stats;
   // The Kafka consumer (null without kafka-brokers). Started by Start().
   KafkaIngest* kafka() { return kafka_.get(); }
+  // Cluster mode (docs/architecture.md, "Cluster mode"): null in sidecar mode.
+  ClusterMember* cluster() { return cluster_.get(); }
 
   // Counters.
   std::atomic<uint64_t> connected_clients{0};
@@ -202,6 +205,8 @@ class Server {
   int metrics_port_ = 0;
   std::unique_ptr<IngestSink> sink_;
   std::unique_ptr<KafkaIngest> kafka_;
+  std::unique_ptr<ClusterMember> cluster_;
+  void StartCluster();
   std::unique_ptr<SnapshotManager> snapshots_;
   std::unique_ptr<DriftManager> drift_;
   std::unique_ptr<AofManager> aof_;

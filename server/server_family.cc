@@ -521,7 +521,7 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     s += "# Server\r\n";
     line("redis_version", "7.0.0");
     line("featurekv_version", FKV_VERSION);
-    line("redis_mode", "standalone");
+    line("redis_mode", cluster_ ? "cluster" : "standalone");
     line("os", "Linux");
     line("arch_bits", "64");
     num("process_id", static_cast<uint64_t>(getpid()));
@@ -736,6 +736,11 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
     }
     if (named("commandstats")) s += cs + "\r\n";
     if (named("latencystats")) s += ls + "\r\n";
+  }
+  if (on("cluster")) {
+    s += "# Cluster\r\n";
+    line("cluster_enabled", cluster_ ? "1" : "0");
+    s += "\r\n";
   }
   if (on("keyspace")) {
     s += "# Keyspace\r\n";

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "server/asio.h"
+#include "server/cluster.h"
 #include "server/command_stats.h"
 #include "ingest/registry.h"
 #include "storage/shard_plan.h"
@@ -37,6 +38,7 @@ struct Shard {
   asio::io_context io{1};
   ShardStore store;
   std::shared_ptr<const Registry> registry;  // this thread's view of the current registry
+  std::shared_ptr<const ClusterMap> cluster;  // cluster mode: this thread's view of who owns which slots
   std::unordered_set<Connection*> clients;  // connections whose home is here
   ThreadCounters counters;
   std::unique_ptr<CommandStats> command_stats;  // by CommandTable index

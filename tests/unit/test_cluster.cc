@@ -1,0 +1,96 @@
+#include <doctest/doctest.h>
+
+#include "server/cluster.h"
+
+using namespace fkv;
+
+TEST_CASE("cluster: key slots are Redis Cluster's (CRC16 XMODEM, hash tags)") {
+  CHECK(KeySlot("123456789") == (0x31C3 & 16383));  // the CRC16 XMODEM check value
+  CHECK(KeySlot("foo") == 12182);                     // as redis-cli CLUSTER KEYSLOT says
+  CHECK(KeySlot("bar") == 5061);
+  CHECK(KeySlot("{user1000}.following") == KeySlot("{user1000}.followers"));
+  CHECK(KeySlot("{user1000}.following") == KeySlot("user1000"));
+  CHECK(KeySlot("foo{}{bar}") == KeySlot("foo{}{bar}"));  // an empty tag: the whole key
+  CHECK(KeySlot("foo{}{bar}") != KeySlot("bar"));
+  CHECK(KeySlot("foo{{bar}}zap") == KeySlot("{bar"));     // from the first '{' to the next '}'
+  CHECK(KeySlot("foo{bar}{zap}") == KeySlot("bar"));
+  CHECK(KeySlot("") == 0);
+}
+
+TEST_CASE("cluster: partitions cut the slots into contiguous ranges, and the map finds owners") {
+  for (int n : {1, 3, 8, 16, 100, 16384}) {
+    int next = 0;
+    for (int p = 0; p < n; p++) {
+      SlotRange r = PartitionSlots(p, n);
+      CHECK(r.first == next);
+      CHECK(r.last >= r.first);
+      CHECK(PartitionOfSlot(r.first, n) == p);
+      CHECK(PartitionOfSlot(r.last, n) == p);
+      next = r.last + 1;
+    }
+    CHECK(next == kClusterSlots);
+  }
+  ClusterNode a{"a", "127.0.0.1", 7000, true, {0, 1, 3}}, b{"b", "127.0.0.1", 7001, false, {2}};
+  ClusterMap m(4, {a, b});
+  CHECK(m.Complete());
+  CHECK(m.OwnsSlot(0));
+  CHECK(m.OwnerOfSlot(PartitionSlots(2, 4).first)->id == "b");
+  auto ranges = m.RangesOf(m.nodes()[0]);
+  REQUIRE(ranges.size() == 2);  // 0 and 1 merged, then 3
+  CHECK(ranges[0].first == 0);
+  CHECK(ranges[0].last == 8191);
+  CHECK(ranges[1].first == 12288);
+  CHECK(ranges[1].last == 16383);
+  ClusterMap partial(4, {b});
+  CHECK_FALSE(partial.Complete());
+  CHECK(partial.OwnerOfSlot(0) == nullptr);
+  CHECK(partial.Myself() == nullptr);
+}
+
+TEST_CASE("cluster: the membership log decides owners by claim epochs, releases and silence") {
+  Membership m("me", 4);
+  auto rec = [](std::string id, int port, int64_t t, std::vector<std::pair<int, uint64_t>> claims) {
+    return MemberRecord{std::move(id), "127.0.0.1", port, t, std::move(claims)};
+  };
+  auto owner = [&](int64_t now, int p) {
+    ClusterMap map = m.Map(now, 10'000);
+    const ClusterNode* n = map.OwnerOfSlot(PartitionSlots(p, 4).first);
+    return n ? n->id : std::string("-");
+  };
+  m.Apply(rec("a", 7001, 1000, {{0, 1}, {1, 1}}));
+  m.Apply(rec("me", 7000, 1000, {{2, 1}, {3, 1}}));
+  CHECK(owner(2000, 0) == "a");
+  CHECK(owner(2000, 3) == "me");
+  CHECK(m.Map(2000, 10'000).Complete());
+  CHECK(m.Map(2000, 10'000).Myself()->port == 7000);
+  // b takes partition 1 with a newer epoch; a's next heartbeat, still
+  // claiming it at the old epoch (a zombie), does not take it back.
+  CHECK(m.NextEpoch(1) == 2);
+  m.Apply(rec("b", 7002, 1500, {{1, 2}}));
+  CHECK(owner(2000, 1) == "b");
+  m.Apply(rec("a", 7001, 1600, {{0, 1}, {1, 1}}));
+  CHECK(owner(2000, 1) == "b");
+  CHECK(owner(2000, 0) == "a");
+  // A release: a's record without partition 0.
+  m.Apply(rec("a", 7001, 1700, {}));
+  CHECK(owner(2000, 0) == "-");
+  CHECK_FALSE(m.Map(2000, 10'000).Complete());
+  // A tie of epochs: the later record in the log wins.
+  m.Apply(rec("a", 7001, 1800, {{0, 2}}));
+  m.Apply(rec("b", 7002, 1800, {{0, 2}, {1, 2}}));
+  CHECK(owner(2000, 0) == "b");
+  // A node silent for the timeout owns nothing (this node always counts).
+  CHECK(owner(1800 + 10'001, 0) == "-");
+  CHECK(owner(1000 + 20'000, 3) == "me");
+  // The record's JSON round-trips; bad ones are refused.
+  MemberRecord r = rec("b", 7002, 1800, {{0, 2}, {5, 9}}), back;
+  REQUIRE(DecodeMember(EncodeMember(r), &back));
+  CHECK(back.id == "b");
+  CHECK(back.port == 7002);
+  CHECK(back.time_ms == 1800);
+  CHECK(back.claims == r.claims);
+  CHECK_FALSE(DecodeMember("{}", &back));
+  CHECK_FALSE(DecodeMember(R"({"id":"x","ip":"h","port":0,"time":1,"claims":[]})", &back));
+  CHECK_FALSE(DecodeMember(R"({"id":"x","ip":"h","port":1,"time":1,"claims":[[1]]})", &back));
+  CHECK_FALSE(DecodeMember("not json", &back));
+}
