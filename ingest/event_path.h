@@ -74,6 +74,15 @@ class UpdateBatch {
   std::span<const Agg> aggs(size_t i) const { return {aggs_.data() + updates_[i].agg_begin, updates_[i].agg_count}; }
   std::string_view text(const Agg& a) const { return Bytes(a.text_off, a.text_len); }
   void clear();
+  // Keeps, of the updates from `from` on, those whose key `keep` says yes
+  // to, in order (their bytes and inputs stay in the arrays, unused).
+  template <class Keep>
+  void KeepFrom(size_t from, Keep&& keep) {
+    size_t out = from;
+    for (size_t i = from; i < updates_.size(); i++)
+      if (keep(key(i))) updates_[out++] = updates_[i];
+    updates_.resize(out);
+  }
   // Groups the updates by shard and sets each one's key_hash from the plan.
   ShardPlan PlanShards(int nshards);
   // The updates by view (in order of first appearance), for IngestStats::ViewsApplied.

@@ -69,7 +69,15 @@ struct KafkaIngest::Handles {
   rd_kafka_mock_cluster_t* mock = nullptr;
   rd_kafka_t* consumer = nullptr;
   rd_kafka_t* dlq = nullptr;  // producer of the dead-letter topic
+  rd_kafka_t* repart = nullptr;  // kRepartition: the idempotent producer of the repartition topic
 };
+
+static void RepartitionDelivered(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+  if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  spdlog::error("cluster: a repartition record was not delivered ({}): source offsets are no longer committed, "
+                "a restart sends again from the last commit", rd_kafka_err2str(m->err));
+  static_cast<std::atomic<uint64_t>*>(opaque)->fetch_add(1);
+}
 
 namespace {
 std::string Join(const std::vector<std::string>& v) {
@@ -133,6 +141,10 @@ std::string KafkaIngest::Start() {
   for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{
            {"bootstrap.servers", bootstrap_},
            {"group.id", settings_.group.empty() ? "featurekv-sidecar" : settings_.group},
+           // The owner's partitions are its slots: a node joining or
+           // leaving moves only those that change owner.
+           {"partition.assignment.strategy",
+            settings_.role == KafkaSettings::Role::kOwner ? "cooperative-sticky" : "range,roundrobin"},
            {"enable.auto.commit", "false"},
            {"enable.auto.offset.store", "false"},
            {"auto.offset.reset", "earliest"},
@@ -172,6 +184,19 @@ std::string KafkaIngest::Start() {
     h_->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
     if (h_->dlq == nullptr) return std::string("cannot create the dead-letter producer: ") + err;
   }
+  if (settings_.role == KafkaSettings::Role::kRepartition) {
+    rd_kafka_conf_t* pc = rd_kafka_conf_new();
+    for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{{"bootstrap.servers", bootstrap_},
+                                                                        {"enable.idempotence", "true"},
+                                                                        {"linger.ms", "2"},
+                                                                        {"log_level", "3"}})
+      rd_kafka_conf_set(pc, k.c_str(), v.c_str(), err, sizeof err);
+    rd_kafka_conf_set_dr_msg_cb(pc, &RepartitionDelivered);
+    rd_kafka_conf_set_opaque(pc, &delivery_failed_);
+    NiceThreadsOf(pc, settings_.nice);
+    h_->repart = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
+    if (h_->repart == nullptr) return std::string("cannot create the repartition producer: ") + err;
+  }
   std::string a = SyncTopics();
   if (!a.empty()) spdlog::warn("kafka: {} (will retry)", a);
   {
@@ -185,6 +210,10 @@ std::string KafkaIngest::Start() {
 void KafkaIngest::SetInitialPositions(const std::vector<snap::KafkaPosition>& positions) {
   std::lock_guard lk(mu_);
   for (const auto& p : positions) {
+    if (settings_.role == KafkaSettings::Role::kOwner) {
+      if (p.topic != settings_.repartition_topic) continue;  // (a snapshot of another mode)
+      orphan_since_[p.partition] = WallMs();
+    }
     PartitionFigures& f = parts_[{p.topic, p.partition}];
     f.topic = p.topic;
     f.partition = p.partition;
@@ -242,7 +271,9 @@ void KafkaIngest::CommitOffsets(const std::vector<snap::KafkaPosition>& position
 
 std::string KafkaIngest::SyncTopics() {
   std::set<std::string> want;
-  for (const auto& s : sink_->CurrentRegistry()->sources()) want.insert(s.topic);
+  if (settings_.role == KafkaSettings::Role::kOwner) want.insert(settings_.repartition_topic);
+  else
+    for (const auto& s : sink_->CurrentRegistry()->sources()) want.insert(s.topic);
   if (want == topics_) return "";
   if (!group_mode()) return AssignAll(want);
   rd_kafka_resp_err_t err;
@@ -355,7 +386,50 @@ void KafkaIngest::OnCommitted(int err, rd_kafka_topic_partition_list_s* offsets,
   }
 }
 
+PartitionFigures& KafkaIngest::AssignedFigures(const rd_kafka_topic_partition_s* tp) {
+  PartitionFigures& f = parts_[{tp->topic, tp->partition}];
+  f.topic = tp->topic;
+  f.partition = tp->partition;
+  f.assigned = true;
+  return f;
+}
+
 void KafkaIngest::OnAssigned(rd_kafka_topic_partition_list_s* parts) {
+  if (settings_.role == KafkaSettings::Role::kOwner) {
+    // A partition this process holds a position of has its slots' state
+    // here up to that position: resume there. Any other starts from the
+    // beginning of the log, on no state (docs/architecture.md, "Cluster mode").
+    std::vector<int> gained, fresh;
+    {
+      std::lock_guard lk(mu_);
+      for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t* tp = &parts->elems[i];
+        PartitionFigures& f = AssignedFigures(tp);
+        orphan_since_.erase(tp->partition);
+        gained.push_back(tp->partition);
+        if (f.position >= 0) {
+          tp->offset = f.position;
+        } else {
+          tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+          f.position = 0;
+          marks_[tp->partition].Clear();
+          fresh.push_back(tp->partition);
+        }
+      }
+    }
+    if (settings_.on_gained) settings_.on_gained(gained, fresh);
+    for (int p : gained) {
+      int64_t lo = 0, hi = -1;
+      if (rd_kafka_query_watermark_offsets(h_->consumer, settings_.repartition_topic.c_str(), p, &lo, &hi, 5000) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR)
+        hi = INT64_MAX;  // unknown: restoring until RefreshPartitions learns it
+      restore_target_[p] = hi;
+      if (settings_.on_restoring) settings_.on_restoring(p, true);
+    }
+    spdlog::info("cluster: {} repartition partition(s) assigned, {} of them new to this node (restored from the log)",
+                 gained.size(), fresh.size());
+    return;
+  }
   // Partitions new to this process start at the group's committed offset
   // (a durable snapshot of some member holds everything before it), else at
   // the earliest one. Asked here, once per assignment, so the position is
@@ -375,10 +449,7 @@ void KafkaIngest::OnAssigned(rd_kafka_topic_partition_list_s* parts) {
   int resumed = 0, committed = 0;
   for (int i = 0; i < parts->cnt; i++) {
     rd_kafka_topic_partition_t* tp = &parts->elems[i];
-    PartitionFigures& f = parts_[{tp->topic, tp->partition}];
-    f.topic = tp->topic;
-    f.partition = tp->partition;
-    f.assigned = true;
+    PartitionFigures& f = AssignedFigures(tp);
     if (f.position >= 0) {
       tp->offset = f.position;  // what we applied is in our store: never twice
       resumed++;
@@ -404,6 +475,34 @@ void KafkaIngest::OnRevoked(rd_kafka_topic_partition_list_s* parts) {
   // partitions, so they are applied now, before the partitions go.
   if (planner_ != nullptr) ProcessBatch(*planner_);
   WaitApplied();
+  if (settings_.role == KafkaSettings::Role::kRepartition) CommitSourcePositions(true);
+  if (settings_.role == KafkaSettings::Role::kOwner) {
+    // The slots go to another node, which restores them from the log: what
+    // this one holds of them is forgotten (kept when stopping: the shutdown
+    // snapshot was cut before, and the state leaves with the process).
+    const bool drop = !stop_.load();
+    std::vector<int> lost;
+    {
+      std::lock_guard lk(mu_);
+      for (int i = 0; i < parts->cnt; i++) {
+        const int p = parts->elems[i].partition;
+        lost.push_back(p);
+        auto it = parts_.find({parts->elems[i].topic, p});
+        if (it == parts_.end()) continue;
+        if (drop) {
+          parts_.erase(it);
+          marks_.erase(p);
+        } else {
+          it->second.assigned = false;
+        }
+      }
+    }
+    for (int p : lost)
+      if (restore_target_.erase(p) && settings_.on_restoring) settings_.on_restoring(p, false);
+    if (settings_.on_lost) settings_.on_lost(lost, drop);
+    spdlog::info("cluster: {} repartition partition(s) revoked", lost.size());
+    return;
+  }
   std::lock_guard lk(mu_);
   for (int i = 0; i < parts->cnt; i++) {
     auto it = parts_.find({parts->elems[i].topic, parts->elems[i].partition});
@@ -464,6 +563,7 @@ void KafkaIngest::Run() {
   while (!stop_.load()) {
     Poll(replay_ && !replay_throttled_ ? 0 : replay_ ? 10 : 100);  // a replay reads while live ingest has nothing
     ProcessBatch(planner);
+    if (!restore_target_.empty()) CheckRestored();
     // Once a second, with nothing polled held back (ProcessBatch emptied
     // batch_): librdkafka's position counts every message it returned, so
     // asked while polled messages wait it would pass them, and they would be
@@ -472,7 +572,9 @@ void KafkaIngest::Run() {
     if (now_tp - last_check > std::chrono::seconds(1)) {
       last_check = now_tp;
       RefreshPartitions();
+      if (settings_.role == KafkaSettings::Role::kOwner) DropOrphans();
     }
+    if (settings_.role == KafkaSettings::Role::kRepartition) CommitSourcePositions(false);
     StartPendingReplay();  // between batches: its end is what live ingest handed over
     if (replay_) ReplayStep(planner);
     RunCuts();  // between batches: the snapshot cut sees exactly what was handed over
@@ -540,6 +642,19 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
   }
   std::vector<PlanItem> items;
   std::vector<rd_kafka_message_t*> item_msg;
+  if (settings_.role == KafkaSettings::Role::kOwner) {
+    OwnerItems(msgs, *reg, &items, &kafka_ts);
+    std::vector<std::string> why;
+    PlanEvents(planner, reg, items, now, skew, &updates, &stats, mask, &why);
+    for (size_t i = 0; i < items.size(); i++) {
+      if (why[i].empty()) applied++;
+      else stats.Reject(reg->sources()[static_cast<size_t>(items[i].src)].name, why[i]);
+    }
+    for (rd_kafka_message_t* m : msgs)
+      if (m != nullptr) rd_kafka_message_destroy(m);
+    ApplyBatch(std::move(updates), reg, std::move(kafka_ts), applied);
+    return ReleaseInFlight();
+  }
   for (rd_kafka_message_t* m : msgs) {
     if (m == nullptr) continue;
     const char* topic = rd_kafka_topic_name(m->rkt);
@@ -557,6 +672,20 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
     if (ts > 0) kafka_ts.push_back(ts);
   }
   std::vector<std::string> why;
+  if (settings_.role == KafkaSettings::Role::kRepartition) {
+    // Planned here only to learn each event's entity keys (the owners count
+    // what their views skip): nothing is applied on this node.
+    std::vector<size_t> ends;
+    PlanEvents(planner, reg, items, now, skew, &updates, nullptr, mask, &why, &ends);
+    for (size_t i = 0; i < items.size(); i++)
+      if (!why[i].empty())
+        DeadLetter(item_msg[i], reg->sources()[static_cast<size_t>(items[i].src)].name, why[i], &stats);
+    SendRecords(item_msg, items, why, ends, updates, *reg, now);
+    for (rd_kafka_message_t* m : msgs)
+      if (m != nullptr) rd_kafka_message_destroy(m);
+    if (h_->dlq) rd_kafka_poll(h_->dlq, 0);
+    return ReleaseInFlight();
+  }
   PlanEvents(planner, reg, items, now, skew, &updates, &stats, mask, &why);
   for (size_t i = 0; i < items.size(); i++) {
     if (why[i].empty()) applied++;
@@ -579,7 +708,8 @@ KafkaIngest::PlanItem KafkaIngest::ItemOf(int src, const rd_kafka_message_t* m) 
 
 void KafkaIngest::PlanEvents(EventPlanner& planner, const std::shared_ptr<const Registry>& reg_ptr,
                              const std::vector<PlanItem>& items, int64_t now, int64_t skew, UpdateBatch* updates,
-                             IngestStats* stats, const std::vector<char>* mask, std::vector<std::string>* why) {
+                             IngestStats* stats, const std::vector<char>* mask, std::vector<std::string>* why,
+                             std::vector<size_t>* ends) {
   const Registry& reg = *reg_ptr;
   auto joined = [&](const PlanItem& it) { return reg.sources()[static_cast<size_t>(it.src)].has_joins; };
   thread_local BatchJoins joins;
@@ -599,9 +729,14 @@ void KafkaIngest::PlanEvents(EventPlanner& planner, const std::shared_ptr<const 
     joins.collecting = false;
   }
   why->clear();
-  for (const PlanItem& it : items)
-    why->push_back(
-        planner.Plan(reg, it.src, it.json, now, skew, updates, stats, mask, joined(it) ? &joins : nullptr, &it.msg));
+  for (const PlanItem& it : items) {
+    const size_t before = updates->size();
+    why->push_back(planner.Plan(reg, it.src, it.json, it.now_ms != 0 ? it.now_ms : now, skew, updates, stats, mask,
+                                joined(it) ? &joins : nullptr, &it.msg));
+    if (it.keep_partition >= 0)
+      updates->KeepFrom(before, [&](std::string_view key) { return settings_.partition_of_key(key) == it.keep_partition; });
+    if (ends != nullptr) ends->push_back(updates->size());
+  }
   joins.Clear();
 }
 
@@ -790,6 +925,11 @@ void KafkaIngest::Stop() {
     rd_kafka_destroy(h_->dlq);
     h_->dlq = nullptr;
   }
+  if (h_->repart) {
+    rd_kafka_flush(h_->repart, 5000);
+    rd_kafka_destroy(h_->repart);
+    h_->repart = nullptr;
+  }
   if (h_->mock) rd_kafka_mock_cluster_destroy(h_->mock);
   if (h_->mock_host) rd_kafka_destroy(h_->mock_host);
   h_->mock = nullptr;
@@ -800,6 +940,7 @@ void KafkaIngest::Stop() {
 // ---- Replay ----
 
 std::string KafkaIngest::StartReplay(ReplayRequest r) {
+  if (settings_.role != KafkaSettings::Role::kLocal) return "ERR FREPLAY is not available in cluster mode yet";
   auto reg = sink_->CurrentRegistry();
   const int si = reg->FindSource(r.source);
   if (si < 0) return "ERR unknown source '" + r.source + "'";
@@ -1207,6 +1348,167 @@ void KafkaIngest::ReplayStep(EventPlanner& planner) {
   SaveCheckpoint();  // handed over: a cut from here on holds these events and this cursor
   if (!failure.empty()) return EndReplay("failed", failure + ": the views keep what was replayed");
   if (r.done.size() == r.end.size()) FinishReplay();
+}
+
+}  // namespace fkv
+
+// ---- Cluster mode (docs/architecture.md, "Cluster mode") ----
+
+namespace fkv {
+
+void KafkaIngest::SendRecords(const std::vector<rd_kafka_message_s*>& item_msg, const std::vector<PlanItem>& items,
+                              const std::vector<std::string>& why, const std::vector<size_t>& ends,
+                              const UpdateBatch& updates, const Registry& reg, int64_t now) {
+  std::string buf;
+  std::vector<int> parts;
+  size_t begin = 0;
+  for (size_t i = 0; i < items.size(); begin = ends[i], i++) {
+    if (!why[i].empty()) continue;
+    parts.clear();
+    for (size_t u = begin; u < ends[i]; u++) parts.push_back(settings_.partition_of_key(updates.key(u)));
+    std::sort(parts.begin(), parts.end());
+    parts.erase(std::unique(parts.begin(), parts.end()), parts.end());
+    const rd_kafka_message_t* m = item_msg[i];
+    RepartitionRecord r;
+    r.source = reg.sources()[static_cast<size_t>(items[i].src)].name;
+    r.topic = rd_kafka_topic_name(m->rkt);
+    r.partition = m->partition;
+    r.offset = m->offset;
+    r.now_ms = now;
+    rd_kafka_timestamp_type_t tt;
+    r.kafka_ts_ms = std::max<int64_t>(0, rd_kafka_message_timestamp(m, &tt));
+    r.has_key = items[i].msg.has_key;
+    r.tombstone = items[i].msg.tombstone;
+    r.key = items[i].msg.key;
+    r.payload = items[i].json;
+    buf.clear();
+    EncodeRepartition(r, &buf);
+    for (int p : parts) {
+      const std::string_view k = updates.key(begin);  // for Kafka's tools: one of the record's entity keys
+      for (int tries = 0;; tries++) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            h_->repart, RD_KAFKA_V_TOPIC(settings_.repartition_topic.c_str()), RD_KAFKA_V_PARTITION(p),
+            RD_KAFKA_V_KEY(k.data(), k.size()), RD_KAFKA_V_VALUE(buf.data(), buf.size()),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || stop_.load()) {
+          spdlog::error("cluster: cannot send a repartition record: {}", rd_kafka_err2str(e));
+          delivery_failed_.fetch_add(1);
+          break;
+        }
+        rd_kafka_poll(h_->repart, 50);  // the producer's queue is full: let it drain
+      }
+      records_sent_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  rd_kafka_poll(h_->repart, 0);
+}
+
+void KafkaIngest::CommitSourcePositions(bool sync) {
+  if (h_->repart == nullptr || h_->consumer == nullptr) return;
+  const int64_t now = WallMs();
+  if (!sync && now - last_commit_ms_ < 200) return;
+  last_commit_ms_ = now;
+  // Only what Kafka has acknowledged is committed: a record lost in the
+  // producer would otherwise never be sent again.
+  if (rd_kafka_flush(h_->repart, sync ? 10000 : 5000) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  if (delivery_failed_.load() > 0) return;
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(8);
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [k, f] : parts_)
+      if (f.assigned && f.position >= 0 && f.position != f.committed)
+        rd_kafka_topic_partition_list_add(list, f.topic.c_str(), f.partition)->offset = f.position;
+  }
+  if (list->cnt > 0) {
+    rd_kafka_resp_err_t e = rd_kafka_commit(h_->consumer, list, sync ? 0 : 1);
+    if (e) spdlog::warn("cluster: commit of {} source offset(s) failed: {}", list->cnt, rd_kafka_err2str(e));
+    if (sync && !e) {
+      std::lock_guard lk(mu_);
+      for (int i = 0; i < list->cnt; i++)
+        if (auto it = parts_.find({list->elems[i].topic, list->elems[i].partition}); it != parts_.end())
+          it->second.committed = list->elems[i].offset;
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+}
+
+void KafkaIngest::OwnerItems(const std::vector<rd_kafka_message_s*>& msgs, const Registry& reg,
+                             std::vector<PlanItem>* items, std::vector<int64_t>* kafka_ts) {
+  IngestStats& stats = sink_->Stats();
+  for (rd_kafka_message_t* m : msgs) {
+    if (m == nullptr) continue;
+    messages_.fetch_add(1, std::memory_order_relaxed);
+    RepartitionRecord r;
+    if (!DecodeRepartition(std::string_view(static_cast<const char*>(m->payload), m->payload ? m->len : 0), &r)) {
+      stats.Reject(settings_.repartition_topic, "bad_record");
+      continue;
+    }
+    const int si = reg.FindSource(r.source);
+    if (si < 0) {
+      stats.Reject(std::string(r.source), "no_source");
+      continue;
+    }
+    if (!marks_[m->partition].Admit(r.topic, r.partition, r.offset)) {
+      dup_dropped_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    PlanItem it{si, r.payload, MessageMeta{r.key, r.has_key, r.tombstone}, r.now_ms, m->partition};
+    items->push_back(it);
+    if (r.kafka_ts_ms > 0) kafka_ts->push_back(r.kafka_ts_ms);
+  }
+}
+
+void KafkaIngest::CheckRestored() {
+  std::vector<int> done;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [p, target] : restore_target_) {
+      auto it = parts_.find({settings_.repartition_topic, p});
+      if (it == parts_.end()) continue;
+      if (target == INT64_MAX && it->second.high >= 0) target = it->second.high;  // learnt since
+      if (it->second.position >= target) done.push_back(p);
+    }
+  }
+  if (done.empty() || !WaitInFlightAtMost(0, 10000)) return;  // servable once applied
+  for (int p : done) {
+    restore_target_.erase(p);
+    if (settings_.on_restoring) settings_.on_restoring(p, false);
+  }
+}
+
+void KafkaIngest::DropOrphans() {
+  const int64_t now = WallMs();
+  std::vector<int> gone;
+  {
+    std::lock_guard lk(mu_);
+    for (auto it = orphan_since_.begin(); it != orphan_since_.end();) {
+      if (now - it->second < settings_.orphan_grace_ms) {
+        ++it;
+        continue;
+      }
+      auto f = parts_.find({settings_.repartition_topic, it->first});
+      if (f != parts_.end() && !f->second.assigned) parts_.erase(f);
+      marks_.erase(it->first);
+      gone.push_back(it->first);
+      it = orphan_since_.erase(it);
+    }
+  }
+  if (!gone.empty()) {
+    spdlog::info("cluster: {} partition(s) of the snapshot were not assigned here: their state is dropped", gone.size());
+    if (settings_.on_lost) settings_.on_lost(gone, true);
+  }
+}
+
+std::vector<snap::DedupMark> KafkaIngest::PersistentMarks() const {
+  std::vector<snap::DedupMark> out;
+  for (const auto& [p, m] : marks_)
+    for (const auto& [src, next] : m.marks()) out.push_back({p, src.first, src.second, next});
+  return out;
+}
+
+void KafkaIngest::RestoreMarks(const std::vector<snap::DedupMark>& marks) {
+  for (const auto& m : marks) marks_[m.repartition].Set(m.topic, m.partition, m.next);
 }
 
 }  // namespace fkv

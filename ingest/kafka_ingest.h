@@ -25,10 +25,12 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "ingest/event_path.h"
+#include "ingest/repartition.h"
 #include "storage/histogram.h"
 #include "ingest/registry.h"
 #include "storage/snapshot.h"
@@ -36,6 +38,7 @@
 struct rd_kafka_message_s;  // librdkafka's types (rdkafka.h)
 struct rd_kafka_s;
 struct rd_kafka_topic_partition_list_s;
+struct rd_kafka_topic_partition_s;
 
 namespace fkv {
 
@@ -77,6 +80,32 @@ struct KafkaSettings {
   // kafka-replay-rate: FREPLAY reads at most this many messages per second
   // (0 = as fast as it can, between live batches).
   uint64_t replay_rate = 0;
+
+  // Cluster mode (docs/architecture.md, "Cluster mode"). kLocal: apply what
+  // the sources bring (sidecar and group modes). kRepartition: consume the
+  // registry's sources in `group`, send each accepted message as a
+  // RepartitionRecord (ingest/repartition.h) to every repartition partition
+  // owning one of its entity keys, and commit the source offsets to the
+  // group once Kafka has the records; apply nothing. kOwner: consume
+  // `repartition_topic` in `group` (cooperative-sticky); the partitions
+  // assigned are the slots this node owns: apply their records,
+  // de-duplicated, only for the keys of their slots.
+  enum class Role { kLocal, kRepartition, kOwner };
+  Role role = Role::kLocal;
+  std::string repartition_topic;
+  std::function<int(std::string_view key)> partition_of_key;  // the repartition partition of an entity key
+  // kOwner, on the ingest thread. A partition assigned without a position
+  // here is fresh: the state of its slots must go (`drop`), then it is read
+  // from its beginning. Lost partitions' state goes too (`drop` false only
+  // when stopping: the state stays for the shutdown snapshot).
+  std::function<void(const std::vector<int>& gained, const std::vector<int>& fresh)> on_gained;
+  std::function<void(const std::vector<int>& lost, bool drop)> on_lost;
+  // kOwner: a gained partition is restoring until its records up to the
+  // high watermark seen when it was assigned are applied.
+  std::function<void(int partition, bool restoring)> on_restoring;
+  // kOwner: a position from the snapshot for a partition not assigned
+  // within this long is forgotten with its slots' state.
+  int64_t orphan_grace_ms = 15000;
 };
 
 // Per-partition figures for INFO ingest.
@@ -120,6 +149,15 @@ class KafkaIngest {
   // After a snapshot holding `positions` is durable: records them as
   // committed and, in group mode, commits them to the group.
   void CommitOffsets(const std::vector<snap::KafkaPosition>& positions);
+  // kOwner: the de-duplication marks at the cut (called where RequestCut's
+  // callback runs), and those a loaded snapshot kept (before Start).
+  std::vector<snap::DedupMark> PersistentMarks() const;
+  void RestoreMarks(const std::vector<snap::DedupMark>& marks);
+  // kOwner: records dropped as already applied (a fail-over's re-sends);
+  // kRepartition: records sent to the repartition topic.
+  uint64_t duplicates_dropped() const { return dup_dropped_.load(std::memory_order_relaxed); }
+  uint64_t records_sent() const { return records_sent_.load(std::memory_order_relaxed); }
+  KafkaSettings::Role role() const { return settings_.role; }
   // librdkafka's rebalance callback (group mode); opaque is the KafkaIngest.
   static void OnRebalance(rd_kafka_s* rk, int err, rd_kafka_topic_partition_list_s* parts, void* opaque);
   // librdkafka's offset commit callback: records what the group acknowledged.
@@ -206,11 +244,22 @@ class KafkaIngest {
     int src;
     std::string_view json;
     MessageMeta msg;  // the key and tombstone flag (a table source reads them)
+    int64_t now_ms = 0;    // kOwner: the clock it was first planned with (0: the batch's)
+    int keep_partition = -1;  // kOwner: only the updates of this repartition partition's keys
   };
   static PlanItem ItemOf(int src, const rd_kafka_message_s* m);
   void PlanEvents(EventPlanner& planner, const std::shared_ptr<const Registry>& reg_ptr, const std::vector<PlanItem>& items, int64_t now,
                   int64_t skew, UpdateBatch* updates, IngestStats* stats, const std::vector<char>* mask,
-                  std::vector<std::string>* why);
+                  std::vector<std::string>* why, std::vector<size_t>* ends = nullptr);
+  // The cluster roles' halves of ProcessBatch (the messages are positioned).
+  void OwnerItems(const std::vector<rd_kafka_message_s*>& msgs, const Registry& reg, std::vector<PlanItem>* items,
+                  std::vector<int64_t>* kafka_ts);
+  void SendRecords(const std::vector<rd_kafka_message_s*>& item_msg, const std::vector<PlanItem>& items,
+                   const std::vector<std::string>& why, const std::vector<size_t>& ends, const UpdateBatch& updates,
+                   const Registry& reg, int64_t now);
+  void CommitSourcePositions(bool sync);
+  void CheckRestored();
+  void DropOrphans();
   // Waits (bounded) until every batch handed to the shards has been applied.
   void WaitApplied();
   // Follows the registry: sidecar mode (re)assigns, group mode (re)subscribes.
@@ -223,6 +272,8 @@ class KafkaIngest {
   void FillUnknownPositions();
   std::string AssignAll(const std::set<std::string>& topics);
   void OnAssigned(rd_kafka_topic_partition_list_s* parts);
+  // Under mu_: the figures of an assigned partition, marked assigned.
+  PartitionFigures& AssignedFigures(const rd_kafka_topic_partition_s* tp);
   void OnRevoked(rd_kafka_topic_partition_list_s* parts);
   // Counts a rejected message, keeps a sample, sends it to the DLQ topic.
   void DeadLetter(rd_kafka_message_s* m, const std::string& source, const std::string& reason, IngestStats* stats);
@@ -265,6 +316,15 @@ class KafkaIngest {
   std::atomic<uint64_t> dlq_sent_{0};
   std::atomic<uint64_t> rebalances_{0};
   std::atomic<uint64_t> stale_dropped_{0};  // messages at or before an applied position
+  std::atomic<uint64_t> dup_dropped_{0}, records_sent_{0};
+  // kOwner, ingest thread only: per repartition partition, its marks; the
+  // high watermarks restoring partitions must reach; when snapshot-restored
+  // positions were left unassigned.
+  std::map<int, DedupMarks> marks_;
+  std::map<int, int64_t> restore_target_;
+  std::map<int, int64_t> orphan_since_;
+  int64_t last_commit_ms_ = 0;  // kRepartition
+  std::atomic<uint64_t> delivery_failed_{0};  // kRepartition: records Kafka refused (commits stop)
   std::vector<rd_kafka_message_s*> batch_;  // polled, not yet planned (ingest thread only)
   EventPlanner* planner_ = nullptr;         // the ingest thread's, for the rebalance callback
   std::set<std::string> topics_;            // assigned (sidecar) or subscribed (group)

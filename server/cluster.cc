@@ -189,7 +189,8 @@ ClusterMap Membership::Map(int64_t now_ms, int64_t node_timeout_ms) const {
   return ClusterMap(nparts_, std::move(nodes));
 }
 
-std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const std::vector<std::string_view>& args) {
+std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const std::vector<std::string_view>& args,
+                         const std::atomic<bool>* restoring) {
   int slot = -1;
   bool cross = false;
   ForEachKeyArg(spec, args, [&](std::string_view k) {
@@ -201,7 +202,12 @@ std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const s
   if (cross) return "CROSSSLOT Keys in request don't hash to the same slot";
   const ClusterNode* owner = map.OwnerOfSlot(slot);
   if (owner == nullptr) return "CLUSTERDOWN Hash slot not served";
-  if (owner->myself) return "";
+  if (owner->myself) {
+    const int p = PartitionOfSlot(slot, map.partitions());
+    if (restoring != nullptr && restoring[p].load(std::memory_order_acquire))
+      return "TRYAGAIN Slot " + std::to_string(slot) + " is being restored from the log";
+    return "";
+  }
   return "MOVED " + std::to_string(slot) + " " + owner->ip + ":" + std::to_string(owner->port);
 }
 

@@ -4,6 +4,7 @@
 // a partition is assigned to owns its range.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -106,7 +107,10 @@ struct CommandSpec;
 // Where a command runs in cluster mode, as Redis Cluster decides: "" to run
 // here (no keys, or every key in one slot this node owns), else the error
 // reply: "CROSSSLOT ..." (keys of several slots), "MOVED <slot> <ip>:<port>"
-// (the slot is another node's), "CLUSTERDOWN ..." (no node has it).
-std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const std::vector<std::string_view>& args);
+// (the slot is another node's), "CLUSTERDOWN ..." (no node has it),
+// "TRYAGAIN ..." (this node is restoring the slot's partition: `restoring`,
+// per partition, may be null).
+std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const std::vector<std::string_view>& args,
+                         const std::atomic<bool>* restoring = nullptr);
 
 }  // namespace fkv

@@ -16,13 +16,9 @@ int64_t WallMs() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-void Trampoline(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts, void* opaque) {
-  ClusterMember::OnRebalance(rk, static_cast<int>(err), parts, opaque);
-}
-
 // A consumer or producer with these settings; nullptr and *err on failure.
 rd_kafka_t* NewClient(rd_kafka_type_t type, const std::vector<std::pair<std::string, std::string>>& props,
-                      void* rebalance_opaque, std::string* err) {
+                      std::string* err) {
   char buf[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   for (const auto& [k, v] : props)
@@ -31,10 +27,6 @@ rd_kafka_t* NewClient(rd_kafka_type_t type, const std::vector<std::pair<std::str
       rd_kafka_conf_destroy(conf);
       return nullptr;
     }
-  if (rebalance_opaque != nullptr) {
-    rd_kafka_conf_set_rebalance_cb(conf, &Trampoline);
-    rd_kafka_conf_set_opaque(conf, rebalance_opaque);
-  }
   rd_kafka_t* rk = rd_kafka_new(type, conf, buf, sizeof buf);
   if (rk == nullptr) *err = std::string("cannot create a Kafka client: ") + buf;
   return rk;
@@ -61,54 +53,35 @@ ClusterMember::~ClusterMember() { Stop(); }
 std::string ClusterMember::Start() {
   std::string err;
   std::vector<std::pair<std::string, std::string>> common = {{"bootstrap.servers", s_.brokers}, {"log_level", "3"}};
-  auto consumer_props = common;
-  consumer_props.insert(consumer_props.end(), {{"group.id", s_.group},
-                                               {"enable.auto.commit", "false"},
-                                               {"enable.auto.offset.store", "false"},
-                                               {"auto.offset.reset", "earliest"},
-                                               // Incremental rebalances: a node joining or leaving
-                                               // moves only the partitions that change owner.
-                                               {"partition.assignment.strategy", "cooperative-sticky"}});
-  for (const auto& kv : s_.properties)
-    if (kv.first != "group.instance.id") consumer_props.push_back(kv);
-  consumer_ = NewClient(RD_KAFKA_CONSUMER, consumer_props, this, &err);
-  if (consumer_ == nullptr) return err;
-  rd_kafka_poll_set_consumer(consumer_);
   auto members_props = common;
   members_props.insert(members_props.end(), {{"group.id", "featurekv-members-" + s_.node_id},
                                              {"enable.auto.commit", "false"},
                                              {"enable.auto.offset.store", "false"},
                                              {"fetch.wait.max.ms", "20"}});
-  members_ = NewClient(RD_KAFKA_CONSUMER, members_props, nullptr, &err);
+  members_ = NewClient(RD_KAFKA_CONSUMER, members_props, &err);
   if (members_ == nullptr) return err;
   rd_kafka_poll_set_consumer(members_);
   auto producer_props = common;
   producer_props.insert(producer_props.end(), {{"enable.idempotence", "true"}, {"linger.ms", "0"}});
-  producer_ = NewClient(RD_KAFKA_PRODUCER, producer_props, nullptr, &err);
+  producer_ = NewClient(RD_KAFKA_PRODUCER, producer_props, &err);
   if (producer_ == nullptr) return err;
   rd_kafka_topic_partition_list_t* one = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(one, s_.members_topic.c_str(), 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
   rd_kafka_resp_err_t e = rd_kafka_assign(members_, one);
   rd_kafka_topic_partition_list_destroy(one);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) return std::string("cannot read the membership topic: ") + rd_kafka_err2str(e);
-  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(topics, s_.repartition_topic.c_str(), RD_KAFKA_PARTITION_UA);
-  e = rd_kafka_subscribe(consumer_, topics);
-  rd_kafka_topic_partition_list_destroy(topics);
-  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) return std::string("cannot join the repartition group: ") + rd_kafka_err2str(e);
   thread_ = std::thread([this] { Run(); });
   return "";
 }
 
 void ClusterMember::Stop() {
-  if (!thread_.joinable() && consumer_ == nullptr) return;
+  if (!thread_.joinable() && members_ == nullptr) return;
   stop_.store(true);
   if (thread_.joinable()) thread_.join();
-  for (rd_kafka_t** c : {&consumer_, &members_}) {
-    if (*c == nullptr) continue;
-    rd_kafka_consumer_close(*c);
-    rd_kafka_destroy(*c);
-    *c = nullptr;
+  if (members_ != nullptr) {
+    rd_kafka_consumer_close(members_);
+    rd_kafka_destroy(members_);
+    members_ = nullptr;
   }
   if (producer_ != nullptr) {
     rd_kafka_flush(producer_, 2000);
@@ -122,39 +95,26 @@ std::shared_ptr<const ClusterMap> ClusterMember::map() const {
   return map_;
 }
 
-void ClusterMember::OnRebalance(rd_kafka_s* rk, int err, rd_kafka_topic_partition_list_s* parts, void* opaque) {
-  auto* self = static_cast<ClusterMember*>(opaque);
-  const int64_t now = WallMs();
-  const bool cooperative = std::strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-  auto& claims = self->claims_;
-  auto claimed = [&](int p) { return std::find_if(claims.begin(), claims.end(), [&](auto& c) { return c.first == p; }); };
-  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    self->DrainMembers();  // claim with the latest epochs this node can know of
-    if (!cooperative) claims.clear();  // (eager: `parts` is the whole assignment)
-    for (int i = 0; i < parts->cnt; i++) {
-      const int p = parts->elems[i].partition;
-      if (p >= 0 && p < self->s_.partitions && claimed(p) == claims.end())
-        claims.emplace_back(p, self->membership_.NextEpoch(p));
-    }
-    std::sort(claims.begin(), claims.end());
-    if (cooperative) {
-      if (rd_kafka_error_t* e = rd_kafka_incremental_assign(rk, parts)) rd_kafka_error_destroy(e);
-    } else {
-      rd_kafka_assign(rk, parts);
-    }
-    spdlog::info("cluster: {} repartition partitions assigned, {} owned", parts->cnt, claims.size());
-  } else {
-    for (int i = 0; i < parts->cnt; i++)
-      if (auto it = claimed(parts->elems[i].partition); it != claims.end()) claims.erase(it);
-    if (cooperative) {
-      if (rd_kafka_error_t* e = rd_kafka_incremental_unassign(rk, parts)) rd_kafka_error_destroy(e);
-    } else {
-      rd_kafka_assign(rk, nullptr);
-      claims.clear();
-    }
-    spdlog::info("cluster: {} repartition partitions revoked, {} owned", parts->cnt, claims.size());
+void ClusterMember::Gained(const std::vector<int>& partitions) {
+  std::lock_guard lk(state_mu_);
+  if (producer_ == nullptr) return;
+  DrainMembers();  // claim with the latest epochs this node can know of
+  for (int p : partitions) {
+    if (p < 0 || p >= s_.partitions) continue;
+    if (std::none_of(claims_.begin(), claims_.end(), [&](auto& c) { return c.first == p; }))
+      claims_.emplace_back(p, membership_.NextEpoch(p));
   }
-  self->Publish(now);
+  std::sort(claims_.begin(), claims_.end());
+  spdlog::info("cluster: {} repartition partitions assigned, {} owned", partitions.size(), claims_.size());
+  Publish(WallMs());
+}
+
+void ClusterMember::Lost(const std::vector<int>& partitions) {
+  std::lock_guard lk(state_mu_);
+  if (producer_ == nullptr) return;
+  std::erase_if(claims_, [&](auto& c) { return std::find(partitions.begin(), partitions.end(), c.first) != partitions.end(); });
+  spdlog::info("cluster: {} repartition partitions revoked, {} owned", partitions.size(), claims_.size());
+  Publish(WallMs());
 }
 
 void ClusterMember::Publish(int64_t now) {
@@ -203,9 +163,8 @@ void ClusterMember::Rebuild(int64_t now, bool force) {
 void ClusterMember::Run() {
   int64_t last_publish = 0;
   while (!stop_.load()) {
-    // The repartition group's records are not read yet (the rebalance
-    // callback runs in this poll).
-    if (rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer_, 20)) rd_kafka_message_destroy(m);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::lock_guard lk(state_mu_);
     DrainMembers();
     const int64_t now = WallMs();
     if (now - last_publish >= 1000) {
@@ -215,10 +174,9 @@ void ClusterMember::Run() {
     rd_kafka_poll(producer_, 0);
     Rebuild(now, false);
   }
-  // Leaving: the partitions go to the others now, not after the session timeout.
-  rd_kafka_consumer_close(consumer_);
-  rd_kafka_destroy(consumer_);
-  consumer_ = nullptr;
+  // Leaving: the owner ingest has left the group; the others see at once
+  // that this node holds nothing.
+  std::lock_guard lk(state_mu_);
   claims_.clear();
   Publish(WallMs());
   rd_kafka_flush(producer_, 2000);

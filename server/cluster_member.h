@@ -1,8 +1,9 @@
 // A node's membership in a featurekv cluster (docs/architecture.md,
-// "Cluster mode"): its thread joins the repartition topic's consumer group
-// (the partitions it is assigned are the slots it owns), publishes its
-// address and claims to the membership topic when they change and every
-// second, and reads that topic from its start to know every node's slots.
+// "Cluster mode"): the repartition partitions the node's owner ingest is
+// assigned in the repartition topic's consumer group are the slots it
+// owns; its thread publishes the node's address and claims to the
+// membership topic when they change and every second, and reads that topic
+// from its start to know every node's slots.
 #pragma once
 
 #include <atomic>
@@ -17,13 +18,11 @@
 #include "server/cluster.h"
 
 struct rd_kafka_s;
-struct rd_kafka_topic_partition_list_s;
 
 namespace fkv {
 
 struct ClusterSettings {
   std::string brokers;
-  std::string group;               // the repartition topic's consumer group
   std::string repartition_topic;
   std::string members_topic;
   std::string node_id, ip;
@@ -40,15 +39,17 @@ class ClusterMember {
   ~ClusterMember();
   // Creates the clients and starts the thread; "" or what went wrong.
   std::string Start();
-  // Leaves the group (its partitions are released at once) and stops.
+  // Publishes that this node holds none (the owner ingest has left the
+  // group) and stops.
   void Stop();
+  // The owner ingest's rebalances (any thread): claims taken and released.
+  void Gained(const std::vector<int>& partitions);
+  void Lost(const std::vector<int>& partitions);
   std::shared_ptr<const ClusterMap> map() const;
   const ClusterSettings& settings() const { return s_; }
   // How many membership records were read, and map changes seen (INFO).
   uint64_t records_read() const { return records_.load(); }
   uint64_t map_changes() const { return changes_.load(); }
-
-  static void OnRebalance(rd_kafka_s* rk, int err, rd_kafka_topic_partition_list_s* parts, void* opaque);
 
  private:
   void Run();
@@ -58,7 +59,7 @@ class ClusterMember {
 
   ClusterSettings s_;
   OnChange on_change_;
-  rd_kafka_s* consumer_ = nullptr;  // the repartition group
+  std::mutex state_mu_;  // the clients, membership_ and claims_: the thread's and the rebalances'
   rd_kafka_s* members_ = nullptr;   // reads the membership topic
   rd_kafka_s* producer_ = nullptr;  // writes it
   Membership membership_;

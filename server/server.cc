@@ -107,6 +107,7 @@ Server::~Server() {
   if (control_thread_.joinable()) control_thread_.join();
   snapshots_.reset();  // its worker finishes what it holds while the rest still exists
   kafka_.reset();      // after the shards: no batch of it can still run
+  repartitioner_.reset();
 }
 
 void Server::LoadAcl() {
@@ -209,34 +210,19 @@ int Server::Start() {
   if (config_.GetString("cluster-enabled") == "yes") {
     // Until membership says otherwise no slot has an owner (set before the
     // shard threads start; later maps reach them by a post).
-    auto none = std::make_shared<const ClusterMap>(std::stoi(config_.GetString("cluster-repartition-partitions")),
-                                                   std::vector<ClusterNode>{});
+    const int nparts = std::stoi(config_.GetString("cluster-repartition-partitions"));
+    auto none = std::make_shared<const ClusterMap>(nparts, std::vector<ClusterNode>{});
+    cluster_restoring_ = std::make_unique<std::atomic<bool>[]>(static_cast<size_t>(nparts));
     for (int i = 0; i < shards_->size(); i++) shards_->shard(i).cluster = none;
   }
   shards_->Start([this](Shard& s) {
     s.cron = std::make_unique<asio::steady_timer>(s.io);
     ScheduleCron(s);
   });
-  if (config_.GetString("cluster-enabled") == "yes") StartCluster();
+  if (config_.GetString("cluster-enabled") == "yes") StartCluster(positions);
   std::string brokers = config_.GetString("kafka-brokers");
-  if (cluster_ && !registry()->sources().empty()) {
-    // The sources' events must reach each entity's owner through the
-    // repartition topic, which is not built yet: consuming them here would
-    // leave partial states on every node.
-    spdlog::warn("cluster mode: the registry's sources are not consumed (their repartitioning is not built yet)");
-    brokers.clear();
-  }
   if (!brokers.empty() && !cluster_) {
-    KafkaSettings ks;
-    ks.brokers = brokers;
-    ks.fetch_wait_max_ms = std::stoi(config_.GetString("kafka-fetch-wait-max-ms"));
-    ks.nice = std::stoi(config_.GetString("kafka-ingest-nice"));
-    ks.replay_rate = std::stoull(config_.GetString("kafka-replay-rate"));
-    ks.dlq_topic = config_.GetString("kafka-dlq-topic");
-    ks.group = config_.GetString("kafka-group");
-    std::string props = config_.GetString("kafka-property");
-    std::istringstream in(props);
-    for (std::string k, v; in >> k >> v;) ks.properties.emplace_back(k, v);
+    KafkaSettings ks = IngestSettings();
     sink_ = std::make_unique<ServerSink>(this);
     kafka_ = std::make_unique<KafkaIngest>(ks, sink_.get());
     kafka_->SetInitialPositions(positions);
@@ -248,10 +234,58 @@ int Server::Start() {
   return port_;
 }
 
+KafkaSettings Server::IngestSettings() {
+  KafkaSettings ks;
+  ks.brokers = config_.GetString("kafka-brokers");
+  ks.fetch_wait_max_ms = std::stoi(config_.GetString("kafka-fetch-wait-max-ms"));
+  ks.nice = std::stoi(config_.GetString("kafka-ingest-nice"));
+  ks.replay_rate = std::stoull(config_.GetString("kafka-replay-rate"));
+  ks.dlq_topic = config_.GetString("kafka-dlq-topic");
+  ks.group = config_.GetString("kafka-group");
+  std::istringstream in(config_.GetString("kafka-property"));
+  for (std::string k, v; in >> k >> v;) ks.properties.emplace_back(k, v);
+  return ks;
+}
+
+std::string Server::ClusterRegistryProblem(const Registry& reg) const {
+  if (config_.GetString("cluster-enabled") != "yes") return "";
+  for (const SourceDef& src : reg.sources())
+    if (src.has_joins)
+      return "source '" + src.name + "' feeds a view with joins: joins are not available in cluster mode yet";
+  return "";
+}
+
+// On every shard: removes the keys of the slots of these repartition
+// partitions (a cluster node's state of partitions it lost, or is about to
+// restore from the log). Posted from the owner ingest's thread, so it runs
+// in order with that ingest's batches.
+void Server::DropPartitionState(const std::vector<int>& partitions) {
+  if (partitions.empty()) return;
+  const int nparts = std::stoi(config_.GetString("cluster-repartition-partitions"));
+  auto drop = std::make_shared<std::vector<char>>(static_cast<size_t>(nparts), 0);
+  for (int p : partitions)
+    if (p >= 0 && p < nparts) (*drop)[static_cast<size_t>(p)] = 1;
+  for (int i = 0; i < shards_->size(); i++)
+    shards_->Post(i, [this, i, drop, nparts] {
+      ShardStore& st = shards_->shard(i).store;
+      const int64_t now = NowMs();
+      std::vector<std::string> keys;
+      uint64_t cur = 0;
+      do {
+        cur = st.Scan(cur, now, [&](Record* r) {
+          if ((*drop)[static_cast<size_t>(PartitionOfSlot(KeySlot(r->key()), nparts))]) keys.emplace_back(r->key());
+        });
+      } while (cur != 0);
+      for (const std::string& k : keys) st.Erase(k, HashKey(k), now);
+      if (!keys.empty()) spdlog::info("cluster: shard {} dropped {} key(s) of partitions it no longer serves", i, keys.size());
+    });
+}
+
 // Cluster mode (docs/architecture.md, "Cluster mode"): the node id kept in
-// cluster-config-file (made at the first start), the membership thread, and
-// each shard's copy of the slot map.
-void Server::StartCluster() {
+// cluster-config-file (made at the first start), the membership thread,
+// each shard's copy of the slot map, and the two ingests: the source
+// consumer that repartitions, and the owner that applies its partitions.
+void Server::StartCluster(const std::vector<snap::KafkaPosition>& positions) {
   const std::string brokers = config_.GetString("kafka-brokers"), group = config_.GetString("kafka-group");
   if (brokers.empty() || group.empty())
     throw std::runtime_error("cluster-enabled yes needs kafka-brokers and kafka-group (Kafka is the cluster's log and coordinator)");
@@ -259,7 +293,6 @@ void Server::StartCluster() {
     throw std::runtime_error("cluster-enabled yes needs a Kafka the nodes share; 'kafka-brokers mock' is one per process");
   ClusterSettings cs;
   cs.brokers = brokers;
-  cs.group = group + "-repartition";
   cs.repartition_topic = config_.GetString("cluster-repartition-topic");
   if (cs.repartition_topic.empty()) cs.repartition_topic = group + "-repartition";
   cs.members_topic = cs.repartition_topic + "-members";
@@ -274,11 +307,43 @@ void Server::StartCluster() {
   std::string path = config_.GetString("cluster-config-file");
   if (!path.empty() && path[0] != '/') path = config_.GetString("dir") + "/" + path;
   cs.node_id = ReadOrMakeNodeId(path);
+  if (std::string err = ClusterRegistryProblem(*registry()); !err.empty()) throw std::runtime_error(err);
   cluster_ = std::make_unique<ClusterMember>(cs, [this](std::shared_ptr<const ClusterMap> map) {
     for (int i = 0; i < shards_->size(); i++)
       shards_->Post(i, [this, i, map] { shards_->shard(i).cluster = map; });
   });
   if (std::string err = cluster_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
+  const int nparts = cs.partitions;
+  auto partition_of = [nparts](std::string_view key) { return PartitionOfSlot(KeySlot(key), nparts); };
+  sink_ = std::make_unique<ServerSink>(this);
+  KafkaSettings owner = IngestSettings();
+  owner.dlq_topic.clear();  // the repartitioner dead-letters the sources' bad messages
+  owner.role = KafkaSettings::Role::kOwner;
+  owner.group = group + "-repartition";
+  owner.repartition_topic = cs.repartition_topic;
+  owner.partition_of_key = partition_of;
+  owner.orphan_grace_ms = cs.node_timeout_ms;
+  owner.on_gained = [this](const std::vector<int>& gained, const std::vector<int>& fresh) {
+    DropPartitionState(fresh);
+    cluster_->Gained(gained);
+  };
+  owner.on_lost = [this](const std::vector<int>& lost, bool drop) {
+    if (drop) DropPartitionState(lost);
+    cluster_->Lost(lost);
+  };
+  owner.on_restoring = [this](int p, bool restoring) {
+    cluster_restoring_[static_cast<size_t>(p)].store(restoring, std::memory_order_release);
+  };
+  kafka_ = std::make_unique<KafkaIngest>(owner, sink_.get());
+  kafka_->SetInitialPositions(positions);
+  kafka_->RestoreMarks(snapshots_->loaded_marks());
+  if (std::string err = kafka_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
+  KafkaSettings rep = IngestSettings();
+  rep.role = KafkaSettings::Role::kRepartition;
+  rep.repartition_topic = cs.repartition_topic;
+  rep.partition_of_key = partition_of;
+  repartitioner_ = std::make_unique<KafkaIngest>(rep, sink_.get());
+  if (std::string err = repartitioner_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
   spdlog::info("cluster mode: node {} announced as {}:{}, {} repartition partitions of {}", cs.node_id, cs.ip, cs.port,
                cs.partitions, cs.repartition_topic);
 }
@@ -340,6 +405,7 @@ std::string Server::ChangeRegistry(const RegistryMaker& make,
   std::lock_guard lk(change_mu_);
   std::shared_ptr<const Registry> base = pending_ ? pending_ : registry(), next;
   if (std::string err = make(base, &next); !err.empty()) return err;
+  if (std::string err = ClusterRegistryProblem(*next); !err.empty()) return "ERR " + err;
   pending_ = next;
   // A view the change drops ends its run of layouts: defined again later,
   // it starts empty, whatever updates planned before were still to apply.
@@ -509,8 +575,9 @@ void Server::Shutdown(const std::string& reason) {
   StartShutdownWatchdog();
   if (stopping_.exchange(true)) return;
   spdlog::info("shutting down ({})", reason);
+  if (repartitioner_) repartitioner_->Stop();  // commits what Kafka has of it, leaves the sources' group
   if (kafka_) kafka_->Stop();  // no new batches; those already posted still apply
-  if (cluster_) cluster_->Stop();  // leaves the group: its slots go to the others at once
+  if (cluster_) cluster_->Stop();  // the owner ingest left the group: its slots go to the others at once
   if (!shards_) return;
   // Close the listeners on their own thread, then stop every shard.
   asio::post(shards_->shard(0).io, [this] {

@@ -141,6 +141,12 @@ class Server {
   KafkaIngest* kafka() { return kafka_.get(); }
   // Cluster mode (docs/architecture.md, "Cluster mode"): null in sidecar mode.
   ClusterMember* cluster() { return cluster_.get(); }
+  KafkaIngest* repartitioner() { return repartitioner_.get(); }
+  // Cluster mode: per repartition partition, whether this node is restoring
+  // it from the log (its slots answer TRYAGAIN).
+  const std::atomic<bool>* cluster_restoring() const { return cluster_restoring_.get(); }
+  // Cluster mode: why this registry cannot serve a cluster ("" when it can).
+  std::string ClusterRegistryProblem(const Registry& reg) const;
 
   // Counters.
   std::atomic<uint64_t> connected_clients{0};
@@ -206,7 +212,11 @@ class Server {
   std::unique_ptr<IngestSink> sink_;
   std::unique_ptr<KafkaIngest> kafka_;
   std::unique_ptr<ClusterMember> cluster_;
-  void StartCluster();
+  std::unique_ptr<KafkaIngest> repartitioner_;  // cluster mode: consumes the sources
+  std::unique_ptr<std::atomic<bool>[]> cluster_restoring_;
+  KafkaSettings IngestSettings();
+  void DropPartitionState(const std::vector<int>& partitions);
+  void StartCluster(const std::vector<snap::KafkaPosition>& positions);
   std::unique_ptr<SnapshotManager> snapshots_;
   std::unique_ptr<DriftManager> drift_;
   std::unique_ptr<AofManager> aof_;

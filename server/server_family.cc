@@ -649,6 +649,10 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
       num("kafka_stale_dropped", k->stale_dropped());
       num("kafka_dead_lettered", k->dead_lettered());
       auto parts = k->Partitions();
+      if (repartitioner_) {  // cluster mode: the sources' partitions this node repartitions, too
+        auto src = repartitioner_->Partitions();
+        parts.insert(parts.end(), src.begin(), src.end());
+      }
       // Read after the positions: a position counts a batch that is being
       // planned or applied until this falls back to 0 (docs/operations.md).
       num("kafka_batches_in_flight", static_cast<uint64_t>(k->batches_in_flight()));
@@ -740,6 +744,17 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
   if (on("cluster")) {
     s += "# Cluster\r\n";
     line("cluster_enabled", cluster_ ? "1" : "0");
+    if (cluster_) {
+      // The repartition path (docs/operations.md, "Cluster mode").
+      const int nparts = std::stoi(config_.GetString("cluster-repartition-partitions"));
+      int restoring = 0;
+      for (int p = 0; p < nparts; p++) restoring += cluster_restoring_[static_cast<size_t>(p)].load() ? 1 : 0;
+      line("cluster_restoring_partitions", std::to_string(restoring));
+      line("cluster_records_sent", std::to_string(repartitioner_ ? repartitioner_->records_sent() : 0));
+      line("cluster_records_applied", std::to_string(kafka_ ? kafka_->messages() : 0));
+      line("cluster_duplicates_dropped", std::to_string(kafka_ ? kafka_->duplicates_dropped() : 0));
+      line("cluster_source_messages", std::to_string(repartitioner_ ? repartitioner_->messages() : 0));
+    }
     s += "\r\n";
   }
   if (on("keyspace")) {

@@ -185,6 +185,11 @@ void SnapshotManager::Cut(std::shared_ptr<Job> job, std::vector<snap::KafkaPosit
       snap::AppendFrame(&frames, snap::Frame::kReplay, 0, snap::EncodeReplay(rs));
       nframes++;
     }
+    // Cluster mode: the de-duplication marks that go with the positions.
+    if (k->role() == KafkaSettings::Role::kOwner) {
+      snap::AppendFrame(&frames, snap::Frame::kMarks, 0, snap::EncodeMarks(k->PersistentMarks()));
+      nframes++;
+    }
   }
   job->writer.Put(std::move(frames), nframes);
   ShardSet& set = server_->shards();
@@ -389,6 +394,11 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     return std::string();
   };
   snap::ReplayState replay;
+  std::vector<snap::DedupMark> marks;
+  v.marks = [&](const std::vector<snap::DedupMark>& m) {
+    marks = m;
+    return std::string();
+  };
   v.replay = [&](const snap::ReplayState& r) {
     replay = r;
     return std::string();
@@ -449,6 +459,7 @@ std::string SnapshotManager::LoadFile(const std::string& path, std::vector<snap:
     for (int i = 0; i < set.size(); i++) set.shard(i).registry = with;
   }
   loaded_replay_ = std::move(replay);
+  loaded_marks_ = std::move(marks);
   loaded_aof_gen_ = aof_gen;
   if (aof_gen != UINT64_MAX) last_good_aof_gen_ = aof_gen;
   int64_t ms = NowMs() - t0;

@@ -72,6 +72,8 @@ class SnapshotManager {
   // After Load: FREPLAY's state the snapshot kept (released views, a
   // replay to resume).
   const snap::ReplayState& loaded_replay() const { return loaded_replay_; }
+  // Cluster mode's de-duplication marks the loaded snapshot kept.
+  const std::vector<snap::DedupMark>& loaded_marks() const { return loaded_marks_; }
 
  private:
   struct Job;
@@ -91,6 +93,7 @@ class SnapshotManager {
   uint64_t changes_at_last_save_ = 0;
   uint64_t loaded_aof_gen_ = 0;
   snap::ReplayState loaded_replay_;
+  std::vector<snap::DedupMark> loaded_marks_;
   uint64_t last_good_aof_gen_ = 0;  // the last durable snapshot's (the worker thread's after start)
   int64_t last_attempt_ms_ = 0;
   std::condition_variable idle_cv_;

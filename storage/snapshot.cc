@@ -38,6 +38,7 @@ const char* FrameName(uint8_t kind) {
     case Frame::kAof: return "AOF";
     case Frame::kDefaults: return "DEFAULTS";
     case Frame::kReplay: return "REPLAY";
+    case Frame::kMarks: return "MARKS";
   }
   return "unknown";
 }
@@ -306,6 +307,38 @@ bool DecodeReplay(std::string_view payload, ReplayState* r, std::string* err) {
     }
   }
   if (!d.done()) return *err = "bytes left in REPLAY", false;
+  return true;
+}
+
+std::string EncodeMarks(const std::vector<DedupMark>& marks) {
+  std::string s;
+  Enc e(&s);
+  e.Varint(marks.size());
+  for (const auto& m : marks) {
+    e.Varint(static_cast<uint32_t>(m.repartition));
+    e.Str(m.topic);
+    e.Varint(static_cast<uint32_t>(m.partition));
+    e.I64(m.next);
+  }
+  return s;
+}
+
+bool DecodeMarks(std::string_view payload, std::vector<DedupMark>* marks, std::string* err) {
+  Dec d(payload);
+  uint64_t n = 0;
+  if (!d.Count(&n, 11)) return (*err = d.error(), false);
+  for (uint64_t i = 0; i < n; i++) {
+    DedupMark m;
+    std::string_view t;
+    uint64_t rp, part;
+    if (!d.Varint(&rp) || !d.Str(&t) || !d.Varint(&part) || !d.I64(&m.next)) return (*err = d.error(), false);
+    if (rp > INT32_MAX || part > INT32_MAX || m.next < 0 || t.empty()) return (*err = "bad MARKS entry", false);
+    m.repartition = static_cast<int32_t>(rp);
+    m.topic = t;
+    m.partition = static_cast<int32_t>(part);
+    marks->push_back(std::move(m));
+  }
+  if (!d.done()) return *err = "bytes left in MARKS", false;
   return true;
 }
 
@@ -775,7 +808,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
   const std::string_view file_header(base, off);
   Header header;
   bool have_header = false, have_views = false, have_kafka = false, have_drift = false, have_aof = false,
-       have_defaults = false, have_replay = false;
+       have_defaults = false, have_replay = false, have_marks = false;
   std::vector<std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)>> sums;
   std::vector<uint64_t> sec_records, sec_bytes;
   std::vector<bool> ended;
@@ -796,7 +829,7 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
                                kind == uint8_t(Frame::kLayouts)
                            ? " of section " + std::to_string(section)
                            : "");
-    if (base[off + 1] != 0 || kind < 1 || kind > 11) return where("frame", off) + "bad frame header";
+    if (base[off + 1] != 0 || kind < 1 || kind > 12) return where("frame", off) + "bad frame header";
     if (len > size - off - kFrameHeaderSize) return where(sec, off) + "truncated: frame runs past the end of the file";
     std::string_view payload(base + off + kFrameHeaderSize, len);
     if (XXH3_64bits_withSeed(payload.data(), payload.size(), FrameSeed(kind, section, len)) != sum)
@@ -879,6 +912,14 @@ std::string ReadFile(const std::string& path, const Visitor& v, Footer* footer_o
         if (!DecodeDefaults(payload, &defaults, &err)) return where(sec, off) + err;
         have_defaults = true;
         if (v.defaults && !(err = v.defaults(defaults)).empty()) return where(sec, off) + err;
+        break;
+      }
+      case Frame::kMarks: {
+        std::vector<DedupMark> marks;
+        if (have_marks) return where(sec, off) + "second MARKS";
+        if (!DecodeMarks(payload, &marks, &err)) return where(sec, off) + err;
+        have_marks = true;
+        if (v.marks && !(err = v.marks(marks)).empty()) return where(sec, off) + err;
         break;
       }
       case Frame::kReplay: {

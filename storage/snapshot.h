@@ -60,7 +60,7 @@ inline constexpr uint32_t kFlagEncrypted = 1;
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr size_t kChunkBytes = 256 * 1024;  // RECORDS payloads are cut near this size
 
-enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7, kDrift = 8, kAof = 9, kDefaults = 10, kReplay = 11 };
+enum class Frame : uint8_t { kHeader = 1, kViews = 2, kKafka = 3, kRecords = 4, kSectionEnd = 5, kFooter = 6, kLayouts = 7, kDrift = 8, kAof = 9, kDefaults = 10, kReplay = 11, kMarks = 12 };
 const char* FrameName(uint8_t kind);
 
 // Writes the 16-byte header of a frame carrying `payload` at h.
@@ -138,6 +138,18 @@ struct KafkaPosition {
   int32_t partition = 0;
   int64_t offset = 0;  // the next offset to consume
 };
+
+// Cluster mode's de-duplication marks at the cut (docs/architecture.md,
+// "Cluster mode"): per owned repartition partition and source partition,
+// the offset after the newest source message applied.
+struct DedupMark {
+  int32_t repartition = 0;
+  std::string topic;
+  int32_t partition = 0;
+  int64_t next = 0;
+};
+std::string EncodeMarks(const std::vector<DedupMark>& marks);
+bool DecodeMarks(std::string_view payload, std::vector<DedupMark>* marks, std::string* err);
 
 // FREPLAY's state at the cut: the backfill views released so far and, when
 // a replay was running, where it stands, so a restart resumes it.
@@ -281,6 +293,7 @@ struct Visitor {
   std::function<std::string(uint64_t)> aof;  // the AOF frame's generation
   std::function<std::string(const std::map<std::string, int>&)> defaults;  // the DEFAULTS frame
   std::function<std::string(const ReplayState&)> replay;                  // the REPLAY frame
+  std::function<std::string(const std::vector<DedupMark>&)> marks;        // the MARKS frame
   std::function<std::string(uint16_t section, std::string_view records, uint32_t count, const LayoutMap& layouts)>
       records;
 };

@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 
 #include "server/cluster.h"
+#include "ingest/repartition.h"
+#include "storage/snapshot.h"
 
 using namespace fkv;
 
@@ -93,4 +95,87 @@ TEST_CASE("cluster: the membership log decides owners by claim epochs, releases 
   CHECK_FALSE(DecodeMember(R"({"id":"x","ip":"h","port":0,"time":1,"claims":[]})", &back));
   CHECK_FALSE(DecodeMember(R"({"id":"x","ip":"h","port":1,"time":1,"claims":[[1]]})", &back));
   CHECK_FALSE(DecodeMember("not json", &back));
+}
+
+TEST_CASE("cluster: a repartition record round-trips, and what is not one is refused") {
+  fkv::RepartitionRecord r;
+  r.source = "user_events";
+  r.topic = "user_events";
+  r.partition = 7;
+  r.offset = 123456789012;
+  r.now_ms = 1700000000123;
+  r.kafka_ts_ms = 1700000000000;
+  r.has_key = true;
+  r.key = std::string_view("k\0y", 3);
+  r.payload = R"({"user_id":1})";
+  std::string bytes;
+  fkv::EncodeRepartition(r, &bytes);
+  fkv::RepartitionRecord d;
+  REQUIRE(fkv::DecodeRepartition(bytes, &d));
+  CHECK(d.source == r.source);
+  CHECK(d.topic == r.topic);
+  CHECK(d.partition == 7);
+  CHECK(d.offset == r.offset);
+  CHECK(d.now_ms == r.now_ms);
+  CHECK(d.kafka_ts_ms == r.kafka_ts_ms);
+  CHECK(d.has_key);
+  CHECK_FALSE(d.tombstone);
+  CHECK(d.key == r.key);
+  CHECK(d.payload == r.payload);
+  // A tombstone: no payload.
+  r.tombstone = true;
+  r.payload = {};
+  bytes.clear();
+  fkv::EncodeRepartition(r, &bytes);
+  REQUIRE(fkv::DecodeRepartition(bytes, &d));
+  CHECK(d.tombstone);
+  CHECK(d.payload.empty());
+  // Every truncation, a byte too many, another version, bad flags.
+  for (size_t n = 0; n < bytes.size(); n++) CHECK_FALSE(fkv::DecodeRepartition(std::string_view(bytes).substr(0, n), &d));
+  CHECK_FALSE(fkv::DecodeRepartition(bytes + "x", &d));
+  std::string v2 = bytes;
+  v2[0] = 2;
+  CHECK_FALSE(fkv::DecodeRepartition(v2, &d));
+  std::string flags = bytes;
+  flags[1] = 4;
+  CHECK_FALSE(fkv::DecodeRepartition(flags, &d));
+  CHECK_FALSE(fkv::DecodeRepartition(R"({"user_id":1})", &d));
+}
+
+TEST_CASE("cluster: de-duplication drops what a fail-over sends again, per source partition") {
+  fkv::DedupMarks m;
+  CHECK(m.Admit("t", 0, 10));
+  CHECK(m.Admit("t", 0, 11));
+  CHECK(m.Admit("t", 1, 3));       // another source partition: its own mark
+  CHECK(m.Admit("u", 0, 0));       // another topic too
+  CHECK_FALSE(m.Admit("t", 0, 10));  // sent again from an older commit
+  CHECK_FALSE(m.Admit("t", 0, 11));
+  CHECK(m.Admit("t", 0, 12));
+  CHECK(m.Admit("t", 0, 20));      // a gap (events no view of this partition takes)
+  CHECK_FALSE(m.Admit("t", 0, 15));
+  CHECK(m.marks().at({"t", 0}) == 21);
+  fkv::DedupMarks n;
+  n.Set("t", 0, 21);
+  CHECK_FALSE(n.Admit("t", 0, 20));
+  CHECK(n.Admit("t", 0, 21));
+}
+
+TEST_CASE("cluster: the snapshot's MARKS frame round-trips and refuses damage") {
+  std::vector<fkv::snap::DedupMark> marks = {{0, "user_events", 3, 17}, {5, "orders", 0, 0}};
+  std::string p = fkv::snap::EncodeMarks(marks);
+  std::vector<fkv::snap::DedupMark> back;
+  std::string err;
+  REQUIRE(fkv::snap::DecodeMarks(p, &back, &err));
+  REQUIRE(back.size() == 2);
+  CHECK(back[0].repartition == 0);
+  CHECK(back[0].topic == "user_events");
+  CHECK(back[0].partition == 3);
+  CHECK(back[0].next == 17);
+  CHECK(back[1].topic == "orders");
+  for (size_t n = 0; n < p.size(); n++) {
+    back.clear();
+    CHECK_FALSE(fkv::snap::DecodeMarks(std::string_view(p).substr(0, n), &back, &err));
+  }
+  back.clear();
+  CHECK_FALSE(fkv::snap::DecodeMarks(p + "x", &back, &err));
 }

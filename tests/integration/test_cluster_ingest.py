@@ -1,0 +1,269 @@
+#!/usr/bin/python3
+"""Cluster mode with Kafka ingest (docs/architecture.md, "Cluster mode"):
+three featurekv nodes share a Kafka (featurekv-mock-kafka) holding the
+source topic user_events (8 partitions). The nodes consume it as the group
+`kafka-group`, plan each event and produce it to the repartition partition
+owning each entity key's slot; that partition's owner applies it. So every
+user:<id> and product:<id> read through redis-py's RedisCluster, from any
+seed, equals the model of the produced events (test_kafka_ingest.py's
+build_model / check_model), and no node holds a key of a slot it does not
+own. A node killed with -9 while events flow: the two others take its slots
+(replaying those repartition partitions, -TRYAGAIN until caught up) and
+serve exact values; restarted on its snapshot it resumes from the
+repartition positions kept there, and the values stay exact.
+
+Usage: test_cluster_ingest.py SERVER MOCK_KAFKA [unittest args]
+featurekv-produce is taken from $FKV_PRODUCE, else beside MOCK_KAFKA.
+"""
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fkv_testlib import ServerProcess, wait_until  # noqa: E402
+from test_kafka_tools import MockCluster  # noqa: E402
+import test_kafka_tools  # noqa: E402
+import test_cluster  # noqa: E402  (its Nodes, info_of, slots_view; its tests are not collected here)
+import test_kafka_ingest  # noqa: E402
+from test_kafka_ingest import build_model, check_model, read_events, partitions_of  # noqa: E402
+from test_snapshots import save_now  # noqa: E402
+import logging  # noqa: E402
+import redis  # noqa: E402
+from redis.cluster import RedisCluster, ClusterNode  # noqa: E402
+from redis.crc import key_slot  # noqa: E402
+from redis.exceptions import RedisClusterException  # noqa: E402
+
+# redis-py logs every TRYAGAIN it retries (a restoring slot) with a traceback.
+logging.getLogger("redis.cluster").setLevel(logging.CRITICAL)
+
+SERVER = sys.argv[1] if len(sys.argv) > 1 else "build/server/featurekv-server"
+test_kafka_tools.MOCK = sys.argv[2] if len(sys.argv) > 2 else "build/tools/featurekv-mock-kafka"
+PRODUCE = os.environ.get("FKV_PRODUCE") or os.path.join(os.path.dirname(test_kafka_tools.MOCK), "featurekv-produce")
+test_kafka_ingest.PRODUCE = PRODUCE  # KafkaIngestTest.produce runs it
+REGISTRY = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "conf",
+                                        "features.yaml"))
+GROUP = test_cluster.GROUP
+SOURCE_PARTITIONS = 8
+REPARTITION_PARTITIONS = 8  # the mock's --partitions is one count for every --topic: both topics have 8
+WAIT_S = 90  # the bound of every wait for ownership or for the values
+USERS, PRODUCTS = 60, 25  # as KafkaIngestTest.produce
+
+
+class IngestNodes(test_cluster.Nodes):
+    """test_cluster's nodes, with the demo registry and save rules."""
+
+    def __init__(self, mock, n, base_dir, save):
+        self.save = save
+        self.nodes = []
+        try:
+            super().__init__(mock, n, base_dir)
+        except BaseException:
+            self.stop_all()
+            raise
+
+    def start(self, i):
+        d = os.path.join(self.base, "node%d" % i)
+        os.makedirs(d, exist_ok=True)
+        self.nodes[i] = ServerProcess(SERVER, shards=2, data_dir=d, directives=[
+            ("save", self.save), ("registry", REGISTRY), ("cluster-enabled", "yes"),
+            ("kafka-brokers", self.mock.bootstrap), ("kafka-group", GROUP),
+            ("cluster-repartition-partitions", REPARTITION_PARTITIONS),
+            ("kafka-property", ["session.timeout.ms", test_cluster.SESSION_MS]),
+            ("kafka-property", ["heartbeat.interval.ms", 500]),
+            ("cluster-node-timeout", 6000)]).start()
+        return self.nodes[i]
+
+
+class RoutedReads:
+    """Stands for a client in check_model: its FMGET (which cluster mode
+    does not fan out yet) becomes one FGET per key, each routed by
+    RedisCluster to the key's owner."""
+
+    def __init__(self, rc):
+        self.rc = rc
+
+    def execute_command(self, *args):
+        assert args[0] == "FMGET", args
+        i = args.index("FEATURES")
+        return [self.rc.execute_command("FGET", key, *args[i + 1:]) for key in args[1:i]]
+
+
+class ClusterIngestTest(unittest.TestCase):
+    def start_cluster(self, save):
+        self.mock = MockCluster("--partitions", str(SOURCE_PARTITIONS), "--topic", "user_events",
+                                "--topic", GROUP + "-repartition")
+        self.addCleanup(self.mock.kill)
+        self.assertTrue(self.mock.command("topic %s-repartition-members 1" % GROUP).startswith("ok"), "members topic")
+        self.dir = tempfile.mkdtemp(prefix="fkv-cluster-ingest-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.nodes = IngestNodes(self.mock, 3, self.dir, save)
+        self.addCleanup(self.nodes.stop_all)
+        return self.nodes.settled(3, timeout=WAIT_S)
+
+    # -- reads through RedisCluster ------------------------------------------
+
+    def cluster_client(self, seed):
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", seed.port)], decode_responses=True,
+                            socket_timeout=10, socket_connect_timeout=5)
+
+    def check_routed(self, events, seed):
+        rc = self.cluster_client(seed)
+        try:
+            check_model(self, RoutedReads(rc), events)
+        finally:
+            rc.close()
+
+    def wait_model(self, events, what, timeout=WAIT_S):
+        """Waits until every user and product feature read through a
+        RedisCluster (seeded by a live node, a fresh client each try) equals
+        the model of `events`; fails with the last mismatch or error."""
+        last = ["nothing read"]
+
+        def matches():
+            try:
+                self.check_routed(events, self.nodes.live()[0])
+                return True
+            except (AssertionError, redis.RedisError, RedisClusterException) as e:
+                last[0] = "%s: %s" % (type(e).__name__, (str(e).splitlines() or [""])[0])
+                return False
+        t0 = time.monotonic()
+        try:
+            wait_until(matches, timeout, interval=0.2, what=what)
+        except AssertionError:
+            self.fail("%s: values never matched the model of %d events within %d s; last: %s"
+                      % (what, len(events), timeout, last[0]))
+        return time.monotonic() - t0
+
+    # -- what each node holds ------------------------------------------------
+
+    def owned_ranges(self, node):
+        view = test_cluster.slots_view(self.nodes.client(node))
+        return [(first, last) for first, last, _, port in view if port == node.port]
+
+    def holdings(self, events):
+        """None when every node holds only keys of its own slots and the
+        nodes together hold exactly the model's keys; else what is wrong."""
+        users, products = build_model(events)
+        # A product with only clicks and add_to_carts feeds none of its
+        # view's aggregations (all filtered by `where`), so it has no key.
+        want = len(users) + sum(1 for p in products.values() if p["views"] or p["purchases"])
+        total, wrong = 0, []
+        for n in self.nodes.live():
+            r = self.nodes.client(n)
+            ranges = self.owned_ranges(n)
+            keys = r.execute_command("KEYS", "*")
+            total += r.dbsize()
+            wrong += ["%s (slot %d) on :%d" % (k, key_slot(k.encode()), n.port) for k in keys
+                      if not any(a <= key_slot(k.encode()) <= b for a, b in ranges)]
+        if wrong:
+            return "keys of slots the node does not own: %s" % wrong[:5]
+        if total != want:
+            return "DBSIZE summed over the nodes is %d, the model has %d keys" % (total, want)
+        return None
+
+    def wait_held_right(self, events, timeout=30):
+        last = [None]
+
+        def held_right():
+            last[0] = self.holdings(events)
+            return last[0] is None
+        try:
+            wait_until(held_right, timeout, interval=0.3, what="each node to hold its own slots' keys")
+        except AssertionError:
+            self.fail(last[0])
+
+    def source_partitions(self):
+        """user_events' partitions each node consumes now (INFO ingest)."""
+        return [partitions_of(self.nodes.client(n)) for n in self.nodes.live()]
+
+    # -- the tests -----------------------------------------------------------
+
+    def test_1_every_feature_read_through_any_node_equals_the_model(self):
+        self.start_cluster(save="")
+        # Several producer seeds, 1,000 events each, keyed by user over 8 partitions.
+        seeds = (11, 12, 13)
+        for seed in seeds:
+            test_kafka_ingest.KafkaIngestTest.produce(self, 1000, seed)
+        events = [e for _, e in read_events(self.mock.bootstrap, 1000 * len(seeds))]
+        took = self.wait_model(events, "the model through RedisCluster")
+        sys.stderr.write("(3,000 events servable from their owners in %.1f s)\n" % took)
+        # From every node as the seed: the same values.
+        for n in self.nodes.live():
+            self.check_routed(events, n)
+        # The nodes split the source partitions among themselves (INFO ingest) ...
+        def split(parts):
+            return (sum(len(p) for p in parts) == SOURCE_PARTITIONS
+                    and set().union(*parts) == set(range(SOURCE_PARTITIONS)))
+        try:
+            wait_until(lambda: split(self.source_partitions()), 30, interval=0.2,
+                       what="the nodes to split user_events' partitions")
+        except AssertionError:
+            self.fail("user_events' partitions by node (INFO ingest): %s" % self.source_partitions())
+        # ... and each holds its own slots' keys only, the model's keys once in all.
+        self.wait_held_right(events)
+        self.assertEqual(len({row[2] for row in self.nodes.settled(3, timeout=WAIT_S)}), 3)
+
+    def test_2_kill_9_while_events_flow_loses_nothing_and_counts_nothing_twice(self):
+        # Save rules snapshot every second while events flow; the victim also
+        # gets an explicit SAVE shortly before it is killed.
+        self.start_cluster(save=("1", "1"))
+        rnd = random.Random(20261201)
+        produced, dropped = 0, 0
+        count, rate = 1500, 1000  # 1.5 s of events per round
+        for round_ in range(5):
+            victim = round_ % 3
+            t_save = rnd.uniform(0.1, 0.6)
+            t_kill = rnd.uniform(0.7, 1.3)
+            result = {}
+
+            def produce(seed=100 + round_):
+                try:
+                    result["p"] = subprocess.run(
+                        [PRODUCE, "--brokers", self.mock.bootstrap, "--count", str(count), "--rate", str(rate),
+                         "--users", str(USERS), "--products", str(PRODUCTS), "--seed", str(seed)],
+                        capture_output=True, text=True, timeout=120)
+                except Exception as e:  # reported by the main thread
+                    result["error"] = e
+            producer = threading.Thread(target=produce, daemon=True)
+            t0 = time.monotonic()
+            producer.start()
+            time.sleep(t_save)  # places the SAVE and the kill at seeded moments (not a wait)
+            save_now(self.nodes.client(self.nodes.nodes[victim]))
+            time.sleep(max(0.0, t_kill - (time.monotonic() - t0)))
+            self.nodes.nodes[victim].kill()  # SIGKILL
+            sys.stderr.write("(round %d: node %d killed at %.2f s)\n" % (round_, victim, time.monotonic() - t0))
+            producer.join(150)
+            self.assertFalse(producer.is_alive(), "the producer did not finish")
+            self.assertNotIn("error", result, result.get("error"))
+            self.assertEqual(result["p"].returncode, 0, result["p"].stderr)
+            produced += count
+            events = [e for _, e in read_events(self.mock.bootstrap, produced)]
+            # The two others own every slot and serve exact values.
+            self.nodes.settled(2, timeout=WAIT_S)
+            took = self.wait_model(events, "round %d: the 2 remaining nodes" % round_)
+            sys.stderr.write("(round %d: exact on 2 nodes %.1f s after settling)\n" % (round_, took))
+            # Restarted on its own directory (its snapshot): 3 owners, still exact.
+            self.nodes.start(victim)
+            self.nodes.settled(3, timeout=WAIT_S)
+            took = self.wait_model(events, "round %d: the restarted node back" % round_)
+            sys.stderr.write("(round %d: exact on 3 nodes %.1f s after settling)\n" % (round_, took))
+            dropped += sum(int(self.nodes.client(n).info("cluster").get("cluster_duplicates_dropped", 0))
+                           for n in self.nodes.live())
+        # The kills left records sent twice (the sources' offsets are
+        # committed every 200 ms): the owners dropped them, so the exact
+        # values above were not luck.
+        self.assertGreater(dropped, 0, "no duplicate record was ever dropped")
+        # Partitions of the restarted nodes' snapshots that went elsewhere
+        # are dropped after cluster-node-timeout: each node holds its own slots only.
+        self.wait_held_right(events)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1] + sys.argv[3:], verbosity=2)
