@@ -10,7 +10,9 @@ build_model / check_model), and no node holds a key of a slot it does not
 own. A node killed with -9 while events flow: the two others take its slots
 (replaying those repartition partitions, -TRYAGAIN until caught up) and
 serve exact values; restarted on its snapshot it resumes from the
-repartition positions kept there, and the values stay exact.
+repartition positions kept there, and the values stay exact. A fourth
+node joining takes partitions (restored from the log) and the values stay
+exact read through any node.
 
 Usage: test_cluster_ingest.py SERVER MOCK_KAFKA [unittest args]
 featurekv-produce is taken from $FKV_PRODUCE, else beside MOCK_KAFKA.
@@ -262,6 +264,27 @@ class ClusterIngestTest(unittest.TestCase):
         self.assertGreater(dropped, 0, "no duplicate record was ever dropped")
         # Partitions of the restarted nodes' snapshots that went elsewhere
         # are dropped after cluster-node-timeout: each node holds its own slots only.
+        self.wait_held_right(events)
+
+    def test_3_a_fourth_node_joins_slots_move_to_it_and_values_stay_exact(self):
+        self.start_cluster(save="")
+        test_kafka_ingest.KafkaIngestTest.produce(self, 1500, 31)
+        events = [e for _, e in read_events(self.mock.bootstrap, 1500)]
+        self.wait_model(events, "3 nodes before the join")
+        # The fourth node joins while events flow: partitions move to it
+        # (restored there from the log), the others drop what they gave up.
+        self.nodes.nodes.append(None)
+        producer = threading.Thread(target=test_kafka_ingest.KafkaIngestTest.produce, args=(self, 1500, 32), daemon=True)
+        producer.start()
+        self.nodes.start(3)
+        producer.join(120)
+        self.assertFalse(producer.is_alive(), "the producer did not finish")
+        view = self.nodes.settled(4, timeout=WAIT_S)
+        self.assertTrue(any(port == self.nodes.nodes[3].port for _, _, _, port in view), view)
+        events = [e for _, e in read_events(self.mock.bootstrap, 3000)]
+        self.wait_model(events, "4 nodes after the join")
+        for n in self.nodes.live():  # any node as the seed, the new one too
+            self.check_routed(events, n)
         self.wait_held_right(events)
 
 
