@@ -186,8 +186,14 @@ std::string KafkaIngest::Start() {
   }
   if (settings_.role == KafkaSettings::Role::kRepartition) {
     rd_kafka_conf_t* pc = rd_kafka_conf_new();
+    // No record may fail while a later one of the same source partition
+    // is delivered: the owner's mark would pass it (docs/architecture.md,
+    // "Cluster mode"). So records never time out, and a failure is fatal
+    // to the producer (every later record fails too).
     for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{{"bootstrap.servers", bootstrap_},
                                                                         {"enable.idempotence", "true"},
+                                                                        {"enable.gapless.guarantee", "true"},
+                                                                        {"message.timeout.ms", "0"},
                                                                         {"linger.ms", "2"},
                                                                         {"log_level", "3"}})
       rd_kafka_conf_set(pc, k.c_str(), v.c_str(), err, sizeof err);
@@ -417,14 +423,13 @@ void KafkaIngest::OnAssigned(rd_kafka_topic_partition_list_s* parts) {
         }
       }
     }
-    if (settings_.on_gained) settings_.on_gained(gained, fresh);
+    if (settings_.on_gained) settings_.on_gained(gained, fresh);  // (not servable until restored)
     for (int p : gained) {
       int64_t lo = 0, hi = -1;
       if (rd_kafka_query_watermark_offsets(h_->consumer, settings_.repartition_topic.c_str(), p, &lo, &hi, 5000) !=
           RD_KAFKA_RESP_ERR_NO_ERROR)
         hi = INT64_MAX;  // unknown: restoring until RefreshPartitions learns it
       restore_target_[p] = hi;
-      if (settings_.on_restoring) settings_.on_restoring(p, true);
     }
     spdlog::info("cluster: {} repartition partition(s) assigned, {} of them new to this node (restored from the log)",
                  gained.size(), fresh.size());
@@ -497,8 +502,7 @@ void KafkaIngest::OnRevoked(rd_kafka_topic_partition_list_s* parts) {
         }
       }
     }
-    for (int p : lost)
-      if (restore_target_.erase(p) && settings_.on_restoring) settings_.on_restoring(p, false);
+    for (int p : lost) restore_target_.erase(p);
     if (settings_.on_lost) settings_.on_lost(lost, drop);
     spdlog::info("cluster: {} repartition partition(s) revoked", lost.size());
     return;
@@ -1363,6 +1367,10 @@ void KafkaIngest::SendRecords(const std::vector<rd_kafka_message_s*>& item_msg, 
   std::vector<int> parts;
   size_t begin = 0;
   for (size_t i = 0; i < items.size(); begin = ends[i], i++) {
+    // After a failure nothing more is sent (a later record delivered would
+    // carry the owner's mark past the lost one); a restart sends again
+    // from the last commit.
+    if (delivery_failed_.load() > 0) return;
     if (!why[i].empty()) continue;
     parts.clear();
     for (size_t u = begin; u < ends[i]; u++) parts.push_back(settings_.partition_of_key(updates.key(u)));
@@ -1473,7 +1481,7 @@ void KafkaIngest::CheckRestored() {
   if (done.empty() || !WaitInFlightAtMost(0, 10000)) return;  // servable once applied
   for (int p : done) {
     restore_target_.erase(p);
-    if (settings_.on_restoring) settings_.on_restoring(p, false);
+    if (settings_.on_restored) settings_.on_restored(p);
   }
 }
 

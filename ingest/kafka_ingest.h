@@ -101,8 +101,8 @@ struct KafkaSettings {
   std::function<void(const std::vector<int>& gained, const std::vector<int>& fresh)> on_gained;
   std::function<void(const std::vector<int>& lost, bool drop)> on_lost;
   // kOwner: a gained partition is restoring until its records up to the
-  // high watermark seen when it was assigned are applied.
-  std::function<void(int partition, bool restoring)> on_restoring;
+  // high watermark seen when it was assigned are applied; then this runs.
+  std::function<void(int partition)> on_restored;
   // kOwner: a position from the snapshot for a partition not assigned
   // within this long is forgotten with its slots' state.
   int64_t orphan_grace_ms = 15000;

@@ -190,7 +190,7 @@ ClusterMap Membership::Map(int64_t now_ms, int64_t node_timeout_ms) const {
 }
 
 std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const std::vector<std::string_view>& args,
-                         const std::atomic<bool>* restoring) {
+                         const std::atomic<PartitionHeld>* held) {
   int slot = -1;
   bool cross = false;
   ForEachKeyArg(spec, args, [&](std::string_view k) {
@@ -204,8 +204,9 @@ std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const s
   if (owner == nullptr) return "CLUSTERDOWN Hash slot not served";
   if (owner->myself) {
     const int p = PartitionOfSlot(slot, map.partitions());
-    if (restoring != nullptr && restoring[p].load(std::memory_order_acquire))
-      return "TRYAGAIN Slot " + std::to_string(slot) + " is being restored from the log";
+    const PartitionHeld h = held != nullptr ? held[p].load(std::memory_order_acquire) : PartitionHeld::kServing;
+    if (h == PartitionHeld::kRestoring) return "TRYAGAIN Slot " + std::to_string(slot) + " is being restored from the log";
+    if (h == PartitionHeld::kNo) return "TRYAGAIN Slot " + std::to_string(slot) + " is moving";
     return "";
   }
   return "MOVED " + std::to_string(slot) + " " + owner->ip + ":" + std::to_string(owner->port);

@@ -108,9 +108,10 @@ struct CommandSpec;
 // here (no keys, or every key in one slot this node owns), else the error
 // reply: "CROSSSLOT ..." (keys of several slots), "MOVED <slot> <ip>:<port>"
 // (the slot is another node's), "CLUSTERDOWN ..." (no node has it),
-// "TRYAGAIN ..." (this node is restoring the slot's partition: `restoring`,
-// per partition, may be null).
+// "TRYAGAIN ..." (the map names this node but its state of the slot's
+// partition is not servable yet: `held`, per partition, may be null).
+enum class PartitionHeld : uint8_t { kNo = 0, kRestoring = 1, kServing = 2 };
 std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const std::vector<std::string_view>& args,
-                         const std::atomic<bool>* restoring = nullptr);
+                         const std::atomic<PartitionHeld>* held = nullptr);
 
 }  // namespace fkv

@@ -78,6 +78,7 @@ void ClusterMember::Stop() {
   if (!thread_.joinable() && members_ == nullptr) return;
   stop_.store(true);
   if (thread_.joinable()) thread_.join();
+  std::lock_guard lk(state_mu_);  // Gained / Lost check the clients under it
   if (members_ != nullptr) {
     rd_kafka_consumer_close(members_);
     rd_kafka_destroy(members_);

@@ -348,7 +348,7 @@ void Connection::Execute(int shard) {
   // Cluster mode: a key of a slot another node owns is redirected (as Redis
   // Cluster does, after the ACL check).
   if (sh.cluster != nullptr)
-    if (std::string route = ClusterRoute(*sh.cluster, *spec, args_, server_->cluster_restoring()); !route.empty()) return reject(route);
+    if (std::string route = ClusterRoute(*sh.cluster, *spec, args_, server_->cluster_held()); !route.empty()) return reject(route);
   if ((spec->flags & kCmdDenyOom) && server_->config().maxmemory() > 0 &&
       server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory())
     return reject("OOM command not allowed when used memory > 'maxmemory'.");

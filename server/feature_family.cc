@@ -18,6 +18,8 @@
 #include "server/connection.h"
 #include "server/feature_values.h"
 #include "server/joins.h"
+#include "server/cluster.h"
+#include "server/cluster_log.h"
 #include "server/server.h"
 #include "server/transaction.h"
 #include "storage/entity.h"
@@ -429,6 +431,79 @@ class FeventLookahead {
   const char* next_ = nullptr;  // the first byte after the last command planned
 };
 
+// FEVENT's shared parts: a rejected event is counted, sampled and listed;
+// the error naming every rejected one; the ACL's key patterns over the
+// entities the events write (one outside them refuses the whole command,
+// docs/commands.md "ACL").
+using Rejections = std::vector<std::pair<size_t, std::string>>;
+void RejectEvent(CommandContext& c, IngestStats& stats, size_t i, const std::string& why, Rejections* rejected) {
+  stats.Reject(std::string(c.args[1]), why);
+  stats.Sample(RejectSample{why, "FEVENT " + std::string(c.args[1]) + " #" + std::to_string(i + 1), c.now_ms,
+                            std::string(c.args[i + 2])});
+  rejected->emplace_back(i + 1, why);
+}
+std::string RejectionError(const Rejections& rejected, size_t n) {
+  if (rejected.empty()) return "";
+  std::string err = "ERR " + std::to_string(rejected.size()) + " of " + std::to_string(n) + " events rejected: ";
+  for (size_t i = 0; i < rejected.size(); i++)
+    err += (i ? "; #" : "#") + std::to_string(rejected[i].first) + ": " + rejected[i].second;
+  return err;
+}
+bool EventKeysDenied(CommandContext& c, const UpdateBatch& updates) {
+  const AclUser& u = c.conn->user();
+  if (u.allkeys) return false;
+  for (size_t i = 0; i < updates.size(); i++) {
+    if (u.KeyAllowed(updates.key(i))) continue;
+    c.conn->LogDenied("key", updates.key(i));
+    c.out.Error(kAclKeyDenied);
+    return true;
+  }
+  return false;
+}
+
+// FEVENT in cluster mode (docs/architecture.md, "Cluster mode"): any node
+// takes it; each accepted event goes to the repartition partitions owning
+// its entity keys, and their owners apply it as a source's message. The
+// reply waits for Kafka's acknowledgement of every record (durable then,
+// applied by the owners an instant later).
+void FEventCluster(CommandContext& c, const Registry& reg, int src) {
+  if (ShardSet::inline_posts()) return c.out.Error("ERR FEVENT inside MULTI is not available in cluster mode");
+  if (reg.sources()[static_cast<size_t>(src)].table)
+    return c.out.Error("ERR FEVENT to a table source is not available in cluster mode yet");
+  thread_local EventPlanner planner;
+  UpdateBatch updates;
+  IngestStats& stats = c.server->ingest_stats;
+  const size_t n = c.args.size() - 2;
+  const int64_t skew = c.server->config().max_event_skew_ms();
+  const int nparts = c.server->shards().shard(c.shard).cluster->partitions();
+  Rejections rejected;
+  std::vector<ClusterLog::Event> events;
+  for (size_t i = 0; i < n; i++) {
+    const size_t before = updates.size();
+    // Planned here for the keys only: the owners count what their views skip.
+    std::string why = planner.Plan(reg, src, c.args[i + 2], c.now_ms, skew, &updates, nullptr);
+    if (!why.empty()) {
+      RejectEvent(c, stats, i, why, &rejected);
+      continue;
+    }
+    ClusterLog::Event e{std::string(c.args[1]), c.args[i + 2], {}};
+    for (size_t u = before; u < updates.size(); u++) e.partitions.push_back(PartitionOfSlot(KeySlot(updates.key(u)), nparts));
+    std::sort(e.partitions.begin(), e.partitions.end());
+    e.partitions.erase(std::unique(e.partitions.begin(), e.partitions.end()), e.partitions.end());
+    events.push_back(std::move(e));
+  }
+  if (EventKeysDenied(c, updates)) return;
+  auto reply = c.Defer();
+  const auto applied = static_cast<int64_t>(n - rejected.size());
+  c.server->cluster_log()->Send(events, c.now_ms, [reply, applied, err = RejectionError(rejected, n)](std::string e) {
+    reply([applied, err, e](ReplyWriter& out) {
+      if (!e.empty()) return out.Error("ERR " + e);
+      if (!err.empty()) return out.Error(err);
+      out.Integer(applied);
+    });
+  });
+}
+
 // FEVENT of a source whose views join (docs/architecture.md, "Joins"): the
 // lookups read the joined entities' stores inline, so it runs with one
 // shard, or with every shard parked; the append-only file gets each event
@@ -447,20 +522,9 @@ void FEventJoined(CommandContext& c, const Registry& reg, int src) {
   for (size_t i = 0; i < n; i++) {
     std::string why = planner.Plan(reg, src, c.args[i + 2], c.now_ms, skew, &updates, &stats, nullptr, &joins);
     logged.push_back(joins.EnrichEvent(c.args[i + 2]));
-    if (!why.empty()) {
-      stats.Reject(std::string(c.args[1]), why);
-      stats.Sample(RejectSample{why, "FEVENT " + std::string(c.args[1]) + " #" + std::to_string(i + 1), c.now_ms,
-                                std::string(c.args[i + 2])});
-      rejected.emplace_back(i + 1, why);
-    }
+    if (!why.empty()) RejectEvent(c, stats, i, why, &rejected);
   }
-  if (const AclUser& u = c.conn->user(); !u.allkeys) {
-    for (size_t i = 0; i < updates.size(); i++) {
-      if (u.KeyAllowed(updates.key(i))) continue;
-      c.conn->LogDenied("key", updates.key(i));
-      return c.out.Error(kAclKeyDenied);
-    }
-  }
+  if (EventKeysDenied(c, updates)) return;
   ShardPlan plan = updates.PlanShards(set.size());
   for (int s : plan.shards()) {
     ShardStore& st = set.shard(s).store;
@@ -473,23 +537,17 @@ void FEventJoined(CommandContext& c, const Registry& reg, int src) {
   stats.events_applied.fetch_add(applied, std::memory_order_relaxed);
   stats.ViewsApplied(updates.CountByView());
   if (rejected.empty()) return c.out.Integer(static_cast<int64_t>(applied));
-  std::string err = "ERR " + std::to_string(rejected.size()) + " of " + std::to_string(n) + " events rejected: ";
-  for (size_t i = 0; i < rejected.size(); i++)
-    err += (i ? "; #" : "#") + std::to_string(rejected[i].first) + ": " + rejected[i].second;
-  c.out.Error(err);
+  c.out.Error(RejectionError(rejected, n));
 }
 
 // FEVENT source json [json ...]
 void FEvent(CommandContext& c) {
-  // Cluster mode routes events through the repartition topic, which is not
-  // built yet (docs/architecture.md, "Cluster mode").
-  if (c.server->cluster() != nullptr)
-    return c.out.Error("ERR FEVENT is not available in cluster mode yet: events reach a cluster through Kafka");
   // The shard's registry, by reference: it is swapped only on this thread,
   // never while a handler runs; the fan-out below takes a counted copy.
   const std::shared_ptr<const Registry>& reg = c.server->shards().shard(c.shard).registry;
   int src = reg->FindSource(c.args[1]);
   if (src < 0) return c.out.Error("ERR unknown source '" + std::string(c.args[1]) + "'");
+  if (c.server->cluster() != nullptr) return FEventCluster(c, *reg, src);
   if (reg->sources()[static_cast<size_t>(src)].has_joins) return FEventJoined(c, *reg, src);
   thread_local EventPlanner planner;
   thread_local FeventLookahead ahead;
@@ -499,36 +557,18 @@ void FEvent(CommandContext& c) {
   UpdateBatch* updates = &local;
   IngestStats& stats = c.server->ingest_stats;
   size_t n = c.args.size() - 2;
-  std::vector<std::pair<size_t, std::string>> rejected;
+  Rejections rejected;
   int64_t skew = c.server->config().max_event_skew_ms();
   int64_t now = c.now_ms;
   if (!ahead.Take(c, reg, skew, &local, &now)) {
     for (size_t i = 0; i < n; i++) {
       std::string why = planner.Plan(*reg, src, c.args[i + 2], c.now_ms, skew, updates, &stats);
-      if (!why.empty()) {
-        stats.Reject(std::string(c.args[1]), why);
-        stats.Sample(RejectSample{why, "FEVENT " + std::string(c.args[1]) + " #" + std::to_string(i + 1), c.now_ms,
-                                  std::string(c.args[i + 2])});
-        rejected.emplace_back(i + 1, why);
-      }
+      if (!why.empty()) RejectEvent(c, stats, i, why, &rejected);
     }
   }
   uint64_t applied = n - rejected.size();  // counted once the shards applied them
-  std::string err;
-  if (!rejected.empty()) {
-    err = "ERR " + std::to_string(rejected.size()) + " of " + std::to_string(n) + " events rejected: ";
-    for (size_t i = 0; i < rejected.size(); i++)
-      err += (i ? "; #" : "#") + std::to_string(rejected[i].first) + ": " + rejected[i].second;
-  }
-  // Key patterns of the user apply to the entities the events write: one
-  // outside them refuses the whole command (docs/commands.md, "ACL").
-  if (const AclUser& u = c.conn->user(); !u.allkeys) {
-    for (size_t i = 0; i < updates->size(); i++) {
-      if (u.KeyAllowed(updates->key(i))) continue;
-      c.conn->LogDenied("key", updates->key(i));
-      return c.out.Error(kAclKeyDenied);
-    }
-  }
+  std::string err = RejectionError(rejected, n);
+  if (EventKeysDenied(c, *updates)) return;
   ShardPlan local_plan = updates->PlanShards(c.server->shards().size());
   IngestStats* sp = &stats;
   auto by_view = updates->CountByView();

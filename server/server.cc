@@ -212,7 +212,7 @@ int Server::Start() {
     // shard threads start; later maps reach them by a post).
     const int nparts = std::stoi(config_.GetString("cluster-repartition-partitions"));
     auto none = std::make_shared<const ClusterMap>(nparts, std::vector<ClusterNode>{});
-    cluster_restoring_ = std::make_unique<std::atomic<bool>[]>(static_cast<size_t>(nparts));
+    cluster_held_ = std::make_unique<std::atomic<PartitionHeld>[]>(static_cast<size_t>(nparts));
     for (int i = 0; i < shards_->size(); i++) shards_->shard(i).cluster = none;
   }
   shards_->Start([this](Shard& s) {
@@ -259,6 +259,13 @@ std::string Server::ClusterRegistryProblem(const Registry& reg) const {
 // partitions (a cluster node's state of partitions it lost, or is about to
 // restore from the log). Posted from the owner ingest's thread, so it runs
 // in order with that ingest's batches.
+void Server::SetHeld(const std::vector<int>& partitions, PartitionHeld h) {
+  const int nparts = std::stoi(config_.GetString("cluster-repartition-partitions"));
+  for (int p : partitions)
+    if (p >= 0 && p < nparts) cluster_held_[static_cast<size_t>(p)].store(h, std::memory_order_release);
+    else spdlog::error("cluster: partition {} of the repartition topic is past cluster-repartition-partitions {}", p, nparts);
+}
+
 void Server::DropPartitionState(const std::vector<int>& partitions) {
   if (partitions.empty()) return;
   const int nparts = std::stoi(config_.GetString("cluster-repartition-partitions"));
@@ -268,6 +275,10 @@ void Server::DropPartitionState(const std::vector<int>& partitions) {
   for (int i = 0; i < shards_->size(); i++)
     shards_->Post(i, [this, i, drop, nparts] {
       ShardStore& st = shards_->shard(i).store;
+      // Batches handed over before may still be partly queued here (ingest
+      // applies them in slices): they go first, or their later slices would
+      // bring keys of these partitions back.
+      if (kafka_) kafka_->ApplyPending(i, st);
       const int64_t now = NowMs();
       std::vector<std::string> keys;
       uint64_t cur = 0;
@@ -323,17 +334,22 @@ void Server::StartCluster(const std::vector<snap::KafkaPosition>& positions) {
   owner.repartition_topic = cs.repartition_topic;
   owner.partition_of_key = partition_of;
   owner.orphan_grace_ms = cs.node_timeout_ms;
+  // Not servable from before the claim is published until restored; not
+  // servable from the revocation on, before its keys go.
   owner.on_gained = [this](const std::vector<int>& gained, const std::vector<int>& fresh) {
+    SetHeld(gained, PartitionHeld::kRestoring);
     DropPartitionState(fresh);
     cluster_->Gained(gained);
   };
   owner.on_lost = [this](const std::vector<int>& lost, bool drop) {
+    SetHeld(lost, PartitionHeld::kNo);
     if (drop) DropPartitionState(lost);
     cluster_->Lost(lost);
   };
-  owner.on_restoring = [this](int p, bool restoring) {
-    cluster_restoring_[static_cast<size_t>(p)].store(restoring, std::memory_order_release);
-  };
+  owner.on_restored = [this](int p) { SetHeld({p}, PartitionHeld::kServing); };
+  // Static membership would keep a stopped node's slots in the group until
+  // its session expires: the owner always leaves at once.
+  std::erase_if(owner.properties, [](const auto& kv) { return kv.first == "group.instance.id"; });
   kafka_ = std::make_unique<KafkaIngest>(owner, sink_.get());
   kafka_->SetInitialPositions(positions);
   kafka_->RestoreMarks(snapshots_->loaded_marks());
@@ -344,6 +360,8 @@ void Server::StartCluster(const std::vector<snap::KafkaPosition>& positions) {
   rep.partition_of_key = partition_of;
   repartitioner_ = std::make_unique<KafkaIngest>(rep, sink_.get());
   if (std::string err = repartitioner_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
+  cluster_log_ = std::make_unique<ClusterLog>(brokers, cs.repartition_topic, "FEVENT/" + cs.node_id, cs.properties);
+  if (std::string err = cluster_log_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
   spdlog::info("cluster mode: node {} announced as {}:{}, {} repartition partitions of {}", cs.node_id, cs.ip, cs.port,
                cs.partitions, cs.repartition_topic);
 }
@@ -575,6 +593,7 @@ void Server::Shutdown(const std::string& reason) {
   StartShutdownWatchdog();
   if (stopping_.exchange(true)) return;
   spdlog::info("shutting down ({})", reason);
+  if (cluster_log_) cluster_log_->Stop();  // FEVENTs sent are acknowledged (their replies posted)
   if (repartitioner_) repartitioner_->Stop();  // commits what Kafka has of it, leaves the sources' group
   if (kafka_) kafka_->Stop();  // no new batches; those already posted still apply
   if (cluster_) cluster_->Stop();  // the owner ingest left the group: its slots go to the others at once

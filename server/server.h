@@ -20,6 +20,7 @@
 #include "server/acl.h"
 #include "server/asio.h"
 #include "server/audit.h"
+#include "server/cluster_log.h"
 #include "server/cluster_member.h"
 #include "server/tls.h"
 #include "server/aof.h"
@@ -142,9 +143,10 @@ class Server {
   // Cluster mode (docs/architecture.md, "Cluster mode"): null in sidecar mode.
   ClusterMember* cluster() { return cluster_.get(); }
   KafkaIngest* repartitioner() { return repartitioner_.get(); }
-  // Cluster mode: per repartition partition, whether this node is restoring
-  // it from the log (its slots answer TRYAGAIN).
-  const std::atomic<bool>* cluster_restoring() const { return cluster_restoring_.get(); }
+  ClusterLog* cluster_log() { return cluster_log_.get(); }
+  // Cluster mode: per repartition partition, whether this node's state of
+  // it is servable (else its slots answer TRYAGAIN while the map names it).
+  const std::atomic<PartitionHeld>* cluster_held() const { return cluster_held_.get(); }
   // Cluster mode: why this registry cannot serve a cluster ("" when it can).
   std::string ClusterRegistryProblem(const Registry& reg) const;
 
@@ -213,7 +215,9 @@ class Server {
   std::unique_ptr<KafkaIngest> kafka_;
   std::unique_ptr<ClusterMember> cluster_;
   std::unique_ptr<KafkaIngest> repartitioner_;  // cluster mode: consumes the sources
-  std::unique_ptr<std::atomic<bool>[]> cluster_restoring_;
+  std::unique_ptr<ClusterLog> cluster_log_;     // cluster mode: FEVENT's records
+  std::unique_ptr<std::atomic<PartitionHeld>[]> cluster_held_;
+  void SetHeld(const std::vector<int>& partitions, PartitionHeld h);
   KafkaSettings IngestSettings();
   void DropPartitionState(const std::vector<int>& partitions);
   void StartCluster(const std::vector<snap::KafkaPosition>& positions);

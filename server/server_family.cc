@@ -748,7 +748,8 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
       // The repartition path (docs/operations.md, "Cluster mode").
       const int nparts = std::stoi(config_.GetString("cluster-repartition-partitions"));
       int restoring = 0;
-      for (int p = 0; p < nparts; p++) restoring += cluster_restoring_[static_cast<size_t>(p)].load() ? 1 : 0;
+      for (int p = 0; p < nparts; p++)
+        restoring += cluster_held_[static_cast<size_t>(p)].load() == PartitionHeld::kRestoring ? 1 : 0;
       line("cluster_restoring_partitions", std::to_string(restoring));
       line("cluster_records_sent", std::to_string(repartitioner_ ? repartitioner_->records_sent() : 0));
       line("cluster_records_applied", std::to_string(kafka_ ? kafka_->messages() : 0));

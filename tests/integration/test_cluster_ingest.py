@@ -18,6 +18,7 @@ Usage: test_cluster_ingest.py SERVER MOCK_KAFKA [unittest args]
 featurekv-produce is taken from $FKV_PRODUCE, else beside MOCK_KAFKA.
 """
 
+import json
 import os
 import random
 import shutil
@@ -286,6 +287,45 @@ class ClusterIngestTest(unittest.TestCase):
         for n in self.nodes.live():  # any node as the seed, the new one too
             self.check_routed(events, n)
         self.wait_held_right(events)
+
+    def test_4_fevent_on_any_node_reaches_the_owners_and_survives_a_kill_9(self):
+        self.start_cluster(save="")
+        rnd = random.Random(4)
+        now = int(time.time())
+        actions = ("view", "click", "purchase", "add_to_cart")
+        events = []
+        for i in range(600):
+            events.append({"user_id": rnd.randrange(USERS), "product_id": rnd.randrange(PRODUCTS),
+                           "action": rnd.choice(actions), "timestamp": now - rnd.randrange(600)})
+        # Batches of 20 to whichever node: every FEVENT is keyless, so any
+        # node takes it and replies once Kafka has its records.
+        for b in range(0, len(events), 20):
+            node = self.nodes.live()[(b // 20) % 3]
+            batch = [json.dumps(e) for e in events[b:b + 20]]
+            self.assertEqual(self.nodes.client(node).execute_command("FEVENT", "user_events", *batch), len(batch))
+        # Acknowledged means in the log: killed at once, the node's slots
+        # move and nothing of it is lost.
+        self.nodes.nodes[1].kill()
+        self.nodes.settled(2, timeout=WAIT_S)
+        self.wait_model(events, "FEVENTs after a kill -9")
+        self.nodes.start(1)
+        self.nodes.settled(3, timeout=WAIT_S)
+        self.wait_model(events, "FEVENTs with the node back")
+        r = self.nodes.client(self.nodes.live()[0])
+        # A rejected event is named; the others are sent.
+        bad = json.dumps({"user_id": 1, "product_id": 2, "action": "view"})  # no timestamp
+        good = json.dumps({"user_id": 1, "product_id": 2, "action": "view", "timestamp": now})
+        with self.assertRaises(redis.ResponseError) as cm:
+            r.execute_command("FEVENT", "user_events", good, bad)
+        self.assertIn("1 of 2 events rejected: #2", str(cm.exception))
+        events.append(json.loads(good))
+        self.wait_model(events, "the accepted half of a FEVENT")
+        # Inside MULTI it is refused (its reply waits for Kafka).
+        with self.assertRaises(redis.ResponseError) as cm:
+            pipe = r.pipeline(transaction=True)
+            pipe.execute_command("FEVENT", "user_events", good)
+            pipe.execute()
+        self.assertIn("not available in cluster mode", str(cm.exception))
 
 
 if __name__ == "__main__":
