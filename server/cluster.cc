@@ -198,7 +198,7 @@ std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const s
     if (slot >= 0 && s != slot) cross = true;
     slot = s;
   });
-  if (slot < 0) return "";
+  if (slot < 0 || (spec.flags & kCmdAnySlot) != 0) return "";
   if (cross) return "CROSSSLOT Keys in request don't hash to the same slot";
   const ClusterNode* owner = map.OwnerOfSlot(slot);
   if (owner == nullptr) return "CLUSTERDOWN Hash slot not served";

@@ -39,6 +39,9 @@ enum CommandFlag : uint32_t {
   // at fixed positions: COMMAND INFO says "movablekeys" and 0 0 0, as Redis
   // does for XREAD, and clients ask COMMAND GETKEYS.
   kCmdMovableKeys = 1 << 11,
+  // Cluster mode: its keys may be in any slots (no CROSSSLOT, no MOVED):
+  // the handler sends each to its owner (FMGET).
+  kCmdAnySlot = 1 << 12,
 };
 
 struct CommandContext;

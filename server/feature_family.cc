@@ -20,6 +20,7 @@
 #include "server/joins.h"
 #include "server/cluster.h"
 #include "server/cluster_log.h"
+#include "server/peer_client.h"
 #include "server/server.h"
 #include "server/transaction.h"
 #include "storage/entity.h"
@@ -119,6 +120,100 @@ int FmgetKeysEnd(const ArgList& args) {
   return -1;
 }
 
+// FMGET's request: each key's reply is rendered on its shard (or comes
+// from its owner node, cluster mode) and the replies are joined in order.
+struct FmgetItem {
+  std::string_view key;
+  const std::vector<FeatureRef>* feats;  // in FmgetRequest::by_entity
+  std::string reply;
+};
+struct FmgetRequest {
+  std::map<std::string, std::vector<FeatureRef>, std::less<>> by_entity;
+  std::vector<FmgetItem> items;
+  std::shared_ptr<const Registry> reg;
+  int proto = 2;
+  int64_t now = 0, t = 0;
+  bool has_at = false;
+  // Cluster mode's fan-out: what is still due, and the first error.
+  std::atomic<size_t> pending{0};
+  std::string error;  // on the origin shard's thread only
+};
+
+// On a shard: the replies of the items the plan puts there (plan index k is
+// item items_of[k], or k without items_of).
+void ReadFmgetItems(FmgetRequest& req, const ShardPlan& plan, const std::vector<size_t>* items_of, ShardStore& st,
+                    std::span<const uint32_t> keys) {
+  for (size_t k = 0; k < keys.size(); k++) {
+    st.PrefetchAhead(k, keys.size(), [&](size_t j) { return plan.hash(keys[j]); });
+    FmgetItem& it = req.items[items_of != nullptr ? (*items_of)[keys[k]] : keys[k]];
+    ReplyWriter w(&it.reply, req.proto);
+    thread_local std::vector<FeatureValue> values;
+    OpStatus s = ReadFeatures(st, *req.reg, it.key, plan.hash(keys[k]), *it.feats, req.t, req.now, req.has_at, &values);
+    if (s != OpStatus::kOk) {
+      WriteStatus(w, s);
+      continue;
+    }
+    w.Array(it.feats->size());
+    for (size_t f = 0; f < it.feats->size(); f++) RenderFeatureValue(w, values[f]);
+  }
+}
+
+void WriteFmgetReply(const FmgetRequest& req, ReplyWriter& out) {
+  if (!req.error.empty()) return out.Error(req.error);
+  out.Array(req.items.size());
+  for (const FmgetItem& it : req.items) out.buffer()->append(it.reply);
+}
+
+// Cluster mode (docs/architecture.md, "Cluster mode"): the keys other nodes
+// own go to them, one FMGET per node over this shard's peer connections,
+// while this node's keys are read on its shards; one reply, in order. A
+// node's error (its map moved on: TRYAGAIN, MOVED) or an unreachable node
+// fails the whole command with that error, and the client retries.
+void FMGetFanOut(CommandContext& c, std::shared_ptr<FmgetRequest> req, std::vector<size_t> local,
+                 std::map<const ClusterNode*, std::vector<size_t>> remote, std::span<const std::string_view> features) {
+  if (ShardSet::inline_posts()) return c.out.Error("ERR FMGET inside MULTI reads this node's slots only");
+  ShardSet& set = c.server->shards();
+  auto local_of = std::make_shared<const std::vector<size_t>>(std::move(local));
+  auto plan = std::make_shared<const ShardPlan>(ShardPlan::Build(
+      set.size(), local_of->size(), [&](size_t k) { return req->items[(*local_of)[k]].key; }));
+  req->pending.store(plan->shards().size() + remote.size());
+  auto reply = c.Defer();
+  auto one_done = [req, reply] {
+    if (req->pending.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      reply([req](ReplyWriter& out) { WriteFmgetReply(*req, out); });
+  };
+  PeerClients& peers = *set.shard(c.shard).peers;
+  for (auto& [node, idx] : remote) {
+    std::vector<std::string_view> args{"FMGET"};
+    for (size_t i : idx) args.push_back(req->items[i].key);
+    args.push_back("FEATURES");
+    args.insert(args.end(), features.begin(), features.end());
+    const std::string at = std::to_string(req->t);
+    if (req->has_at) args.insert(args.end(), {"AT", at});
+    auto node_addr = node->ip + ":" + std::to_string(node->port);
+    peers.Call(node->ip, node->port, req->proto, RespCommand(args),
+               [req, idx = std::move(idx), one_done, node_addr](std::string_view r, const std::string& err) {
+                 std::vector<std::string_view> elems;
+                 if (!err.empty()) {
+                   if (req->error.empty()) req->error = "TRYAGAIN " + err + " (" + node_addr + ")";
+                 } else if (!r.empty() && r[0] == '-') {
+                   if (req->error.empty()) req->error = std::string(r.substr(1, r.size() - 3));
+                 } else if (!SplitRespArray(r, &elems) || elems.size() != idx.size()) {
+                   if (req->error.empty()) req->error = "ERR unexpected FMGET reply from " + node_addr;
+                 } else {
+                   for (size_t j = 0; j < idx.size(); j++) req->items[idx[j]].reply.assign(elems[j]);
+                 }
+                 one_done();
+               });
+  }
+  for (int s : plan->shards())
+    set.Post(s, [req, plan, local_of, s, &set, one_done] {
+      ReadFmgetItems(*req, *plan, local_of.get(), set.shard(s).store, plan->indexes(s));
+      // Back on the origin's thread with the rest (the count is shared).
+      one_done();
+    });
+}
+
 // FMGET key [key ...] FEATURES feature [feature ...] [AT ts]
 void FMGet(CommandContext& c) {
   auto reg = RegOf(c);
@@ -129,16 +224,7 @@ void FMGet(CommandContext& c) {
   const int keys_end = FmgetKeysEnd(c.args);
   const size_t fpos = keys_end < 0 || static_cast<size_t>(keys_end) >= end ? 0 : static_cast<size_t>(keys_end);
   if (fpos == 0 || fpos + 1 >= end) return c.out.Error("ERR syntax error: FMGET key [key ...] FEATURES feature [feature ...] [AT ts]");
-  struct Item {
-    std::string_view key;
-    const std::vector<FeatureRef>* feats;  // in Request::by_entity
-    std::string reply;                      // rendered on the key's shard
-  };
-  struct Request {
-    std::map<std::string, std::vector<FeatureRef>, std::less<>> by_entity;
-    std::vector<Item> items;
-  };
-  auto req = std::make_shared<Request>();
+  auto req = std::make_shared<FmgetRequest>();
   req->items.reserve(fpos - 1);
   for (size_t k = 1; k < fpos; k++) {
     std::string_view ent = EntityTypeOf(c.args[k]);
@@ -153,34 +239,42 @@ void FMGet(CommandContext& c) {
       }
       it = req->by_entity.emplace(std::string(ent), std::move(refs)).first;
     }
-    req->items.push_back(Item{c.args[k], &it->second, {}});
+    req->items.push_back(FmgetItem{c.args[k], &it->second, {}});
+  }
+  req->reg = reg;
+  req->proto = c.conn->protocol();
+  req->now = c.now_ms;
+  req->t = has_at ? at : c.now_ms;
+  req->has_at = has_at;
+  if (const ClusterMap* map = c.server->shards().shard(c.shard).cluster.get()) {
+    // Cluster mode: which keys are whose. A peer's FMGET reads here only.
+    const bool peer = c.conn->name() == kPeerClientName;
+    const std::atomic<PartitionHeld>* held = c.server->cluster_held();
+    std::vector<size_t> local;
+    std::map<const ClusterNode*, std::vector<size_t>> remote;
+    for (size_t i = 0; i < req->items.size(); i++) {
+      const int slot = KeySlot(req->items[i].key);
+      const ClusterNode* owner = map->OwnerOfSlot(slot);
+      if (owner == nullptr) return c.out.Error("CLUSTERDOWN Hash slot not served");
+      if (owner->myself) {
+        if (held != nullptr && held[PartitionOfSlot(slot, map->partitions())].load() != PartitionHeld::kServing)
+          return c.out.Error("TRYAGAIN Slot " + std::to_string(slot) + " is being restored or moved");
+        local.push_back(i);
+      } else if (peer) {
+        return c.out.Error("TRYAGAIN Slot " + std::to_string(slot) + " is moving");
+      } else {
+        remote[owner].push_back(i);
+      }
+    }
+    if (!remote.empty())
+      return FMGetFanOut(c, req, std::move(local), std::move(remote),
+                         std::span<const std::string_view>(c.args.data() + fpos + 1, end - fpos - 1));
   }
   auto plan = std::make_shared<const ShardPlan>(
       ShardPlan::Build(c.server->shards().size(), req->items.size(), [&](size_t i) { return req->items[i].key; }));
-  int proto = c.conn->protocol();
-  int64_t now = c.now_ms;
-  int64_t t = has_at ? at : now;
   c.FanOut(
-      plan,
-      [req, plan, reg, proto, now, t, has_at](ShardStore& st, std::span<const uint32_t> keys) {
-        for (size_t k = 0; k < keys.size(); k++) {
-          st.PrefetchAhead(k, keys.size(), [&](size_t j) { return plan->hash(keys[j]); });
-          Item& it = req->items[keys[k]];
-          ReplyWriter w(&it.reply, proto);
-          thread_local std::vector<FeatureValue> values;
-          OpStatus s = ReadFeatures(st, *reg, it.key, plan->hash(keys[k]), *it.feats, t, now, has_at, &values);
-          if (s != OpStatus::kOk) {
-            WriteStatus(w, s);
-            continue;
-          }
-          w.Array(it.feats->size());
-          for (size_t f = 0; f < it.feats->size(); f++) RenderFeatureValue(w, values[f]);
-        }
-      },
-      [req](ReplyWriter& out) {
-        out.Array(req->items.size());
-        for (const Item& it : req->items) out.buffer()->append(it.reply);
-      });
+      plan, [req, plan](ShardStore& st, std::span<const uint32_t> keys) { ReadFmgetItems(*req, *plan, nullptr, st, keys); },
+      [req](ReplyWriter& out) { WriteFmgetReply(*req, out); });
 }
 
 // FWINDOW over a session aggregation: the sessions that overlap the window
@@ -874,7 +968,7 @@ void RegisterFeatureFamily(CommandTable& t) {
   t.Register({"fingest", 2, kCmdReadonly, 0, 0, 0, FIngest, "feature", "FINGEST ERRORS: the first rejected events kept."});
   const uint32_t R = kCmdReadonly, W = kCmdWrite | kCmdDenyOom, M = kCmdMultiShard;
   t.Register({"fget", -2, R | kCmdFast, 1, 1, 1, FGet, "feature", "Returns features of an entity (all of them as a map without names)."});
-  t.Register({"fmget", -4, R | M | kCmdMovableKeys, 0, 0, 0, FMGet, "feature",
+  t.Register({"fmget", -4, R | M | kCmdMovableKeys | kCmdAnySlot, 0, 0, 0, FMGet, "feature",
               "Returns features of many entities in one round trip.", 0, FmgetKeysEnd});
   t.Register({"fwindow", -4, R, 1, 1, 1, FWindow, "feature", "Computes a windowed aggregation over any window, optionally in buckets."});
   t.Register({"fset", -4, W, 1, 1, 1, FSet, "feature", "Pushes values of last / last_n features."});

@@ -213,7 +213,10 @@ int Server::Start() {
     const int nparts = std::stoi(config_.GetString("cluster-repartition-partitions"));
     auto none = std::make_shared<const ClusterMap>(nparts, std::vector<ClusterNode>{});
     cluster_held_ = std::make_unique<std::atomic<PartitionHeld>[]>(static_cast<size_t>(nparts));
-    for (int i = 0; i < shards_->size(); i++) shards_->shard(i).cluster = none;
+    for (int i = 0; i < shards_->size(); i++) {
+      shards_->shard(i).cluster = none;
+      shards_->shard(i).peers = std::make_unique<PeerClients>(shards_->shard(i).io, config_.GetString("requirepass"));
+    }
   }
   shards_->Start([this](Shard& s) {
     s.cron = std::make_unique<asio::steady_timer>(s.io);

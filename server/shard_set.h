@@ -15,6 +15,7 @@
 
 #include "server/asio.h"
 #include "server/cluster.h"
+#include "server/peer_client.h"
 #include "server/command_stats.h"
 #include "ingest/registry.h"
 #include "storage/shard_plan.h"
@@ -39,6 +40,7 @@ struct Shard {
   ShardStore store;
   std::shared_ptr<const Registry> registry;  // this thread's view of the current registry
   std::shared_ptr<const ClusterMap> cluster;  // cluster mode: this thread's view of who owns which slots
+  std::unique_ptr<PeerClients> peers;          // cluster mode: this thread's connections to the other nodes
   std::unordered_set<Connection*> clients;  // connections whose home is here
   ThreadCounters counters;
   std::unique_ptr<CommandStats> command_stats;  // by CommandTable index

@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,45 @@ class IngestNodes(test_cluster.Nodes):
             ("kafka-property", ["heartbeat.interval.ms", 500]),
             ("cluster-node-timeout", 6000)]).start()
         return self.nodes[i]
+
+
+def resp_value_end(buf, p):
+    """The end of the RESP2/3 value at buf[p:], or None while incomplete."""
+    e = buf.find(b"\r\n", p)
+    if e < 0:
+        return None
+    t, line, after = buf[p:p + 1], buf[p + 1:e], e + 2
+    if t in b"+-:_,#(":
+        return after
+    if t in b"$=!":
+        n = int(line)
+        return after if n < 0 else (after + n + 2 if after + n + 2 <= len(buf) else None)
+    n = int(line)
+    q = after
+    for _ in range(max(0, 2 * n if t in b"%|" else n) + (1 if t == b"|" else 0)):
+        q = resp_value_end(buf, q)
+        if q is None:
+            return None
+    return q
+
+
+def resp3_reply(port, args):
+    """The raw bytes of one command's reply over a RESP3 connection."""
+    def encode(a):
+        return ("*%d\r\n" % len(a)).encode() + b"".join(b"$%d\r\n%s\r\n" % (len(x.encode()), x.encode()) for x in a)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(encode(["HELLO", "3"]) + encode(args))
+        data, deadline = b"", time.monotonic() + 10
+        while time.monotonic() < deadline:  # HELLO's reply, then the command's
+            first = resp_value_end(data, 0) if data else None
+            second = resp_value_end(data, first) if first is not None and first < len(data) else None
+            if second is not None:
+                return data[first:second]
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    raise AssertionError("no RESP3 reply to %r from :%d" % (args, port))
 
 
 class RoutedReads:
@@ -171,6 +211,14 @@ class ClusterIngestTest(unittest.TestCase):
             return "DBSIZE summed over the nodes is %d, the model has %d keys" % (total, want)
         return None
 
+    def owner(self, key):
+        """(slot, port of its owner)."""
+        slot = key_slot(key.encode())
+        for first, last, _, port in test_cluster.slots_view(self.nodes.client(self.nodes.live()[0])):
+            if first <= slot <= last:
+                return slot, port
+        self.fail("slot %d has no owner" % slot)
+
     def wait_held_right(self, events, timeout=30):
         last = [None]
 
@@ -200,6 +248,18 @@ class ClusterIngestTest(unittest.TestCase):
         # From every node as the seed: the same values.
         for n in self.nodes.live():
             self.check_routed(events, n)
+        # FMGET with keys of every slot, sent to any node: it asks the
+        # owners and answers in one reply, in order.
+        for n in self.nodes.live():
+            check_model(self, self.nodes.client(n), events)
+        # RESP3: a key read through another node comes back in the same
+        # bytes as read on its owner.
+        for key in ("user:1", "product:3", "user:17"):
+            _, owner_port = self.owner(key)
+            other = next(n for n in self.nodes.live() if n.port != owner_port)
+            cmd = ["FMGET", key, "FEATURES", "clicks_1h", "last_action"] if key.startswith("user") else \
+                ["FMGET", key, "FEATURES", "views_1h", "buyers_24h"]
+            self.assertEqual(resp3_reply(other.port, cmd), resp3_reply(owner_port, cmd), key)
         # The nodes split the source partitions among themselves (INFO ingest) ...
         def split(parts):
             return (sum(len(p) for p in parts) == SOURCE_PARTITIONS

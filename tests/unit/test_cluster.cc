@@ -2,6 +2,7 @@
 
 #include "server/cluster.h"
 #include "ingest/repartition.h"
+#include "server/peer_client.h"
 #include "storage/snapshot.h"
 
 using namespace fkv;
@@ -178,4 +179,34 @@ TEST_CASE("cluster: the snapshot's MARKS frame round-trips and refuses damage") 
   }
   back.clear();
   CHECK_FALSE(fkv::snap::DecodeMarks(p + "x", &back, &err));
+}
+
+TEST_CASE("cluster: RESP values are measured whole, RESP2 and RESP3, and arrays split into raw elements") {
+  CHECK(RespValueLength("+OK\r\n") == 5);
+  CHECK(RespValueLength("+OK\r") == 0);
+  CHECK(RespValueLength(":12\r\nrest") == 5);
+  CHECK(RespValueLength("$3\r\nabc\r\n") == 9);
+  CHECK(RespValueLength("$3\r\nab") == 0);
+  CHECK(RespValueLength("$-1\r\n") == 5);
+  CHECK(RespValueLength("*-1\r\n") == 5);
+  CHECK(RespValueLength("*2\r\n:1\r\n$1\r\nx\r\n") == 15);
+  CHECK(RespValueLength("*2\r\n:1\r\n$1\r\nx\r") == 0);
+  CHECK(RespValueLength("%1\r\n+a\r\n,1.5\r\n") == 14);
+  CHECK(RespValueLength("|1\r\n+k\r\n+v\r\n:7\r\n") == 16);  // an attribute, then its value
+  CHECK(RespValueLength("_\r\n") == 3);
+  CHECK(RespValueLength("x\r\n") == SIZE_MAX);
+  CHECK(RespValueLength("$abc\r\n") == SIZE_MAX);
+  std::string deep(100, '*');
+  for (size_t i = 0; i < 100; i++) deep.replace(i * 4, 1, "*1\r\n");
+  CHECK(RespValueLength(deep) == SIZE_MAX);  // nesting past 64: refused, not a stack overflow
+  std::vector<std::string_view> e;
+  REQUIRE(SplitRespArray("*3\r\n:1\r\n*2\r\n$1\r\na\r\n_\r\n$-1\r\n", &e));
+  REQUIRE(e.size() == 3);
+  CHECK(e[0] == ":1\r\n");
+  CHECK(e[1] == "*2\r\n$1\r\na\r\n_\r\n");
+  CHECK(e[2] == "$-1\r\n");
+  CHECK_FALSE(SplitRespArray("-ERR no\r\n", &e));
+  CHECK_FALSE(SplitRespArray("*2\r\n:1\r\n", &e));
+  CHECK_FALSE(SplitRespArray("*1\r\n:1\r\n:2\r\n", &e));
+  CHECK(RespCommand({"GET", "k"}) == "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
 }
