@@ -63,8 +63,9 @@ USERS, PRODUCTS = 60, 25  # as KafkaIngestTest.produce
 class IngestNodes(test_cluster.Nodes):
     """test_cluster's nodes, with the demo registry and save rules."""
 
-    def __init__(self, mock, n, base_dir, save):
+    def __init__(self, mock, n, base_dir, save, password=None):
         self.save = save
+        self.password = password
         self.nodes = []
         try:
             super().__init__(mock, n, base_dir)
@@ -81,8 +82,11 @@ class IngestNodes(test_cluster.Nodes):
             ("cluster-repartition-partitions", REPARTITION_PARTITIONS),
             ("kafka-property", ["session.timeout.ms", test_cluster.SESSION_MS]),
             ("kafka-property", ["heartbeat.interval.ms", 500]),
-            ("cluster-node-timeout", 6000)]).start()
+            ("cluster-node-timeout", 6000)] + ([("requirepass", self.password)] if self.password else [])).start()
         return self.nodes[i]
+
+    def client(self, node):
+        return node.redis(decode_responses=True, password=self.password)
 
 
 def resp_value_end(buf, p):
@@ -139,14 +143,14 @@ class RoutedReads:
 
 
 class ClusterIngestTest(unittest.TestCase):
-    def start_cluster(self, save):
+    def start_cluster(self, save, password=None):
         self.mock = MockCluster("--partitions", str(SOURCE_PARTITIONS), "--topic", "user_events",
                                 "--topic", GROUP + "-repartition")
         self.addCleanup(self.mock.kill)
         self.assertTrue(self.mock.command("topic %s-repartition-members 1" % GROUP).startswith("ok"), "members topic")
         self.dir = tempfile.mkdtemp(prefix="fkv-cluster-ingest-")
         self.addCleanup(shutil.rmtree, self.dir, True)
-        self.nodes = IngestNodes(self.mock, 3, self.dir, save)
+        self.nodes = IngestNodes(self.mock, 3, self.dir, save, password)
         self.addCleanup(self.nodes.stop_all)
         return self.nodes.settled(3, timeout=WAIT_S)
 
@@ -386,6 +390,23 @@ class ClusterIngestTest(unittest.TestCase):
             pipe.execute_command("FEVENT", "user_events", good)
             pipe.execute()
         self.assertIn("not available in cluster mode", str(cm.exception))
+
+    def test_5_with_requirepass_the_nodes_authenticate_to_each_other(self):
+        self.start_cluster(save="", password="s3cret-peer")
+        test_kafka_ingest.KafkaIngestTest.produce(self, 1000, 51)
+        events = [e for _, e in read_events(self.mock.bootstrap, 1000)]
+
+        def exact_everywhere():
+            try:
+                for n in self.nodes.live():  # FMGET of every slot's keys from each node
+                    check_model(self, self.nodes.client(n), events)
+                return True
+            except (AssertionError, redis.RedisError):
+                return False
+        wait_until(exact_everywhere, WAIT_S, interval=0.3, what="FMGET through every node with requirepass")
+        # Without the password a client gets nothing, of course.
+        with self.assertRaises(redis.AuthenticationError):
+            self.nodes.live()[0].redis().execute_command("FMGET", "user:1", "FEATURES", "clicks_1h")
 
 
 if __name__ == "__main__":
