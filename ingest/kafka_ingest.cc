@@ -186,6 +186,11 @@ std::string KafkaIngest::Start() {
   }
   if (settings_.role == KafkaSettings::Role::kRepartition) {
     rd_kafka_conf_t* pc = rd_kafka_conf_new();
+    for (const auto& [k, v] : settings_.properties)  // kafka-property (security settings...); what follows wins
+      if (rd_kafka_conf_set(pc, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(pc);
+        return "kafka-property " + k + ": " + err;
+      }
     // No record may fail while a later one of the same source partition
     // is delivered: the owner's mark would pass it (docs/architecture.md,
     // "Cluster mode"). So records never time out, and a failure is fatal

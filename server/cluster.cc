@@ -189,6 +189,12 @@ ClusterMap Membership::Map(int64_t now_ms, int64_t node_timeout_ms) const {
   return ClusterMap(nparts_, std::move(nodes));
 }
 
+std::string Membership::AddressTakenBy(const std::string& ip, int port, int64_t now_ms, int64_t node_timeout_ms) const {
+  for (const auto& [id, n] : nodes_)
+    if (id != my_id_ && n.ip == ip && n.port == port && n.seen_ms + node_timeout_ms >= now_ms) return id;
+  return "";
+}
+
 std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const std::vector<std::string_view>& args,
                          const std::atomic<PartitionHeld>* held) {
   int slot = -1;

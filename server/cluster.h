@@ -84,6 +84,9 @@ class Membership {
   uint64_t NextEpoch(int p) const { return epoch_[static_cast<size_t>(p)] + 1; }
   uint64_t EpochOf(int p) const { return epoch_[static_cast<size_t>(p)]; }
   ClusterMap Map(int64_t now_ms, int64_t node_timeout_ms) const;
+  // Another node heard of within the timeout announcing this address: its
+  // id, else "".
+  std::string AddressTakenBy(const std::string& ip, int port, int64_t now_ms, int64_t node_timeout_ms) const;
 
  private:
   struct Node {

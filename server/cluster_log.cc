@@ -55,6 +55,15 @@ std::string ClusterLog::Start() {
       rd_kafka_conf_destroy(conf);
       return std::string("cluster log: ") + err;
     }
+  // kafka-property (security settings...), then: a record never times out
+  // (one that did might still land, and the client's retry would count
+  // twice).
+  properties_.emplace_back("message.timeout.ms", "0");
+  for (const auto& [k, v] : properties_)
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      return "kafka-property " + k + ": " + err;
+    }
   rd_kafka_conf_set_dr_msg_cb(conf, &DeliveredTrampoline);
   producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
   if (producer_ == nullptr) return std::string("cannot create the cluster log's producer: ") + err;
@@ -63,6 +72,10 @@ std::string ClusterLog::Start() {
 }
 
 void ClusterLog::Stop() {
+  {
+    std::lock_guard lk(send_mu_);  // a Send under way finishes first; later ones are refused
+    closed_ = true;
+  }
   if (producer_ == nullptr) return;
   stop_.store(true);
   if (thread_.joinable()) thread_.join();
@@ -81,11 +94,15 @@ void ClusterLog::Send(const std::vector<Event>& events, int64_t now_ms, std::fun
   size_t records = 0;
   for (const Event& e : events) records += e.partitions.size();
   if (records == 0) return done("");
+  std::unique_lock lk(send_mu_);
+  if (closed_ || producer_ == nullptr) {
+    lk.unlock();
+    return done("the server is shutting down");
+  }
   auto* p = new Pending;
   p->left.store(static_cast<int>(records));
   p->done = std::move(done);
   std::string buf;
-  std::lock_guard lk(send_mu_);
   for (const Event& e : events) {
     // Numbered in send order, past anything sent before, across restarts
     // too (microseconds of the wall clock, when they are ahead).

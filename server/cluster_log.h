@@ -37,7 +37,8 @@ class ClusterLog {
   };
   // Sends them, each record numbered after every earlier one of this node
   // (the owner's de-duplication mark); done("") once Kafka has all of
-  // them, done(error) if it refused one. done runs on this log's thread
+  // them, done(error) if it refused one (an event sent to several
+  // partitions may then be applied by some of its owners). done runs on this log's thread
   // (or at once when there is nothing to send).
   void Send(const std::vector<Event>& events, int64_t now_ms, std::function<void(std::string)> done);
   uint64_t sent() const { return sent_.load(std::memory_order_relaxed); }
@@ -50,6 +51,7 @@ class ClusterLog {
   rd_kafka_s* producer_ = nullptr;
   std::mutex send_mu_;   // numbering and producing in one order
   int64_t last_seq_ = 0; // under send_mu_
+  bool closed_ = false;  // under send_mu_: Stop has begun
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> sent_{0};

@@ -57,7 +57,8 @@ std::string ClusterMember::Start() {
   members_props.insert(members_props.end(), {{"group.id", "featurekv-members-" + s_.node_id},
                                              {"enable.auto.commit", "false"},
                                              {"enable.auto.offset.store", "false"},
-                                             {"fetch.wait.max.ms", "20"}});
+                                             {"fetch.wait.max.ms", "20"},
+                                             {"enable.partition.eof", "true"}});
   members_ = NewClient(RD_KAFKA_CONSUMER, members_props, &err);
   if (members_ == nullptr) return err;
   rd_kafka_poll_set_consumer(members_);
@@ -70,6 +71,25 @@ std::string ClusterMember::Start() {
   rd_kafka_resp_err_t e = rd_kafka_assign(members_, one);
   rd_kafka_topic_partition_list_destroy(one);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) return std::string("cannot read the membership topic: ") + rd_kafka_err2str(e);
+  // The membership so far, before this node says anything: two live nodes
+  // announcing one address would send clients to the wrong one.
+  const int64_t deadline = WallMs() + 10000;
+  bool at_end = false;
+  while (!at_end && WallMs() < deadline) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(members_, 100);
+    if (m == nullptr) continue;
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      at_end = true;
+    } else if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      MemberRecord r;
+      if (DecodeMember(std::string_view(static_cast<const char*>(m->payload), m->payload ? m->len : 0), &r))
+        membership_.Apply(r);
+    }
+    rd_kafka_message_destroy(m);
+  }
+  if (std::string other = membership_.AddressTakenBy(s_.ip, s_.port, WallMs(), s_.node_timeout_ms); !other.empty())
+    return "node " + other + " announces " + s_.ip + ":" + std::to_string(s_.port) +
+           " too (heard of within cluster-node-timeout): give each node its own cluster-announce-ip/-port";
   thread_ = std::thread([this] { Run(); });
   return "";
 }

@@ -196,7 +196,7 @@ void FMGetFanOut(CommandContext& c, std::shared_ptr<FmgetRequest> req, std::vect
                  std::vector<std::string_view> elems;
                  if (!err.empty()) {
                    if (req->error.empty()) req->error = "TRYAGAIN " + err + " (" + node_addr + ")";
-                 } else if (!r.empty() && r[0] == '-') {
+                 } else if (!r.empty() && (r[0] == '-' || r[0] == '!')) {  // (a RESP3 blob error: its first line)
                    if (req->error.empty()) req->error = std::string(r.substr(1, r.size() - 3));
                  } else if (!SplitRespArray(r, &elems) || elems.size() != idx.size()) {
                    if (req->error.empty()) req->error = "ERR unexpected FMGET reply from " + node_addr;
@@ -209,7 +209,7 @@ void FMGetFanOut(CommandContext& c, std::shared_ptr<FmgetRequest> req, std::vect
   for (int s : plan->shards())
     set.Post(s, [req, plan, local_of, s, &set, one_done] {
       ReadFmgetItems(*req, *plan, local_of.get(), set.shard(s).store, plan->indexes(s));
-      // Back on the origin's thread with the rest (the count is shared).
+      // The last part done, on whichever thread, posts the reply to the origin.
       one_done();
     });
 }
@@ -564,6 +564,7 @@ void FEventCluster(CommandContext& c, const Registry& reg, int src) {
   if (ShardSet::inline_posts()) return c.out.Error("ERR FEVENT inside MULTI is not available in cluster mode");
   if (reg.sources()[static_cast<size_t>(src)].table)
     return c.out.Error("ERR FEVENT to a table source is not available in cluster mode yet");
+  if (c.server->cluster_log() == nullptr) return c.out.Error("TRYAGAIN cluster mode is starting");
   thread_local EventPlanner planner;
   UpdateBatch updates;
   IngestStats& stats = c.server->ingest_stats;

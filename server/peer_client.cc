@@ -2,6 +2,7 @@
 #include "server/peer_client.h"
 
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 
 namespace fkv {
@@ -30,14 +31,16 @@ size_t ValueAt(std::string_view buf, size_t p, int depth) {
       return after - p;
     case '$': case '=': case '!': {
       int64_t n;
-      if (!ParseInt(line, &n) || n < -1) return SIZE_MAX;
+      if (!ParseInt(line, &n) || n < -1 || n > (int64_t{1} << 40)) return SIZE_MAX;
       if (n < 0) return after - p;
       const size_t end = after + static_cast<size_t>(n) + 2;
-      return end > buf.size() ? 0 : end - p;
+      if (end > buf.size()) return 0;
+      if (buf[end - 2] != '\r' || buf[end - 1] != '\n') return SIZE_MAX;
+      return end - p;
     }
     case '*': case '~': case '>': case '%': case '|': {
       int64_t n;
-      if (!ParseInt(line, &n) || n < -1) return SIZE_MAX;
+      if (!ParseInt(line, &n) || n < -1 || n > (int64_t{1} << 40)) return SIZE_MAX;
       if (n < 0) return after - p;
       const int64_t items = t == '%' || t == '|' ? 2 * n : n;
       size_t q = after;
@@ -89,9 +92,13 @@ std::string RespCommand(const std::vector<std::string_view>& args) {
 
 // One connection: requests written in order, replies matched in order.
 struct PeerClients::Conn : std::enable_shared_from_this<Conn> {
-  explicit Conn(asio::io_context& io) : socket(io), resolver(io) {}
+  explicit Conn(asio::io_context& io) : socket(io), timer(io) {}
   asio::ip::tcp::socket socket;
-  asio::ip::tcp::resolver resolver;
+  // A peer that does not answer (paused, unreachable, stuck) fails what
+  // waits on it after kPeerTimeoutMs: the clients get TRYAGAIN, not a hang.
+  asio::steady_timer timer;
+  bool timer_armed = false;
+  std::deque<std::chrono::steady_clock::time_point> sent_at;  // per entry of `waiting`
   bool open = false, connecting = false, writing = false, failed = false;
   std::string out;       // waiting to be written
   std::string writing_buf;
@@ -104,6 +111,8 @@ struct PeerClients::Conn : std::enable_shared_from_this<Conn> {
     failed = true;
     boost::system::error_code ec;
     socket.close(ec);
+    timer.cancel();
+    sent_at.clear();
     open = connecting = writing = false;
     auto w = std::move(waiting);
     waiting.clear();
@@ -138,14 +147,33 @@ struct PeerClients::Conn : std::enable_shared_from_this<Conn> {
         if (self->waiting.empty()) return self->Fail("peer sent a reply nobody asked for");
         Done d = std::move(self->waiting.front());
         self->waiting.pop_front();
-        if (!d) {  // AUTH or HELLO
-          if (reply[0] == '-') return self->Fail("peer refused the connection: " + std::string(reply.substr(1, reply.size() - 3)));
+        self->sent_at.pop_front();
+        if (!d) {  // AUTH, HELLO or CLIENT SETNAME
+          if (reply[0] == '-' || reply[0] == '!') return self->Fail("peer refused the connection: " + std::string(reply.substr(1, reply.size() - 3)));
           continue;
         }
         d(reply, "");
       }
       self->in.erase(0, used);
       self->Read();
+    });
+  }
+  void Expect(Done d) {
+    waiting.push_back(std::move(d));
+    sent_at.push_back(std::chrono::steady_clock::now());
+    Arm();
+  }
+  void Arm() {
+    if (timer_armed || sent_at.empty()) return;
+    timer_armed = true;
+    timer.expires_at(sent_at.front() + std::chrono::milliseconds(kPeerTimeoutMs));
+    timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      self->timer_armed = false;
+      if (ec || self->failed) return;
+      if (!self->sent_at.empty() &&
+          std::chrono::steady_clock::now() - self->sent_at.front() >= std::chrono::milliseconds(kPeerTimeoutMs))
+        return self->Fail("the peer did not answer within " + std::to_string(kPeerTimeoutMs) + " ms");
+      self->Arm();  // the oldest one waiting now is younger
     });
   }
 };
@@ -166,18 +194,18 @@ void PeerClients::Call(const std::string& ip, int port, int proto, std::string r
     // The handshake goes first: its replies are nobody's.
     if (!password_.empty()) {
       c->out += RespCommand({"AUTH", password_});
-      c->waiting.emplace_back();
+      c->Expect(nullptr);
     }
     if (proto == 3) {
       c->out += RespCommand({"HELLO", "3"});
-      c->waiting.emplace_back();
+      c->Expect(nullptr);
     }
     c->out += RespCommand({"CLIENT", "SETNAME", kPeerClientName});
-    c->waiting.emplace_back();
+    c->Expect(nullptr);
     boost::system::error_code ec;
     auto addr = asio::ip::make_address(ip, ec);
     if (ec) {
-      c->waiting.push_back(std::move(done));
+      c->Expect(std::move(done));
       asio::post(io_, [c] { c->Fail("bad peer address"); });
       return;
     }
@@ -193,7 +221,7 @@ void PeerClients::Call(const std::string& ip, int port, int proto, std::string r
                             });
   }
   c->out += request;
-  c->waiting.push_back(std::move(done));
+  c->Expect(std::move(done));
   c->Write();
 }
 

@@ -31,6 +31,8 @@ std::string RespCommand(const std::vector<std::string_view>& args);
 // The name peer connections give themselves: a node answers their FMGET
 // from its own slots only (no second hop).
 inline constexpr const char* kPeerClientName = "featurekv-peer";
+// How long a request to a peer may wait for its reply.
+inline constexpr int kPeerTimeoutMs = 5000;
 
 class PeerClients {
  public:

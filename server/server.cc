@@ -322,6 +322,9 @@ void Server::StartCluster(const std::vector<snap::KafkaPosition>& positions) {
   if (!path.empty() && path[0] != '/') path = config_.GetString("dir") + "/" + path;
   cs.node_id = ReadOrMakeNodeId(path);
   if (std::string err = ClusterRegistryProblem(*registry()); !err.empty()) throw std::runtime_error(err);
+  // Before cluster_: FEVENT takes the cluster path once cluster_ is set.
+  cluster_log_ = std::make_unique<ClusterLog>(brokers, cs.repartition_topic, "FEVENT/" + cs.node_id, cs.properties);
+  if (std::string err = cluster_log_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
   cluster_ = std::make_unique<ClusterMember>(cs, [this](std::shared_ptr<const ClusterMap> map) {
     for (int i = 0; i < shards_->size(); i++)
       shards_->Post(i, [this, i, map] { shards_->shard(i).cluster = map; });
@@ -363,8 +366,6 @@ void Server::StartCluster(const std::vector<snap::KafkaPosition>& positions) {
   rep.partition_of_key = partition_of;
   repartitioner_ = std::make_unique<KafkaIngest>(rep, sink_.get());
   if (std::string err = repartitioner_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
-  cluster_log_ = std::make_unique<ClusterLog>(brokers, cs.repartition_topic, "FEVENT/" + cs.node_id, cs.properties);
-  if (std::string err = cluster_log_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
   spdlog::info("cluster mode: node {} announced as {}:{}, {} repartition partitions of {}", cs.node_id, cs.ip, cs.port,
                cs.partitions, cs.repartition_topic);
 }

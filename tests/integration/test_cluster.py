@@ -246,6 +246,19 @@ class ClusterTest(unittest.TestCase):
         self.nodes.settled(3, timeout=60)
         sys.stderr.write("(graceful handover seen in %.1f s)\n" % handover)
 
+    def test_0_a_node_announcing_a_live_node_s_address_is_refused(self):
+        taken = self.nodes.live()[0].port
+        d = os.path.join(self.dir, "intruder")
+        os.makedirs(d, exist_ok=True)
+        srv = ServerProcess(SERVER, shards=1, data_dir=d, directives=[
+            ("save", ""), ("cluster-enabled", "yes"), ("kafka-brokers", self.mock.bootstrap),
+            ("kafka-group", GROUP), ("cluster-repartition-partitions", PARTITIONS),
+            ("kafka-property", ["session.timeout.ms", SESSION_MS]), ("cluster-announce-port", taken)])
+        with self.assertRaises(Exception) as cm:
+            srv.start()
+        self.assertIn("announces 127.0.0.1:%d too" % taken, str(cm.exception))
+        self.assertEqual(len({row[2] for row in self.nodes.settled(3)}), 3)  # the cluster is as it was
+
     def test_5_a_killed_node_loses_its_slots_within_the_session_timeout(self):
         victim = self.nodes.nodes[1]
         victim.kill()

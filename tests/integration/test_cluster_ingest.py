@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -404,6 +405,21 @@ class ClusterIngestTest(unittest.TestCase):
             except (AssertionError, redis.RedisError):
                 return False
         wait_until(exact_everywhere, WAIT_S, interval=0.3, what="FMGET through every node with requirepass")
+        # A peer that stops answering (SIGSTOP) fails the FMGET that waits on
+        # it within the peer timeout (5 s): an error the client retries, no hang.
+        paused = self.nodes.live()[2]
+        users, _ = build_model(events)
+        keys = ["user:%d" % u for u in sorted(users)]
+        os.kill(paused.proc.pid, signal.SIGSTOP)
+        try:
+            r = self.nodes.live()[0].redis(decode_responses=True, password="s3cret-peer", socket_timeout=20)
+            t0 = time.monotonic()
+            with self.assertRaises(redis.ResponseError) as cm:
+                r.execute_command("FMGET", *keys, "FEATURES", "clicks_1h")
+            self.assertLess(time.monotonic() - t0, 15)
+            self.assertRegex(str(cm.exception), "^(TRYAGAIN|CLUSTERDOWN)")
+        finally:
+            os.kill(paused.proc.pid, signal.SIGCONT)
         # Without the password a client gets nothing, of course.
         with self.assertRaises(redis.AuthenticationError):
             self.nodes.live()[0].redis().execute_command("FMGET", "user:1", "FEATURES", "clicks_1h")
