@@ -82,6 +82,47 @@ std::vector<std::string> FlagNames(uint32_t f) {
   return v;
 }
 
+// Redis 7's key specs (docs/commands.md, COMMAND): where the keys are, for
+// clients that route by them. Fixed positions become an index and a range;
+// movable keys (FMGET: the keys end at FEATURES) an index and "unknown":
+// such a client asks COMMAND GETKEYS, as the movablekeys flag says.
+void WriteKeySpecs(ReplyWriter& out, const CommandSpec& s) {
+  const bool movable = (s.flags & kCmdMovableKeys) != 0;
+  if (!movable && s.first_key <= 0) return out.Array(0);
+  out.Array(1);
+  out.Map(3);
+  out.Bulk("flags");
+  const bool write = (s.flags & kCmdWrite) != 0;
+  out.Array(2);
+  out.Simple(write ? "RW" : "RO");
+  out.Simple(write ? "UPDATE" : "ACCESS");
+  out.Bulk("begin_search");
+  out.Map(2);
+  out.Bulk("type");
+  out.Bulk("index");
+  out.Bulk("spec");
+  out.Map(1);
+  out.Bulk("index");
+  out.Integer(movable ? 1 : s.first_key);
+  out.Bulk("find_keys");
+  out.Map(2);
+  out.Bulk("type");
+  if (movable) {
+    out.Bulk("unknown");
+    out.Bulk("spec");
+    return out.Map(0);
+  }
+  out.Bulk("range");
+  out.Bulk("spec");
+  out.Map(3);
+  out.Bulk("lastkey");
+  out.Integer(s.last_key >= 0 ? s.last_key - s.first_key : s.last_key);
+  out.Bulk("keystep");
+  out.Integer(s.step);
+  out.Bulk("limit");
+  out.Integer(0);
+}
+
 void WriteCommandInfo(ReplyWriter& out, const CommandSpec& s) {
   out.Array(10);
   out.Bulk(s.name);
@@ -98,7 +139,7 @@ void WriteCommandInfo(ReplyWriter& out, const CommandSpec& s) {
   for (size_t i = 0; i < kAclCategories; i++)
     if (cats & (uint32_t{1} << i)) out.Simple(std::string("@") + kAclCategoryNames[i]);
   out.Array(0);  // tips
-  out.Array(0);  // key specs
+  WriteKeySpecs(out, s);
   out.Array(0);  // subcommands
 }
 

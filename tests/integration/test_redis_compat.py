@@ -297,6 +297,14 @@ class CompatTests:
         self.assertIn("write", mset[2])
         self.assertEqual(mset[3:6], [1, -1, 2])
         self.assertIsNone(missing)
+        # Redis 7 key specs (RESP2: maps as flat pairs), as redis-server 7 gives them for GET and MSET
+        # but for MSET's flags (Redis: OW UPDATE; featurekv says RW UPDATE for every write).
+        self.assertEqual(get[8], [["flags", ["RO", "ACCESS"], "begin_search", ["type", "index", "spec", ["index", 1]],
+                                   "find_keys", ["type", "range", "spec", ["lastkey", 0, "keystep", 1, "limit", 0]]]])
+        self.assertEqual(mset[8][0][2:], ["begin_search", ["type", "index", "spec", ["index", 1]],
+                                          "find_keys", ["type", "range", "spec", ["lastkey", -1, "keystep", 2, "limit", 0]]])
+        ping = self.raw().command("COMMAND", "INFO", "ping")[0]
+        self.assertEqual(ping[8], [])  # no keys, no spec
 
     def test_fmget_keys_are_found_by_getkeys_not_fixed_positions(self):
         # FMGET's keys end at FEATURES: COMMAND INFO says movablekeys and
@@ -305,6 +313,8 @@ class CompatTests:
         self.assertEqual(info[:2], ["fmget", -4])
         self.assertIn("movablekeys", info[2])
         self.assertEqual(info[3:6], [0, 0, 0])
+        self.assertEqual(info[8][0][2:], ["begin_search", ["type", "index", "spec", ["index", 1]],
+                                          "find_keys", ["type", "unknown", "spec", []]])
         raw = self.raw()
         self.assertEqual(raw.command("COMMAND", "GETKEYS", "FMGET", "user:1", "FEATURES", "user:2", "AT", "5"),
                          ["user:1"])
