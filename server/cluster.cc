@@ -197,6 +197,7 @@ std::string Membership::AddressTakenBy(const std::string& ip, int port, int64_t 
 
 std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const std::vector<std::string_view>& args,
                          const std::atomic<PartitionHeld>* held) {
+  if ((spec.flags & kCmdAnySlot) != 0) return "";  // its handler routes each key (no walk here)
   int slot = -1;
   bool cross = false;
   ForEachKeyArg(spec, args, [&](std::string_view k) {
@@ -204,7 +205,7 @@ std::string ClusterRoute(const ClusterMap& map, const CommandSpec& spec, const s
     if (slot >= 0 && s != slot) cross = true;
     slot = s;
   });
-  if (slot < 0 || (spec.flags & kCmdAnySlot) != 0) return "";
+  if (slot < 0) return "";
   if (cross) return "CROSSSLOT Keys in request don't hash to the same slot";
   const ClusterNode* owner = map.OwnerOfSlot(slot);
   if (owner == nullptr) return "CLUSTERDOWN Hash slot not served";

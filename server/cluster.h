@@ -26,6 +26,7 @@ struct SlotRange {
 };
 SlotRange PartitionSlots(int p, int nparts);
 int PartitionOfSlot(int slot, int nparts);
+inline int PartitionOfKey(std::string_view key, int nparts) { return PartitionOfSlot(KeySlot(key), nparts); }
 
 struct ClusterNode {
   std::string id;  // 40 hex digits, as Redis's node ids

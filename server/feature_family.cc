@@ -582,7 +582,7 @@ void FEventCluster(CommandContext& c, const Registry& reg, int src) {
       continue;
     }
     ClusterLog::Event e{std::string(c.args[1]), c.args[i + 2], {}};
-    for (size_t u = before; u < updates.size(); u++) e.partitions.push_back(PartitionOfSlot(KeySlot(updates.key(u)), nparts));
+    for (size_t u = before; u < updates.size(); u++) e.partitions.push_back(PartitionOfKey(updates.key(u), nparts));
     std::sort(e.partitions.begin(), e.partitions.end());
     e.partitions.erase(std::unique(e.partitions.begin(), e.partitions.end()), e.partitions.end());
     events.push_back(std::move(e));

@@ -258,10 +258,7 @@ std::string Server::ClusterRegistryProblem(const Registry& reg) const {
   return "";
 }
 
-// On every shard: removes the keys of the slots of these repartition
-// partitions (a cluster node's state of partitions it lost, or is about to
-// restore from the log). Posted from the owner ingest's thread, so it runs
-// in order with that ingest's batches.
+// Whether this node's state of these partitions is servable (ClusterRoute).
 void Server::SetHeld(const std::vector<int>& partitions, PartitionHeld h) {
   const int nparts = std::stoi(config_.GetString("cluster-repartition-partitions"));
   for (int p : partitions)
@@ -269,6 +266,10 @@ void Server::SetHeld(const std::vector<int>& partitions, PartitionHeld h) {
     else spdlog::error("cluster: partition {} of the repartition topic is past cluster-repartition-partitions {}", p, nparts);
 }
 
+// On every shard: removes the keys of the slots of these repartition
+// partitions (a cluster node's state of partitions it lost, or is about to
+// restore from the log). Posted from the owner ingest's thread, so it runs
+// in order with that ingest's batches.
 void Server::DropPartitionState(const std::vector<int>& partitions) {
   if (partitions.empty()) return;
   const int nparts = std::stoi(config_.GetString("cluster-repartition-partitions"));
@@ -287,7 +288,7 @@ void Server::DropPartitionState(const std::vector<int>& partitions) {
       uint64_t cur = 0;
       do {
         cur = st.Scan(cur, now, [&](Record* r) {
-          if ((*drop)[static_cast<size_t>(PartitionOfSlot(KeySlot(r->key()), nparts))]) keys.emplace_back(r->key());
+          if ((*drop)[static_cast<size_t>(PartitionOfKey(r->key(), nparts))]) keys.emplace_back(r->key());
         });
       } while (cur != 0);
       for (const std::string& k : keys) st.Erase(k, HashKey(k), now);
@@ -331,7 +332,7 @@ void Server::StartCluster(const std::vector<snap::KafkaPosition>& positions) {
   });
   if (std::string err = cluster_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
   const int nparts = cs.partitions;
-  auto partition_of = [nparts](std::string_view key) { return PartitionOfSlot(KeySlot(key), nparts); };
+  auto partition_of = [nparts](std::string_view key) { return PartitionOfKey(key, nparts); };
   sink_ = std::make_unique<ServerSink>(this);
   KafkaSettings owner = IngestSettings();
   owner.dlq_topic.clear();  // the repartitioner dead-letters the sources' bad messages
