@@ -43,11 +43,17 @@ the demo registry (conf/features.yaml), every node `--shards 1`,
    redis.Redis connected to each key's owner; p50/p99 and the ratio, and
    the server-side commands per FGET (INFO commandstats): 1.00 for both
    means routing adds no round trip.
+4. Direct-write latency on that cluster: --writes SETs (16-byte values,
+   keys the node owns) sent sequentially to one node over a plain
+   redis.Redis, each reply waiting for the record's produce, Kafka's
+   acknowledgement, the node's own fetch of it and its apply; against the
+   same SETs on a sidecar featurekv-server (no Kafka) started beside it.
+   Then the same count pipelined 16 deep (writes/s) on both.
 
 usage: bench/cluster.py [--events 200000] [--nodes "1 2 3"] [--rounds 3]
        [--repartition-partitions 16] [--session-ms 4000] [--rate 1000]
-       [--failovers 3] [--fgets 5000] [--skip-ingest] [--skip-failover]
-       [--skip-latency] [--build build]
+       [--failovers 3] [--fgets 5000] [--writes 2000] [--skip-ingest]
+       [--skip-failover] [--skip-latency] [--skip-writes] [--build build]
 Everything listens on 127.0.0.1; every process started is killed on exit.
 """
 import argparse
@@ -65,6 +71,7 @@ import time
 
 import redis  # Debian's python3-redis (/usr/bin/python3)
 from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
@@ -476,6 +483,52 @@ def latency(a, nodes):
           % (pct(lat["cluster"], 0.5) / pct(lat["direct"], 0.5), pct(lat["cluster"], 0.99) / pct(lat["direct"], 0.99)))
 
 
+def writes(a, nodes):
+    node = nodes.live()[0]
+    r = node.redis(decode_responses=True, socket_timeout=40)
+    slots = [(f, l) for f, l, _, port in test_cluster.slots_view(r) if port == node.port]
+    keys = []
+    i = 0
+    while len(keys) < a.writes:  # keys of this node's slots (redis-py's CRC16)
+        k = "w:%d" % i
+        i += 1
+        if any(f <= key_slot(k.encode()) <= l for f, l in slots):
+            keys.append(k)
+    side = ServerProcess(SERVER, shards=1, start_timeout=20, directives=[("save", ""), ("registry", REGISTRY)])
+    CLEANUP.append(side.kill)
+    side.start()
+    sr = side.redis(decode_responses=True)
+    value = "v" * 16
+    lat = {"sidecar": [], "cluster": []}
+    rate = {}
+    for name, client in (("sidecar", sr), ("cluster", r)):
+        for k in keys[:200]:  # warm-up
+            client.set(k, value)
+        for k in keys:
+            t = time.perf_counter_ns()
+            client.set(k, value)
+            lat[name].append((time.perf_counter_ns() - t) / 1000.0)
+        t = time.perf_counter()
+        for b in range(0, len(keys), 16):
+            p = client.pipeline(transaction=False)
+            for k in keys[b:b + 16]:
+                p.set(k, value)
+            p.execute()
+        rate[name] = len(keys) / (time.perf_counter() - t)
+    for k in keys[:50]:
+        if r.get(k) != value:
+            raise BenchError("SET %s not read back from the cluster node" % k)
+    print()
+    print("4. SET of %d keys the node owns, 16-byte values, sequential, then pipelined 16 deep" % len(keys))
+    print("%-40s %9s %9s %9s %12s" % ("server", "p50 us", "p99 us", "mean us", "P16 SET/s"))
+    for name, label in (("sidecar", "featurekv sidecar (no Kafka)"), ("cluster", "cluster node (through the log)")):
+        xs = lat[name]
+        print("%-40s %9.1f %9.1f %9.1f %12.0f" % (label, pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs), rate[name]))
+    print("ratio cluster / sidecar: p50 %.1f, p99 %.1f, P16 throughput %.2f"
+          % (pct(lat["cluster"], 0.5) / pct(lat["sidecar"], 0.5), pct(lat["cluster"], 0.99) / pct(lat["sidecar"], 0.99),
+             rate["cluster"] / rate["sidecar"]))
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -490,11 +543,13 @@ def main():
     ap.add_argument("--failovers", type=int, default=3)
     ap.add_argument("--fgets", type=int, default=5000, help="keys read by each client per round")
     ap.add_argument("--latency-rounds", type=int, default=2)
+    ap.add_argument("--writes", type=int, default=2000, help="SETs per client in the write-latency run")
     ap.add_argument("--poll-ms", type=float, default=20, help="INFO polling interval of the ingest runs")
     ap.add_argument("--timeout", type=float, default=120, help="bound of every wait, s")
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--skip-failover", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-writes", action="store_true")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     a = ap.parse_args()
     a.nodes = [int(x) for x in a.nodes.split()]
@@ -514,7 +569,7 @@ def main():
     try:
         if not a.skip_ingest:
             ingest(a, work)
-        if not (a.skip_failover and a.skip_latency):
+        if not (a.skip_failover and a.skip_latency and a.skip_writes):
             if a.skip_failover:
                 m = mock(["fo"], a.repartition_partitions)
                 nodes = BenchNodes(m, 3, work, "fo", a.repartition_partitions, a.session_ms)
@@ -524,6 +579,8 @@ def main():
                 m, nodes = failover(a, work)
             if not a.skip_latency:
                 latency(a, nodes)
+            if not a.skip_writes:
+                writes(a, nodes)
     except BenchError as e:
         sys.exit("bench/cluster.py: %s" % e)
     finally:

@@ -652,16 +652,37 @@ void KafkaIngest::ProcessBatch(EventPlanner& planner) {
   std::vector<PlanItem> items;
   std::vector<rd_kafka_message_t*> item_msg;
   if (settings_.role == KafkaSettings::Role::kOwner) {
-    OwnerItems(msgs, *reg, &items, &kafka_ts);
+    std::vector<std::pair<size_t, std::shared_ptr<const LoggedCommand>>> commands;
+    OwnerItems(msgs, *reg, &items, &kafka_ts, &commands);
+    // The events between two write commands are one batch, handed over
+    // before the command runs: each shard applies them in log order.
+    size_t from = 0;
+    std::vector<PlanItem> part;
     std::vector<std::string> why;
-    PlanEvents(planner, reg, items, now, skew, &updates, &stats, mask, &why);
-    for (size_t i = 0; i < items.size(); i++) {
-      if (why[i].empty()) applied++;
-      else stats.Reject(reg->sources()[static_cast<size_t>(items[i].src)].name, why[i]);
+    auto apply_items = [&](size_t to, bool last) {
+      if (to == from && !last) return;
+      const std::vector<PlanItem>* segment = &items;
+      if (from != 0 || to != items.size()) {
+        part.assign(items.begin() + static_cast<std::ptrdiff_t>(from), items.begin() + static_cast<std::ptrdiff_t>(to));
+        segment = &part;
+      }
+      UpdateBatch batch;
+      PlanEvents(planner, reg, *segment, now, skew, &batch, &stats, mask, &why);
+      uint64_t ok = 0;
+      for (size_t i = 0; i < segment->size(); i++) {
+        if (why[i].empty()) ok++;
+        else stats.Reject(reg->sources()[static_cast<size_t>((*segment)[i].src)].name, why[i]);
+      }
+      ApplyBatch(std::move(batch), reg, last ? std::move(kafka_ts) : std::vector<int64_t>{}, ok);
+      from = to;
+    };
+    for (auto& [before, cmd] : commands) {
+      apply_items(before, false);
+      RunCommand(std::move(cmd));
     }
+    apply_items(items.size(), true);
     for (rd_kafka_message_t* m : msgs)
       if (m != nullptr) rd_kafka_message_destroy(m);
-    ApplyBatch(std::move(updates), reg, std::move(kafka_ts), applied);
     return ReleaseInFlight();
   }
   for (rd_kafka_message_t* m : msgs) {
@@ -789,6 +810,7 @@ struct KafkaIngest::BatchInFlight {
   uint64_t events = 0;
   std::vector<IngestStatsViewCount> by_view;  // counted when the batch is servable
   std::atomic<int> shards_left{0};
+  std::shared_ptr<const LoggedCommand> cmd;  // else: a logged write to run (no updates)
 };
 
 void KafkaIngest::ApplyBatch(UpdateBatch updates, const std::shared_ptr<const Registry>& reg,
@@ -805,18 +827,35 @@ void KafkaIngest::ApplyBatch(UpdateBatch updates, const std::shared_ptr<const Re
     sink_->Stats().events_applied.fetch_add(events, std::memory_order_relaxed);
     return RecordDelays(b->kafka_ts, WallMs());
   }
-  for (int s : b->plan->shards()) {
-    in_flight_.fetch_add(1);
-    shard_depth_[static_cast<size_t>(s)].fetch_add(1, std::memory_order_relaxed);
-    sink_->RunOnShard(s, [this, b, s](ShardStore& store) {
-      ShardQueue& q = shard_queues_[static_cast<size_t>(s)];
-      q.pending.emplace_back(b, 0);
-      if (!q.pump_posted) {
-        q.pump_posted = true;
-        Pump(s, store);
-      }
-    });
+  for (int s : b->plan->shards()) HandOver(s, b);
+}
+
+void KafkaIngest::HandOver(int s, std::shared_ptr<BatchInFlight> b) {
+  in_flight_.fetch_add(1);
+  shard_depth_[static_cast<size_t>(s)].fetch_add(1, std::memory_order_relaxed);
+  sink_->RunOnShard(s, [this, b = std::move(b), s](ShardStore& store) {
+    ShardQueue& q = shard_queues_[static_cast<size_t>(s)];
+    q.pending.emplace_back(b, 0);
+    if (!q.pump_posted) {
+      q.pump_posted = true;
+      Pump(s, store);
+    }
+  });
+}
+
+void KafkaIngest::RunCommand(std::shared_ptr<const LoggedCommand> cmd) {
+  commands_run_.fetch_add(1, std::memory_order_relaxed);
+  if (const int s = sink_->LoggedShard(*cmd); s >= 0) {
+    auto b = std::make_shared<BatchInFlight>();
+    b->cmd = std::move(cmd);
+    b->shards_left = 1;
+    return HandOver(s, std::move(b));
   }
+  // Keys on several shards: once everything before it is applied (this
+  // batch holds one unit of in_flight_), with every shard parked.
+  while (!WaitInFlightAtMost(1, 1000))
+    if (stop_.load()) return;
+  sink_->RunLoggedExclusive(*cmd, stop_);
 }
 
 void KafkaIngest::Pump(int shard, ShardStore& store) {
@@ -848,6 +887,13 @@ void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {
   bool out_of_time = false;
   while (!out_of_time && !q.pending.empty()) {
     auto& [b, from] = q.pending.front();
+    if (b->cmd) {  // a logged write, in its place among the batches
+      sink_->RunLogged(shard, *b->cmd);
+      q.pending.pop_front();
+      shard_depth_[static_cast<size_t>(shard)].fetch_sub(1, std::memory_order_relaxed);
+      ReleaseInFlight();
+      continue;
+    }
     auto keys = b->plan->indexes(shard);
     size_t k = from;
     while (k < keys.size()) {
@@ -1447,23 +1493,36 @@ void KafkaIngest::CommitSourcePositions(bool sync) {
 }
 
 void KafkaIngest::OwnerItems(const std::vector<rd_kafka_message_s*>& msgs, const Registry& reg,
-                             std::vector<PlanItem>* items, std::vector<int64_t>* kafka_ts) {
+                             std::vector<PlanItem>* items, std::vector<int64_t>* kafka_ts,
+                             std::vector<std::pair<size_t, std::shared_ptr<const LoggedCommand>>>* commands) {
   IngestStats& stats = sink_->Stats();
+  std::vector<std::string_view> args;
   for (rd_kafka_message_t* m : msgs) {
     if (m == nullptr) continue;
     messages_.fetch_add(1, std::memory_order_relaxed);
     RepartitionRecord r;
-    if (!DecodeRepartition(std::string_view(static_cast<const char*>(m->payload), m->payload ? m->len : 0), &r)) {
+    if (!DecodeRepartition(std::string_view(static_cast<const char*>(m->payload), m->payload ? m->len : 0), &r) ||
+        (r.command && !DecodeArgs(r.payload, &args))) {
       stats.Reject(settings_.repartition_topic, "bad_record");
       continue;
     }
-    const int si = reg.FindSource(r.source);
-    if (si < 0) {
+    const int si = r.command ? -1 : reg.FindSource(r.source);
+    if (!r.command && si < 0) {
       stats.Reject(std::string(r.source), "no_source");
       continue;
     }
     if (!marks_[m->partition].Admit(r.topic, r.partition, r.offset)) {
       dup_dropped_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (r.command) {
+      auto cmd = std::make_shared<LoggedCommand>();
+      cmd->args.assign(args.begin(), args.end());
+      cmd->now_ms = r.now_ms;
+      cmd->resp3 = r.resp3;
+      cmd->origin = std::string(r.topic);
+      cmd->seq = r.offset;
+      commands->emplace_back(items->size(), std::move(cmd));
       continue;
     }
     PlanItem it{si, r.payload, MessageMeta{r.key, r.has_key, r.tombstone}, r.now_ms, m->partition};

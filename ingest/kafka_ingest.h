@@ -44,6 +44,16 @@ namespace fkv {
 
 class ShardStore;
 
+// A write command from the repartition topic (cluster mode; see
+// RepartitionRecord::command), run by the partition's owner in log order.
+struct LoggedCommand {
+  std::vector<std::string> args;
+  int64_t now_ms = 0;
+  bool resp3 = false;
+  std::string origin;  // the accepting node's records' source topic
+  int64_t seq = 0;     // the record's number there
+};
+
 // What the consumer needs from the server. Thread-safe.
 class IngestSink {
  public:
@@ -64,6 +74,14 @@ class IngestSink {
   // shard may be the one stopping the ingest: it must not wait for it).
   virtual bool JoinLookups(std::shared_ptr<const Registry> reg, std::vector<JoinRequest>* requests, int64_t now_ms,
                            const std::atomic<bool>& stop) = 0;
+  // Cluster mode's logged writes: the shard holding every key of `cmd`, or
+  // -1 when they are on several shards (or it is not a keyed write).
+  virtual int LoggedShard(const LoggedCommand&) { return -1; }
+  // Runs it on shard `shard`'s thread, which holds every key it touches.
+  virtual void RunLogged(int /*shard*/, const LoggedCommand&) {}
+  // Runs it with every shard parked; returns when it ran, or at once
+  // (without running it) once `stop` is set.
+  virtual void RunLoggedExclusive(const LoggedCommand&, const std::atomic<bool>& /*stop*/) {}
 };
 
 struct KafkaSettings {
@@ -156,6 +174,7 @@ class KafkaIngest {
   // kOwner: records dropped as already applied (a fail-over's re-sends);
   // kRepartition: records sent to the repartition topic.
   uint64_t duplicates_dropped() const { return dup_dropped_.load(std::memory_order_relaxed); }
+  uint64_t commands_run() const { return commands_run_.load(std::memory_order_relaxed); }  // logged writes
   uint64_t records_sent() const { return records_sent_.load(std::memory_order_relaxed); }
   KafkaSettings::Role role() const { return settings_.role; }
   // librdkafka's rebalance callback (group mode); opaque is the KafkaIngest.
@@ -252,8 +271,13 @@ class KafkaIngest {
                   int64_t skew, UpdateBatch* updates, IngestStats* stats, const std::vector<char>* mask,
                   std::vector<std::string>* why, std::vector<size_t>* ends = nullptr);
   // The cluster roles' halves of ProcessBatch (the messages are positioned).
+  // The records' events as items and their write commands, each with the
+  // number of items before it (the commands run between those events).
   void OwnerItems(const std::vector<rd_kafka_message_s*>& msgs, const Registry& reg, std::vector<PlanItem>* items,
-                  std::vector<int64_t>* kafka_ts);
+                  std::vector<int64_t>* kafka_ts,
+                  std::vector<std::pair<size_t, std::shared_ptr<const LoggedCommand>>>* commands);
+  // Runs one logged write in log order (after the batches handed over).
+  void RunCommand(std::shared_ptr<const LoggedCommand> cmd);
   void SendRecords(const std::vector<rd_kafka_message_s*>& item_msg, const std::vector<PlanItem>& items,
                    const std::vector<std::string>& why, const std::vector<size_t>& ends, const UpdateBatch& updates,
                    const Registry& reg, int64_t now);
@@ -290,6 +314,7 @@ class KafkaIngest {
   struct BatchInFlight;
   void ApplyBatch(UpdateBatch updates, const std::shared_ptr<const Registry>& reg,
                   std::vector<int64_t> kafka_ts_ms, uint64_t events);
+  void HandOver(int shard, std::shared_ptr<BatchInFlight> b);  // into the shard's queue
   // On a shard's thread: applies its queue until it is empty or, when
   // `sliced`, about kSliceMicros have passed.
   void ApplyQueued(int shard, ShardStore& store, bool sliced);
@@ -316,7 +341,7 @@ class KafkaIngest {
   std::atomic<uint64_t> dlq_sent_{0};
   std::atomic<uint64_t> rebalances_{0};
   std::atomic<uint64_t> stale_dropped_{0};  // messages at or before an applied position
-  std::atomic<uint64_t> dup_dropped_{0}, records_sent_{0};
+  std::atomic<uint64_t> dup_dropped_{0}, records_sent_{0}, commands_run_{0};
   // kOwner, ingest thread only: per repartition partition, its marks; the
   // high watermarks restoring partitions must reach; when snapshot-restored
   // positions were left unassigned.

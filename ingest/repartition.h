@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -26,12 +27,22 @@ struct RepartitionRecord {
   bool has_key = false, tombstone = false;
   std::string_view key;      // the source message's key (a table's entity id)
   std::string_view payload;  // the source message's value
+  // A direct write (SET, HSET, FSET, ...) accepted by a node in cluster
+  // mode: `payload` is its arguments (EncodeArgs), `source` is empty, and
+  // `resp3` the protocol its reply is written in. The owner runs it as
+  // the command, with `now_ms` as its clock.
+  bool command = false, resp3 = false;
 };
 
 // Appends the record's bytes to *out (a version byte, then the fields).
 void EncodeRepartition(const RepartitionRecord& r, std::string* out);
 // Views into `bytes`; false when they are not a record of this version.
 bool DecodeRepartition(std::string_view bytes, RepartitionRecord* r);
+
+// A command's arguments as one payload, and back (views into `bytes`;
+// false when they are not well formed or empty).
+void EncodeArgs(std::span<const std::string_view> args, std::string* out);
+bool DecodeArgs(std::string_view bytes, std::vector<std::string_view>* args);
 
 // De-duplication of one repartition partition's records: per source
 // (topic, partition), the offset after the newest message applied. A

@@ -4,6 +4,7 @@
 #include <librdkafka/rdkafka.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 namespace fkv {
@@ -82,12 +83,111 @@ void ClusterLog::Stop() {
   rd_kafka_flush(producer_, 5000);  // acknowledgements still due run their replies here
   rd_kafka_destroy(producer_);
   producer_ = nullptr;
+  FailWaiters([](int64_t, const Waiter&) { return true; }, "the server is shutting down before the write ran here");
+}
+
+namespace {
+int64_t NowWallMs() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void ClusterLog::FailWaiters(const std::function<bool(int64_t, const Waiter&)>& which, const std::string& error) {
+  std::vector<WriteDone> failed;
+  {
+    std::lock_guard lk(wait_mu_);
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (!which(it->first, it->second)) {
+        ++it;
+        continue;
+      }
+      failed.push_back(std::move(it->second.done));
+      it = waiters_.erase(it);
+    }
+  }
+  for (auto& d : failed) d("", error);
+}
+
+void ClusterLog::Applied(int64_t seq, std::string reply) {
+  WriteDone done;
+  {
+    std::lock_guard lk(wait_mu_);
+    auto it = waiters_.find(seq);
+    if (it == waiters_.end()) return;  // run again after a restart, or answered already
+    done = std::move(it->second.done);
+    waiters_.erase(it);
+  }
+  done(std::move(reply), "");
+}
+
+void ClusterLog::PartitionLost(const std::vector<int>& partitions) {
+  FailWaiters([&](int64_t, const Waiter& w) { return std::find(partitions.begin(), partitions.end(), w.partition) != partitions.end(); },
+              "the write is in the log, but its slot moved before this node ran it: its new owner runs it");
+}
+
+uint64_t ClusterLog::writes_pending() const {
+  std::lock_guard lk(wait_mu_);
+  return waiters_.size();
 }
 
 void ClusterLog::Run() {
   pthread_setname_np(pthread_self(), "fkv-cluster-log");
   // Serves the acknowledgements as they come: each reply waits for one.
-  while (!stop_.load()) rd_kafka_poll(producer_, 100);
+  while (!stop_.load()) {
+    rd_kafka_poll(producer_, 100);
+    const int64_t now = NowWallMs();
+    FailWaiters([now](int64_t, const Waiter& w) { return w.deadline_ms <= now; },
+                "the write is in the log, but this node did not run it within " + std::to_string(kWriteTimeoutMs / 1000) +
+                    " s (its owner ingest is behind)");
+  }
+}
+
+int64_t ClusterLog::NextSeq() {
+  // Numbered in send order, past anything sent before, across restarts
+  // too (microseconds of the wall clock, when they are ahead).
+  using namespace std::chrono;
+  const int64_t wall_us = duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+  return last_seq_ = std::max(last_seq_ + 1, wall_us);
+}
+
+void ClusterLog::SendCommand(int partition, std::span<const std::string_view> args, int64_t now_ms, bool resp3,
+                             WriteDone done) {
+  std::unique_lock lk(send_mu_);
+  if (closed_ || producer_ == nullptr) {
+    lk.unlock();
+    return done("", "the server is shutting down");
+  }
+  const int64_t seq = NextSeq();
+  std::string payload, buf;
+  EncodeArgs(args, &payload);
+  RepartitionRecord r;
+  r.topic = origin_;
+  r.offset = seq;
+  r.now_ms = now_ms;
+  r.payload = payload;
+  r.command = true;
+  r.resp3 = resp3;
+  EncodeRepartition(r, &buf);
+  {
+    // Waiting before it is sent: this node's ingest may run it before the
+    // acknowledgement comes.
+    std::lock_guard wl(wait_mu_);
+    waiters_[seq] = Waiter{partition, NowWallMs() + kWriteTimeoutMs, std::move(done)};
+  }
+  auto* p = new Pending;
+  p->left.store(1);
+  p->done = [this, seq](const std::string& err) {
+    if (!err.empty()) FailWaiters([seq](int64_t s, const Waiter&) { return s == seq; }, err);
+  };
+  rd_kafka_resp_err_t err = rd_kafka_producev(
+      producer_, RD_KAFKA_V_TOPIC(topic_.c_str()), RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_VALUE(buf.data(), buf.size()),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    lk.unlock();
+    return p->One(std::string("cannot send to the repartition topic: ") + rd_kafka_err2str(err));
+  }
+  sent_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void ClusterLog::Send(const std::vector<Event>& events, int64_t now_ms, std::function<void(std::string)> done) {
@@ -104,16 +204,12 @@ void ClusterLog::Send(const std::vector<Event>& events, int64_t now_ms, std::fun
   p->done = std::move(done);
   std::string buf;
   for (const Event& e : events) {
-    // Numbered in send order, past anything sent before, across restarts
-    // too (microseconds of the wall clock, when they are ahead).
-    using namespace std::chrono;
-    const int64_t wall_us = duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
-    last_seq_ = std::max(last_seq_ + 1, wall_us);
+    const int64_t seq = NextSeq();
     RepartitionRecord r;
     r.source = e.source;
     r.topic = origin_;
     r.partition = 0;
-    r.offset = last_seq_;
+    r.offset = seq;
     r.now_ms = now_ms;
     r.payload = e.payload;
     buf.clear();

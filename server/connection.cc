@@ -301,6 +301,29 @@ const char* Connection::PeekCommand(const char* at, ArgList* args) {
   return at + used;
 }
 
+namespace {
+
+// Cluster mode (docs/architecture.md, "Cluster mode"): a keyed write is sent
+// to the repartition partition of its slot (this node's: the client was
+// routed here) and run by this node's owner ingest in log order, so it
+// moves with the slot and outlives the node; the reply is what it answered
+// there.
+void LogClusterWrite(CommandContext& c) {
+  ClusterLog* log = c.server->cluster_log();
+  if (log == nullptr) return c.out.Error("TRYAGAIN cluster mode is starting");
+  const int nparts = c.server->shards().shard(c.shard).cluster->partitions();
+  const int p = PartitionOfKey(c.args[static_cast<size_t>(c.spec->first_key)], nparts);
+  auto reply = c.Defer();
+  log->SendCommand(p, c.args, c.now_ms, c.conn->protocol() == 3, [reply](std::string bytes, std::string err) {
+    reply([bytes = std::move(bytes), err = std::move(err)](ReplyWriter& out) {
+      if (!err.empty()) return out.Error("ERR " + err);
+      out.buffer()->append(bytes);
+    });
+  });
+}
+
+}  // namespace
+
 void Connection::Execute(int shard) {
   // In a pipeline a command's time starts where the previous one's ended
   // (one clock read per command; docs/operations.md, "Metrics"). A
@@ -352,6 +375,9 @@ void Connection::Execute(int shard) {
   if ((spec->flags & kCmdDenyOom) && server_->config().maxmemory() > 0 &&
       server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory())
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
+  // Cluster mode: a keyed write goes through the log (LogClusterWrite).
+  const bool logged = sh.cluster != nullptr && (spec->flags & kCmdWrite) && spec->first_key > 0;
+  if (tx_.active && logged) return reject("ERR write commands inside MULTI are not available in cluster mode");
   if (tx_.active && !(spec->flags & kCmdTxControl)) {  // MULTI: queued for EXEC
     if (spec->flags & kCmdNoMulti) return reject("ERR Command not allowed inside a transaction");
     Enqueue(server_->shards(), tx_, spec, args_);
@@ -362,8 +388,9 @@ void Connection::Execute(int shard) {
   call_start_ns_ = chained ? clock_ns_ : MonotonicNs();
   call_errors_ = writer_.errors();
   CommandContext ctx{server_, this, spec, args_, writer_, shard, &sh.store, key_hash_, NowMs()};
-  spec->handler(ctx);
-  if (spec->flags & kCmdWrite) {
+  if (logged) LogClusterWrite(ctx);
+  else spec->handler(ctx);
+  if ((spec->flags & kCmdWrite) && !logged) {
     // A single-key write that succeeded goes to its shard's append-only
     // file (multi-shard ones log their parts where they apply them), and
     // under appendfsync always the replies wait for it (FlushAndRead).

@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <sstream>
 
+#include "server/acl.h"
 #include "server/allocator_stats.h"
 #include "server/connection.h"
 #include "server/feature_values.h"
@@ -85,7 +86,62 @@ class ServerSink : public IngestSink {
     return true;
   }
 
+  int LoggedShard(const LoggedCommand& cmd) override {
+    const CommandSpec* spec = CommandTable::Get().Find(cmd.args[0]);
+    if (spec == nullptr || !(spec->flags & kCmdWrite)) return -1;
+    ArgList args(cmd.args.begin(), cmd.args.end());
+    int shard = -2;  // no key yet
+    ForEachKeyArg(*spec, args, [&](std::string_view key) {
+      const int k = s_->shards().ShardOf(HashKey(key));
+      shard = shard == -2 || shard == k ? k : -1;
+    });
+    return shard < 0 ? -1 : shard;
+  }
+  void RunLogged(int shard, const LoggedCommand& cmd) override { Run(shard, cmd); }
+  void RunLoggedExclusive(const LoggedCommand& cmd, const std::atomic<bool>& stop) override {
+    struct Wait {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+    };
+    auto w = std::make_shared<Wait>();
+    auto c = std::make_shared<LoggedCommand>(cmd);
+    s_->exclusive().Run([this, w, c](bool ok) {
+      if (ok) Run(0, *c);
+      std::lock_guard lk(w->mu);
+      w->done = true;
+      w->cv.notify_all();
+    });
+    std::unique_lock lk(w->mu);
+    while (!w->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return w->done; }))
+      if (stop.load()) return;
+  }
+
  private:
+  // Runs a logged write as a connection would (its clock is the record's),
+  // on a thread holding every shard it touches; the node that accepted it
+  // gets the reply (docs/architecture.md, "Cluster mode").
+  void Run(int shard, const LoggedCommand& cmd) {
+    ShardSet::InlinePosts inline_posts;
+    ShardSet& set = s_->shards();
+    std::string reply;
+    ReplyWriter w(&reply, cmd.resp3 ? 3 : 2);
+    const CommandSpec* spec = CommandTable::Get().Find(cmd.args[0]);
+    if (spec == nullptr || !(spec->flags & kCmdWrite)) {
+      w.Error("ERR not a write command: " + cmd.args[0]);
+    } else {
+      ArgList args(cmd.args.begin(), cmd.args.end());
+      uint64_t hash = 0;
+      if (spec->first_key > 0 && !(spec->flags & kCmdMultiShard) && args.size() > static_cast<size_t>(spec->first_key)) {
+        hash = HashKey(args[static_cast<size_t>(spec->first_key)]);
+        shard = set.ShardOf(hash);
+      }
+      CommandContext ctx{s_, nullptr, spec, args, w, shard, &set.shard(shard).store, hash, cmd.now_ms};
+      spec->handler(ctx);
+    }
+    if (ClusterLog* log = s_->cluster_log(); log != nullptr && cmd.origin == log->origin())
+      log->Applied(cmd.seq, std::move(reply));
+  }
   Server* s_;
 };
 }  // namespace
@@ -200,6 +256,9 @@ int Server::Start() {
   } else if (std::string err = snapshots_->Load(&positions); !err.empty()) {
     throw std::runtime_error(err + " (start with --ignore-snapshot to start empty)");
   }
+  if (aof_->enabled() && config_.GetString("cluster-enabled") == "yes")
+    throw std::runtime_error("appendonly yes is not for cluster mode: there every write is kept by the repartition topic "
+                             "(docs/operations.md, \"Cluster mode\")");
   if (aof_->enabled()) {
     // The direct writes after the snapshot's cut (docs/operations.md, "Durability").
     uint64_t base = snapshots_->loaded_aof_generation();
@@ -324,7 +383,7 @@ void Server::StartCluster(const std::vector<snap::KafkaPosition>& positions) {
   cs.node_id = ReadOrMakeNodeId(path);
   if (std::string err = ClusterRegistryProblem(*registry()); !err.empty()) throw std::runtime_error(err);
   // Before cluster_: FEVENT takes the cluster path once cluster_ is set.
-  cluster_log_ = std::make_unique<ClusterLog>(brokers, cs.repartition_topic, "FEVENT/" + cs.node_id, cs.properties);
+  cluster_log_ = std::make_unique<ClusterLog>(brokers, cs.repartition_topic, "writes/" + cs.node_id, cs.properties);
   if (std::string err = cluster_log_->Start(); !err.empty()) throw std::runtime_error("cluster: " + err);
   cluster_ = std::make_unique<ClusterMember>(cs, [this](std::shared_ptr<const ClusterMap> map) {
     for (int i = 0; i < shards_->size(); i++)
@@ -350,6 +409,7 @@ void Server::StartCluster(const std::vector<snap::KafkaPosition>& positions) {
   };
   owner.on_lost = [this](const std::vector<int>& lost, bool drop) {
     SetHeld(lost, PartitionHeld::kNo);
+    cluster_log_->PartitionLost(lost);
     if (drop) DropPartitionState(lost);
     cluster_->Lost(lost);
   };

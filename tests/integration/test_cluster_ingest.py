@@ -353,7 +353,7 @@ class ClusterIngestTest(unittest.TestCase):
             self.check_routed(events, n)
         self.wait_held_right(events)
 
-    def test_4_fevent_on_any_node_reaches_the_owners_and_survives_a_kill_9(self):
+    def test_4_fevent_and_direct_writes_on_any_node_reach_the_owners_and_survive_a_kill_9(self):
         self.start_cluster(save="")
         rnd = random.Random(4)
         now = int(time.time())
@@ -368,14 +368,17 @@ class ClusterIngestTest(unittest.TestCase):
             node = self.nodes.live()[(b // 20) % 3]
             batch = [json.dumps(e) for e in events[b:b + 20]]
             self.assertEqual(self.nodes.client(node).execute_command("FEVENT", "user_events", *batch), len(batch))
+        check_direct = self.direct_writes()
         # Acknowledged means in the log: killed at once, the node's slots
         # move and nothing of it is lost.
         self.nodes.nodes[1].kill()
         self.nodes.settled(2, timeout=WAIT_S)
         self.wait_model(events, "FEVENTs after a kill -9")
+        wait_until(check_direct, WAIT_S, interval=0.3, what="direct writes after a kill -9")
         self.nodes.start(1)
         self.nodes.settled(3, timeout=WAIT_S)
         self.wait_model(events, "FEVENTs with the node back")
+        wait_until(check_direct, WAIT_S, interval=0.3, what="direct writes with the node back")
         r = self.nodes.client(self.nodes.live()[0])
         # A rejected event is named; the others are sent.
         bad = json.dumps({"user_id": 1, "product_id": 2, "action": "view"})  # no timestamp
@@ -391,6 +394,61 @@ class ClusterIngestTest(unittest.TestCase):
             pipe.execute_command("FEVENT", "user_events", good)
             pipe.execute()
         self.assertIn("not available in cluster mode", str(cm.exception))
+
+    def direct_writes(self):
+        """Writes of plain keys and FSET through a RedisCluster: each reply is
+        what the owner answered running the write from the log. Returns a
+        check (true when every written value is read back through a fresh
+        RedisCluster) to run after the slots have moved."""
+        rc = self.cluster_client(self.nodes.live()[0])
+        try:
+            counters = {}
+            for i in range(40):  # over every node's slots
+                k = "counter:%d" % i
+                self.assertEqual(rc.incr(k), 1)
+                self.assertEqual(rc.incrby(k, i), 1 + i)
+                counters[k] = str(1 + i)
+            self.assertEqual(rc.hset("h:1", mapping={"a": "1", "b": "2"}), 2)
+            self.assertEqual(rc.hset("h:1", mapping={"b": "3", "c": "4"}), 1)
+            self.assertIsNone(rc.set("s:1", "one", get=True))
+            self.assertEqual(rc.set("s:1", "two", get=True), "one")
+            self.assertTrue(rc.pexpire("s:1", 3_600_000))
+            with self.assertRaises(redis.ResponseError) as cm:
+                rc.incr("h:1")
+            self.assertIn("WRONGTYPE", str(cm.exception))
+            # One slot's keys on several shards of the node: run with every
+            # shard parked, still in log order.
+            self.assertTrue(rc.mset({"{tag}a": "1", "{tag}b": "2", "{tag}c": "3"}))
+            self.assertEqual(rc.delete("{tag}a", "{tag}b"), 2)
+            self.assertEqual(rc.execute_command("FSET", "user:5000", "last_action", "refund"), "OK")
+            self.assertEqual(rc.execute_command("FGET", "user:5000", "last_action"), ["refund"])
+        finally:
+            rc.close()
+        # A write inside MULTI is refused (its reply comes from the log).
+        slot, port = self.owner("s:1")
+        owner = next(n for n in self.nodes.live() if n.port == port)
+        pipe = self.nodes.client(owner).pipeline(transaction=True)
+        pipe.set("s:1", "three")
+        with self.assertRaises(redis.ResponseError) as cm:
+            pipe.execute()
+        self.assertIn("write commands inside MULTI are not available in cluster mode", str(cm.exception))
+
+        def check():
+            rc = self.cluster_client(self.nodes.live()[0])
+            try:
+                for k, v in counters.items():
+                    if rc.get(k) != v:
+                        return False
+                return (rc.hgetall("h:1") == {"a": "1", "b": "3", "c": "4"} and rc.get("s:1") == "two"
+                        and 0 < rc.pttl("s:1") <= 3_600_000 and rc.get("{tag}c") == "3"
+                        and rc.exists("{tag}a") == 0
+                        and rc.execute_command("FGET", "user:5000", "last_action") == ["refund"])
+            except (redis.RedisError, RedisClusterException):
+                return False
+            finally:
+                rc.close()
+        self.assertTrue(check())
+        return check
 
     def test_5_with_requirepass_the_nodes_authenticate_to_each_other(self):
         self.start_cluster(save="", password="s3cret-peer")

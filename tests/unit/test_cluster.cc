@@ -138,9 +138,48 @@ TEST_CASE("cluster: a repartition record round-trips, and what is not one is ref
   v2[0] = 2;
   CHECK_FALSE(fkv::DecodeRepartition(v2, &d));
   std::string flags = bytes;
-  flags[1] = 4;
+  flags[1] = 16;
+  CHECK_FALSE(fkv::DecodeRepartition(flags, &d));
+  flags[1] = 4;  // a command names no source
   CHECK_FALSE(fkv::DecodeRepartition(flags, &d));
   CHECK_FALSE(fkv::DecodeRepartition(R"({"user_id":1})", &d));
+}
+
+TEST_CASE("cluster: a logged write command round-trips with its arguments, binary ones too") {
+  std::vector<std::string_view> args{"SET", std::string_view("k\0\r\n", 4), "", "PX", "100"};
+  fkv::RepartitionRecord r;
+  r.topic = "writes/abc";
+  r.offset = 1700000000123456;
+  r.now_ms = 1700000000123;
+  r.command = true;
+  r.resp3 = true;
+  std::string payload, bytes;
+  fkv::EncodeArgs(args, &payload);
+  r.payload = payload;
+  fkv::EncodeRepartition(r, &bytes);
+  fkv::RepartitionRecord d;
+  REQUIRE(fkv::DecodeRepartition(bytes, &d));
+  CHECK(d.command);
+  CHECK(d.resp3);
+  CHECK(d.source.empty());
+  CHECK(d.topic == "writes/abc");
+  CHECK(d.offset == r.offset);
+  std::vector<std::string_view> back;
+  REQUIRE(fkv::DecodeArgs(d.payload, &back));
+  CHECK(back == args);
+  // A command record with a source, damaged arguments, no arguments.
+  r.source = "user_events";
+  bytes.clear();
+  fkv::EncodeRepartition(r, &bytes);
+  CHECK_FALSE(fkv::DecodeRepartition(bytes, &d));
+  for (size_t n = 0; n < payload.size(); n++) CHECK_FALSE(fkv::DecodeArgs(std::string_view(payload).substr(0, n), &back));
+  CHECK_FALSE(fkv::DecodeArgs(payload + "x", &back));
+  std::string none;
+  fkv::EncodeArgs({}, &none);
+  CHECK_FALSE(fkv::DecodeArgs(none, &back));
+  std::string huge = payload;
+  huge[7] = 0x7f;  // a count no payload can hold
+  CHECK_FALSE(fkv::DecodeArgs(huge, &back));
 }
 
 TEST_CASE("cluster: de-duplication drops what a fail-over sends again, per source partition") {
