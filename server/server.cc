@@ -122,7 +122,6 @@ class ServerSink : public IngestSink {
   // on a thread holding every shard it touches; the node that accepted it
   // gets the reply (docs/architecture.md, "Cluster mode").
   void Run(int shard, const LoggedCommand& cmd) {
-    ShardSet::InlinePosts inline_posts;
     ShardSet& set = s_->shards();
     std::string reply;
     ReplyWriter w(&reply, cmd.resp3 ? 3 : 2);
@@ -130,6 +129,9 @@ class ServerSink : public IngestSink {
     if (spec == nullptr || !(spec->flags & kCmdWrite)) {
       w.Error("ERR not a write command: " + cmd.args[0]);
     } else {
+      // Inline posts for the handler only: the reply below must reach its
+      // connection by a real post, never run inside this apply.
+      ShardSet::InlinePosts inline_posts;
       ArgList args(cmd.args.begin(), cmd.args.end());
       uint64_t hash = 0;
       if (spec->first_key > 0 && !(spec->flags & kCmdMultiShard) && args.size() > static_cast<size_t>(spec->first_key)) {

@@ -424,9 +424,15 @@ class ClusterIngestTest(unittest.TestCase):
             self.assertEqual(rc.execute_command("FGET", "user:5000", "last_action"), ["refund"])
         finally:
             rc.close()
-        # A write inside MULTI is refused (its reply comes from the log).
         slot, port = self.owner("s:1")
         owner = next(n for n in self.nodes.live() if n.port == port)
+        # Pipelined: each reply in its place, the next write run after it.
+        pipe = self.nodes.client(owner).pipeline(transaction=False)
+        for _ in range(16):
+            pipe.incr("{s:1}n")
+            pipe.get("{s:1}n")
+        self.assertEqual(pipe.execute(), [x for i in range(1, 17) for x in (i, str(i))])
+        # A write inside MULTI is refused (its reply comes from the log).
         pipe = self.nodes.client(owner).pipeline(transaction=True)
         pipe.set("s:1", "three")
         with self.assertRaises(redis.ResponseError) as cm:
@@ -440,6 +446,7 @@ class ClusterIngestTest(unittest.TestCase):
                     if rc.get(k) != v:
                         return False
                 return (rc.hgetall("h:1") == {"a": "1", "b": "3", "c": "4"} and rc.get("s:1") == "two"
+                        and rc.get("{s:1}n") == "16"
                         and 0 < rc.pttl("s:1") <= 3_600_000 and rc.get("{tag}c") == "3"
                         and rc.exists("{tag}a") == 0
                         and rc.execute_command("FGET", "user:5000", "last_action") == ["refund"])
