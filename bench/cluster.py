@@ -48,12 +48,16 @@ the demo registry (conf/features.yaml), every node `--shards 1`,
    redis.Redis, each reply waiting for the record's produce, Kafka's
    acknowledgement, the node's own fetch of it and its apply; against the
    same SETs on a sidecar featurekv-server (no Kafka) started beside it.
-   Then the same count pipelined 16 deep (writes/s) on both.
+   Then the same count pipelined 16 deep (writes/s) on both. The mock
+   broker answers a fetch with nothing new only after fetch.wait.max.ms
+   (a real broker answers as soon as a record arrives), so the write
+   latency here follows --fetch-wait-ms (the nodes' kafka-fetch-wait-max-ms).
 
 usage: bench/cluster.py [--events 200000] [--nodes "1 2 3"] [--rounds 3]
        [--repartition-partitions 16] [--session-ms 4000] [--rate 1000]
        [--failovers 3] [--fgets 5000] [--writes 2000] [--skip-ingest]
-       [--skip-failover] [--skip-latency] [--skip-writes] [--build build]
+       [--skip-failover] [--skip-latency] [--skip-writes] [--fetch-wait-ms 10]
+       [--build build]
 Everything listens on 127.0.0.1; every process started is killed on exit.
 """
 import argparse
@@ -96,6 +100,7 @@ RECORD_BYTES = 170  # ~ a repartition record (1.6 per demo event) of a demo even
 
 SERVER = None
 PRODUCE = None
+FETCH_WAIT_MS = 10  # --fetch-wait-ms
 CLEANUP = []  # callables run on exit, last first
 
 
@@ -182,7 +187,7 @@ class BenchNodes(test_cluster.Nodes):
             ("cluster-repartition-partitions", self.partitions),
             ("kafka-property", ["session.timeout.ms", self.session_ms]),
             ("kafka-property", ["heartbeat.interval.ms", 500]),
-            ("cluster-node-timeout", 6000)]).start()
+            ("cluster-node-timeout", 6000), ("kafka-fetch-wait-max-ms", FETCH_WAIT_MS)]).start()
         return self.nodes[i]
 
     def pids(self):
@@ -532,7 +537,7 @@ def writes(a, nodes):
 # ---------------------------------------------------------------- main
 
 def main():
-    global SERVER, PRODUCE
+    global SERVER, PRODUCE, FETCH_WAIT_MS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=200000, help="events preloaded for the ingest runs")
     ap.add_argument("--nodes", default="1 2 3", help="cluster sizes of the ingest runs")
@@ -544,6 +549,8 @@ def main():
     ap.add_argument("--fgets", type=int, default=5000, help="keys read by each client per round")
     ap.add_argument("--latency-rounds", type=int, default=2)
     ap.add_argument("--writes", type=int, default=2000, help="SETs per client in the write-latency run")
+    ap.add_argument("--fetch-wait-ms", type=int, default=10,
+                    help="the nodes' kafka-fetch-wait-max-ms (the mock answers an empty fetch only after it)")
     ap.add_argument("--poll-ms", type=float, default=20, help="INFO polling interval of the ingest runs")
     ap.add_argument("--timeout", type=float, default=120, help="bound of every wait, s")
     ap.add_argument("--skip-ingest", action="store_true")
@@ -553,6 +560,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     a = ap.parse_args()
     a.nodes = [int(x) for x in a.nodes.split()]
+    FETCH_WAIT_MS = a.fetch_wait_ms
     SERVER = os.path.join(a.build, "server/featurekv-server")
     test_kafka_tools.MOCK = os.path.join(a.build, "tools/featurekv-mock-kafka")
     PRODUCE = os.path.join(a.build, "tools/featurekv-produce")

@@ -13,6 +13,7 @@ namespace fkv {
 namespace {
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kFlushThreshold = 1 << 20;  // flush mid-pipeline past 1 MiB of replies
+constexpr size_t kMaxLogged = 1024;  // logged writes of one connection waiting for their replies
 
 std::string Endpoint(const asio::ip::tcp::endpoint& ep) {
   return ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -278,11 +279,28 @@ void Connection::Process(int shard) {
       server_->shards().Post(t, [self = shared_from_this(), t] { self->Process(t); });
       return;
     }
+    // Behind logged writes still waiting for their replies, only more of
+    // them run (at most kMaxLogged); anything else waits for them first.
+    const size_t pending = logged_pending_;
+    if (pending > 0 && (pending >= kMaxLogged || !IsLoggedWrite(spec_, shard)) && !DrainLogged(shard)) return;
+    const size_t out_before = wbuf_.size();
     Execute(shard);
+    if (logged_pending_ > 0 && pending > 0 && wbuf_.size() > out_before) {
+      // A write refused before it was sent: its error in order, after the
+      // replies still due.
+      auto slot = std::make_shared<LoggedReplies::Slot>();
+      slot->ready = true;
+      slot->bytes = wbuf_.substr(out_before);
+      wbuf_.resize(out_before);
+      std::lock_guard lk(logged_->mu);
+      logged_->slots.push_back(std::move(slot));
+      logged_pending_++;
+    }
     rpos_ += consumed_;
     have_cmd_ = false;
     if (suspended_) return;  // a fan-out resumes us
   }
+  if (logged_pending_ > 0 && !killed_.load(std::memory_order_relaxed) && !DrainLogged(shard)) return;
   if (shard != home_) {
     server_->shards().Post(home_, [self = shared_from_this()] { self->FlushAndRead(); });
   } else {
@@ -301,28 +319,56 @@ const char* Connection::PeekCommand(const char* at, ArgList* args) {
   return at + used;
 }
 
-namespace {
-
 // Cluster mode (docs/architecture.md, "Cluster mode"): a keyed write is sent
 // to the repartition partition of its slot (this node's: the client was
 // routed here) and run by this node's owner ingest in log order, so it
 // moves with the slot and outlives the node; the reply is what it answered
-// there.
-void LogClusterWrite(CommandContext& c) {
-  ClusterLog* log = c.server->cluster_log();
+// there, in the write's slot of logged_.
+bool Connection::IsLoggedWrite(const CommandSpec* spec, int shard) const {
+  return spec != nullptr && (spec->flags & kCmdWrite) && spec->first_key > 0 && !tx_.active &&
+         server_->shards().shard(shard).cluster != nullptr;
+}
+
+void Connection::SendLogged(CommandContext& c) {
+  ClusterLog* log = server_->cluster_log();
   if (log == nullptr) return c.out.Error("TRYAGAIN cluster mode is starting");
-  const int nparts = c.server->shards().shard(c.shard).cluster->partitions();
+  const int nparts = server_->shards().shard(c.shard).cluster->partitions();
   const int p = PartitionOfKey(c.args[static_cast<size_t>(c.spec->first_key)], nparts);
-  auto reply = c.Defer();
-  log->SendCommand(p, c.args, c.now_ms, c.conn->protocol() == 3, [reply](std::string bytes, std::string err) {
-    reply([bytes = std::move(bytes), err = std::move(err)](ReplyWriter& out) {
-      if (!err.empty()) return out.Error("ERR " + err);
-      out.buffer()->append(bytes);
-    });
+  auto slot = std::make_shared<LoggedReplies::Slot>();
+  {
+    std::lock_guard lk(logged_->mu);
+    logged_->slots.push_back(slot);
+  }
+  logged_pending_++;
+  log->SendCommand(p, c.args, c.now_ms, protocol() == 3, [lr = logged_, slot](std::string bytes, std::string err) {
+    std::function<void()> wake;
+    {
+      std::lock_guard lk(lr->mu);
+      slot->bytes = err.empty() ? std::move(bytes) : "-ERR " + err + "\r\n";
+      slot->ready = true;
+      if (lr->wake && lr->slots.front()->ready) {
+        wake = std::move(lr->wake);
+        lr->wake = nullptr;
+      }
+    }
+    if (wake) wake();
   });
 }
 
-}  // namespace
+bool Connection::DrainLogged(int shard) {
+  std::lock_guard lk(logged_->mu);
+  auto& q = logged_->slots;
+  while (!q.empty() && q.front()->ready) {
+    wbuf_.append(q.front()->bytes);
+    q.pop_front();
+    logged_pending_--;
+  }
+  if (q.empty()) return true;
+  logged_->wake = [self = shared_from_this(), shard] {
+    self->server_->shards().Post(shard, [self, shard] { self->Process(shard); });
+  };
+  return false;
+}
 
 void Connection::Execute(int shard) {
   // In a pipeline a command's time starts where the previous one's ended
@@ -376,8 +422,9 @@ void Connection::Execute(int shard) {
       server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory())
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
   // Cluster mode: a keyed write goes through the log (LogClusterWrite).
-  const bool logged = sh.cluster != nullptr && (spec->flags & kCmdWrite) && spec->first_key > 0;
-  if (tx_.active && logged) return reject("ERR write commands inside MULTI are not available in cluster mode");
+  const bool logged = IsLoggedWrite(spec, shard);
+  if (tx_.active && sh.cluster != nullptr && (spec->flags & kCmdWrite) && spec->first_key > 0)
+    return reject("ERR write commands inside MULTI are not available in cluster mode");
   if (tx_.active && !(spec->flags & kCmdTxControl)) {  // MULTI: queued for EXEC
     if (spec->flags & kCmdNoMulti) return reject("ERR Command not allowed inside a transaction");
     Enqueue(server_->shards(), tx_, spec, args_);
@@ -388,7 +435,7 @@ void Connection::Execute(int shard) {
   call_start_ns_ = chained ? clock_ns_ : MonotonicNs();
   call_errors_ = writer_.errors();
   CommandContext ctx{server_, this, spec, args_, writer_, shard, &sh.store, key_hash_, NowMs()};
-  if (logged) LogClusterWrite(ctx);
+  if (logged) SendLogged(ctx);
   else spec->handler(ctx);
   if ((spec->flags & kCmdWrite) && !logged) {
     // A single-key write that succeeded goes to its shard's append-only

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -158,6 +160,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
   mutable std::mutex name_mu_;
   std::string name_, lib_name_, lib_ver_, user_name_;  // under name_mu_
   Transaction tx_;
+
+  // Cluster mode's logged writes (docs/architecture.md, "Cluster mode"):
+  // a pipeline's consecutive writes are sent at once, each reply coming
+  // into its slot when this node has run the write from the log; any other
+  // command, and the end of the input, first waits for every slot (so the
+  // replies keep their order and a read sees the writes before it).
+  struct LoggedReplies {
+    struct Slot {
+      bool ready = false;
+      std::string bytes;  // the reply, once ready
+    };
+    std::mutex mu;
+    std::deque<std::shared_ptr<Slot>> slots;  // in command order
+    std::function<void()> wake;  // set while the connection waits for the front slot
+  };
+  bool IsLoggedWrite(const CommandSpec* spec, int shard) const;
+  void SendLogged(CommandContext& c);
+  // Moves the ready front slots' replies into wbuf_; true when none is left
+  // waiting, else the connection is suspended until the front one is ready
+  // (then Process runs again on `shard`).
+  bool DrainLogged(int shard);
+  std::shared_ptr<LoggedReplies> logged_ = std::make_shared<LoggedReplies>();
+  size_t logged_pending_ = 0;  // slots pushed, not drained (touched with the baton)
 };
 
 }  // namespace fkv

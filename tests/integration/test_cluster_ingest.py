@@ -432,6 +432,18 @@ class ClusterIngestTest(unittest.TestCase):
             pipe.incr("{s:1}n")
             pipe.get("{s:1}n")
         self.assertEqual(pipe.execute(), [x for i in range(1, 17) for x in (i, str(i))])
+        # Consecutive writes go out together; one refused in their midst
+        # (another node's slot) keeps its place among the replies.
+        elsewhere = next(k for k in ("x:%d" % i for i in range(1000)) if self.owner(k)[1] != port)
+        pipe = self.nodes.client(owner).pipeline(transaction=False)
+        for i in range(40):
+            pipe.incr("{s:1}m")
+            if i == 20:
+                pipe.set(elsewhere, "no")
+        got = pipe.execute(raise_on_error=False)
+        self.assertEqual(got[:21] + got[22:], list(range(1, 41)))
+        self.assertIsInstance(got[21], redis.ResponseError)
+        self.assertTrue(str(got[21]).startswith("MOVED"), got[21])
         # A write inside MULTI is refused (its reply comes from the log).
         pipe = self.nodes.client(owner).pipeline(transaction=True)
         pipe.set("s:1", "three")
