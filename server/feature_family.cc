@@ -562,8 +562,6 @@ bool EventKeysDenied(CommandContext& c, const UpdateBatch& updates) {
 // applied by the owners an instant later).
 void FEventCluster(CommandContext& c, const Registry& reg, int src) {
   if (ShardSet::inline_posts()) return c.out.Error("ERR FEVENT inside MULTI is not available in cluster mode");
-  if (reg.sources()[static_cast<size_t>(src)].table)
-    return c.out.Error("ERR FEVENT to a table source is not available in cluster mode yet");
   if (c.server->cluster_log() == nullptr) return c.out.Error("TRYAGAIN cluster mode is starting");
   thread_local EventPlanner planner;
   UpdateBatch updates;

@@ -17,52 +17,62 @@ bool ParseInt(std::string_view s, int64_t* v) {
   auto r = std::from_chars(s.data(), s.data() + s.size(), *v);
   return r.ec == std::errc() && r.ptr == s.data() + s.size();
 }
-// The length of the value at buf[p...]: 0 incomplete, SIZE_MAX bad.
-size_t ValueAt(std::string_view buf, size_t p, int depth) {
-  if (depth > 64) return SIZE_MAX;
-  if (p >= buf.size()) return 0;
-  const char t = buf[p];
-  const size_t e = LineEnd(buf, p + 1);
-  if (e == std::string_view::npos) return 0;
-  const std::string_view line = buf.substr(p + 1, e - p - 1);
-  const size_t after = e + 2;
-  switch (t) {
-    case '+': case '-': case ':': case '_': case ',': case '#': case '(':
-      return after - p;
-    case '$': case '=': case '!': {
-      int64_t n;
-      if (!ParseInt(line, &n) || n < -1 || n > (int64_t{1} << 40)) return SIZE_MAX;
-      if (n < 0) return after - p;
-      const size_t end = after + static_cast<size_t>(n) + 2;
-      if (end > buf.size()) return 0;
-      if (buf[end - 2] != '\r' || buf[end - 1] != '\n') return SIZE_MAX;
-      return end - p;
-    }
-    case '*': case '~': case '>': case '%': case '|': {
-      int64_t n;
-      if (!ParseInt(line, &n) || n < -1 || n > (int64_t{1} << 40)) return SIZE_MAX;
-      if (n < 0) return after - p;
-      const int64_t items = t == '%' || t == '|' ? 2 * n : n;
-      size_t q = after;
-      for (int64_t i = 0; i < items; i++) {
-        const size_t len = ValueAt(buf, q, depth + 1);
-        if (len == 0 || len == SIZE_MAX) return len;
-        q += len;
-      }
-      if (t == '|') {  // an attribute precedes the value it describes
-        const size_t len = ValueAt(buf, q, depth + 1);
-        if (len == 0 || len == SIZE_MAX) return len;
-        q += len;
-      }
-      return q - p;
-    }
-    default:
-      return SIZE_MAX;
-  }
-}
 }  // namespace
 
-size_t RespValueLength(std::string_view buf) { return ValueAt(buf, 0, 0); }
+size_t RespScanner::Scan(std::string_view buf) {
+  constexpr size_t kBad = SIZE_MAX;
+  while (true) {
+    // One element at pos_: a whole leaf, or an aggregate's header.
+    if (pos_ >= buf.size()) return 0;
+    const char t = buf[pos_];
+    const size_t e = LineEnd(buf, pos_ + 1);
+    if (e == std::string_view::npos) return 0;
+    const std::string_view line = buf.substr(pos_ + 1, e - pos_ - 1);
+    size_t next = e + 2;
+    int64_t open = 0;  // elements of an aggregate that starts here
+    switch (t) {
+      case '+': case '-': case ':': case '_': case ',': case '#': case '(':
+        break;
+      case '$': case '=': case '!': {
+        int64_t n;
+        if (!ParseInt(line, &n) || n < -1 || n > (int64_t{1} << 40)) return kBad;
+        if (n < 0) break;
+        const size_t end = next + static_cast<size_t>(n) + 2;
+        if (end > buf.size()) return 0;  // (the header is read again next time: one line)
+        if (buf[end - 2] != '\r' || buf[end - 1] != '\n') return kBad;
+        next = end;
+        break;
+      }
+      case '*': case '~': case '>': case '%': case '|': {
+        int64_t n;
+        if (!ParseInt(line, &n) || n < -1 || n > (int64_t{1} << 40)) return kBad;
+        if (n < 0) break;
+        open = t == '%' ? 2 * n : t == '|' ? 2 * n + 1 : n;  // an attribute precedes the value it describes
+        break;
+      }
+      default:
+        return kBad;
+    }
+    pos_ = next;
+    if (open > 0) {
+      if (left_.size() >= 64) return kBad;
+      left_.push_back(open);
+      continue;
+    }
+    // An element is complete: so is every aggregate it was the last of.
+    while (!left_.empty() && --left_.back() == 0) left_.pop_back();
+    if (left_.empty()) {
+      const size_t len = pos_;
+      pos_ = 0;
+      return len;
+    }
+  }
+}
+
+size_t RespValueLength(std::string_view buf) {
+  RespScanner s;
+  return s.Scan(buf);
+}
 
 bool SplitRespArray(std::string_view reply, std::vector<std::string_view>* elems) {
   elems->clear();
@@ -72,7 +82,7 @@ bool SplitRespArray(std::string_view reply, std::vector<std::string_view>* elems
   if (e == std::string_view::npos || !ParseInt(reply.substr(1, e - 1), &n) || n < 0) return false;
   size_t q = e + 2;
   for (int64_t i = 0; i < n; i++) {
-    const size_t len = ValueAt(reply, q, 1);
+    const size_t len = RespValueLength(reply.substr(q));
     if (len == 0 || len == SIZE_MAX) return false;
     elems->push_back(reply.substr(q, len));
     q += len;
@@ -103,6 +113,7 @@ struct PeerClients::Conn : std::enable_shared_from_this<Conn> {
   std::string out;       // waiting to be written
   std::string writing_buf;
   std::string in;        // read, not yet a whole reply
+  RespScanner scanner;   // how far into it the reply is known well formed
   char chunk[16384];
   std::deque<Done> waiting;  // one per request written or queued, in order
   int internal = 0;          // leading replies of AUTH / HELLO: not handed to anyone
@@ -139,7 +150,7 @@ struct PeerClients::Conn : std::enable_shared_from_this<Conn> {
       self->in.append(self->chunk, n);
       size_t used = 0;
       while (true) {
-        const size_t len = RespValueLength(std::string_view(self->in).substr(used));
+        const size_t len = self->scanner.Scan(std::string_view(self->in).substr(used));
         if (len == 0) break;
         if (len == SIZE_MAX) return self->Fail("peer sent something that is not RESP");
         std::string_view reply = std::string_view(self->in).substr(used, len);

@@ -22,6 +22,18 @@ namespace fkv {
 // The length of the first complete RESP2/RESP3 value in `buf`: 0 when it
 // is not complete yet, SIZE_MAX when it is not RESP.
 size_t RespValueLength(std::string_view buf);
+// The same over a buffer that grows between calls (a reply arriving in
+// reads): each call scans only the elements it has not seen whole, so a
+// large reply costs one pass, not one per read. After a complete value
+// (its length returned) it starts over at the next value.
+class RespScanner {
+ public:
+  size_t Scan(std::string_view buf);  // 0 incomplete, SIZE_MAX not RESP, else the length
+
+ private:
+  size_t pos_ = 0;             // where the next element to read starts
+  std::vector<int64_t> left_;  // per open aggregate: its elements not yet whole
+};
 // The elements of a complete RESP array reply, as raw bytes each; false
 // when `reply` is not an array (e.g. an error).
 bool SplitRespArray(std::string_view reply, std::vector<std::string_view>* elems);

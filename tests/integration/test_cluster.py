@@ -12,6 +12,7 @@ refused.
 Usage: test_cluster.py SERVER MOCK_KAFKA
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,6 +37,29 @@ GROUP = "fkv"
 SESSION_MS = 4000
 
 
+# A table source (docs/architecture.md, "Table sources") fed by FEVENT and
+# FSET through the repartition topic (its Kafka topic stays empty).
+TABLE_REGISTRY = """
+sources:
+  catalog:
+    topic: product_catalog
+    kind: table
+    fields:
+      product_id: int
+      category: string
+      list_price: float
+entities:
+  product: {key: product_id}
+views:
+  product_catalog:
+    entity: product
+    source: catalog
+    features:
+      category:   {agg: last, field: category}
+      list_price: {agg: last, field: list_price}
+"""
+
+
 def slots_view(r):
     """CLUSTER SLOTS as a sorted list of (first, last, node id, port)."""
     return sorted((row[0], row[1], row[2][2], row[2][1]) for row in r.execute_command("CLUSTER", "SLOTS"))
@@ -57,8 +81,11 @@ class Nodes:
     def start(self, i):
         d = os.path.join(self.base, "node%d" % i)
         os.makedirs(d, exist_ok=True)
+        registry = os.path.join(self.base, "registry.yaml")
+        with open(registry, "w") as f:
+            f.write(TABLE_REGISTRY)
         self.nodes[i] = ServerProcess(SERVER, shards=2, data_dir=d, directives=[
-            ("save", ""), ("cluster-enabled", "yes"), ("kafka-brokers", self.mock.bootstrap),
+            ("save", ""), ("registry", registry), ("cluster-enabled", "yes"), ("kafka-brokers", self.mock.bootstrap),
             ("kafka-group", GROUP), ("cluster-repartition-partitions", PARTITIONS),
             ("kafka-property", ["session.timeout.ms", SESSION_MS]), ("kafka-property", ["heartbeat.interval.ms", 500]),
             ("cluster-node-timeout", 6000)]).start()
@@ -181,6 +208,40 @@ class ClusterTest(unittest.TestCase):
         p = subprocess.run(["redis-cli", "-c", "-p", str(self.nodes.live()[0].port), "GET", "k:7"],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(p.stdout.strip(), "v7", p.stderr)
+
+    def test_6_fevent_and_fset_to_a_table_source_through_the_log(self):
+        live = self.nodes.live()
+        wait_until(lambda: all(self.nodes.client(n).info("cluster")["cluster_restoring_partitions"] == 0 for n in live),
+                   30, interval=0.1, what="every node's partitions restored")
+        # Any node takes FEVENT; each row reaches its entity's owner.
+        for i in range(20):
+            row = {"product_id": i, "category": "toys", "list_price": i + 0.5}
+            self.assertEqual(self.nodes.client(live[i % 3]).execute_command("FEVENT", "catalog", json.dumps(row)), 1)
+        # The latest row wins whatever its time; a field it lacks is cleared.
+        self.assertEqual(self.nodes.client(live[1]).execute_command(
+            "FEVENT", "catalog", json.dumps({"product_id": 3, "category": "books"})), 1)
+        rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", live[0].port)], decode_responses=True)
+        self.addCleanup(rc.close)
+        self.assertEqual(rc.execute_command("FSET", "product:5", "category", "games"), "OK")
+        want = {i: ["toys", str(i + 0.5)] for i in range(20)}
+        want[3] = ["books", None]
+        want[5] = ["games", "5.5"]
+
+        def rows():
+            return {i: rc.execute_command("FGET", "product:%d" % i, "category", "list_price") for i in range(20)}
+        last = [None]
+
+        def right():
+            last[0] = rows()
+            return last[0] == want
+        try:
+            wait_until(right, 30, interval=0.2, what="the catalog rows on their owners")
+        except AssertionError:
+            self.fail("rows %s, want %s" % (last[0], want))
+        # Each row is on its slot's owner only.
+        for n in live:
+            for k in self.nodes.client(n).execute_command("KEYS", "product:*"):
+                self.assertEqual(self.owner(k)[1], n.port, k)
 
     def test_3_same_replies_as_a_real_redis_cluster(self):
         if shutil.which("redis-server") is None:

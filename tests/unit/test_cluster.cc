@@ -249,3 +249,28 @@ TEST_CASE("cluster: RESP values are measured whole, RESP2 and RESP3, and arrays 
   CHECK_FALSE(SplitRespArray("*1\r\n:1\r\n:2\r\n", &e));
   CHECK(RespCommand({"GET", "k"}) == "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
 }
+
+TEST_CASE("cluster: a RESP reply arriving in pieces is measured as it grows, then the next one") {
+  // An FMGET-like reply: an array of maps and nulls, with an attribute.
+  std::string value = "*40\r\n";
+  for (int i = 0; i < 40; i++)
+    value += i % 7 == 0 ? std::string("_\r\n")
+                        : "%2\r\n$4\r\nname\r\n$" + std::to_string(std::to_string(i).size()) + "\r\n" +
+                              std::to_string(i) + "\r\n+n\r\n|1\r\n+k\r\n+v\r\n*2\r\n:1\r\n,2.5\r\n";
+  REQUIRE(RespValueLength(value) == value.size());
+  const std::string two = value + "$3\r\nabc\r\n";
+  for (size_t step : {size_t{1}, size_t{3}, size_t{64}}) {
+    RespScanner s;
+    size_t n = 0, got = 0;
+    while (got == 0 && n < two.size()) {
+      n = std::min(two.size(), n + step);
+      got = s.Scan(std::string_view(two).substr(0, n));
+      if (n < value.size()) REQUIRE(got == 0);
+    }
+    CHECK(got == value.size());
+    CHECK(s.Scan(std::string_view(two).substr(value.size())) == 9);  // it starts over
+  }
+  RespScanner bad;
+  CHECK(bad.Scan("*2\r\n:1\r\n") == 0);
+  CHECK(bad.Scan("*2\r\n:1\r\n$2\r\nabcd") == SIZE_MAX);
+}
