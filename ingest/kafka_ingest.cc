@@ -844,7 +844,6 @@ void KafkaIngest::HandOver(int s, std::shared_ptr<BatchInFlight> b) {
 }
 
 void KafkaIngest::RunCommand(std::shared_ptr<const LoggedCommand> cmd) {
-  commands_run_.fetch_add(1, std::memory_order_relaxed);
   if (const int s = sink_->LoggedShard(*cmd); s >= 0) {
     auto b = std::make_shared<BatchInFlight>();
     b->cmd = std::move(cmd);
@@ -853,9 +852,12 @@ void KafkaIngest::RunCommand(std::shared_ptr<const LoggedCommand> cmd) {
   }
   // Keys on several shards: once everything before it is applied (this
   // batch holds one unit of in_flight_), with every shard parked.
-  while (!WaitInFlightAtMost(1, 1000))
-    if (stop_.load()) return;
+  while (!WaitInFlightAtMost(1, 1000) && !stop_.load()) {
+  }
+  if (stop_.load()) return;  // (the shutdown snapshot was cut before)
   sink_->RunLoggedExclusive(*cmd, stop_);
+  commands_run_.fetch_add(1, std::memory_order_relaxed);
+  commands_parked_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void KafkaIngest::Pump(int shard, ShardStore& store) {
@@ -889,6 +891,7 @@ void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {
     auto& [b, from] = q.pending.front();
     if (b->cmd) {  // a logged write, in its place among the batches
       sink_->RunLogged(shard, *b->cmd);
+      commands_run_.fetch_add(1, std::memory_order_relaxed);
       q.pending.pop_front();
       shard_depth_[static_cast<size_t>(shard)].fetch_sub(1, std::memory_order_relaxed);
       ReleaseInFlight();

@@ -175,6 +175,7 @@ class KafkaIngest {
   // kRepartition: records sent to the repartition topic.
   uint64_t duplicates_dropped() const { return dup_dropped_.load(std::memory_order_relaxed); }
   uint64_t commands_run() const { return commands_run_.load(std::memory_order_relaxed); }  // logged writes
+  uint64_t commands_parked() const { return commands_parked_.load(std::memory_order_relaxed); }  // of them, with every shard parked
   uint64_t records_sent() const { return records_sent_.load(std::memory_order_relaxed); }
   KafkaSettings::Role role() const { return settings_.role; }
   // librdkafka's rebalance callback (group mode); opaque is the KafkaIngest.
@@ -341,7 +342,7 @@ class KafkaIngest {
   std::atomic<uint64_t> dlq_sent_{0};
   std::atomic<uint64_t> rebalances_{0};
   std::atomic<uint64_t> stale_dropped_{0};  // messages at or before an applied position
-  std::atomic<uint64_t> dup_dropped_{0}, records_sent_{0}, commands_run_{0};
+  std::atomic<uint64_t> dup_dropped_{0}, records_sent_{0}, commands_run_{0}, commands_parked_{0};
   // kOwner, ingest thread only: per repartition partition, its marks; the
   // high watermarks restoring partitions must reach; when snapshot-restored
   // positions were left unassigned.

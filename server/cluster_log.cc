@@ -83,7 +83,9 @@ void ClusterLog::Stop() {
   rd_kafka_flush(producer_, 5000);  // acknowledgements still due run their replies here
   rd_kafka_destroy(producer_);
   producer_ = nullptr;
-  FailWaiters([](int64_t, const Waiter&) { return true; }, "the server is shutting down before the write ran here");
+  FailWaiters([](int64_t, const Waiter&) { return true; },
+              "ERR the write is in the log, but the server stopped before running it: its outcome is unknown here "
+              "(the slot's next owner runs it)");
 }
 
 namespace {
@@ -121,9 +123,19 @@ void ClusterLog::Applied(int64_t seq, std::string reply) {
   done(std::move(reply), "");
 }
 
+void ClusterLog::PartitionGained(const std::vector<int>& partitions) {
+  std::lock_guard lk(wait_mu_);
+  owned_.insert(partitions.begin(), partitions.end());
+}
+
 void ClusterLog::PartitionLost(const std::vector<int>& partitions) {
+  {
+    std::lock_guard lk(wait_mu_);  // a write routed here just before is refused from now on
+    for (int p : partitions) owned_.erase(p);
+  }
   FailWaiters([&](int64_t, const Waiter& w) { return std::find(partitions.begin(), partitions.end(), w.partition) != partitions.end(); },
-              "the write is in the log, but its slot moved before this node ran it: its new owner runs it");
+              "ERR the write is in the log, but this node stopped owning its slot before running it: its outcome is "
+              "unknown here (the slot's next owner runs it)");
 }
 
 uint64_t ClusterLog::writes_pending() const {
@@ -138,7 +150,7 @@ void ClusterLog::Run() {
     rd_kafka_poll(producer_, 100);
     const int64_t now = NowWallMs();
     FailWaiters([now](int64_t, const Waiter& w) { return w.deadline_ms <= now; },
-                "the write is in the log, but this node did not run it within " + std::to_string(kWriteTimeoutMs / 1000) +
+                "ERR the write is in the log, but this node did not run it within " + std::to_string(kWriteTimeoutMs / 1000) +
                     " s (its owner ingest is behind)");
   }
 }
@@ -156,7 +168,7 @@ void ClusterLog::SendCommand(int partition, std::span<const std::string_view> ar
   std::unique_lock lk(send_mu_);
   if (closed_ || producer_ == nullptr) {
     lk.unlock();
-    return done("", "the server is shutting down");
+    return done("", "ERR the server is shutting down");
   }
   const int64_t seq = NextSeq();
   std::string payload, buf;
@@ -171,14 +183,21 @@ void ClusterLog::SendCommand(int partition, std::span<const std::string_view> ar
   EncodeRepartition(r, &buf);
   {
     // Waiting before it is sent: this node's ingest may run it before the
-    // acknowledgement comes.
-    std::lock_guard wl(wait_mu_);
+    // acknowledgement comes. A partition lost since the command was routed
+    // here is refused before anything is sent (PartitionLost answers the
+    // ones registered before it).
+    std::unique_lock wl(wait_mu_);
+    if (!owned_.contains(partition)) {
+      wl.unlock();
+      lk.unlock();
+      return done("", "TRYAGAIN the slot is moving");
+    }
     waiters_[seq] = Waiter{partition, NowWallMs() + kWriteTimeoutMs, std::move(done)};
   }
   auto* p = new Pending;
   p->left.store(1);
   p->done = [this, seq](const std::string& err) {
-    if (!err.empty()) FailWaiters([seq](int64_t s, const Waiter&) { return s == seq; }, err);
+    if (!err.empty()) FailWaiters([seq](int64_t s, const Waiter&) { return s == seq; }, "ERR " + err);
   };
   rd_kafka_resp_err_t err = rd_kafka_producev(
       producer_, RD_KAFKA_V_TOPIC(topic_.c_str()), RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_VALUE(buf.data(), buf.size()),

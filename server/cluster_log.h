@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <thread>
@@ -50,13 +51,16 @@ class ClusterLog {
   // once this node has run it from the log (Applied), or done("", error)
   // when Kafka refused it, the partition moved before it ran here, it did
   // not run within kWriteTimeoutMs, or the server stops. done runs on this
-  // log's thread or on the thread calling Applied/PartitionLost.
+  // log's thread or on the thread calling Applied/PartitionLost. An error
+  // carries its code ("ERR ...", "TRYAGAIN ...").
   using WriteDone = std::function<void(std::string reply, std::string error)>;
   void SendCommand(int partition, std::span<const std::string_view> args, int64_t now_ms, bool resp3, WriteDone done);
   // The owner ingest ran record `seq` of this node's origin: its reply.
   void Applied(int64_t seq, std::string reply);
-  // Partitions this node no longer owns: their writes still waiting to run
-  // here are answered with an error (their new owner runs them).
+  // Partitions this node owns from now on / no longer owns: a write to a
+  // partition not owned is refused unsent, and the writes still waiting to
+  // run here are answered with an error (their next owner runs them).
+  void PartitionGained(const std::vector<int>& partitions);
   void PartitionLost(const std::vector<int>& partitions);
   const std::string& origin() const { return origin_; }
   uint64_t sent() const { return sent_.load(std::memory_order_relaxed); }
@@ -81,6 +85,7 @@ class ClusterLog {
   void FailWaiters(const std::function<bool(int64_t, const Waiter&)>& which, const std::string& error);
   mutable std::mutex wait_mu_;
   std::map<int64_t, Waiter> waiters_;  // under wait_mu_: by record number
+  std::set<int> owned_;                // under wait_mu_: partitions this node owns
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> sent_{0};

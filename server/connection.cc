@@ -251,7 +251,9 @@ void Connection::Process(int shard) {
       ParseStatus st = parser_.Parse(std::string_view(rbuf_.get() + rpos_, rend_ - rpos_), &args_, &consumed_);
       if (st == ParseStatus::kNeedMore) break;
       if (st == ParseStatus::kError) {
+        const size_t out_before = wbuf_.size();
         writer_.Error(parser_.error());
+        KeepAfterLogged(out_before);
         spdlog::info("protocol error from client id={} addr={}: {}", id_, peer_, parser_.error());
         close_after_write_ = true;
         break;
@@ -285,17 +287,7 @@ void Connection::Process(int shard) {
     if (pending > 0 && (pending >= kMaxLogged || !IsLoggedWrite(spec_, shard)) && !DrainLogged(shard)) return;
     const size_t out_before = wbuf_.size();
     Execute(shard);
-    if (logged_pending_ > 0 && pending > 0 && wbuf_.size() > out_before) {
-      // A write refused before it was sent: its error in order, after the
-      // replies still due.
-      auto slot = std::make_shared<LoggedReplies::Slot>();
-      slot->ready = true;
-      slot->bytes = wbuf_.substr(out_before);
-      wbuf_.resize(out_before);
-      std::lock_guard lk(logged_->mu);
-      logged_->slots.push_back(std::move(slot));
-      logged_pending_++;
-    }
+    if (pending > 0) KeepAfterLogged(out_before);  // a write refused before it was sent
     rpos_ += consumed_;
     have_cmd_ = false;
     if (suspended_) return;  // a fan-out resumes us
@@ -344,7 +336,7 @@ void Connection::SendLogged(CommandContext& c) {
     std::function<void()> wake;
     {
       std::lock_guard lk(lr->mu);
-      slot->bytes = err.empty() ? std::move(bytes) : "-ERR " + err + "\r\n";
+      slot->bytes = err.empty() ? std::move(bytes) : "-" + err + "\r\n";
       slot->ready = true;
       if (lr->wake && lr->slots.front()->ready) {
         wake = std::move(lr->wake);
@@ -353,6 +345,17 @@ void Connection::SendLogged(CommandContext& c) {
     }
     if (wake) wake();
   });
+}
+
+void Connection::KeepAfterLogged(size_t out_before) {
+  if (logged_pending_ == 0 || wbuf_.size() <= out_before) return;
+  auto slot = std::make_shared<LoggedReplies::Slot>();
+  slot->ready = true;
+  slot->bytes = wbuf_.substr(out_before);
+  wbuf_.resize(out_before);
+  std::lock_guard lk(logged_->mu);
+  logged_->slots.push_back(std::move(slot));
+  logged_pending_++;
 }
 
 bool Connection::DrainLogged(int shard) {
@@ -421,7 +424,7 @@ void Connection::Execute(int shard) {
   if ((spec->flags & kCmdDenyOom) && server_->config().maxmemory() > 0 &&
       server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory())
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
-  // Cluster mode: a keyed write goes through the log (LogClusterWrite).
+  // Cluster mode: a keyed write goes through the log (SendLogged).
   const bool logged = IsLoggedWrite(spec, shard);
   if (tx_.active && sh.cluster != nullptr && (spec->flags & kCmdWrite) && spec->first_key > 0)
     return reject("ERR write commands inside MULTI are not available in cluster mode");

@@ -181,6 +181,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // waiting, else the connection is suspended until the front one is ready
   // (then Process runs again on `shard`).
   bool DrainLogged(int shard);
+  // What was written to wbuf_ from out_before on goes behind the replies
+  // still due (an error reply while logged writes wait).
+  void KeepAfterLogged(size_t out_before);
   std::shared_ptr<LoggedReplies> logged_ = std::make_shared<LoggedReplies>();
   size_t logged_pending_ = 0;  // slots pushed, not drained (touched with the baton)
 };

@@ -406,6 +406,7 @@ void Server::StartCluster(const std::vector<snap::KafkaPosition>& positions) {
   // servable from the revocation on, before its keys go.
   owner.on_gained = [this](const std::vector<int>& gained, const std::vector<int>& fresh) {
     SetHeld(gained, PartitionHeld::kRestoring);
+    cluster_log_->PartitionGained(gained);
     DropPartitionState(fresh);
     cluster_->Gained(gained);
   };
@@ -660,9 +661,11 @@ void Server::Shutdown(const std::string& reason) {
   StartShutdownWatchdog();
   if (stopping_.exchange(true)) return;
   spdlog::info("shutting down ({})", reason);
-  if (cluster_log_) cluster_log_->Stop();  // FEVENTs sent are acknowledged (their replies posted)
   if (repartitioner_) repartitioner_->Stop();  // commits what Kafka has of it, leaves the sources' group
   if (kafka_) kafka_->Stop();  // no new batches; those already posted still apply
+  // FEVENTs sent are acknowledged (their replies posted); logged writes not
+  // run here by now are answered "outcome unknown" (their next owner runs them).
+  if (cluster_log_) cluster_log_->Stop();
   if (cluster_) cluster_->Stop();  // the owner ingest left the group: its slots go to the others at once
   if (!shards_) return;
   // Close the listeners on their own thread, then stop every shard.
@@ -779,7 +782,22 @@ void Server::Sweep(Shard& s, size_t buckets_left, int64_t deadline_us, int64_t n
       stopping_.load())
     return;
   size_t step = std::min<size_t>(64, buckets_left);
-  s.store.SweepExpired(now_ms, step);
+  // Cluster mode: a partition being restored replays writes with their own
+  // clocks (docs/architecture.md, "Cluster mode"); a key the wall clock
+  // expired meanwhile is still there for them, as it was when they first ran.
+  std::function<bool(std::string_view)> spare;
+  if (cluster_held_) {
+    const int nparts = s.cluster ? s.cluster->partitions() : 0;
+    bool restoring = false;
+    for (int p = 0; p < nparts && !restoring; p++)
+      restoring = cluster_held_[static_cast<size_t>(p)].load(std::memory_order_relaxed) == PartitionHeld::kRestoring;
+    if (restoring)
+      spare = [this, nparts](std::string_view key) {
+        return cluster_held_[static_cast<size_t>(PartitionOfKey(key, nparts))].load(std::memory_order_relaxed) ==
+               PartitionHeld::kRestoring;
+      };
+  }
+  s.store.SweepExpired(now_ms, step, spare);
   asio::post(s.io, [this, &s, left = buckets_left - step, deadline_us, now_ms] { Sweep(s, left, deadline_us, now_ms); });
 }
 

@@ -798,6 +798,7 @@ std::string Server::InfoText(const std::string& section_arg, const std::vector<S
       line("cluster_source_messages", std::to_string(repartitioner_ ? repartitioner_->messages() : 0));
       line("cluster_direct_records_sent", std::to_string(cluster_log_ ? cluster_log_->sent() : 0));
       line("cluster_writes_run", std::to_string(kafka_ ? kafka_->commands_run() : 0));
+      line("cluster_writes_run_parked", std::to_string(kafka_ ? kafka_->commands_parked() : 0));
       line("cluster_writes_waiting", std::to_string(cluster_log_ ? cluster_log_->writes_pending() : 0));
     }
     s += "\r\n";

@@ -256,7 +256,7 @@ void ShardStore::Clear() {
   sweep_cursor_ = 0;
 }
 
-size_t ShardStore::SweepExpired(int64_t now_ms, size_t max_buckets) {
+size_t ShardStore::SweepExpired(int64_t now_ms, size_t max_buckets, const std::function<bool(std::string_view)>& spare) {
   if (expires_ == 0 && entities_ == 0) return 0;
   size_t removed = 0;
   size_t n = table_.bucket_count();
@@ -264,6 +264,7 @@ size_t ShardStore::SweepExpired(int64_t now_ms, size_t max_buckets) {
   for (size_t i = 0; i < max_buckets; i++) {
     if (sweep_cursor_ >= table_.bucket_count()) sweep_cursor_ = 0;
     removed += table_.SweepBucket(sweep_cursor_++, [&](Record* r) {
+      if (spare && spare(r->key())) return false;
       BeforeWrite(r);
       bool remove = r->has_expiry() && r->expire_at() <= now_ms;
       if (!remove && r->type == ValueType::kFeature) {

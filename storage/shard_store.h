@@ -150,7 +150,9 @@ class ShardStore {
   // `max_buckets` were visited or the whole table was; removes the expired
   // records found, and trims entities (old tiles, expired views). Returns the number removed. Called on a timer with a
   // budget by the shard thread (see server/shard_set.cc).
-  size_t SweepExpired(int64_t now_ms, size_t max_buckets);
+  // `spare` (when set) keeps the keys it returns true for, whatever their
+  // expiry (cluster mode: the keys of a partition being restored).
+  size_t SweepExpired(int64_t now_ms, size_t max_buckets, const std::function<bool(std::string_view)>& spare = {});
   size_t bucket_count() const { return table_.bucket_count(); }
   // Moves hash table buckets of a resize under way for up to `micros` (the
   // cron, as Redis's incremental rehash); true while one is still under way.

@@ -416,10 +416,14 @@ class ClusterIngestTest(unittest.TestCase):
             with self.assertRaises(redis.ResponseError) as cm:
                 rc.incr("h:1")
             self.assertIn("WRONGTYPE", str(cm.exception))
-            # One slot's keys on several shards of the node: run with every
-            # shard parked, still in log order.
-            self.assertTrue(rc.mset({"{tag}a": "1", "{tag}b": "2", "{tag}c": "3"}))
-            self.assertEqual(rc.delete("{tag}a", "{tag}b"), 2)
+            # One slot's keys on several shards of the node (ten keys: some
+            # hash to each of its two shards): run with every shard parked,
+            # still in log order.
+            parked = sum(self.nodes.client(n).info("cluster")["cluster_writes_run_parked"] for n in self.nodes.live())
+            self.assertTrue(rc.mset({"{tag}k%d" % i: str(i) for i in range(10)}))
+            self.assertEqual(rc.delete("{tag}k0", "{tag}k1"), 2)
+            self.assertEqual(sum(self.nodes.client(n).info("cluster")["cluster_writes_run_parked"]
+                                 for n in self.nodes.live()), parked + 2)
             self.assertEqual(rc.execute_command("FSET", "user:5000", "last_action", "refund"), "OK")
             self.assertEqual(rc.execute_command("FGET", "user:5000", "last_action"), ["refund"])
         finally:
@@ -444,6 +448,13 @@ class ClusterIngestTest(unittest.TestCase):
         self.assertEqual(got[:21] + got[22:], list(range(1, 41)))
         self.assertIsInstance(got[21], redis.ResponseError)
         self.assertTrue(str(got[21]).startswith("MOVED"), got[21])
+        # A protocol error behind writes waiting for their replies comes after them.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"SET {s:1}p 1\r\nSET {s:1}p 2\r\n*1\r\n$x\r\n")
+            data, deadline = b"", time.monotonic() + 10
+            while data.count(b"\r\n") < 3 and time.monotonic() < deadline:
+                data += sock.recv(4096)
+        self.assertTrue(data.startswith(b"+OK\r\n+OK\r\n-ERR Protocol error"), data)
         # A write inside MULTI is refused (its reply comes from the log).
         pipe = self.nodes.client(owner).pipeline(transaction=True)
         pipe.set("s:1", "three")
@@ -459,8 +470,8 @@ class ClusterIngestTest(unittest.TestCase):
                         return False
                 return (rc.hgetall("h:1") == {"a": "1", "b": "3", "c": "4"} and rc.get("s:1") == "two"
                         and rc.get("{s:1}n") == "16"
-                        and 0 < rc.pttl("s:1") <= 3_600_000 and rc.get("{tag}c") == "3"
-                        and rc.exists("{tag}a") == 0
+                        and 0 < rc.pttl("s:1") <= 3_600_000 and rc.get("{tag}k9") == "9"
+                        and rc.exists("{tag}k0") == 0
                         and rc.execute_command("FGET", "user:5000", "last_action") == ["refund"])
             except (redis.RedisError, RedisClusterException):
                 return False
