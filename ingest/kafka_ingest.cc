@@ -855,9 +855,11 @@ void KafkaIngest::RunCommand(std::shared_ptr<const LoggedCommand> cmd) {
   while (!WaitInFlightAtMost(1, 1000) && !stop_.load()) {
   }
   if (stop_.load()) return;  // (the shutdown snapshot was cut before)
-  sink_->RunLoggedExclusive(*cmd, stop_);
+  // Counted before it runs: its reply (sent from inside the run) never
+  // reaches a client before the count INFO shows.
   commands_run_.fetch_add(1, std::memory_order_relaxed);
   commands_parked_.fetch_add(1, std::memory_order_relaxed);
+  sink_->RunLoggedExclusive(*cmd, stop_);
 }
 
 void KafkaIngest::Pump(int shard, ShardStore& store) {
@@ -890,8 +892,8 @@ void KafkaIngest::ApplyQueued(int shard, ShardStore& store, bool sliced) {
   while (!out_of_time && !q.pending.empty()) {
     auto& [b, from] = q.pending.front();
     if (b->cmd) {  // a logged write, in its place among the batches
+      commands_run_.fetch_add(1, std::memory_order_relaxed);  // (before: see RunCommand)
       sink_->RunLogged(shard, *b->cmd);
-      commands_run_.fetch_add(1, std::memory_order_relaxed);
       q.pending.pop_front();
       shard_depth_[static_cast<size_t>(shard)].fetch_sub(1, std::memory_order_relaxed);
       ReleaseInFlight();
