@@ -1,5 +1,6 @@
 // ClusterLog: see cluster_log.h.
 #include "server/cluster_log.h"
+#include "server/server.h"  // NowMs
 
 #include <librdkafka/rdkafka.h>
 #include <spdlog/spdlog.h>
@@ -88,13 +89,6 @@ void ClusterLog::Stop() {
               "(the slot's next owner runs it)");
 }
 
-namespace {
-int64_t NowWallMs() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-}  // namespace
-
 void ClusterLog::FailWaiters(const std::function<bool(int64_t, const Waiter&)>& which, const std::string& error) {
   std::vector<WriteDone> failed;
   {
@@ -148,7 +142,7 @@ void ClusterLog::Run() {
   // Serves the acknowledgements as they come: each reply waits for one.
   while (!stop_.load()) {
     rd_kafka_poll(producer_, 100);
-    const int64_t now = NowWallMs();
+    const int64_t now = NowMs();
     FailWaiters([now](int64_t, const Waiter& w) { return w.deadline_ms <= now; },
                 "ERR the write is in the log, but this node did not run it within " + std::to_string(kWriteTimeoutMs / 1000) +
                     " s (its owner ingest is behind)");
@@ -192,7 +186,7 @@ void ClusterLog::SendCommand(int partition, std::span<const std::string_view> ar
       lk.unlock();
       return done("", "TRYAGAIN the slot is moving");
     }
-    waiters_[seq] = Waiter{partition, NowWallMs() + kWriteTimeoutMs, std::move(done)};
+    waiters_[seq] = Waiter{partition, NowMs() + kWriteTimeoutMs, std::move(done)};
   }
   auto* p = new Pending;
   p->left.store(1);

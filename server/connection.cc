@@ -284,7 +284,7 @@ void Connection::Process(int shard) {
     // Behind logged writes still waiting for their replies, only more of
     // them run (at most kMaxLogged); anything else waits for them first.
     const size_t pending = logged_pending_;
-    if (pending > 0 && (pending >= kMaxLogged || !IsLoggedWrite(spec_, shard)) && !DrainLogged(shard)) return;
+    if (pending > 0 && (pending >= kMaxLogged || tx_.active || !IsClusterWrite(spec_, shard)) && !DrainLogged(shard)) return;
     const size_t out_before = wbuf_.size();
     Execute(shard);
     if (pending > 0) KeepAfterLogged(out_before);  // a write refused before it was sent
@@ -316,8 +316,8 @@ const char* Connection::PeekCommand(const char* at, ArgList* args) {
 // routed here) and run by this node's owner ingest in log order, so it
 // moves with the slot and outlives the node; the reply is what it answered
 // there, in the write's slot of logged_.
-bool Connection::IsLoggedWrite(const CommandSpec* spec, int shard) const {
-  return spec != nullptr && (spec->flags & kCmdWrite) && spec->first_key > 0 && !tx_.active &&
+bool Connection::IsClusterWrite(const CommandSpec* spec, int shard) const {
+  return spec != nullptr && (spec->flags & kCmdWrite) && spec->first_key > 0 &&
          server_->shards().shard(shard).cluster != nullptr;
 }
 
@@ -425,9 +425,8 @@ void Connection::Execute(int shard) {
       server_->used_memory.load(std::memory_order_relaxed) > server_->config().maxmemory())
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
   // Cluster mode: a keyed write goes through the log (SendLogged).
-  const bool logged = IsLoggedWrite(spec, shard);
-  if (tx_.active && sh.cluster != nullptr && (spec->flags & kCmdWrite) && spec->first_key > 0)
-    return reject("ERR write commands inside MULTI are not available in cluster mode");
+  const bool logged = IsClusterWrite(spec, shard);
+  if (tx_.active && logged) return reject("ERR write commands inside MULTI are not available in cluster mode");
   if (tx_.active && !(spec->flags & kCmdTxControl)) {  // MULTI: queued for EXEC
     if (spec->flags & kCmdNoMulti) return reject("ERR Command not allowed inside a transaction");
     Enqueue(server_->shards(), tx_, spec, args_);

@@ -175,7 +175,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::deque<std::shared_ptr<Slot>> slots;  // in command order
     std::function<void()> wake;  // set while the connection waits for the front slot
   };
-  bool IsLoggedWrite(const CommandSpec* spec, int shard) const;
+  // A keyed write in cluster mode: sent through the log (refused in MULTI).
+  bool IsClusterWrite(const CommandSpec* spec, int shard) const;
   void SendLogged(CommandContext& c);
   // Moves the ready front slots' replies into wbuf_; true when none is left
   // waiting, else the connection is suspended until the front one is ready
