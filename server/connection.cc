@@ -495,6 +495,29 @@ void Connection::FlushAndRead() {
     if (close_after_write_) return Close();
     return DoRead();
   }
+  if (tls_) return Flush();
+  // As Redis writes its replies before it sleeps: the write waits until
+  // every connection the loop found ready has run, so a client's wake-up
+  // serves the replies of many of its connections (docs/architecture.md,
+  // "Replies").
+  Shard& home = server_->shards().shard(home_);
+  home.flush_queue.push_back(shared_from_this());
+  if (home.flush_posted) return;
+  home.flush_posted = true;
+  asio::post(home.io, [&home] { FlushQueued(home); });
+}
+
+void Connection::FlushQueued(Shard& home) {
+  home.flush_posted = false;
+  thread_local std::vector<std::shared_ptr<Connection>> batch;
+  batch.swap(home.flush_queue);
+  for (auto& c : batch) c->Flush();
+  batch.clear();
+}
+
+void Connection::Flush() {
+  if (closed_) return;
+  if (killed_) return Close();
   server_->shards().shard(home_).counters.Add(server_->shards().shard(home_).counters.net_output, wbuf_.size());
   auto done = [self = shared_from_this()](const boost::system::error_code& ec, size_t) { self->Written(ec); };
   if (tls_) return asio::async_write(*tls_, asio::buffer(wbuf_), std::move(done));  // records: the stream's job

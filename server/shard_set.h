@@ -42,6 +42,10 @@ struct Shard {
   std::shared_ptr<const ClusterMap> cluster;  // cluster mode: this thread's view of who owns which slots
   std::unique_ptr<PeerClients> peers;          // cluster mode: this thread's connections to the other nodes
   std::unordered_set<Connection*> clients;  // connections whose home is here
+  // Connections whose replies wait to be written after every connection
+  // ready in this loop pass has run (docs/architecture.md, "Replies").
+  std::vector<std::shared_ptr<Connection>> flush_queue;
+  bool flush_posted = false;
   ThreadCounters counters;
   std::unique_ptr<CommandStats> command_stats;  // by CommandTable index
   SlowLog slowlog;

@@ -85,6 +85,19 @@ struct Raw {
   }
 };
 
+// A client thread's connection (10 s timeouts), or null with `failures` counted.
+redisContext* ConnectOrCount(int port, std::atomic<int>& failures) {
+  timeval tv{10, 0};
+  redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
+  if (c == nullptr || c->err) {
+    failures++;
+    if (c) redisFree(c);
+    return nullptr;
+  }
+  redisSetTimeout(c, tv);
+  return c;
+}
+
 }  // namespace
 
 TEST_CASE("strings, hashes and keys through hiredis") {
@@ -217,13 +230,8 @@ TEST_CASE("200 concurrent clients each see their own writes") {
   std::vector<std::thread> threads;
   for (int t = 0; t < 200; t++) {
     threads.emplace_back([&, t] {
-      timeval tv{10, 0};
-      redisContext* c = redisConnectWithTimeout("127.0.0.1", srv.port(), tv);
-      if (c == nullptr || c->err) {
-        failures++;
-        if (c) redisFree(c);
-        return;
-      }
+      redisContext* c = ConnectOrCount(srv.port(), failures);
+      if (c == nullptr) return;
       for (int i = 0; i < 50; i++) {
         std::string k = "c";  // appends: g++ 12 at -O3 warns falsely on "c" + std::string
         k.append(std::to_string(t)).append(":").append(std::to_string(i));
@@ -240,6 +248,60 @@ TEST_CASE("200 concurrent clients each see their own writes") {
   CHECK(failures.load() == 0);
   Client cl(srv.port());
   CHECK(cl.Cmd({"DBSIZE"})->integer == 200 * 50);
+}
+
+// Replies of a loop pass are written together, after every ready
+// connection ran (docs/architecture.md, "Replies"): many clients pipelining
+// at once must each get exactly their own replies, in order, also while
+// others vanish with replies queued for them.
+TEST_CASE("40 clients pipelining at once each get their own replies in order, beside clients that hang up") {
+  for (const char* shards : {"1", "3"}) {
+    INFO("shards " << shards);
+    ServerProcess srv({"--shards", shards});
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 40; t++) {
+      threads.emplace_back([&, t] {
+        redisContext* c = ConnectOrCount(srv.port(), failures);
+        if (c == nullptr) return;
+        std::string k = "pipe";
+        k.append(std::to_string(t));
+        for (int round = 0; round < 5; round++) {
+          if (t % 8 == 7 && round == 2) {  // sends a pipeline and hangs up without reading
+            for (int i = 0; i < 200; i++) redisAppendCommand(c, "INCR %s", k.c_str());
+            int done = 0;
+            while (!done && redisBufferWrite(c, &done) == REDIS_OK) {
+            }
+            break;
+          }
+          for (int i = 0; i < 200; i++) {
+            if (i % 2 == 0) redisAppendCommand(c, "INCR %s", k.c_str());
+            else redisAppendCommand(c, "ECHO %s:%d:%d", k.c_str(), round, i);
+          }
+          for (int i = 0; i < 200; i++) {
+            void* rv = nullptr;
+            if (redisGetReply(c, &rv) != REDIS_OK) {
+              failures++;
+              redisFree(c);
+              return;
+            }
+            Reply r(static_cast<redisReply*>(rv));
+            const bool ok = i % 2 == 0
+                                ? r->type == REDIS_REPLY_INTEGER && r->integer == round * 100 + i / 2 + 1
+                                : r->type == REDIS_REPLY_STRING &&
+                                      std::string(r->str, r->len) == k + ":" + std::to_string(round) + ":" + std::to_string(i);
+            if (!ok) failures++;
+          }
+        }
+        redisFree(c);
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(failures.load() == 0);
+    Client cl(srv.port());
+    CHECK(Str(cl.Cmd({"GET", "pipe0"})) == "500");
+    CHECK(Str(cl.Cmd({"PING"})) == "PONG");
+  }
 }
 
 TEST_CASE("keys with a TTL expire, lazily and by the active sweep") {
