@@ -1,7 +1,9 @@
 // Connection: see connection.h. The flow of one read:
 //   DoRead (home) -> Process(home) -> [hop to key's shard -> Execute ...]
-//   -> FlushAndRead (home): one write of every reply, then the next read.
+//   -> FlushAndRead (home) -> [after the loop pass] Flush: one write of every reply, then the next read.
 #include "server/connection.h"
+
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -482,26 +484,22 @@ void Connection::Resume(int shard) {
 void Connection::FlushAndRead() {
   if (closed_) return;
   if (killed_) return Close();
-  if (aof_wait_) {
-    aof_wait_ = false;
-    AofManager& aof = server_->aof();
-    if (aof.replies_wait()) {  // appendfsync always: reply once the writes are fsynced
-      return aof.WhenDurable([self = shared_from_this()] {
-        self->server_->shards().Post(self->home_, [self] { self->FlushAndRead(); });
-      });
-    }
+  // appendfsync always: the replies go once the writes are fsynced.
+  const bool durable = std::exchange(aof_wait_, false) && server_->aof().replies_wait();
+  if (tls_) {
+    if (!durable) return Flush();
+    return server_->aof().WhenDurable([self = shared_from_this()] {
+      self->server_->shards().Post(self->home_, [self] { self->Flush(); });
+    });
   }
-  if (wbuf_.empty()) {
-    if (close_after_write_) return Close();
-    return DoRead();
-  }
-  if (tls_) return Flush();
+  if (wbuf_.empty() && !durable) return Flush();  // nothing to write: the next read at once
   // As Redis writes its replies before it sleeps: the write waits until
   // every connection the loop found ready has run, so a client's wake-up
-  // serves the replies of many of its connections (docs/architecture.md,
-  // "Replies").
+  // serves the replies of many of its connections, and under appendfsync
+  // always one fsync serves the whole pass (docs/architecture.md, "Replies").
   Shard& home = server_->shards().shard(home_);
   home.flush_queue.push_back(shared_from_this());
+  home.flush_durable |= durable;
   if (home.flush_posted) return;
   home.flush_posted = true;
   asio::post(home.io, [&home] { FlushQueued(home); });
@@ -509,6 +507,16 @@ void Connection::FlushAndRead() {
 
 void Connection::FlushQueued(Shard& home) {
   home.flush_posted = false;
+  if (std::exchange(home.flush_durable, false)) {
+    auto batch = std::make_shared<std::vector<std::shared_ptr<Connection>>>();
+    batch->swap(home.flush_queue);
+    AofManager& aof = batch->front()->server_->aof();
+    return aof.WhenDurable([batch, &home] {
+      asio::post(home.io, [batch] {
+        for (auto& c : *batch) c->Flush();
+      });
+    });
+  }
   thread_local std::vector<std::shared_ptr<Connection>> batch;
   batch.swap(home.flush_queue);
   for (auto& c : batch) c->Flush();
@@ -518,6 +526,10 @@ void Connection::FlushQueued(Shard& home) {
 void Connection::Flush() {
   if (closed_) return;
   if (killed_) return Close();
+  if (wbuf_.empty()) {
+    if (close_after_write_) return Close();
+    return DoRead();
+  }
   server_->shards().shard(home_).counters.Add(server_->shards().shard(home_).counters.net_output, wbuf_.size());
   auto done = [self = shared_from_this()](const boost::system::error_code& ec, size_t) { self->Written(ec); };
   if (tls_) return asio::async_write(*tls_, asio::buffer(wbuf_), std::move(done));  // records: the stream's job

@@ -46,6 +46,7 @@ struct Shard {
   // ready in this loop pass has run (docs/architecture.md, "Replies").
   std::vector<std::shared_ptr<Connection>> flush_queue;
   bool flush_posted = false;
+  bool flush_durable = false;  // one of them waits for appendfsync always
   ThreadCounters counters;
   std::unique_ptr<CommandStats> command_stats;  // by CommandTable index
   SlowLog slowlog;

@@ -20,7 +20,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fkv_testlib import ServerError, ServerProcess, wait_until  # noqa: E402
+from fkv_testlib import ServerError, ServerProcess, encode_command, wait_until  # noqa: E402
 from test_kafka_tools import MockCluster  # noqa: E402
 import test_kafka_tools  # noqa: E402
 
@@ -101,6 +101,33 @@ class AofTest(unittest.TestCase):
         self.assertEqual(self.state(r), want)
         self.assertIsNone(r.get("gone"))
         self.assertGreater(int(r.info("persistence")["aof_replayed_records"]), 0)
+
+    def test_always_replies_only_after_the_fsync(self):
+        """Under always a reply leaves after the fsync of its write (one
+        fsync for every connection of a loop pass): read right after it,
+        once it and the other clients' pipelined writes beside it are
+        answered, nothing appended is left unsynced."""
+        r = self.start("always")
+        others = [self.srv.raw() for _ in range(4)]
+        now = int(time.time())
+        try:
+            for i in range(60):
+                for n, o in enumerate(others):  # run beside ours, in the same loop passes
+                    o.send(b"".join(encode_command("SET", "other:%d:%d" % (n, j), str(i)) for j in range(8)))
+                if i % 3 == 0:
+                    r.set("k%d" % i, i)
+                elif i % 3 == 1:
+                    r.incr("counter")
+                else:
+                    r.execute_command("FEVENT", "user_events", ev(i % 5, "click", now))
+                for o in others:
+                    for _ in range(8):
+                        self.assertEqual(o.read_raw_reply(), b"+OK\r\n")
+                # Every write made was answered, so each one is fsynced.
+                self.assertEqual(int(r.info("persistence")["aof_pending_fsync_bytes"]), 0, "after write %d" % i)
+        finally:
+            for o in others:
+                o.close()
 
     def test_megabytes_in_one_pass_come_back(self):
         """Writes larger than a block (1 MiB of records) in one writer pass:
