@@ -76,6 +76,13 @@ def p99_of(port, cmd, users, n, clients=20):
     return float(row[head.index("p99_latency_ms")]), float(row[head.index("rps")])
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds used so far by process `pid` (/proc)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def redis_benchmark(port, cmd, n, pipeline, clients=50, keyspace=100000, cpu="0", auth=()):
     """redis-benchmark (pinned to `cpu`) running `cmd` n times at pipeline
     depth `pipeline`: (requests/s, p99 ms). auth: ("--user", u, "-a", p)."""

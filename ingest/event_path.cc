@@ -111,7 +111,14 @@ std::map<std::string, IngestStats::ViewFigures> IngestStats::applied_by_view() c
 }
 
 std::vector<IngestStatsViewCount> UpdateBatch::CountByView() const {
-  std::vector<IngestStatsViewCount> out;  // a handful of views: a linear search beats a map
+  std::vector<IngestStatsViewCount> out;
+  CountByView(&out);
+  return out;
+}
+
+void UpdateBatch::CountByView(std::vector<IngestStatsViewCount>* counts) const {
+  std::vector<IngestStatsViewCount>& out = *counts;  // a handful of views: a linear search beats a map
+  out.clear();
   for (const ViewUpdate& u : updates_) {
     if (u.agg_count == 0) continue;  // a tombstone: no event applied, the view is not fresher
     auto it = std::find_if(out.begin(), out.end(), [&](const IngestStatsViewCount& c) { return c.view == u.view_name; });
@@ -122,7 +129,6 @@ std::vector<IngestStatsViewCount> UpdateBatch::CountByView() const {
     it->updates++;
     it->newest_ts_ms = std::max(it->newest_ts_ms, u.ts);
   }
-  return out;
 }
 
 void IngestStats::JoinMissing(const std::string& view) {
@@ -378,9 +384,14 @@ void UpdateBatch::clear() {
 }
 
 ShardPlan UpdateBatch::PlanShards(int nshards) {
-  ShardPlan plan = ShardPlan::Build(nshards, size(), [&](size_t i) { return key(i); });
-  for (size_t i = 0; i < size(); i++) updates_[i].key_hash = plan.hash(i);
+  ShardPlan plan;
+  PlanShards(nshards, &plan);
   return plan;
+}
+
+void UpdateBatch::PlanShards(int nshards, ShardPlan* into) {
+  into->Rebuild(nshards, size(), [&](size_t i) { return key(i); });
+  for (size_t i = 0; i < size(); i++) updates_[i].key_hash = into->hash(i);
 }
 
 void UpdateBatch::AddText(std::string_view key, uint64_t key_hash, uint16_t layout, int64_t ts,

@@ -85,8 +85,10 @@ class UpdateBatch {
   }
   // Groups the updates by shard and sets each one's key_hash from the plan.
   ShardPlan PlanShards(int nshards);
+  void PlanShards(int nshards, ShardPlan* into);  // the same into a plan kept for reuse
   // The updates by view (in order of first appearance), for IngestStats::ViewsApplied.
   std::vector<IngestStatsViewCount> CountByView() const;
+  void CountByView(std::vector<IngestStatsViewCount>* out) const;  // into a vector kept for reuse
   // Appends an update of one aggregation with a text value (FSET;
   // `replace` for a table's view: the value wins whatever its time).
   void AddText(std::string_view key, uint64_t key_hash, uint16_t layout, int64_t ts, const std::string* view_name,

@@ -662,9 +662,12 @@ void FEvent(CommandContext& c) {
   uint64_t applied = n - rejected.size();  // counted once the shards applied them
   std::string err = RejectionError(rejected, n);
   if (EventKeysDenied(c, *updates)) return;
-  ShardPlan local_plan = updates->PlanShards(c.server->shards().size());
+  // Kept by the thread (rebuilt in place); moved out only for a fan-out.
+  thread_local ShardPlan local_plan;
+  thread_local std::vector<IngestStatsViewCount> by_view;
+  updates->PlanShards(c.server->shards().size(), &local_plan);
   IngestStats* sp = &stats;
-  auto by_view = updates->CountByView();
+  updates->CountByView(&by_view);
   const std::vector<int>& targets = local_plan.shards();
   if (!ShardSet::inline_posts() && (targets.empty() || (targets.size() == 1 && targets[0] == c.shard))) {
     // Every update is on this shard (always so with one shard): applied
@@ -690,6 +693,7 @@ void FEvent(CommandContext& c) {
   auto shared = std::make_shared<UpdateBatch>(std::move(local));
   local = UpdateBatch();
   auto plan = std::make_shared<const ShardPlan>(std::move(local_plan));
+  local_plan = ShardPlan();
   c.FanOut(
       plan,
       [updates = std::move(shared), now, sp, reg, &args = c.args](ShardStore& st, std::span<const uint32_t> keys) {  // reg: the updates point into it
@@ -701,7 +705,7 @@ void FEvent(CommandContext& c) {
         // them and applies this shard's updates only.
         aof::LogWrite(st, aof::Kind::kEvents, now, args);
       },
-      [applied, err, sp, by_view = std::move(by_view), reg](ReplyWriter& out) {  // reg: by_view names its views
+      [applied, err, sp, by_view = by_view, reg](ReplyWriter& out) {  // reg: by_view names its views
         sp->events_applied.fetch_add(applied, std::memory_order_relaxed);
         sp->ViewsApplied(by_view);
         if (!err.empty()) return out.Error(err);

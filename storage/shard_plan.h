@@ -26,10 +26,16 @@ class ShardPlan {
   template <class KeyAt>
   static ShardPlan Build(int nshards, size_t n, KeyAt&& key) {
     ShardPlan p;
-    p.hashes_.resize(n);
-    for (size_t i = 0; i < n; i++) p.hashes_[i] = HashKey(key(i));
-    p.Group(nshards);
+    p.Rebuild(nshards, n, key);
     return p;
+  }
+  // The same in place: a plan kept by a thread is rebuilt in the memory it
+  // already has (no allocation once it has grown).
+  template <class KeyAt>
+  void Rebuild(int nshards, size_t n, KeyAt&& key) {
+    hashes_.resize(n);
+    for (size_t i = 0; i < n; i++) hashes_[i] = HashKey(key(i));
+    Group(nshards);
   }
   // n keys whose hashes are known.
   static ShardPlan FromHashes(int nshards, std::vector<uint64_t> hashes) {
@@ -51,7 +57,9 @@ class ShardPlan {
 
  private:
   void Group(int nshards) {
-    std::vector<int> owner(hashes_.size());
+    std::vector<int>& owner = owner_;
+    owner.resize(hashes_.size());
+    shards_.clear();
     start_.assign(static_cast<size_t>(nshards) + 1, 0);
     for (size_t i = 0; i < hashes_.size(); i++) {
       owner[i] = ShardOfHash(hashes_[i], nshards);
@@ -62,14 +70,18 @@ class ShardPlan {
       start_[s + 1] += start_[s];
     }
     order_.resize(hashes_.size());
-    std::vector<size_t> fill(start_.begin(), start_.end() - 1);
-    for (size_t i = 0; i < hashes_.size(); i++) order_[fill[static_cast<size_t>(owner[i])]++] = static_cast<uint32_t>(i);
+    // Each key to its shard's next place; start_ serves as the cursor and
+    // is moved back after.
+    for (size_t i = 0; i < hashes_.size(); i++) order_[start_[static_cast<size_t>(owner[i])]++] = static_cast<uint32_t>(i);
+    for (size_t s = static_cast<size_t>(nshards); s > 0; s--) start_[s] = start_[s - 1];
+    start_[0] = 0;
   }
 
   std::vector<uint64_t> hashes_;
   std::vector<int> shards_;
   std::vector<size_t> start_;     // per shard, where its indexes begin in order_
   std::vector<uint32_t> order_;  // key indexes grouped by shard
+  std::vector<int> owner_;        // Group's scratch: each key's shard
 };
 
 }  // namespace fkv
