@@ -33,7 +33,7 @@ Connection::Connection(Server* server, int home, asio::ip::tcp::socket socket, u
   auto lp = socket_.local_endpoint(ec);
   if (!ec) local_ = Endpoint(lp);
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
-  socket_.non_blocking(true, ec);  // FlushAndRead writes directly first
+  socket_.non_blocking(true, ec);  // Flush writes directly first
   created_ms_ = NowMs();
   last_interaction_ms_ = created_ms_;
   user_ = server_->acl().Find("default");
@@ -498,8 +498,7 @@ void Connection::FlushAndRead() {
   // serves the replies of many of its connections, and under appendfsync
   // always one fsync serves the whole pass (docs/architecture.md, "Replies").
   Shard& home = server_->shards().shard(home_);
-  home.flush_queue.push_back(shared_from_this());
-  home.flush_durable |= durable;
+  (durable ? home.durable_queue : home.flush_queue).push_back(shared_from_this());
   if (home.flush_posted) return;
   home.flush_posted = true;
   asio::post(home.io, [&home] { FlushQueued(home); });
@@ -507,11 +506,13 @@ void Connection::FlushAndRead() {
 
 void Connection::FlushQueued(Shard& home) {
   home.flush_posted = false;
-  if (std::exchange(home.flush_durable, false)) {
+  if (!home.durable_queue.empty()) {
+    // The connections that wrote wait for one fsync of everything appended
+    // by now; the others go at once.
     auto batch = std::make_shared<std::vector<std::shared_ptr<Connection>>>();
-    batch->swap(home.flush_queue);
+    batch->swap(home.durable_queue);
     AofManager& aof = batch->front()->server_->aof();
-    return aof.WhenDurable([batch, &home] {
+    aof.WhenDurable([batch, &home] {
       asio::post(home.io, [batch] {
         for (auto& c : *batch) c->Flush();
       });
@@ -539,7 +540,8 @@ void Connection::Flush() {
   if (!wec && sent == wbuf_.size()) {
     wbuf_.clear();
     if (close_after_write_) return Close();
-    if (more_input_) return Process(home_);
+    // More requests were read: they run after the rest of the queue is written.
+    if (more_input_) return asio::post(server_->shards().shard(home_).io, [self = shared_from_this()] { self->Process(self->home_); });
     return DoRead();
   }
   if (wec && wec != asio::error::would_block && wec != asio::error::try_again) return Close();

@@ -91,13 +91,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // a view into it taken under one generation is stale under another.
   uint64_t read_generation() const { return read_gen_; }
 
+  // The flushes queued on shard `home` (its thread), in order; those that
+  // wait for appendfsync always go once it has fsynced.
+  static void FlushQueued(Shard& home);
+
  private:
   void Process(int shard);   // the parse/dispatch loop, on `shard`'s thread
   void Execute(int shard);   // runs the parsed command on this shard
   void FinishCall(int shard, const CommandSpec* spec);  // statistics and slow log of the command just run
   void FlushAndRead();       // home thread: queues the flush behind the other ready connections
   void Flush();              // home thread: one write of every reply, then the next read
-  static void FlushQueued(Shard& home);  // the queued flushes of a shard, in order
   void Written(const boost::system::error_code& ec);  // after an async write of wbuf_, home thread
   void DoRead();             // home thread
   void Close();              // home thread

@@ -681,7 +681,10 @@ void FEvent(CommandContext& c) {
       }
       aof::LogWrite(*c.store, aof::Kind::kEvents, now, c.args);
     }
-    if (local.footprint() > (1u << 20)) local = UpdateBatch();  // a huge FEVENT does not keep its memory
+    if (local.footprint() > (1u << 20)) {  // a huge FEVENT does not keep its memory
+      local = UpdateBatch();
+      local_plan = ShardPlan();
+    }
     sp->events_applied.fetch_add(applied, std::memory_order_relaxed);
     sp->ViewsApplied(by_view);
     if (!err.empty()) return c.out.Error(err);
@@ -705,7 +708,7 @@ void FEvent(CommandContext& c) {
         // them and applies this shard's updates only.
         aof::LogWrite(st, aof::Kind::kEvents, now, args);
       },
-      [applied, err, sp, by_view = by_view, reg](ReplyWriter& out) {  // reg: by_view names its views
+      [applied, err, sp, by_view = std::move(by_view), reg](ReplyWriter& out) {  // reg: by_view names its views
         sp->events_applied.fetch_add(applied, std::memory_order_relaxed);
         sp->ViewsApplied(by_view);
         if (!err.empty()) return out.Error(err);

@@ -668,14 +668,23 @@ void Server::Shutdown(const std::string& reason) {
   if (cluster_log_) cluster_log_->Stop();
   if (cluster_) cluster_->Stop();  // the owner ingest left the group: its slots go to the others at once
   if (!shards_) return;
-  // Close the listeners on their own thread, then stop every shard.
+  // Close the listeners on their own thread, then stop every shard, each
+  // on its own thread once the replies of what it ran are written (the
+  // writes of a loop pass wait in its flush queue: docs/architecture.md,
+  // "Replies").
   asio::post(shards_->shard(0).io, [this] {
     for (auto& a : acceptors_) {
       boost::system::error_code ec;
       a->close(ec);
     }
     if (signals_) signals_->cancel();
-    shards_->Stop();
+    for (int i = 0; i < shards_->size(); i++) {
+      Shard& s = shards_->shard(i);
+      asio::post(s.io, [&s] {
+        Connection::FlushQueued(s);
+        s.io.stop();
+      });
+    }
   });
 }
 

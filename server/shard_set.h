@@ -45,8 +45,8 @@ struct Shard {
   // Connections whose replies wait to be written after every connection
   // ready in this loop pass has run (docs/architecture.md, "Replies").
   std::vector<std::shared_ptr<Connection>> flush_queue;
+  std::vector<std::shared_ptr<Connection>> durable_queue;  // those whose writes wait for appendfsync always
   bool flush_posted = false;
-  bool flush_durable = false;  // one of them waits for appendfsync always
   ThreadCounters counters;
   std::unique_ptr<CommandStats> command_stats;  // by CommandTable index
   SlowLog slowlog;
@@ -109,7 +109,7 @@ class ShardSet {
   void RunOn(const std::vector<int>& shards, std::function<void(int, ShardStore&)> f, std::function<void()> then);
   // Starts one thread per shard; `on_start(shard)` runs first on each.
   void Start(const std::function<void(Shard&)>& on_start);
-  void Stop();  // stops every io_context (any thread)
+  void Stop();  // stops every io_context at once (any thread)
   void Join();
   // Every shard's command statistics (for SumCommandStats; any thread).
   std::vector<const CommandStats*> AllCommandStats() const {

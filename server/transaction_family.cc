@@ -209,13 +209,17 @@ void RunExclusive(CommandContext& c) {
   const int proto = c.conn->protocol();
   server->exclusive().Run([server, spec, args, reply, conn, proto](bool ok) {
     if (!ok) return reply([](ReplyWriter& out) { out.Error("ERR the server is shutting down"); });
-    ShardSet::InlinePosts inline_posts;
     auto buf = std::make_shared<std::string>();
-    ReplyWriter w(buf.get(), proto);
-    ArgList a(args->begin(), args->end());
-    const int home = conn->home();
-    CommandContext ctx{server, conn.get(), spec, a, w, home, &server->shards().shard(home).store, 0, NowMs()};
-    spec->handler(ctx);
+    {
+      ShardSet::InlinePosts inline_posts;
+      ReplyWriter w(buf.get(), proto);
+      ArgList a(args->begin(), args->end());
+      const int home = conn->home();
+      CommandContext ctx{server, conn.get(), spec, a, w, home, &server->shards().shard(home).store, 0, NowMs()};
+      spec->handler(ctx);
+    }
+    // Posted to the connection's home as any deferred reply: the rest of its
+    // pipeline runs there, not on this thread.
     reply([buf](ReplyWriter& out) { out.buffer()->append(*buf); });
   });
 }

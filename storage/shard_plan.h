@@ -57,7 +57,7 @@ class ShardPlan {
 
  private:
   void Group(int nshards) {
-    std::vector<int>& owner = owner_;
+    thread_local std::vector<int> owner;  // each key's shard (scratch)
     owner.resize(hashes_.size());
     shards_.clear();
     start_.assign(static_cast<size_t>(nshards) + 1, 0);
@@ -81,7 +81,6 @@ class ShardPlan {
   std::vector<int> shards_;
   std::vector<size_t> start_;     // per shard, where its indexes begin in order_
   std::vector<uint32_t> order_;  // key indexes grouped by shard
-  std::vector<int> owner_;        // Group's scratch: each key's shard
 };
 
 }  // namespace fkv
